@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Regenerates gen/ (Python, gRPC stubs and .pyi) and envoy/invitemesh.pb (the descriptor set the
+# edge transcodes with) from protos/. Both are committed; CI runs this and fails on any diff.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+py=${PYTHON:-.venv/bin/python}
+bin=$(dirname "$py")
+wkt=$("$py" -c 'import grpc_tools, os; print(os.path.join(os.path.dirname(grpc_tools.__file__), "_proto"))')
+protos=$(find protos -name '*.proto' | LC_ALL=C sort)
+protoc=("$py" -m grpc_tools.protoc -Iprotos -Ithird_party -I"$wkt")
+
+rm -rf gen/invitemesh
+mkdir -p gen
+"${protoc[@]}" \
+  --plugin=protoc-gen-mypy="$bin/protoc-gen-mypy" --plugin=protoc-gen-mypy_grpc="$bin/protoc-gen-mypy_grpc" \
+  --python_out=gen --grpc_python_out=gen --mypy_out=gen --mypy_grpc_out=gen $protos
+find gen/invitemesh -type d -exec touch {}/__init__.py \;
+
+# Envoy turns grpc-status-details-bin into JSON only if it knows the detail types.
+"${protoc[@]}" --include_imports --descriptor_set_out=envoy/invitemesh.pb \
+  $protos google/rpc/status.proto google/rpc/error_details.proto
