@@ -1,0 +1,38 @@
+# The two commands of the README: `make run` and `make test`. Both work on a fresh machine
+# with only Python 3.11+: everything else comes from PyPI into .venv.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: run test gen lint check-gen
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@ $(VENV)/.installed
+
+run: $(VENV)/.installed
+	$(VENV)/bin/meshctl up
+
+test: $(VENV)/.installed-dev
+	$(PY) -m pytest
+
+gen: $(VENV)/.installed-dev
+	PYTHON=$(PY) scripts/gen.sh
+
+check-gen: gen
+	@git add --intent-to-add gen envoy/invitemesh.pb
+	@git diff --exit-code --stat -- gen envoy/invitemesh.pb || { echo "gen/ is stale: run make gen and commit"; exit 1; }
+
+lint: $(VENV)/.installed-dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy mesh auth_svc invite_svc mail_svc admin_svc chain_svc tests
+	$(VENV)/bin/buf lint

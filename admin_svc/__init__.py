@@ -1,0 +1,1 @@
+"""admin_svc: see DESIGN §4."""

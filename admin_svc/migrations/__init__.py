@@ -1,0 +1,1 @@
+"""Alembic revisions of the `admin` schema (run by `meshctl migrate`)."""

@@ -1,0 +1,1 @@
+"""auth_svc: see DESIGN §4."""

@@ -1,0 +1,1 @@
+"""Alembic revisions of the `auth` schema (run by `meshctl migrate`)."""

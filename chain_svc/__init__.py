@@ -1,0 +1,1 @@
+"""chain_svc: see DESIGN §4."""

@@ -1,0 +1,1 @@
+"""Alembic revisions of the `chain` schema (run by `meshctl migrate`)."""

@@ -1,0 +1,1 @@
+"""invite_svc: see DESIGN §4."""

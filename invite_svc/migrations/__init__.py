@@ -1,0 +1,1 @@
+"""Alembic revisions of the `invite` schema (run by `meshctl migrate`)."""

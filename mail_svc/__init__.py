@@ -1,0 +1,1 @@
+"""mail_svc: see DESIGN §4."""

@@ -1,0 +1,1 @@
+"""Alembic revisions of the `mail` schema (run by `meshctl migrate`)."""

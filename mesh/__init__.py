@@ -1,0 +1,1 @@
+"""What every invitemesh service shares: settings, serving, trust, errors, storage, telemetry."""

@@ -1,0 +1,193 @@
+"""Who may call what: the `invitemesh.mesh.v1.access` method option, read from the descriptors
+and enforced by a server interceptor before any handler runs.
+
+Credentials are checked through two seams: a `CallVerifier` for signed service-to-service
+calls and a `TokenVerifier` for Bearer access tokens. Until real ones are configured, the
+`Untrusted` verifier refuses everything it is asked to vouch for; there is no bypass.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import TYPE_CHECKING, Any, Protocol
+
+import grpc
+from invitemesh.mesh.v1 import access_pb2
+
+from mesh.contracts import method_descriptor
+from mesh.errors import PermissionDenied, Unauthenticated
+from mesh.handlers import with_behavior
+
+if TYPE_CHECKING:
+    from mesh.handlers import Behavior, Context, Continuation, Handler
+
+SIGNATURE_HEADERS = ("x-mesh-caller", "x-mesh-ts", "x-mesh-nonce", "x-mesh-signature")
+# Infrastructure every server exposes to anyone who can reach it; they carry no invitemesh data.
+_OPEN_SERVICES = frozenset(
+    {
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+        "grpc.reflection.v1.ServerReflection",
+    }
+)
+
+
+class Audience(IntEnum):
+    UNSPECIFIED = access_pb2.Access.AUDIENCE_UNSPECIFIED
+    PUBLIC = access_pb2.Access.AUDIENCE_PUBLIC
+    USER = access_pb2.Access.AUDIENCE_USER
+    ADMIN = access_pb2.Access.AUDIENCE_ADMIN
+    INTERNAL = access_pb2.Access.AUDIENCE_INTERNAL
+
+
+class AdminRole(IntEnum):
+    UNSPECIFIED = access_pb2.ADMIN_ROLE_UNSPECIFIED
+    VIEWER = access_pb2.ADMIN_ROLE_VIEWER
+    OPERATOR = access_pb2.ADMIN_ROLE_OPERATOR
+    OWNER = access_pb2.ADMIN_ROLE_OWNER
+
+
+@dataclass(frozen=True)
+class AccessRule:
+    audience: Audience
+    callers: frozenset[str] = frozenset()
+    min_admin_role: AdminRole = AdminRole.UNSPECIFIED
+
+
+def access_rule(full_method: str) -> AccessRule | None:
+    """The declared rule of an invitemesh method; None for a method the contracts do not know."""
+    method = method_descriptor(full_method)
+    if method is None:
+        return None
+    options = method.GetOptions()
+    if not options.HasExtension(access_pb2.access):
+        return AccessRule(Audience.UNSPECIFIED)
+    declared = options.Extensions[access_pb2.access]
+    return AccessRule(
+        audience=Audience(declared.audience),
+        callers=frozenset(declared.callers),
+        min_admin_role=AdminRole(declared.min_admin_role),
+    )
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a call was verified to come from."""
+
+    kind: str
+    """`anonymous`, `user`, `admin` or `service`."""
+    id: str = ""
+    admin_role: AdminRole = AdminRole.UNSPECIFIED
+
+
+ANONYMOUS = Principal("anonymous")
+current_principal: contextvars.ContextVar[Principal] = contextvars.ContextVar("current_principal", default=ANONYMOUS)
+
+
+class CallVerifier(Protocol):
+    async def verify_call(self, method: str, metadata: Mapping[str, str], body: bytes) -> str:
+        """Checks the signed metadata of an internal call; answers the caller's service name
+        or raises `Unauthenticated`."""
+        ...
+
+
+class TokenVerifier(Protocol):
+    async def verify_user_token(self, token: str) -> Principal: ...
+
+    async def verify_admin_token(self, token: str) -> Principal: ...
+
+
+class Untrusted:
+    """The verifier of a process with no trust configured: it vouches for nobody."""
+
+    async def verify_call(self, method: str, metadata: Mapping[str, str], body: bytes) -> str:
+        raise Unauthenticated("CALL_SIGNATURE_INVALID", "call signatures cannot be verified here")
+
+    async def verify_user_token(self, token: str) -> Principal:
+        raise Unauthenticated("ACCESS_TOKEN_INVALID", "access tokens cannot be verified here")
+
+    async def verify_admin_token(self, token: str) -> Principal:
+        raise Unauthenticated("ACCESS_TOKEN_INVALID", "access tokens cannot be verified here")
+
+
+class AccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    def __init__(self, calls: CallVerifier, tokens: TokenVerifier) -> None:
+        self._calls = calls
+        self._tokens = tokens
+
+    async def intercept_service(
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> Handler:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or method.lstrip("/").partition("/")[0] in _OPEN_SERVICES:
+            return handler
+        if handler.unary_unary is None:
+            # Every invitemesh method is unary; a streaming one was never declared.
+            return _closed_method()
+        return self._guarded(handler, access_rule(method) or AccessRule(Audience.UNSPECIFIED), method)
+
+    def _guarded(self, handler: Handler, rule: AccessRule, method: str) -> Handler:
+        deserialize = handler.request_deserializer
+        behavior: Behavior = handler.unary_unary  # type: ignore[assignment]
+
+        # The raw bytes travel with the request because an internal call's signature covers them.
+        def keep_body(raw: bytes) -> tuple[bytes, Any]:
+            return raw, deserialize(raw) if deserialize else raw
+
+        async def guarded(body_and_request: tuple[bytes, Any], context: Context) -> Any:
+            body, request = body_and_request
+            metadata = _metadata(context)
+            principal = await self._admit(rule, method, metadata, body)
+            token = current_principal.set(principal)
+            try:
+                return await behavior(request, context)
+            finally:
+                current_principal.reset(token)
+
+        return with_behavior(handler, guarded, request_deserializer=keep_body)
+
+    async def _admit(self, rule: AccessRule, method: str, metadata: Mapping[str, str], body: bytes) -> Principal:
+        if rule.audience is Audience.PUBLIC:
+            return ANONYMOUS
+        if rule.audience is Audience.INTERNAL:
+            if any(not metadata.get(header) for header in SIGNATURE_HEADERS):
+                raise Unauthenticated("CALL_SIGNATURE_MISSING", "internal method: signed call metadata required")
+            caller = await self._calls.verify_call(method, metadata, body)
+            if caller not in rule.callers:
+                raise PermissionDenied("CALLER_NOT_ALLOWED", f"{caller} may not call this method")
+            return Principal("service", caller)
+        if rule.audience in (Audience.USER, Audience.ADMIN):
+            token = _bearer_token(metadata)
+            if rule.audience is Audience.USER:
+                return await self._tokens.verify_user_token(token)
+            admin = await self._tokens.verify_admin_token(token)
+            if admin.admin_role < rule.min_admin_role:
+                raise PermissionDenied("ADMIN_ROLE_TOO_LOW", f"requires the {rule.min_admin_role.name.lower()} role")
+            return admin
+        raise _undeclared()
+
+
+def _undeclared() -> PermissionDenied:
+    return PermissionDenied("METHOD_ACCESS_UNDECLARED", "this method declares no access and is closed")
+
+
+def _bearer_token(metadata: Mapping[str, str]) -> str:
+    scheme, _, token = metadata.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated("ACCESS_TOKEN_MISSING", "an Authorization: Bearer access token is required")
+    return token.strip()
+
+
+def _metadata(context: Context) -> dict[str, str]:
+    return {key: value for key, value in (context.invocation_metadata() or ()) if isinstance(value, str)}
+
+
+def _closed_method() -> Handler:
+    async def refuse(request: Any, context: Context) -> Any:
+        raise _undeclared()
+
+    return grpc.unary_unary_rpc_method_handler(refuse)

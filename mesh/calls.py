@@ -1,0 +1,81 @@
+"""What happens around every served call: a request id in the log context, domain errors
+turned into `google.rpc.Status`, and the RPC metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import grpc
+import structlog
+from grpc_status import rpc_status
+
+from mesh.errors import Internal, MeshError, Unimplemented
+from mesh.handlers import with_behavior
+from mesh.metrics import Metrics
+
+if TYPE_CHECKING:
+    from mesh.handlers import Behavior, Context, Continuation, Handler
+
+log = structlog.get_logger("mesh.calls")
+REQUEST_ID_HEADER = "x-request-id"
+
+
+class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    async def intercept_service(
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> Handler:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        method = handler_call_details.method
+        behavior: Behavior = handler.unary_unary  # type: ignore[assignment]
+
+        async def observed(request: Any, context: Context) -> Any:
+            request_id = _request_id(context)
+            started = time.perf_counter()
+            code = grpc.StatusCode.OK
+            with structlog.contextvars.bound_contextvars(request_id=request_id, method=method):
+                try:
+                    return await behavior(request, context)
+                except MeshError as error:
+                    code = error.code
+                    await _abort(context, error)
+                except NotImplementedError:
+                    code = grpc.StatusCode.UNIMPLEMENTED
+                    await _abort(context, Unimplemented("METHOD_NOT_IMPLEMENTED", f"{method} is not implemented yet"))
+                except grpc.aio.AbortError:
+                    code = context.code() or grpc.StatusCode.UNKNOWN
+                    raise
+                except asyncio.CancelledError:
+                    code = grpc.StatusCode.CANCELLED
+                    raise
+                except Exception:
+                    code = grpc.StatusCode.INTERNAL
+                    log.exception("rpc failed")
+                    await _abort(context, Internal("INTERNAL", "internal error"))
+                finally:
+                    elapsed = time.perf_counter() - started
+                    self._metrics.rpcs.labels(method, code.name).inc()
+                    self._metrics.rpc_latency.labels(method).observe(elapsed)
+                    log.info("rpc", status=code.name, duration_ms=round(elapsed * 1000, 2))
+
+        return with_behavior(handler, observed)
+
+
+def _request_id(context: Context) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key == REQUEST_ID_HEADER and isinstance(value, str) and 0 < len(value) <= 128:
+            return value
+    return uuid.uuid4().hex
+
+
+async def _abort(context: Context, error: MeshError) -> None:
+    log.info("rpc refused", reason=error.reason)
+    status = rpc_status.to_status(error.to_status())
+    await context.abort(status.code, status.details, status.trailing_metadata)

@@ -1,0 +1,225 @@
+"""`meshctl`: run and inspect the local mesh."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+from mesh.logs import configure_logging
+from mesh.migrate import upgrade_all
+from mesh.services import SERVICES
+from mesh.settings import Settings
+from mesh.smtp_sink import read_mail
+from mesh.stack import Stack, StackFile, probe, process_alive, stop_pid
+
+_DETACH_TIMEOUT = 180.0
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="meshctl", description="Run and inspect the local invitemesh stack.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    up = commands.add_parser("up", help="start everything; Ctrl-C stops it")
+    up.add_argument("--detach", action="store_true", help="start in the background and return when ready")
+    commands.add_parser("down", help="stop a detached stack")
+    status = commands.add_parser("status", help="health of every part")
+    status.add_argument("--json", action="store_true")
+    logs = commands.add_parser("logs", help="print a part's log")
+    logs.add_argument("part", help="a service name (auth_svc …), envoy, smtp, redis or postgres")
+    logs.add_argument("-f", "--follow", action="store_true")
+    commands.add_parser("migrate", help="bring every service's schema to its newest revision")
+    mail = commands.add_parser("mail", help="messages caught by the dev SMTP sink")
+    mail_commands = mail.add_subparsers(dest="mail_command", required=True)
+    mail_list = mail_commands.add_parser("list")
+    mail_list.add_argument("--to", help="only messages to this address")
+    mail_list.add_argument("--json", action="store_true")
+
+    args = parser.parse_args(argv)
+    settings = Settings()
+    configure_logging("meshctl", settings.log_level)
+    handlers = {
+        "up": lambda: _up(settings, args.detach),
+        "down": lambda: _down(settings),
+        "status": lambda: _status(settings, args.json),
+        "logs": lambda: _logs(settings, args.part, args.follow),
+        "migrate": lambda: _migrate(settings),
+        "mail": lambda: _mail_list(settings, args.to, args.json),
+    }
+    sys.exit(handlers[args.command]())
+
+
+def _running(settings: Settings) -> StackFile | None:
+    found = StackFile.read(settings.state_dir.absolute())
+    return found if found is not None and process_alive(found.supervisor_pid) else None
+
+
+def _up(settings: Settings, detach: bool) -> int:
+    if (running := _running(settings)) is not None:
+        print(f"already running (supervisor pid {running.supervisor_pid}); `meshctl down` first", file=sys.stderr)
+        return 1
+    if detach:
+        return _up_detached(settings)
+    return asyncio.run(_supervise(settings))
+
+
+async def _supervise(settings: Settings) -> int:
+    stack = Stack(settings)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    try:
+        await stack.up()
+    except Exception as error:
+        print(f"meshctl up failed: {error}", file=sys.stderr)
+        return 1
+    _print_summary(stack.file)
+    print("Ctrl-C stops everything.", flush=True)
+    await stack.supervise(stopping)
+    print("stopping …", flush=True)
+    stack.down()
+    return 0
+
+
+def _up_detached(settings: Settings) -> int:
+    state_dir = settings.state_dir.absolute()
+    (state_dir / "logs").mkdir(parents=True, exist_ok=True)
+    StackFile(state_dir / "stack.json").path.unlink(missing_ok=True)
+    with open(state_dir / "logs" / "meshctl.log", "ab") as log_file:
+        supervisor = subprocess.Popen(
+            [sys.executable, "-m", "mesh.cli", "up"],
+            stdout=log_file,
+            stderr=log_file,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, "MESH_STATE_DIR": str(state_dir)},
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + _DETACH_TIMEOUT
+    while time.monotonic() < deadline:
+        found = StackFile.read(state_dir)
+        if found is not None and found.status == "ready":
+            _print_summary(found)
+            print("`meshctl down` stops everything.")
+            return 0
+        if supervisor.poll() is not None:
+            error = found.error if found is not None else None
+            print(f"meshctl up failed: {error or 'see ' + str(state_dir / 'logs' / 'meshctl.log')}", file=sys.stderr)
+            return 1
+        time.sleep(0.2)
+    print("meshctl up: not ready in time; stopping", file=sys.stderr)
+    supervisor.terminate()
+    return 1
+
+
+def _print_summary(stack: StackFile) -> None:
+    print("invitemesh is up:")
+    for part in stack.parts:
+        where = "" if part.embedded else " (external)"
+        extra = "".join(f"  {key}={value}" for key, value in part.details.items() if key != "grpc_service")
+        print(f"  {part.name:<10} {part.address}{where}{extra}")
+    print(f"  state      {stack.path.parent}", flush=True)
+
+
+def _down(settings: Settings) -> int:
+    state_dir = settings.state_dir.absolute()
+    found = StackFile.read(state_dir)
+    if found is None:
+        print("nothing running")
+        return 0
+    if process_alive(found.supervisor_pid):
+        os.kill(found.supervisor_pid, signal.SIGTERM)
+        deadline = time.monotonic() + settings.grace_period + 60
+        while process_alive(found.supervisor_pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    # Whatever a dead or stuck supervisor left behind is stopped here, so nothing outlives `down`.
+    for part in reversed(found.parts):
+        if part.pid is not None:
+            stop_pid(part.pid, timeout=10, signum=signal.SIGINT if part.kind == "postgres" else signal.SIGTERM)
+    stop_pid(found.supervisor_pid, timeout=5)
+    found.path.unlink(missing_ok=True)
+    print("stopped")
+    return 0
+
+
+def _status(settings: Settings, as_json: bool) -> int:
+    found = _running(settings)
+    if found is None:
+        print(json.dumps({"running": False}) if as_json else "not running")
+        return 3
+
+    async def probe_all() -> list[str | None]:
+        return list(await asyncio.gather(*(probe(part) for part in found.parts)))
+
+    failures = asyncio.run(probe_all())
+    if as_json:
+        parts = [
+            {**asdict(part), "healthy": failure is None, "problem": failure}
+            for part, failure in zip(found.parts, failures, strict=True)
+        ]
+        print(json.dumps({"running": True, "status": found.status, "parts": parts}, indent=2))
+    else:
+        for part, failure in zip(found.parts, failures, strict=True):
+            print(f"{part.name:<10} {'SERVING' if failure is None else 'DOWN: ' + failure:<40} {part.address}")
+    return 0 if not any(failures) else 1
+
+
+def _logs(settings: Settings, name: str, follow: bool) -> int:
+    found = StackFile.read(settings.state_dir.absolute())
+    part = found.part(name) if found is not None else None
+    log_path = (
+        Path(part.log) if part is not None and part.log else settings.state_dir.absolute() / "logs" / f"{name}.log"
+    )
+    if not log_path.exists():
+        print(f"no log for {name!r} at {log_path}", file=sys.stderr)
+        return 1
+    with open(log_path, "rb") as log_file:
+        sys.stdout.buffer.write(log_file.read())
+        sys.stdout.flush()
+        while follow:
+            chunk = log_file.read()
+            if chunk:
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.flush()
+            else:
+                time.sleep(0.2)
+    return 0
+
+
+def _migrate(settings: Settings) -> int:
+    found = _running(settings)
+    postgres = found.part("postgres") if found is not None else None
+    database_url = settings.database_url or (postgres.address if postgres is not None else None)
+    if not database_url:
+        print("set MESH_DATABASE_URL or start the stack with `meshctl up`", file=sys.stderr)
+        return 1
+    asyncio.run(upgrade_all(SERVICES, database_url))
+    print("migrated: " + ", ".join(spec.schema for spec in SERVICES))
+    return 0
+
+
+def _mail_list(settings: Settings, to: str | None, as_json: bool) -> int:
+    found = StackFile.read(settings.state_dir.absolute())
+    smtp = found.part("smtp") if found is not None else None
+    if smtp is not None and not smtp.embedded:
+        print(f"mail goes to the external server {smtp.address}; the sink holds nothing", file=sys.stderr)
+        return 1
+    messages = read_mail(settings.state_dir.absolute() / "mail", to)
+    if as_json:
+        print(json.dumps([asdict(message) for message in messages], indent=2))
+    else:
+        for message in messages:
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(message.received_at))
+            print(f"{stamp}  {', '.join(message.rcpt_tos):<32} {message.subject}")
+    return 0
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""The Envoy configuration of the edge, derived from the contracts: REST/JSON is transcoded to
+gRPC, and only methods whose access is not internal get a route, so an internal method is
+unreachable through the edge over REST and over gRPC alike."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from mesh.access import Audience, access_rule
+from mesh.contracts import SERVICE_DESCRIPTORS, full_method_name
+from mesh.services import SERVICES
+
+DESCRIPTOR_SET = Path(__file__).resolve().parent.parent / "envoy" / "invitemesh.pb"
+_UPSTREAM_TIMEOUT = "15s"
+
+
+def edge_routes() -> list[dict[str, Any]]:
+    """One exact-path route per method callable from outside, to its service's cluster."""
+    cluster_of = {spec.grpc_service: spec.name for spec in SERVICES}
+    routes: list[dict[str, Any]] = []
+    for service in SERVICE_DESCRIPTORS:
+        for method in service.methods:
+            path = full_method_name(method)
+            rule = access_rule(path)
+            if rule is None or rule.audience in (Audience.INTERNAL, Audience.UNSPECIFIED):
+                continue
+            routes.append(
+                {
+                    "match": {"path": path},
+                    "route": {"cluster": cluster_of[service.full_name], "timeout": _UPSTREAM_TIMEOUT},
+                }
+            )
+    return routes
+
+
+def envoy_config(
+    *,
+    host: str,
+    port: int,
+    admin_port: int,
+    upstreams: Mapping[str, tuple[str, int]],
+    descriptor_set: Path = DESCRIPTOR_SET,
+) -> dict[str, Any]:
+    """The whole bootstrap; `upstreams` maps service name to its gRPC address."""
+    return {
+        "admin": {"address": _socket(host, admin_port)},
+        "static_resources": {
+            "listeners": [
+                {
+                    "name": "edge",
+                    "address": _socket(host, port),
+                    "filter_chains": [{"filters": [_http_connection_manager(descriptor_set)]}],
+                }
+            ],
+            "clusters": [_cluster(name, address) for name, address in upstreams.items()],
+        },
+    }
+
+
+def _http_connection_manager(descriptor_set: Path) -> dict[str, Any]:
+    return {
+        "name": "envoy.filters.network.http_connection_manager",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3"
+            ".HttpConnectionManager",
+            "stat_prefix": "edge",
+            "codec_type": "AUTO",
+            "generate_request_id": True,
+            "route_config": {
+                "name": "edge",
+                "virtual_hosts": [{"name": "invitemesh", "domains": ["*"], "routes": edge_routes()}],
+            },
+            "http_filters": [
+                {
+                    "name": "envoy.filters.http.grpc_json_transcoder",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.http.grpc_json_transcoder.v3"
+                        ".GrpcJsonTranscoder",
+                        "proto_descriptor": str(descriptor_set),
+                        "services": [spec.grpc_service for spec in SERVICES],
+                        "convert_grpc_status": True,
+                        "print_options": {"always_print_primitive_fields": True},
+                        "request_validation_options": {"reject_unknown_method": True},
+                    },
+                },
+                {
+                    "name": "envoy.filters.http.router",
+                    "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+                },
+            ],
+        },
+    }
+
+
+def _cluster(name: str, address: tuple[str, int]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        },
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _socket(*address)}}]}],
+        },
+    }
+
+
+def _socket(host: str, port: int) -> dict[str, Any]:
+    return {"socket_address": {"address": host, "port_value": port}}

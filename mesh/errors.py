@@ -1,0 +1,144 @@
+"""Domain errors and their wire form: a `google.rpc.Status` with exactly one `ErrorInfo`.
+
+Handlers raise a `MeshError`; the call interceptor turns it into the status. Bad input adds a
+`BadRequest` with one field violation per offending field. Messages are for people and must
+never carry a secret: they are returned to callers and logged.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import ClassVar
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+
+DOMAIN = "invitemesh"
+_STATUS_DETAILS_KEY = "grpc-status-details-bin"
+_REASON = re.compile(r"^[A-Z][A-Z0-9_]{0,61}[A-Z0-9]$")
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    field: str
+    """Path of the field in the request, in proto names, for example `email`."""
+    description: str
+
+
+class MeshError(Exception):
+    """A refusal with a stable machine-readable reason (UPPER_SNAKE_CASE, AIP-193)."""
+
+    code: ClassVar[grpc.StatusCode] = grpc.StatusCode.INTERNAL
+
+    def __init__(self, reason: str, message: str, metadata: Mapping[str, str] | None = None):
+        if not _REASON.match(reason):
+            raise ValueError(f"error reason {reason!r} is not UPPER_SNAKE_CASE")
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.metadata = dict(metadata or {})
+
+    def details(self) -> list[any_pb2.Any]:
+        info = any_pb2.Any()
+        info.Pack(error_details_pb2.ErrorInfo(reason=self.reason, domain=DOMAIN, metadata=self.metadata))
+        return [info]
+
+    def to_status(self) -> status_pb2.Status:
+        return status_pb2.Status(code=self.code.value[0], message=self.message, details=self.details())
+
+
+class InvalidArgument(MeshError):
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+    def __init__(
+        self,
+        violations: list[FieldViolation],
+        reason: str = "INVALID_ARGUMENT",
+        message: str | None = None,
+    ):
+        if not violations:
+            raise ValueError("InvalidArgument needs at least one field violation")
+        summary = "; ".join(f"{v.field}: {v.description}" for v in violations)
+        super().__init__(reason, message or f"invalid request: {summary}")
+        self.violations = violations
+
+    def details(self) -> list[any_pb2.Any]:
+        bad_request = any_pb2.Any()
+        bad_request.Pack(
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                    for v in self.violations
+                ]
+            )
+        )
+        return [*super().details(), bad_request]
+
+
+class Unauthenticated(MeshError):
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class PermissionDenied(MeshError):
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
+class NotFound(MeshError):
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class AlreadyExists(MeshError):
+    code = grpc.StatusCode.ALREADY_EXISTS
+
+
+class FailedPrecondition(MeshError):
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class ResourceExhausted(MeshError):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class Unavailable(MeshError):
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+class Unimplemented(MeshError):
+    code = grpc.StatusCode.UNIMPLEMENTED
+
+
+class Internal(MeshError):
+    code = grpc.StatusCode.INTERNAL
+
+
+def error_info(error: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo | None:
+    """The `ErrorInfo` a failed call carries, for clients and tests."""
+    details = _details_of(error)
+    for detail in details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            return info
+    return None
+
+
+def field_violations(error: grpc.aio.AioRpcError) -> list[FieldViolation]:
+    """The field violations a failed call carries, for clients and tests."""
+    found: list[FieldViolation] = []
+    for detail in _details_of(error):
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad_request = error_details_pb2.BadRequest()
+            detail.Unpack(bad_request)
+            found.extend(FieldViolation(v.field, v.description) for v in bad_request.field_violations)
+    return found
+
+
+def _details_of(error: grpc.aio.AioRpcError) -> list[any_pb2.Any]:
+    trailing: tuple[tuple[str, str | bytes], ...] = tuple(error.trailing_metadata() or ())  # type: ignore[arg-type]
+    for key, value in trailing:
+        if key == _STATUS_DETAILS_KEY and isinstance(value, bytes):
+            return list(status_pb2.Status.FromString(value).details)
+    return []

@@ -1,0 +1,54 @@
+"""gRPC health that tells the truth: a service is SERVING only while its database and Redis
+answer. A background probe checks both every `MESH_HEALTH_INTERVAL` seconds."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+
+import structlog
+from grpc_health.v1 import health, health_pb2
+
+from mesh.metrics import Metrics
+
+log = structlog.get_logger("mesh.health")
+Probe = Callable[[], Awaitable[object]]
+_PROBE_TIMEOUT = 2.0
+
+
+class DependencyHealth:
+    def __init__(self, service: str, probes: Mapping[str, Probe], metrics: Metrics) -> None:
+        self.servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
+        self._service = service
+        self._probes = dict(probes)
+        self._metrics = metrics
+        self.failures: dict[str, str] = {}
+        """Why each unreachable dependency failed its last probe; empty while SERVING."""
+
+    async def probe(self) -> bool:
+        results = await asyncio.gather(*(self._run(name, probe) for name, probe in self._probes.items()))
+        failures = {name: error for name, error in results if error is not None}
+        if failures != self.failures:
+            if failures:
+                log.warning("dependencies unreachable", failures=failures)
+            else:
+                log.info("dependencies reachable again")
+        self.failures = failures
+        status = health_pb2.HealthCheckResponse.NOT_SERVING if failures else health_pb2.HealthCheckResponse.SERVING
+        for name in ("", self._service):
+            await self.servicer.set(name, status)
+        return not failures
+
+    async def run(self, interval: float) -> None:
+        while True:
+            await self.probe()
+            await asyncio.sleep(interval)
+
+    async def _run(self, name: str, probe: Probe) -> tuple[str, str | None]:
+        try:
+            await asyncio.wait_for(probe(), _PROBE_TIMEOUT)
+        except Exception as error:  # any failure means unreachable, whatever the client raised
+            self._metrics.dependency_up.labels(name).set(0)
+            return name, f"{type(error).__name__}: {error}"[:200]
+        self._metrics.dependency_up.labels(name).set(1)
+        return name, None

@@ -1,0 +1,79 @@
+"""Is a part of the stack answering? Each probe returns None when healthy, else why not."""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.request
+from urllib.parse import urlsplit
+
+import aiosmtplib
+import asyncpg
+import grpc
+import redis.asyncio as aioredis
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+_TIMEOUT = 3.0
+
+
+async def _failure(check: asyncio.Future[object] | asyncio.Task[object] | object) -> str | None:
+    try:
+        await asyncio.wait_for(check, _TIMEOUT)  # type: ignore[arg-type]
+    except Exception as error:  # a probe reports any failure, whatever raised it
+        return f"{type(error).__name__}: {error}".strip()[:200]
+    return None
+
+
+async def probe_postgres(url: str) -> str | None:
+    async def check() -> None:
+        connection = await asyncpg.connect(url, timeout=_TIMEOUT)
+        try:
+            await connection.fetchval("SELECT 1")
+        finally:
+            await connection.close()
+
+    return await _failure(check())
+
+
+async def probe_redis(url: str) -> str | None:
+    async def check() -> None:
+        client = aioredis.Redis.from_url(url, socket_connect_timeout=_TIMEOUT)
+        try:
+            await client.ping()
+        finally:
+            await client.aclose()
+
+    return await _failure(check())
+
+
+async def probe_smtp(url: str) -> str | None:
+    async def check() -> None:
+        parts = urlsplit(url)
+        client = aiosmtplib.SMTP(hostname=parts.hostname, port=parts.port, use_tls=parts.scheme == "smtps")
+        await client.connect()
+        try:
+            await client.noop()
+        finally:
+            await client.quit()
+
+    return await _failure(check())
+
+
+async def probe_grpc_health(address: str, service: str = "") -> str | None:
+    async def check() -> None:
+        async with grpc.aio.insecure_channel(address) as channel:
+            answer = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=_TIMEOUT
+            )
+        if answer.status != health_pb2.HealthCheckResponse.SERVING:
+            raise RuntimeError(health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status))
+
+    return await _failure(check())
+
+
+async def probe_envoy(admin_address: str) -> str | None:
+    def check() -> None:
+        with urllib.request.urlopen(f"http://{admin_address}/ready", timeout=_TIMEOUT) as answer:
+            if answer.status != 200:
+                raise RuntimeError(f"HTTP {answer.status}")
+
+    return await _failure(asyncio.to_thread(check))

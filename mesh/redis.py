@@ -1,0 +1,36 @@
+"""Redis through redis-py asyncio, with one key prefix per service.
+
+Keys that one operation touches together share a hash tag (`{…}`) so they stay on one
+Redis Cluster slot.
+"""
+
+from __future__ import annotations
+
+import redis.asyncio as aioredis
+
+from mesh.settings import Settings
+
+
+def create_redis(settings: Settings) -> aioredis.Redis:
+    if not settings.redis_url:
+        raise RuntimeError("MESH_REDIS_URL is not set")
+    return aioredis.Redis.from_url(
+        settings.redis_url,
+        socket_connect_timeout=2,
+        socket_timeout=2,
+        health_check_interval=10,
+    )
+
+
+class KeySpace:
+    """Builds the keys of one service: `KeySpace("invite").key("hold", id)` → `invite:hold:<id>`."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix.rstrip(":")
+
+    def key(self, *parts: str) -> str:
+        return ":".join((self.prefix, *parts))
+
+    def tagged(self, tag: str, *parts: str) -> str:
+        """A key on the Cluster slot of `tag`: `invite:{tag}:parts…`."""
+        return ":".join((self.prefix, f"{{{tag}}}", *parts))

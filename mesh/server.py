@@ -1,0 +1,128 @@
+"""`serve()` for any invitemesh service: a grpc.aio server with tracing, request context,
+access control, truthful health, reflection, metrics and a graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import grpc
+import redis.asyncio as aioredis
+import structlog
+from grpc_health.v1 import health, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from mesh.access import AccessInterceptor, CallVerifier, TokenVerifier, Untrusted
+from mesh.calls import CallInterceptor
+from mesh.db import create_engine, ping
+from mesh.health import DependencyHealth
+from mesh.logs import configure_logging
+from mesh.metrics import Metrics
+from mesh.redis import KeySpace, create_redis
+from mesh.services import ServiceSpec
+from mesh.settings import Settings
+from mesh.telemetry import configure_tracing, server_tracing
+
+log = structlog.get_logger("mesh.server")
+
+
+@dataclass(frozen=True)
+class ServiceRuntime:
+    """What a service's servicers are built with."""
+
+    spec: ServiceSpec
+    settings: Settings
+    engine: AsyncEngine
+    redis: aioredis.Redis
+    keys: KeySpace
+    metrics: Metrics
+
+
+AddServicers = Callable[[grpc.aio.Server, ServiceRuntime], None]
+
+
+class MeshServer:
+    def __init__(
+        self,
+        spec: ServiceSpec,
+        add_servicers: AddServicers,
+        settings: Settings,
+        *,
+        calls: CallVerifier | None = None,
+        tokens: TokenVerifier | None = None,
+    ) -> None:
+        untrusted = Untrusted()
+        self.spec = spec
+        self.settings = settings
+        self.metrics = Metrics()
+        self.runtime = ServiceRuntime(
+            spec=spec,
+            settings=settings,
+            engine=create_engine(settings, spec.schema, spec.name),
+            redis=create_redis(settings),
+            keys=KeySpace(spec.redis_prefix),
+            metrics=self.metrics,
+        )
+        self.health = DependencyHealth(
+            spec.grpc_service,
+            {"postgres": lambda: ping(self.runtime.engine), "redis": self.runtime.redis.ping},
+            self.metrics,
+        )
+        self._server = grpc.aio.server(
+            interceptors=[
+                server_tracing(),
+                CallInterceptor(self.metrics),
+                AccessInterceptor(calls or untrusted, tokens or untrusted),
+            ]
+        )
+        add_servicers(self._server, self.runtime)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, self._server)
+        reflection.enable_server_reflection(
+            (spec.grpc_service, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
+        )
+        self.port = 0
+        self.metrics_port = 0
+        self._health_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.port = self._server.add_insecure_port(f"{self.settings.host}:{self.settings.grpc_port}")
+        if self.port == 0:
+            raise OSError(f"cannot bind {self.settings.host}:{self.settings.grpc_port}")
+        await self._server.start()
+        self.metrics_port = self.metrics.serve(self.settings.host, self.settings.metrics_port)
+        await self.health.probe()
+        self._health_task = asyncio.create_task(self.health.run(self.settings.health_interval))
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Refuses new calls at once and lets in-flight ones finish within `grace` seconds."""
+        await self.health.servicer.enter_graceful_shutdown()
+        if self._health_task is not None:
+            self._health_task.cancel()
+        await self._server.stop(self.settings.grace_period if grace is None else grace)
+        await self.runtime.engine.dispose()
+        await self.runtime.redis.aclose()
+
+
+async def serve(spec: ServiceSpec, add_servicers: AddServicers, settings: Settings | None = None) -> None:
+    """Serves until SIGTERM or SIGINT, then drains in-flight calls for `MESH_GRACE_PERIOD` seconds."""
+    settings = settings or Settings()
+    configure_logging(spec.name, settings.log_level)
+    configure_tracing(spec.name, settings.otlp_endpoint)
+    server = MeshServer(spec, add_servicers, settings)
+    await server.start()
+    log.info("serving", port=server.port, metrics_port=server.metrics_port)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    await stopping.wait()
+    log.info("draining", grace_period=settings.grace_period)
+    await server.stop()
+    log.info("stopped")
+
+
+def run(spec: ServiceSpec, add_servicers: AddServicers) -> None:
+    asyncio.run(serve(spec, add_servicers))

@@ -1,0 +1,39 @@
+"""The catalogue of invitemesh services: names, schemas, contracts, ports."""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    """Package name and the caller identity other services see, for example `auth_svc`."""
+    schema: str
+    """The PostgreSQL schema this service owns; also its Redis key prefix."""
+    grpc_service: str
+    """Full protobuf name of the service it implements."""
+    port_offset: int
+    """Its gRPC port under `meshctl up` is `MESH_PORT_BASE + port_offset`."""
+
+    @property
+    def redis_prefix(self) -> str:
+        return f"{self.schema}:"
+
+    @property
+    def migrations_dir(self) -> Path:
+        found = importlib.util.find_spec(self.name)
+        if found is None or not found.submodule_search_locations:
+            raise LookupError(f"service package {self.name} is not importable")
+        return Path(next(iter(found.submodule_search_locations))) / "migrations"
+
+
+AUTH = ServiceSpec("auth_svc", "auth", "invitemesh.auth.v1.AuthService", 1)
+INVITE = ServiceSpec("invite_svc", "invite", "invitemesh.invite.v1.InviteService", 2)
+MAIL = ServiceSpec("mail_svc", "mail", "invitemesh.mail.v1.MailService", 3)
+ADMIN = ServiceSpec("admin_svc", "admin", "invitemesh.admin.v1.AdminService", 4)
+CHAIN = ServiceSpec("chain_svc", "chain", "invitemesh.chain.v1.ChainService", 5)
+
+SERVICES: tuple[ServiceSpec, ...] = (AUTH, INVITE, MAIL, ADMIN, CHAIN)

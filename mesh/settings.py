@@ -1,0 +1,70 @@
+"""Settings of every process, read from `MESH_*` environment variables.
+
+The README's settings table is the user-facing copy of this class; keep them together.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _require_scheme(url: str | None, schemes: tuple[str, ...]) -> str | None:
+    if url is None or url == "":
+        return None
+    scheme = urlsplit(url).scheme
+    if scheme not in schemes:
+        raise ValueError(f"scheme must be one of {', '.join(schemes)}, not {scheme or 'none'!r}")
+    return url
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MESH_", frozen=True, extra="ignore")
+
+    state_dir: Path = Path(".mesh")
+    database_url: str | None = None
+    redis_url: str | None = None
+    smtp_url: str | None = None
+    otlp_endpoint: str | None = None
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    host: str = "127.0.0.1"
+    grpc_port: int = Field(default=0, ge=0, le=65535)
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+    edge_port: int = Field(default=8080, ge=1, le=65535)
+    edge_admin_port: int = Field(default=9901, ge=1, le=65535)
+    port_base: int = Field(default=50050, ge=1024, le=65000)
+
+    grace_period: float = Field(default=10.0, gt=0)
+    health_interval: float = Field(default=2.0, gt=0)
+    db_statement_timeout_ms: int = Field(default=5000, gt=0)
+    db_pool_size: int = Field(default=10, gt=0)
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, url: str | None) -> str | None:
+        return _require_scheme(url, ("postgresql", "postgres", "postgresql+asyncpg"))
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, url: str | None) -> str | None:
+        return _require_scheme(url, ("redis", "rediss", "unix"))
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp_url(cls, url: str | None) -> str | None:
+        return _require_scheme(url, ("smtp", "smtps"))
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _otlp_endpoint(cls, url: str | None) -> str | None:
+        return _require_scheme(url, ("http", "https"))
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_log_level(cls, level: object) -> object:
+        return level.upper() if isinstance(level, str) else level

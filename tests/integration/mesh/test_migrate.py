@@ -1,0 +1,78 @@
+"""Per-service Alembic migrations against a real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from mesh.migrate import upgrade_all
+from mesh.services import SERVICES
+
+REVISION = """
+from alembic import op
+
+revision = "0001"
+down_revision = None
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.execute("CREATE TABLE probe (id int PRIMARY KEY)")
+
+
+def downgrade() -> None:
+    op.execute("DROP TABLE probe")
+"""
+
+
+@pytest.fixture
+async def connection(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    connection = await asyncpg.connect(database_url)
+    yield connection
+    await connection.close()
+
+
+async def test_each_service_gets_its_own_schema_and_version_table(
+    migrated_database_url: str, connection: asyncpg.Connection
+) -> None:
+    for spec in SERVICES:
+        version_table = await connection.fetchval(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = $1 AND table_name = 'alembic_version'",
+            spec.schema,
+        )
+        assert version_table == 1, spec.schema
+
+
+async def test_revisions_land_in_the_services_schema_once_even_when_replicas_race(
+    database_url: str, connection: asyncpg.Connection, tmp_path: Path
+) -> None:
+    (tmp_path / "0001_probe.py").write_text(REVISION)
+    await connection.execute("DROP SCHEMA IF EXISTS migrate_probe CASCADE")
+
+    replicas = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            "import sys; from pathlib import Path; from mesh.migrate import upgrade;"
+            "from mesh.services import ServiceSpec;"
+            "upgrade(ServiceSpec('probe_svc', 'migrate_probe', 'none', 99), sys.argv[1], Path(sys.argv[2]))",
+            database_url,
+            str(tmp_path),
+        )
+        for _ in range(3)
+    ]
+    assert [await replica.wait() for replica in replicas] == [0, 0, 0]
+
+    assert await connection.fetchval("SELECT to_regclass('migrate_probe.probe') IS NOT NULL")
+    assert await connection.fetchval("SELECT version_num FROM migrate_probe.alembic_version") == "0001"
+    await connection.execute("DROP SCHEMA migrate_probe CASCADE")
+
+
+async def test_migrating_again_changes_nothing(migrated_database_url: str) -> None:
+    await upgrade_all(SERVICES, migrated_database_url)
