@@ -87,6 +87,9 @@ def test_every_part_reports_serving(mesh: Mesh) -> None:
     names = {part["name"] for part in status["parts"]}
     assert {"postgres", "redis", "smtp", "envoy", *(spec.name for spec in SERVICES)} <= names
     assert [part for part in status["parts"] if not part["healthy"]] == []
+    external = {part["name"] for part in status["parts"] if not part["embedded"]}
+    assert ("postgres" in external) == bool(os.environ.get("MESH_DATABASE_URL"))
+    assert ("redis" in external) == bool(os.environ.get("MESH_REDIS_URL"))
 
 
 def test_rest_through_envoy_answers_a_json_status(mesh: Mesh) -> None:

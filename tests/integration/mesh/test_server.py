@@ -22,12 +22,13 @@ from opentelemetry.trace import SpanKind
 
 from invite_svc.server import add_servicers as add_invite_servicers
 from mesh.access import AdminRole, Principal, current_principal
+from mesh.channels import open_channel
 from mesh.embedded import EmbeddedRedis
 from mesh.errors import Unauthenticated, error_info
 from mesh.server import MeshServer, ServiceRuntime
 from mesh.services import ADMIN, INVITE
 from mesh.settings import Settings
-from mesh.telemetry import client_tracing, configure_tracing
+from mesh.telemetry import configure_tracing
 from tests.conftest import eventually
 
 SIGNED = (("x-mesh-caller", "auth_svc"), ("x-mesh-ts", "1"), ("x-mesh-nonce", "n"), ("x-mesh-signature", "s"))
@@ -238,7 +239,7 @@ async def test_trace_continues_from_client_to_server(migrated_database_url: str,
     server = MeshServer(INVITE, add_invite_servicers, settings_for(migrated_database_url, redis_url))
     await server.start()
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}", interceptors=client_tracing()) as channel:
+        async with open_channel(f"127.0.0.1:{server.port}") as channel:
             stub = invite_service_pb2_grpc.InviteServiceStub(channel)
             await _code_and_reason(stub.CheckCode(invite_service_pb2.CheckCodeRequest(code="X")))
     finally:
