@@ -46,11 +46,11 @@ def wait_for_port(host: str, port: int, timeout: float) -> None:
 
 
 class EmbeddedPostgres:
-    def __init__(self, data_dir: Path, port: int, host: str = "127.0.0.1") -> None:
+    def __init__(self, data_dir: Path, port: int, host: str = "127.0.0.1", log_file: Path | None = None) -> None:
         self.data_dir = data_dir.absolute()
         self.port = port
         self.host = host
-        self.log_file = self.data_dir.parent / "postgres.log"
+        self.log_file = (log_file or self.data_dir.parent / "postgres.log").absolute()
         self._run_as = _PG_SYSTEM_USER if os.geteuid() == 0 else None
 
     @property

@@ -163,7 +163,9 @@ class Stack:
         if self.settings.database_url:
             self._add(Part("postgres", "postgres", self.settings.database_url, embedded=False))
             return self.settings.database_url
-        self._postgres = EmbeddedPostgres(self.state_dir / "postgres", self._port(POSTGRES_PORT_OFFSET))
+        self._postgres = EmbeddedPostgres(
+            self.state_dir / "postgres", self._port(POSTGRES_PORT_OFFSET), log_file=self._log_of("postgres")
+        )
         self._postgres.start()
         self._add(
             Part("postgres", "postgres", self._postgres.url, pid=self._postgres.pid(), log=str(self._postgres.log_file))
