@@ -2,8 +2,7 @@
 and enforced by a server interceptor before any handler runs.
 
 Credentials are checked through two seams: a `CallVerifier` for signed service-to-service
-calls and a `TokenVerifier` for Bearer access tokens. Until real ones are configured, the
-`Untrusted` verifier refuses everything it is asked to vouch for; there is no bypass.
+calls (mesh.signing) and a `TokenVerifier` for Bearer access tokens (mesh.tokens).
 """
 
 from __future__ import annotations
@@ -15,10 +14,11 @@ from enum import IntEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
+from google.protobuf.message import DecodeError
 from invitemesh.mesh.v1 import access_pb2
 
 from mesh.contracts import method_descriptor
-from mesh.errors import PermissionDenied, Unauthenticated
+from mesh.errors import FieldViolation, InvalidArgument, PermissionDenied, Unauthenticated
 from mesh.handlers import with_behavior
 
 if TYPE_CHECKING:
@@ -100,19 +100,6 @@ class TokenVerifier(Protocol):
     async def verify_admin_token(self, token: str) -> Principal: ...
 
 
-class Untrusted:
-    """The verifier of a process with no trust configured: it vouches for nobody."""
-
-    async def verify_call(self, method: str, metadata: Mapping[str, str], body: bytes) -> str:
-        raise Unauthenticated("CALL_SIGNATURE_INVALID", "call signatures cannot be verified here")
-
-    async def verify_user_token(self, token: str) -> Principal:
-        raise Unauthenticated("ACCESS_TOKEN_INVALID", "access tokens cannot be verified here")
-
-    async def verify_admin_token(self, token: str) -> Principal:
-        raise Unauthenticated("ACCESS_TOKEN_INVALID", "access tokens cannot be verified here")
-
-
 class AccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     def __init__(self, calls: CallVerifier, tokens: TokenVerifier) -> None:
         self._calls = calls
@@ -131,24 +118,26 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         return self._guarded(handler, access_rule(method) or AccessRule(Audience.UNSPECIFIED), method)
 
     def _guarded(self, handler: Handler, rule: AccessRule, method: str) -> Handler:
-        deserialize = handler.request_deserializer
+        deserialize = handler.request_deserializer or (lambda raw: raw)
         behavior: Behavior = handler.unary_unary  # type: ignore[assignment]
 
-        # The raw bytes travel with the request because an internal call's signature covers them.
-        def keep_body(raw: bytes) -> tuple[bytes, Any]:
-            return raw, deserialize(raw) if deserialize else raw
-
-        async def guarded(body_and_request: tuple[bytes, Any], context: Context) -> Any:
-            body, request = body_and_request
-            metadata = _metadata(context)
-            principal = await self._admit(rule, method, metadata, body)
+        # The raw bytes reach the check because a signature covers them, and nothing parses a
+        # request before its caller is admitted.
+        async def guarded(body: bytes, context: Context) -> Any:
+            principal = await self._admit(rule, method, _metadata(context), body)
+            try:
+                request = deserialize(body)
+            except DecodeError:
+                raise InvalidArgument(
+                    [FieldViolation("*", "the request is not a valid protobuf message")], reason="MALFORMED_REQUEST"
+                ) from None
             token = current_principal.set(principal)
             try:
                 return await behavior(request, context)
             finally:
                 current_principal.reset(token)
 
-        return with_behavior(handler, guarded, request_deserializer=keep_body)
+        return with_behavior(handler, guarded, request_deserializer=lambda raw: raw)
 
     async def _admit(self, rule: AccessRule, method: str, metadata: Mapping[str, str], body: bytes) -> Principal:
         if rule.audience is Audience.PUBLIC:

@@ -15,16 +15,21 @@ from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from mesh.access import AccessInterceptor, CallVerifier, TokenVerifier, Untrusted
+from mesh.access import AccessInterceptor, CallVerifier, TokenVerifier
 from mesh.calls import CallInterceptor
+from mesh.channels import Peers
 from mesh.db import create_engine, ping
 from mesh.health import DependencyHealth
+from mesh.keys import Keystore, KeyringError, TrustStore, load_kek
 from mesh.logs import configure_logging
 from mesh.metrics import Metrics
 from mesh.redis import KeySpace, create_redis
 from mesh.services import ServiceSpec
 from mesh.settings import Settings
+from mesh.signing import CallSigner, SignatureVerifier
 from mesh.telemetry import configure_tracing, server_tracing
+from mesh.tls import server_credentials
+from mesh.tokens import verifier_for
 
 log = structlog.get_logger("mesh.server")
 
@@ -39,6 +44,8 @@ class ServiceRuntime:
     redis: aioredis.Redis
     keys: KeySpace
     metrics: Metrics
+    peers: Peers
+    """Signed channels to the other services."""
 
 
 AddServicers = Callable[[grpc.aio.Server, ServiceRuntime], None]
@@ -54,10 +61,10 @@ class MeshServer:
         calls: CallVerifier | None = None,
         tokens: TokenVerifier | None = None,
     ) -> None:
-        untrusted = Untrusted()
         self.spec = spec
         self.settings = settings
         self.metrics = Metrics()
+        trust = TrustStore(settings.resolved_keys_dir / "trust.json", settings.trust_reload_interval)
         self.runtime = ServiceRuntime(
             spec=spec,
             settings=settings,
@@ -65,6 +72,7 @@ class MeshServer:
             redis=create_redis(settings),
             keys=KeySpace(spec.redis_prefix),
             metrics=self.metrics,
+            peers=Peers(settings, spec.name, _signer(spec, settings, trust)),
         )
         self.health = DependencyHealth(
             spec.grpc_service,
@@ -75,7 +83,10 @@ class MeshServer:
             interceptors=[
                 server_tracing(),
                 CallInterceptor(self.metrics),
-                AccessInterceptor(calls or untrusted, tokens or untrusted),
+                AccessInterceptor(
+                    calls or SignatureVerifier(trust, self.runtime.redis, self.runtime.keys, settings.clock_skew),
+                    tokens or verifier_for(self.runtime.peers, settings.jwks_refresh_interval),
+                ),
             ]
         )
         add_servicers(self._server, self.runtime)
@@ -88,7 +99,12 @@ class MeshServer:
         self._health_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self.port = self._server.add_insecure_port(f"{self.settings.host}:{self.settings.grpc_port}")
+        address = f"{self.settings.host}:{self.settings.grpc_port}"
+        if self.settings.tls:
+            credentials = server_credentials(self.settings.resolved_certs_dir, self.spec.name)
+            self.port = self._server.add_secure_port(address, credentials)
+        else:
+            self.port = self._server.add_insecure_port(address)
         if self.port == 0:
             raise OSError(f"cannot bind {self.settings.host}:{self.settings.grpc_port}")
         await self._server.start()
@@ -102,8 +118,18 @@ class MeshServer:
         if self._health_task is not None:
             self._health_task.cancel()
         await self._server.stop(self.settings.grace_period if grace is None else grace)
+        await self.runtime.peers.close()
         await self.runtime.engine.dispose()
         await self.runtime.redis.aclose()
+
+
+def _signer(spec: ServiceSpec, settings: Settings, trust: TrustStore) -> CallSigner | None:
+    try:
+        kek = load_kek(settings)
+    except KeyringError as error:
+        log.warning("outgoing internal calls will be unsigned, so refused", why=str(error))
+        return None
+    return CallSigner(spec.name, Keystore(settings.resolved_keys_dir, kek), trust)
 
 
 async def serve(spec: ServiceSpec, add_servicers: AddServicers, settings: Settings | None = None) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -39,10 +39,27 @@ class Settings(BaseSettings):
     edge_admin_port: int = Field(default=9901, ge=1, le=65535)
     port_base: int = Field(default=50050, ge=1024, le=65000)
 
+    kek: SecretStr | None = None
+    keys_dir: Path | None = None
+    clock_skew: float = Field(default=30.0, gt=0)
+    trust_reload_interval: float = Field(default=1.0, gt=0)
+    jwks_refresh_interval: float = Field(default=10.0, gt=0)
+    service_addresses: dict[str, str] = Field(default_factory=dict)
+    tls: bool = False
+    certs_dir: Path | None = None
+
     grace_period: float = Field(default=10.0, gt=0)
     health_interval: float = Field(default=2.0, gt=0)
     db_statement_timeout_ms: int = Field(default=5000, gt=0)
     db_pool_size: int = Field(default=10, gt=0)
+
+    @property
+    def resolved_keys_dir(self) -> Path:
+        return (self.keys_dir or self.state_dir / "keys").absolute()
+
+    @property
+    def resolved_certs_dir(self) -> Path:
+        return (self.certs_dir or self.state_dir / "certs").absolute()
 
     @field_validator("database_url")
     @classmethod

@@ -4,10 +4,12 @@ contracts, errors as google.rpc.Status, reflection, health, metrics and tracing.
 from __future__ import annotations
 
 import asyncio
+import tempfile
 import urllib.request
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -64,8 +66,10 @@ class WhoAmI(invite_service_pb2_grpc.InviteServiceServicer):
         return invite_service_pb2.HoldCodeResponse(hold=invite_service_pb2.Hold(id=current_principal.get().id))
 
 
-def settings_for(database_url: str, redis_url: str) -> Settings:
-    return Settings(database_url=database_url, redis_url=redis_url, health_interval=0.1, grace_period=1)
+def settings_for(database_url: str, redis_url: str, **more: Any) -> Settings:
+    # A state dir of its own: no KEK, no keys, so no caller is trusted unless a test makes keys.
+    more.setdefault("state_dir", Path(tempfile.mkdtemp()))
+    return Settings(database_url=database_url, redis_url=redis_url, health_interval=0.1, grace_period=1, **more)
 
 
 @asynccontextmanager
@@ -101,7 +105,7 @@ async def test_public_method_reaches_its_handler(invite: grpc.aio.Channel) -> No
     )
 
 
-async def test_internal_method_refuses_unsigned_and_unverifiable_calls(invite: grpc.aio.Channel) -> None:
+async def test_internal_method_refuses_unsigned_and_unknown_callers(invite: grpc.aio.Channel) -> None:
     stub = invite_service_pb2_grpc.InviteServiceStub(invite)
     request = invite_service_pb2.HoldCodeRequest(code="X", email="a@example.com", request_id="r")
 
@@ -115,7 +119,7 @@ async def test_internal_method_refuses_unsigned_and_unverifiable_calls(invite: g
     )
     assert await _code_and_reason(stub.HoldCode(request, metadata=SIGNED)) == (
         grpc.StatusCode.UNAUTHENTICATED,
-        "CALL_SIGNATURE_INVALID",
+        "CALLER_UNKNOWN",
     )
 
 
@@ -236,10 +240,11 @@ async def test_health_follows_redis_down_and_back(migrated_database_url: str, ow
 async def test_trace_continues_from_client_to_server(migrated_database_url: str, redis_url: str) -> None:
     exporter = InMemorySpanExporter()
     configure_tracing("tests", None).add_span_processor(SimpleSpanProcessor(exporter))
-    server = MeshServer(INVITE, add_invite_servicers, settings_for(migrated_database_url, redis_url))
+    settings = settings_for(migrated_database_url, redis_url)
+    server = MeshServer(INVITE, add_invite_servicers, settings)
     await server.start()
     try:
-        async with open_channel(f"127.0.0.1:{server.port}") as channel:
+        async with open_channel(f"127.0.0.1:{server.port}", settings) as channel:
             stub = invite_service_pb2_grpc.InviteServiceStub(channel)
             await _code_and_reason(stub.CheckCode(invite_service_pb2.CheckCodeRequest(code="X")))
     finally:

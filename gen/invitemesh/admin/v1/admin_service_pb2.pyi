@@ -231,6 +231,47 @@ class VerifySessionMfaResponse(_message.Message):
 Global___VerifySessionMfaResponse: _TypeAlias = VerifySessionMfaResponse  # noqa: Y015
 
 @_typing.final
+class GetAdminJwksRequest(_message.Message):
+    """Request for GetAdminJwks."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetAdminJwksRequest: _TypeAlias = GetAdminJwksRequest  # noqa: Y015
+
+@_typing.final
+class GetAdminJwksResponse(_message.Message):
+    """Response for GetAdminJwks."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEYS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def keys(self) -> _containers.RepeatedCompositeFieldContainer[_auth_service_pb2.JsonWebKey]:
+        """Current and recently retired keys."""
+
+    def __init__(
+        self,
+        *,
+        keys: _abc.Iterable[_auth_service_pb2.JsonWebKey] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["keys", b"keys"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetAdminJwksResponse: _TypeAlias = GetAdminJwksResponse  # noqa: Y015
+
+@_typing.final
 class CreateAdminRequest(_message.Message):
     """Request for CreateAdmin."""
 

@@ -47,6 +47,11 @@ class AdminServiceStub:
                 request_serializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.VerifySessionMfaRequest.SerializeToString,
                 response_deserializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.VerifySessionMfaResponse.FromString,
                 _registered_method=True)
+        self.GetAdminJwks = channel.unary_unary(
+                '/invitemesh.admin.v1.AdminService/GetAdminJwks',
+                request_serializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.GetAdminJwksRequest.SerializeToString,
+                response_deserializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.GetAdminJwksResponse.FromString,
+                _registered_method=True)
         self.CreateAdmin = channel.unary_unary(
                 '/invitemesh.admin.v1.AdminService/CreateAdmin',
                 request_serializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.CreateAdminRequest.SerializeToString,
@@ -145,6 +150,14 @@ class AdminServiceServicer:
 
     def VerifySessionMfa(self, request, context):
         """Second sign-in step: the MFA token and a TOTP code give an admin session.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetAdminJwks(self, request, context):
+        """The public keys that verify admin access tokens, for every service that
+        serves admin methods (RFC 7517 JSON Web Key Set).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -275,6 +288,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.VerifySessionMfa,
                     request_deserializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.VerifySessionMfaRequest.FromString,
                     response_serializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.VerifySessionMfaResponse.SerializeToString,
+            ),
+            'GetAdminJwks': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAdminJwks,
+                    request_deserializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.GetAdminJwksRequest.FromString,
+                    response_serializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.GetAdminJwksResponse.SerializeToString,
             ),
             'CreateAdmin': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateAdmin,
@@ -414,6 +432,33 @@ class AdminService:
             '/invitemesh.admin.v1.AdminService/VerifySessionMfa',
             invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.VerifySessionMfaRequest.SerializeToString,
             invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.VerifySessionMfaResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAdminJwks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/invitemesh.admin.v1.AdminService/GetAdminJwks',
+            invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.GetAdminJwksRequest.SerializeToString,
+            invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.GetAdminJwksResponse.FromString,
             options,
             channel_credentials,
             insecure,

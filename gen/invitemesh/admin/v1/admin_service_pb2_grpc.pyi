@@ -42,6 +42,10 @@ class AdminServiceStub:
     """
     VerifySessionMfa: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.VerifySessionMfaRequest, _admin_service_pb2.VerifySessionMfaResponse]
     """Second sign-in step: the MFA token and a TOTP code give an admin session."""
+    GetAdminJwks: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.GetAdminJwksRequest, _admin_service_pb2.GetAdminJwksResponse]
+    """The public keys that verify admin access tokens, for every service that
+    serves admin methods (RFC 7517 JSON Web Key Set).
+    """
     CreateAdmin: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.CreateAdminRequest, _admin_service_pb2.CreateAdminResponse]
     """Creates an admin account. Answers the TOTP secret once."""
     ListAdmins: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ListAdminsRequest, _admin_service_pb2.ListAdminsResponse]
@@ -91,6 +95,10 @@ class AdminServiceAsyncStub(AdminServiceStub):
     """
     VerifySessionMfa: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.VerifySessionMfaRequest, _admin_service_pb2.VerifySessionMfaResponse]  # type: ignore[assignment]
     """Second sign-in step: the MFA token and a TOTP code give an admin session."""
+    GetAdminJwks: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.GetAdminJwksRequest, _admin_service_pb2.GetAdminJwksResponse]  # type: ignore[assignment]
+    """The public keys that verify admin access tokens, for every service that
+    serves admin methods (RFC 7517 JSON Web Key Set).
+    """
     CreateAdmin: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.CreateAdminRequest, _admin_service_pb2.CreateAdminResponse]  # type: ignore[assignment]
     """Creates an admin account. Answers the TOTP secret once."""
     ListAdmins: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ListAdminsRequest, _admin_service_pb2.ListAdminsResponse]  # type: ignore[assignment]
@@ -149,6 +157,16 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_admin_service_pb2.VerifySessionMfaResponse, _abc.Awaitable[_admin_service_pb2.VerifySessionMfaResponse]]:
         """Second sign-in step: the MFA token and a TOTP code give an admin session."""
+
+    @_abc_1.abstractmethod
+    def GetAdminJwks(
+        self,
+        request: _admin_service_pb2.GetAdminJwksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.GetAdminJwksResponse, _abc.Awaitable[_admin_service_pb2.GetAdminJwksResponse]]:
+        """The public keys that verify admin access tokens, for every service that
+        serves admin methods (RFC 7517 JSON Web Key Set).
+        """
 
     @_abc_1.abstractmethod
     def CreateAdmin(
