@@ -172,7 +172,12 @@ def _bearer_token(metadata: Mapping[str, str]) -> str:
 
 
 def _metadata(context: Context) -> dict[str, str]:
-    return {key: value for key, value in (context.invocation_metadata() or ()) if isinstance(value, str)}
+    pairs = [(key, value) for key, value in (context.invocation_metadata() or ()) if isinstance(value, str)]
+    metadata = dict(pairs)
+    # Twice the same signature header is ambiguous: which one was checked is not which one was meant.
+    if sum(key in SIGNATURE_HEADERS for key, _ in pairs) > sum(key in SIGNATURE_HEADERS for key in metadata):
+        raise Unauthenticated("CALL_SIGNATURE_INVALID", "signature headers must appear once each")
+    return metadata
 
 
 def _closed_method() -> Handler:

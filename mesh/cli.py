@@ -14,12 +14,14 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
+from mesh.keys import KeyringError, Keystore, TrustFile, load_kek
 from mesh.logs import configure_logging
 from mesh.migrate import upgrade_all
 from mesh.services import SERVICES
 from mesh.settings import Settings
 from mesh.smtp_sink import read_mail
 from mesh.stack import Stack, StackFile, probe, process_alive, stop_pid
+from mesh.tls import make_dev_certs
 
 _DETACH_TIMEOUT = 180.0
 
@@ -36,6 +38,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     logs.add_argument("part", help="a service name (auth_svc …), envoy, smtp, redis or postgres")
     logs.add_argument("-f", "--follow", action="store_true")
     commands.add_parser("migrate", help="bring every service's schema to its newest revision")
+    keys = commands.add_parser("keys", help="service signing keys (see mesh/keys.py for rotation)")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True)
+    key_commands.add_parser("init", help="a key for every service that has none")
+    key_commands.add_parser("list", help="trusted keys and the signing key of each service")
+    for verb, text in (
+        ("add", "a new trusted key, not yet signing"),
+        ("activate", "sign with KID"),
+        ("retire", "trust KID no more"),
+    ):
+        command = key_commands.add_parser(verb, help=text)
+        command.add_argument("service")
+        if verb != "add":
+            command.add_argument("kid")
+    certs = commands.add_parser("certs", help="a dev CA and certificates for mutual TLS (MESH_TLS=1)")
+    certs.add_argument("names", nargs="*", help="more certificate names beyond every service, envoy and meshctl")
     mail = commands.add_parser("mail", help="messages caught by the dev SMTP sink")
     mail_commands = mail.add_subparsers(dest="mail_command", required=True)
     mail_list = mail_commands.add_parser("list")
@@ -51,6 +68,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         "status": lambda: _status(settings, args.json),
         "logs": lambda: _logs(settings, args.part, args.follow),
         "migrate": lambda: _migrate(settings),
+        "keys": lambda: _keys(settings, args),
+        "certs": lambda: _certs(settings, args.names),
         "mail": lambda: _mail_list(settings, args.to, args.json),
     }
     sys.exit(handlers[args.command]())
@@ -156,7 +175,7 @@ def _status(settings: Settings, as_json: bool) -> int:
         return 3
 
     async def probe_all() -> list[str | None]:
-        return list(await asyncio.gather(*(probe(part) for part in found.parts)))
+        return list(await asyncio.gather(*(probe(part, settings) for part in found.parts)))
 
     failures = asyncio.run(probe_all())
     if as_json:
@@ -202,6 +221,36 @@ def _migrate(settings: Settings) -> int:
         return 1
     asyncio.run(upgrade_all(SERVICES, database_url))
     print("migrated: " + ", ".join(spec.schema for spec in SERVICES))
+    return 0
+
+
+def _keys(settings: Settings, args: argparse.Namespace) -> int:
+    keystore = Keystore(settings.resolved_keys_dir, load_kek(settings, create=args.keys_command == "init"))
+    try:
+        if args.keys_command == "init":
+            made = keystore.ensure([spec.name for spec in SERVICES])
+            print(f"keys made for: {', '.join(made)}" if made else "every service has a key")
+        elif args.keys_command == "list":
+            trust = TrustFile.read(keystore.trust_path)
+            for service in sorted(trust.services):
+                for kid in trust.public_keys(service):
+                    print(f"{service:<12} {kid}{'  (signing)' if kid == trust.signing_kid(service) else ''}")
+        elif args.keys_command == "add":
+            print(keystore.add(args.service))
+        elif args.keys_command == "activate":
+            keystore.activate(args.service, args.kid)
+        else:
+            keystore.retire(args.service, args.kid)
+    except KeyringError as error:
+        print(f"meshctl keys: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _certs(settings: Settings, names: list[str]) -> int:
+    everyone = [*(spec.name for spec in SERVICES), "envoy", "meshctl", *names]
+    made = make_dev_certs(settings.resolved_certs_dir, everyone)
+    print(f"certificates in {settings.resolved_certs_dir}: made {', '.join(made) or 'none (all present)'}")
     return 0
 
 

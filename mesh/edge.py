@@ -5,12 +5,14 @@ unreachable through the edge over REST and over gRPC alike."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mesh.access import Audience, access_rule
 from mesh.contracts import SERVICE_DESCRIPTORS, full_method_name
 from mesh.services import SERVICES
+from mesh.tls import dns_name
 
 DESCRIPTOR_SET = Path(__file__).resolve().parent.parent / "envoy" / "invitemesh.pb"
 _UPSTREAM_TIMEOUT = "15s"
@@ -35,6 +37,15 @@ def edge_routes() -> list[dict[str, Any]]:
     return routes
 
 
+@dataclass(frozen=True)
+class UpstreamTls:
+    """Envoy's client certificate towards the services, and the CA it trusts them by."""
+
+    certificate: Path
+    private_key: Path
+    ca: Path
+
+
 def envoy_config(
     *,
     host: str,
@@ -42,6 +53,7 @@ def envoy_config(
     admin_port: int,
     upstreams: Mapping[str, tuple[str, int]],
     descriptor_set: Path = DESCRIPTOR_SET,
+    tls: UpstreamTls | None = None,
 ) -> dict[str, Any]:
     """The whole bootstrap; `upstreams` maps service name to its gRPC address."""
     return {
@@ -54,7 +66,7 @@ def envoy_config(
                     "filter_chains": [{"filters": [_http_connection_manager(descriptor_set)]}],
                 }
             ],
-            "clusters": [_cluster(name, address) for name, address in upstreams.items()],
+            "clusters": [_cluster(name, address, tls) for name, address in upstreams.items()],
         },
     }
 
@@ -94,8 +106,8 @@ def _http_connection_manager(descriptor_set: Path) -> dict[str, Any]:
     }
 
 
-def _cluster(name: str, address: tuple[str, int]) -> dict[str, Any]:
-    return {
+def _cluster(name: str, address: tuple[str, int], tls: UpstreamTls | None) -> dict[str, Any]:
+    cluster: dict[str, Any] = {
         "name": name,
         "type": "STATIC",
         "connect_timeout": "1s",
@@ -110,6 +122,28 @@ def _cluster(name: str, address: tuple[str, int]) -> dict[str, Any]:
             "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _socket(*address)}}]}],
         },
     }
+    if tls is not None:
+        cluster["transport_socket"] = {
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                "common_tls_context": {
+                    "alpn_protocols": ["h2"],
+                    "tls_certificates": [
+                        {
+                            "certificate_chain": {"filename": str(tls.certificate)},
+                            "private_key": {"filename": str(tls.private_key)},
+                        }
+                    ],
+                    "validation_context": {
+                        "trusted_ca": {"filename": str(tls.ca)},
+                        # The service's own certificate, not merely any the CA signed.
+                        "match_typed_subject_alt_names": [{"san_type": "DNS", "matcher": {"exact": dns_name(name)}}],
+                    },
+                },
+            },
+        }
+    return cluster
 
 
 def _socket(host: str, port: int) -> dict[str, Any]:

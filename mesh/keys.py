@@ -58,9 +58,7 @@ def key_id(public_key: ec.EllipticCurvePublicKey) -> str:
 
 
 def public_pem(public_key: ec.EllipticCurvePublicKey) -> str:
-    return public_key.public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ).decode()
+    return public_key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
 
 
 def load_kek(settings: Settings, create: bool = False) -> bytes:

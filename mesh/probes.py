@@ -58,9 +58,12 @@ async def probe_smtp(url: str) -> str | None:
     return await _failure(check())
 
 
-async def probe_grpc_health(address: str, service: str = "") -> str | None:
+async def probe_grpc_health(
+    address: str, service: str = "", credentials: grpc.ChannelCredentials | None = None
+) -> str | None:
     async def check() -> None:
-        async with grpc.aio.insecure_channel(address) as channel:
+        channel = grpc.aio.secure_channel(address, credentials) if credentials else grpc.aio.insecure_channel(address)
+        async with channel:
             answer = await health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=service), timeout=_TIMEOUT
             )

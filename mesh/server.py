@@ -20,7 +20,7 @@ from mesh.calls import CallInterceptor
 from mesh.channels import Peers
 from mesh.db import create_engine, ping
 from mesh.health import DependencyHealth
-from mesh.keys import Keystore, KeyringError, TrustStore, load_kek
+from mesh.keys import KeyringError, Keystore, TrustStore, load_kek
 from mesh.logs import configure_logging
 from mesh.metrics import Metrics
 from mesh.redis import KeySpace, create_redis
@@ -64,7 +64,7 @@ class MeshServer:
         self.spec = spec
         self.settings = settings
         self.metrics = Metrics()
-        trust = TrustStore(settings.resolved_keys_dir / "trust.json", settings.trust_reload_interval)
+        self.trust = trust = TrustStore(settings.resolved_keys_dir / "trust.json", settings.trust_reload_interval)
         self.runtime = ServiceRuntime(
             spec=spec,
             settings=settings,

@@ -31,6 +31,7 @@ from mesh.redis import KeySpace
 log = structlog.get_logger("mesh.signing")
 
 CALLER, TIMESTAMP, NONCE, SIGNATURE = "x-mesh-caller", "x-mesh-ts", "x-mesh-nonce", "x-mesh-signature"
+_HEADERS = frozenset({CALLER, TIMESTAMP, NONCE, SIGNATURE})
 _DOMAIN = b"invitemesh-call-v1"
 _ECDSA = ec.ECDSA(hashes.SHA256())
 Clock = Callable[[], float]
@@ -53,6 +54,11 @@ class CallSigner:
         self._kid: str | None = None
         self._key: ec.EllipticCurvePrivateKey | None = None
 
+    @property
+    def key_id(self) -> str | None:
+        """The key id of the last signature made."""
+        return self._kid
+
     def _signing_key(self) -> tuple[str, ec.EllipticCurvePrivateKey]:
         wanted = self._trust.signing_kid(self.service)
         if self._key is None or wanted != self._kid:
@@ -73,7 +79,7 @@ class CallSigner:
         ]
 
 
-class SigningInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+class SigningInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[type-arg]
     def __init__(self, signer: CallSigner) -> None:
         self._signer = signer
 
@@ -83,10 +89,11 @@ class SigningInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[
         method = client_call_details.method
         method_name = method.decode() if isinstance(method, bytes) else method
         signed = self._signer.metadata(method_name, request.SerializeToString())
+        given = [(key, value) for key, value in (client_call_details.metadata or ()) if key not in _HEADERS]
         details = grpc.aio.ClientCallDetails(
             method,
             client_call_details.timeout,
-            grpc.aio.Metadata(*(client_call_details.metadata or ()), *signed),
+            grpc.aio.Metadata(*given, *signed),
             client_call_details.credentials,
             client_call_details.wait_for_ready,
         )

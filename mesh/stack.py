@@ -23,12 +23,14 @@ from typing import Any
 
 import structlog
 
-from mesh.edge import envoy_config
+from mesh.edge import UpstreamTls, envoy_config
 from mesh.embedded import EmbeddedPostgres, EmbeddedRedis, wait_for_port
+from mesh.keys import Keystore, load_kek
 from mesh.migrate import upgrade_all
 from mesh.probes import probe_envoy, probe_grpc_health, probe_postgres, probe_redis, probe_smtp
 from mesh.services import SERVICES
 from mesh.settings import Settings
+from mesh.tls import CA_NAME, cert_path, channel_credentials, key_path, make_dev_certs
 
 log = structlog.get_logger("mesh.stack")
 
@@ -108,12 +110,13 @@ def process_alive(pid: int | None) -> bool:
         return True
 
 
-async def probe(part: Part) -> str | None:
+async def probe(part: Part, settings: Settings) -> str | None:
+    credentials = channel_credentials(settings.resolved_certs_dir, "meshctl") if settings.tls else None
     checks: dict[str, Callable[[], Awaitable[str | None]]] = {
         "postgres": lambda: probe_postgres(part.address),
         "redis": lambda: probe_redis(part.address),
         "smtp": lambda: probe_smtp(part.address),
-        "service": lambda: probe_grpc_health(part.address, part.details.get("grpc_service", "")),
+        "service": lambda: probe_grpc_health(part.address, part.details.get("grpc_service", ""), credentials),
         "edge": lambda: probe_envoy(part.details["admin"]),
     }
     if part.pid is not None and not process_alive(part.pid):
@@ -143,6 +146,7 @@ class Stack:
             redis_url = self._start_redis()
             smtp_url = self._start_smtp()
             await upgrade_all(SERVICES, database_url)
+            prepare_trust(self.settings)
             self._start_services(database_url, redis_url, smtp_url)
             self._start_edge()
             await self._wait_until_ready()
@@ -208,6 +212,7 @@ class Stack:
         return url
 
     def _start_services(self, database_url: str, redis_url: str, smtp_url: str) -> None:
+        addresses = {spec.name: f"{self.settings.host}:{self._port(spec.port_offset)}" for spec in SERVICES}
         for spec in SERVICES:
             port = self._port(spec.port_offset)
             metrics_port = self._port(METRICS_PORT_OFFSET + spec.port_offset)
@@ -218,6 +223,7 @@ class Stack:
                 "MESH_STATE_DIR": str(self.state_dir),
                 "MESH_GRPC_PORT": str(port),
                 "MESH_METRICS_PORT": str(metrics_port),
+                "MESH_SERVICE_ADDRESSES": json.dumps(addresses),
             }
             process = self._spawn(spec.name, [sys.executable, "-m", spec.name], env)
             self._add(
@@ -238,6 +244,7 @@ class Stack:
             port=self.settings.edge_port,
             admin_port=self.settings.edge_admin_port,
             upstreams={spec.name: (host, self._port(spec.port_offset)) for spec in SERVICES},
+            tls=self._edge_tls(),
         )
         config_file = self.state_dir / "envoy.json"
         config_file.write_text(json.dumps(config, indent=2))
@@ -256,6 +263,12 @@ class Stack:
                 details={"admin": admin},
             )
         )
+
+    def _edge_tls(self) -> UpstreamTls | None:
+        if not self.settings.tls:
+            return None
+        certs = self.settings.resolved_certs_dir
+        return UpstreamTls(cert_path(certs, "envoy"), key_path(certs, "envoy"), cert_path(certs, CA_NAME))
 
     def _log_of(self, name: str) -> Path:
         return self.logs_dir / f"{name}.log"
@@ -277,7 +290,7 @@ class Stack:
     async def _wait_until_ready(self) -> None:
         deadline = time.monotonic() + READY_TIMEOUT
         while True:
-            failures = {part.name: failure for part in self.file.parts if (failure := await probe(part))}
+            failures = {part.name: failure for part in self.file.parts if (failure := await probe(part, self.settings))}
             if not failures:
                 return
             exited = {name: f for name, f in failures.items() if f == "process exited"}
@@ -307,6 +320,17 @@ class Stack:
         if self._postgres is not None:
             self._postgres.stop()
         self.file.path.unlink(missing_ok=True)
+
+
+def prepare_trust(settings: Settings) -> None:
+    """Keys for every service (and certificates with MESH_TLS=1) where they are missing."""
+    keystore = Keystore(settings.resolved_keys_dir, load_kek(settings, create=True))
+    if made := keystore.ensure([spec.name for spec in SERVICES]):
+        log.info("made service keys", services=made)
+    if settings.tls:
+        names = [*(spec.name for spec in SERVICES), "envoy", "meshctl"]
+        if made := make_dev_certs(settings.resolved_certs_dir, names):
+            log.info("made certificates", names=made)
 
 
 def _envoy_binary() -> str:

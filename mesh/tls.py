@@ -19,6 +19,11 @@ CA_NAME = "ca"
 _VALIDITY = datetime.timedelta(days=365)
 
 
+def dns_name(name: str) -> str:
+    """The DNS name in `name`'s certificate (DNS names have no underscores)."""
+    return name.replace("_", "-")
+
+
 def cert_path(certs_dir: Path, name: str) -> Path:
     return certs_dir / f"{name}.pem"
 
@@ -31,12 +36,16 @@ def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "wb") as out:
         out.write(
-            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
         )
 
 
 def _subject(name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "invitemesh dev"), x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    return x509.Name(
+        [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "invitemesh dev"), x509.NameAttribute(NameOID.COMMON_NAME, name)]
+    )
 
 
 def _load_ca(certs_dir: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
@@ -57,9 +66,7 @@ def _make_ca(certs_dir: Path, now: datetime.datetime) -> None:
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + _VALIDITY)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
-        )
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
         .sign(key, hashes.SHA256())
     )
     _write_key(key_path(certs_dir, CA_NAME), key)
@@ -69,7 +76,11 @@ def _make_ca(certs_dir: Path, now: datetime.datetime) -> None:
 def _make_leaf(certs_dir: Path, name: str, now: datetime.datetime) -> None:
     ca_cert, ca_key = _load_ca(certs_dir)
     key = ec.generate_private_key(ec.SECP256R1())
-    names = [x509.DNSName(name.replace("_", "-")), x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    names = [
+        x509.DNSName(dns_name(name)),
+        x509.DNSName("localhost"),
+        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+    ]
     cert = (
         x509.CertificateBuilder()
         .subject_name(_subject(name))

@@ -5,17 +5,12 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import smtplib
-import socket
 import subprocess
-import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from email.message import EmailMessage
-from pathlib import Path
-from typing import Any
 
 import grpc
 import pytest
@@ -23,62 +18,16 @@ from invitemesh.invite.v1 import invite_service_pb2, invite_service_pb2_grpc
 
 from mesh.errors import error_info
 from mesh.services import SERVICES
-from mesh.stack import METRICS_PORT_OFFSET, SMTP_PORT_OFFSET, process_alive
+from mesh.stack import SMTP_PORT_OFFSET, process_alive
+from tests.e2e.conftest import Mesh, running_mesh
 
 pytestmark = pytest.mark.e2e
 
 
-def _free(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _free_port_base() -> int:
-    offsets = [0, *range(1, METRICS_PORT_OFFSET + len(SERVICES) + 1), 100, 101]
-    for _ in range(50):
-        base = random.randrange(20000, 30000, 200)
-        if all(_free(base + offset) for offset in offsets):
-            return base
-    raise RuntimeError("no free port range")
-
-
-class Mesh:
-    def __init__(self, state_dir: Path, port_base: int) -> None:
-        self.state_dir = state_dir
-        self.edge = f"127.0.0.1:{port_base + 100}"
-        self.env = {
-            **os.environ,
-            "MESH_STATE_DIR": str(state_dir),
-            "MESH_PORT_BASE": str(port_base),
-            "MESH_EDGE_PORT": str(port_base + 100),
-            "MESH_EDGE_ADMIN_PORT": str(port_base + 101),
-        }
-
-    def ctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "mesh.cli", *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=240,
-            check=check,
-        )
-
-    def stack(self) -> dict[str, Any]:
-        return dict(json.loads((self.state_dir / "stack.json").read_text()))
-
-
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
-    mesh = Mesh(tmp_path_factory.mktemp("mesh") / "state", _free_port_base())
-    up = mesh.ctl("up", "--detach", check=False)
-    assert up.returncode == 0, up.stderr + up.stdout
-    yield mesh
-    mesh.ctl("down", check=False)
+    with running_mesh(tmp_path_factory) as mesh:
+        yield mesh
 
 
 def test_every_part_reports_serving(mesh: Mesh) -> None:
@@ -108,6 +57,26 @@ def test_rest_through_envoy_answers_a_json_status(mesh: Mesh) -> None:
     assert body["code"] == grpc.StatusCode.UNIMPLEMENTED.value[0]
     assert body["details"][0]["@type"] == "type.googleapis.com/google.rpc.ErrorInfo"
     assert body["details"][0]["reason"] == "METHOD_NOT_IMPLEMENTED"
+
+
+def test_internal_method_has_no_rest_route_through_envoy(mesh: Mesh) -> None:
+    request = urllib.request.Request(
+        f"http://{mesh.edge}/invitemesh.invite.v1.InviteService/HoldCode",
+        data=json.dumps({"code": "ABCD-EFGH-J", "email": "a@example.com"}).encode(),
+        headers={"content-type": "application/json"},
+        method="POST",
+    )
+    with pytest.raises(urllib.error.HTTPError) as raised:
+        urllib.request.urlopen(request, timeout=10)  # noqa: S310
+
+    assert raised.value.code == 404
+
+
+def test_every_service_has_a_signing_key(mesh: Mesh) -> None:
+    listed = mesh.ctl("keys", "list").stdout
+
+    signing = {line.split()[0] for line in listed.splitlines() if line.endswith("(signing)")}
+    assert signing == {spec.name for spec in SERVICES}
 
 
 def test_user_method_through_envoy_without_a_token_is_401(mesh: Mesh) -> None:

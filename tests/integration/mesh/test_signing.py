@@ -19,8 +19,8 @@ from invitemesh.invite.v1 import invite_service_pb2, invite_service_pb2_grpc
 from mesh.channels import open_channel
 from mesh.embedded import EmbeddedRedis
 from mesh.errors import error_info
-from mesh.server import MeshServer
 from mesh.keys import Keystore, TrustStore
+from mesh.server import MeshServer
 from mesh.signing import CALLER, NONCE, SIGNATURE, TIMESTAMP, CallSigner
 from tests.conftest import eventually
 from tests.integration.mesh.trust_fixtures import Trust, WhoAmI, make_trust, who_am_i_server
@@ -49,7 +49,7 @@ RawHold = Callable[[bytes, Sequence[tuple[str, str]]], Awaitable[invite_service_
 async def hold(served: tuple[MeshServer, WhoAmI], trust: Trust) -> AsyncIterator[RawHold]:
     """Sends HoldCode with exactly these request bytes and this metadata, signing nothing itself."""
     async with open_channel(f"127.0.0.1:{served[0].port}", trust.settings) as channel:
-        send = channel.unary_unary(HOLD, response_deserializer=invite_service_pb2.HoldCodeResponse.FromString)
+        send = channel.unary_unary(HOLD, None, invite_service_pb2.HoldCodeResponse.FromString)
 
         async def raw_hold(body: bytes, metadata: Sequence[tuple[str, str]]) -> invite_service_pb2.HoldCodeResponse:
             return await send(body, metadata=tuple(metadata))  # type: ignore[no-any-return]
@@ -214,3 +214,10 @@ async def test_redis_down_refuses_internal_calls_and_health_says_why(
 
             await eventually(redis_reported, what="health to name redis")
             assert servicer.handled == 1
+
+
+async def test_a_signature_header_sent_twice_is_refused(hold: RawHold, trust: Trust) -> None:
+    signed = trust.signer("auth_svc").metadata(HOLD, BODY)
+    other = trust.signer("auth_svc").metadata(HOLD, BODY)
+
+    assert await _refusal(hold(BODY, [*signed, other[2]])) == (UNAUTHENTICATED, "CALL_SIGNATURE_INVALID")

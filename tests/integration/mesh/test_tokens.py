@@ -63,7 +63,7 @@ class AuthKeys(auth_service_pb2_grpc.AuthServiceServicer):
     def __init__(self, issuer: Issuer) -> None:
         self.issuer = issuer
 
-    async def GetJwks(self, request: Any, context: Any) -> auth_service_pb2.GetJwksResponse:  # noqa: N802
+    async def GetJwks(self, request: Any, context: Any) -> auth_service_pb2.GetJwksResponse:
         return auth_service_pb2.GetJwksResponse(keys=self.issuer.jwks())
 
 
@@ -71,10 +71,10 @@ class AdminKeys(admin_service_pb2_grpc.AdminServiceServicer):
     def __init__(self, issuer: Issuer) -> None:
         self.issuer = issuer
 
-    async def GetAdminJwks(self, request: Any, context: Any) -> admin_service_pb2.GetAdminJwksResponse:  # noqa: N802
+    async def GetAdminJwks(self, request: Any, context: Any) -> admin_service_pb2.GetAdminJwksResponse:
         return admin_service_pb2.GetAdminJwksResponse(keys=self.issuer.jwks())
 
-    async def ListInvites(self, request: Any, context: Any) -> admin_service_pb2.ListInvitesResponse:  # noqa: N802
+    async def ListInvites(self, request: Any, context: Any) -> admin_service_pb2.ListInvitesResponse:
         return admin_service_pb2.ListInvitesResponse(next_page_token="admitted")
 
 
@@ -82,8 +82,8 @@ class AdminKeys(admin_service_pb2_grpc.AdminServiceServicer):
 class Mesh:
     users: Issuer
     admins: Issuer
-    invite: invite_service_pb2_grpc.InviteServiceStub
-    admin: admin_service_pb2_grpc.AdminServiceStub
+    invite: invite_service_pb2_grpc.InviteServiceAsyncStub
+    admin: admin_service_pb2_grpc.AdminServiceAsyncStub
 
 
 @pytest.fixture
@@ -154,7 +154,7 @@ async def test_user_method_refuses_missing_expired_unknown_key_and_alg_none(mesh
     stranger_kid = stranger.new_key()
     unsigned = jwt.encode(
         {"sub": "user-1", "iss": USER_ISSUER, "aud": AUDIENCE, "iat": int(time.time()), "exp": int(time.time()) + 300},
-        key=None,
+        key=None,  # type: ignore[arg-type]
         algorithm="none",
         headers={"kid": kid},
     )
@@ -166,7 +166,7 @@ async def test_user_method_refuses_missing_expired_unknown_key_and_alg_none(mesh
     assert await _refusal(_my_codes(mesh, foreign)) == (UNAUTHENTICATED, "ACCESS_TOKEN_INVALID")
     assert await _refusal(_my_codes(mesh, unsigned)) == (UNAUTHENTICATED, "ACCESS_TOKEN_INVALID")
     tampered = mesh.users.token(kid, USER_ISSUER, sub="user-1")
-    header, payload, signature = tampered.split(".")
+    header, _, signature = tampered.split(".")
     forged_payload = jwt.utils.base64url_encode(b'{"sub":"admin","iss":"invitemesh-auth","aud":"invitemesh"}').decode()
     assert await _refusal(_my_codes(mesh, f"{header}.{forged_payload}.{signature}")) == (
         UNAUTHENTICATED,

@@ -25,11 +25,11 @@ class WhoAmI(invite_service_pb2_grpc.InviteServiceServicer):
     def __init__(self) -> None:
         self.handled = 0
 
-    async def HoldCode(self, request: Any, context: Any) -> invite_service_pb2.HoldCodeResponse:  # noqa: N802
+    async def HoldCode(self, request: Any, context: Any) -> invite_service_pb2.HoldCodeResponse:
         self.handled += 1
         return invite_service_pb2.HoldCodeResponse(hold=invite_service_pb2.Hold(id=current_principal.get().id))
 
-    async def ListMyCodes(self, request: Any, context: Any) -> invite_service_pb2.ListMyCodesResponse:  # noqa: N802
+    async def ListMyCodes(self, request: Any, context: Any) -> invite_service_pb2.ListMyCodesResponse:
         self.handled += 1
         owner = invite_service_pb2.Owner(user_id=current_principal.get().id)
         return invite_service_pb2.ListMyCodesResponse(codes=[invite_service_pb2.InviteCode(owner=owner)])
@@ -66,10 +66,10 @@ def make_trust(state_dir: Path, database_url: str, redis_url: str, **more: Any) 
 
 @asynccontextmanager
 async def who_am_i_server(settings: Settings, **verifiers: Any) -> AsyncIterator[tuple[MeshServer, WhoAmI]]:
-    servicer = WhoAmI()
+    servicer = WhoAmI()  # type: ignore[abstract]
 
     def add(server: grpc.aio.Server, runtime: ServiceRuntime) -> None:
-        invite_service_pb2_grpc.add_InviteServiceServicer_to_server(servicer, server)  # type: ignore[abstract]
+        invite_service_pb2_grpc.add_InviteServiceServicer_to_server(servicer, server)
 
     server = MeshServer(INVITE, add, settings, **verifiers)
     await server.start()
