@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test gen lint check-gen
+.PHONY: run test gen lint check-gen bench
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -34,5 +34,8 @@ check-gen: gen
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy mesh auth_svc invite_svc mail_svc admin_svc chain_svc tests
+	$(VENV)/bin/mypy mesh auth_svc invite_svc mail_svc admin_svc chain_svc tests bench
 	$(VENV)/bin/buf lint
+
+bench: $(VENV)/.installed-dev
+	$(PY) -m bench.signing

@@ -8,7 +8,7 @@ from typing import Any
 import grpc
 
 from mesh.settings import Settings
-from mesh.signing import CallSigner, SigningInterceptor
+from mesh.signing import CallSigner, SignedChannel
 from mesh.telemetry import client_tracing
 from mesh.tls import channel_credentials
 
@@ -16,12 +16,14 @@ from mesh.tls import channel_credentials
 def open_channel(
     target: str, settings: Settings, identity: str = "meshctl", signer: CallSigner | None = None
 ) -> grpc.aio.Channel:
-    """A channel to `target`; `identity` names the TLS certificate presented."""
-    interceptors: list[Any] = [*client_tracing(), *([SigningInterceptor(signer)] if signer else [])]
+    """A channel to `target`; `identity` names the TLS certificate presented, `signer` signs."""
+    interceptors: list[Any] = client_tracing()
     if settings.tls:
         credentials = channel_credentials(settings.resolved_certs_dir, identity)
-        return grpc.aio.secure_channel(target, credentials, interceptors=interceptors)
-    return grpc.aio.insecure_channel(target, interceptors=interceptors)
+        channel = grpc.aio.secure_channel(target, credentials, interceptors=interceptors)
+    else:
+        channel = grpc.aio.insecure_channel(target, interceptors=interceptors)
+    return SignedChannel(channel, signer) if signer else channel
 
 
 class Peers:

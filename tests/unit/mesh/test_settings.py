@@ -61,3 +61,18 @@ def test_empty_url_means_embedded(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MESH_REDIS_URL", "")
 
     assert Settings().redis_url is None
+
+
+def test_service_addresses_and_trust_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MESH_SERVICE_ADDRESSES", '{"auth_svc": "auth:50051"}')
+    monkeypatch.setenv("MESH_TLS", "1")
+    monkeypatch.setenv("MESH_STATE_DIR", "/srv/mesh")
+    monkeypatch.setenv("MESH_KEK", "not-printed")
+
+    settings = Settings()
+
+    assert settings.service_addresses == {"auth_svc": "auth:50051"}
+    assert settings.tls is True
+    assert settings.resolved_keys_dir == Path("/srv/mesh/keys")
+    assert settings.resolved_certs_dir == Path("/srv/mesh/certs")
+    assert "not-printed" not in repr(settings)
