@@ -13,6 +13,8 @@ from pathlib import Path
 
 import grpc
 import pytest
+import structlog
+import structlog.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from invitemesh.invite.v1 import invite_service_pb2, invite_service_pb2_grpc
@@ -238,3 +240,17 @@ async def test_the_nonce_ledger_answers_each_concurrent_sighting_exactly(redis_u
     assert sorted(firsts) == sorted(set(keys))
     assert await ledger.first_sighting(keys[0]) is False
     await redis.aclose()
+
+
+async def test_refusals_are_logged_with_caller_and_method_but_no_signature_or_body(hold: RawHold, trust: Trust) -> None:
+    signed = dict(trust.signer("auth_svc").metadata(HOLD, BODY))
+
+    with structlog.testing.capture_logs() as logged:
+        await _refusal(hold(OTHER_REQUEST.SerializeToString(), list(signed.items())))
+
+    refusal = next(event for event in logged if event.get("reason") == "CALL_SIGNATURE_INVALID")
+    assert (refusal["caller"], refusal["rpc"]) == ("auth_svc", HOLD)
+    everything = repr(logged)
+    assert signed[SIGNATURE].partition(".")[2] not in everything
+    assert signed[NONCE] not in everything
+    assert "ABCD-EFGH-K" not in everything
