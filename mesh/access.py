@@ -8,6 +8,7 @@ calls (mesh.signing) and a `TokenVerifier` for Bearer access tokens (mesh.tokens
 from __future__ import annotations
 
 import contextvars
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum
@@ -57,6 +58,7 @@ class AccessRule:
     min_admin_role: AdminRole = AdminRole.UNSPECIFIED
 
 
+@functools.lru_cache(maxsize=1024)
 def access_rule(full_method: str) -> AccessRule | None:
     """The declared rule of an invitemesh method; None for a method the contracts do not know."""
     method = method_descriptor(full_method)
