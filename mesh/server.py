@@ -79,12 +79,18 @@ class MeshServer:
             {"postgres": lambda: ping(self.runtime.engine), "redis": self.runtime.redis.ping},
             self.metrics,
         )
+        # A verifier made here holds a Redis connection of its own, closed with the server.
+        self._signatures: SignatureVerifier | None = None
+        if calls is None:
+            calls = self._signatures = SignatureVerifier(
+                trust, self.runtime.redis, self.runtime.keys, settings.clock_skew
+            )
         self._server = grpc.aio.server(
             interceptors=[
                 server_tracing(),
                 CallInterceptor(self.metrics),
                 AccessInterceptor(
-                    calls or SignatureVerifier(trust, self.runtime.redis, self.runtime.keys, settings.clock_skew),
+                    calls,
                     tokens or verifier_for(self.runtime.peers, settings.jwks_refresh_interval),
                 ),
             ]
@@ -119,6 +125,8 @@ class MeshServer:
             self._health_task.cancel()
         await self._server.stop(self.settings.grace_period if grace is None else grace)
         await self.runtime.peers.close()
+        if self._signatures is not None:
+            await self._signatures.close()
         await self.runtime.engine.dispose()
         await self.runtime.redis.aclose()
 

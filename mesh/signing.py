@@ -215,6 +215,11 @@ class NonceLedger:
             self._connection = connection
         return self._connection
 
+    async def close(self) -> None:
+        if self._committer is not None:
+            await asyncio.gather(self._committer, return_exceptions=True)
+        await self._drop_connection()
+
     async def _drop_connection(self) -> None:
         connection, self._connection = self._connection, None
         if connection is not None:
@@ -234,6 +239,9 @@ class SignatureVerifier:
         self._clock = clock
         # A nonce must outlive the window in which its timestamp is accepted, on both sides.
         self._nonces = NonceLedger(redis, math.ceil(2 * clock_skew) + 5)
+
+    async def close(self) -> None:
+        await self._nonces.close()
 
     async def verify_call(self, method: str, metadata: Mapping[str, str], body: bytes) -> str:
         caller, timestamp, nonce = metadata[CALLER], metadata[TIMESTAMP], metadata[NONCE]
