@@ -37,7 +37,7 @@ class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
 async def test_spans_reach_the_otlp_endpoint(migrated_database_url: str, redis_url: str, tmp_path: Path) -> None:
     receiver = Receiver()
     collector = grpc.aio.server()
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(receiver, collector)
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(receiver, collector)  # type: ignore[no-untyped-call]
     collector_port = collector.add_insecure_port("127.0.0.1:0")
     await collector.start()
     service = await asyncio.create_subprocess_exec(
