@@ -1,0 +1,88 @@
+"""Pure rules of invites: when a code can be held, how its uses are split into slots, and the
+stable reasons for every refusal."""
+
+from __future__ import annotations
+
+import datetime
+import enum
+from dataclasses import dataclass, field
+
+SLOTS_PER_COUNTER = 32
+DEFAULT_HOLD_TTL = datetime.timedelta(minutes=30)
+
+
+class CodeState(enum.IntEnum):
+    ACTIVE = 1
+    DISABLED = 2
+    EXPIRED = 3
+
+
+class HoldState(enum.IntEnum):
+    HELD = 1
+    CONFIRMED = 2
+    RELEASED = 3
+    EXPIRED = 4
+
+
+class Refusal(Exception):
+    """A hold or check the rules do not allow, with its stable reason."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+NOT_FOUND = "INVITE_CODE_NOT_FOUND"
+DISABLED = "INVITE_CODE_DISABLED"
+EXPIRED = "INVITE_CODE_EXPIRED"
+NOT_YET_VALID = "INVITE_CODE_NOT_YET_VALID"
+EXHAUSTED = "INVITE_CODE_EXHAUSTED"
+CAMPAIGN_FULL = "INVITE_CAMPAIGN_FULL"
+CAMPAIGN_CLOSED = "INVITE_CAMPAIGN_CLOSED"
+DOMAIN_NOT_ALLOWED = "INVITE_EMAIL_DOMAIN_NOT_ALLOWED"
+ALREADY_REDEEMED = "INVITE_EMAIL_ALREADY_REDEEMED"
+HOLD_NOT_FOUND = "INVITE_HOLD_NOT_FOUND"
+HOLD_EXPIRED = "INVITE_HOLD_EXPIRED"
+HOLD_RELEASED = "INVITE_HOLD_RELEASED"
+BUSY = "INVITE_CODE_BUSY"
+
+
+def slot_capacities(uses: int, slots: int = SLOTS_PER_COUNTER) -> list[int]:
+    """`uses` split as evenly as possible over at most `slots` slots, none empty."""
+    count = max(1, min(slots, uses))
+    base, extra = divmod(uses, count)
+    return [base + (1 if index < extra else 0) for index in range(count)]
+
+
+@dataclass(frozen=True)
+class Window:
+    start: datetime.datetime | None = None
+    end: datetime.datetime | None = None
+
+    def contains(self, now: datetime.datetime) -> bool:
+        return (self.start is None or self.start <= now) and (self.end is None or now < self.end)
+
+
+@dataclass(frozen=True)
+class CodeTerms:
+    """What the rules need to know of a code and its campaign to allow a hold."""
+
+    state: CodeState
+    window: Window
+    campaign_window: Window | None = None
+    allowed_email_domains: frozenset[str] = field(default_factory=frozenset)
+
+
+def refuse_hold(terms: CodeTerms, email_domain: str, now: datetime.datetime) -> None:
+    """Raises the Refusal that applies, if any; uses and capacity are checked by the store."""
+    if terms.state is CodeState.DISABLED:
+        raise Refusal(DISABLED, "this invite code has been disabled")
+    if terms.state is CodeState.EXPIRED or (terms.window.end is not None and now >= terms.window.end):
+        raise Refusal(EXPIRED, "this invite code has expired")
+    if terms.window.start is not None and now < terms.window.start:
+        raise Refusal(NOT_YET_VALID, "this invite code is not valid yet")
+    if terms.campaign_window is not None and not terms.campaign_window.contains(now):
+        raise Refusal(CAMPAIGN_CLOSED, "this invite campaign is not open")
+    if terms.allowed_email_domains and email_domain not in terms.allowed_email_domains:
+        raise Refusal(DOMAIN_NOT_ALLOWED, "this invite code is not for this email domain")

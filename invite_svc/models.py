@@ -1,0 +1,91 @@
+"""Tables of the `invite` schema."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    SmallInteger,
+    Table,
+    Text,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, UUID
+
+metadata = MetaData(schema="invite")
+
+campaigns = Table(
+    "campaigns",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("display_name", Text, nullable=False, unique=True),
+    Column("capacity", BigInteger),
+    Column("allowed_email_domains", ARRAY(Text), nullable=False, server_default="{}"),
+    Column("invite_quota", Integer, nullable=False, server_default="0"),
+    Column("start_time", DateTime(timezone=True)),
+    Column("end_time", DateTime(timezone=True)),
+    Column("create_time", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("request_id", Text, unique=True),
+)
+
+codes = Table(
+    "codes",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("lookup", LargeBinary, nullable=False, unique=True),
+    Column("sealed", LargeBinary, nullable=False),
+    Column("state", SmallInteger, nullable=False),
+    Column("max_uses", BigInteger),
+    Column("owner_user_id", UUID(as_uuid=True), index=True),
+    Column("owner_admin_id", UUID(as_uuid=True)),
+    Column("campaign_id", UUID(as_uuid=True), ForeignKey("invite.campaigns.id"), index=True),
+    Column("start_time", DateTime(timezone=True)),
+    Column("expire_time", DateTime(timezone=True)),
+    Column("create_time", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("mint_request_id", Text, index=True),
+)
+
+
+def _slots(name: str, owner: str, owner_table: str) -> Table:
+    # A use counter split into slots: holds on one hot code spread over rows, not queue on one.
+    return Table(
+        name,
+        metadata,
+        Column(owner, UUID(as_uuid=True), ForeignKey(f"invite.{owner_table}.id"), primary_key=True),
+        Column("slot", SmallInteger, primary_key=True),
+        Column("capacity", BigInteger, nullable=False),
+        Column("taken", BigInteger, nullable=False, server_default="0"),
+        CheckConstraint("taken >= 0 AND taken <= capacity", name=f"{name}_taken_within_capacity"),
+    )
+
+
+code_slots = _slots("code_slots", "code_id", "codes")
+campaign_slots = _slots("campaign_slots", "campaign_id", "campaigns")
+
+holds = Table(
+    "holds",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("code_id", UUID(as_uuid=True), ForeignKey("invite.codes.id"), nullable=False, index=True),
+    Column("code_slot", SmallInteger),
+    Column("campaign_id", UUID(as_uuid=True)),
+    Column("campaign_slot", SmallInteger),
+    Column("canonical_email", Text, nullable=False),
+    Column("state", SmallInteger, nullable=False),
+    Column("request_id", Text, nullable=False, unique=True),
+    Column("user_id", UUID(as_uuid=True)),
+    Column("expire_time", DateTime(timezone=True), nullable=False),
+    Column("create_time", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("finish_time", DateTime(timezone=True)),
+    # One live hold or confirmed use per person, enforced here rather than by read-then-write.
+    Index("holds_one_live_per_email", "canonical_email", unique=True, postgresql_where=text("state IN (1, 2)")),
+    Index("holds_due_to_expire", "expire_time", postgresql_where=text("state = 1")),
+)

@@ -1,0 +1,461 @@
+"""SQL of the `invite` schema.
+
+Contention. A code's uses (and a campaign's capacity) are counters split over up to 32 slot rows
+whose capacities add up to the limit; a CHECK keeps every slot within its capacity, so the sum
+can never pass the limit. A hold takes one use from a random slot with room, skipping slots
+another transaction has locked (`FOR UPDATE SKIP LOCKED`): 64 clients on one hot code work on 32
+rows in parallel instead of queueing on one, and nobody reads a version and retries. No hold ever
+waits on a lock (so no lock cycle can form): when every slot with room is busy it pauses a
+moment and looks again; only when no slot has room is the code exhausted. Taking the use,
+releasing the person's previous hold and inserting the new one happen in one transaction; one
+live hold or use per person is a partial unique index. Uses return to their counter in a fixed
+order (campaign before code, slots sorted), so concurrent returns cannot deadlock either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import random
+import time
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Column, ColumnElement, Table, and_, exists, func, insert, select, text, update
+from sqlalchemy.dialects.postgresql import insert as upsert
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from invite_svc import codes as code_format
+from invite_svc.domain import (
+    ALREADY_REDEEMED,
+    BUSY,
+    CAMPAIGN_FULL,
+    DEFAULT_HOLD_TTL,
+    EXHAUSTED,
+    HOLD_EXPIRED,
+    HOLD_NOT_FOUND,
+    HOLD_RELEASED,
+    NOT_FOUND,
+    CodeState,
+    CodeTerms,
+    HoldState,
+    Refusal,
+    Window,
+    refuse_hold,
+    slot_capacities,
+)
+from invite_svc.models import campaign_slots, campaigns, code_slots, codes, holds
+from invite_svc.sealing import CodeSealer
+from mesh.emails import email_domain
+
+_ATTEMPTS = 4
+_BUSY_PATIENCE = 3.0
+_DEADLOCK = "40P01"
+
+
+@dataclass(frozen=True)
+class Owner:
+    user_id: uuid.UUID | None = None
+    admin_id: uuid.UUID | None = None
+
+
+@dataclass(frozen=True)
+class MintedCode:
+    id: uuid.UUID
+    code: str
+    max_uses: int | None
+    owner: Owner
+    campaign_id: uuid.UUID | None
+    expire_time: datetime.datetime | None
+
+
+@dataclass(frozen=True)
+class HoldRecord:
+    id: uuid.UUID
+    code_id: uuid.UUID
+    state: HoldState
+    expire_time: datetime.datetime
+    referrer: Owner
+    campaign_id: uuid.UUID | None
+    invite_quota: int
+
+
+class _Slots:
+    """One split counter table: `code_slots` per code or `campaign_slots` per campaign."""
+
+    def __init__(self, table: Table, owner: Column[uuid.UUID]) -> None:
+        self._table = table
+        self._owner = owner
+
+    def _with_room(self, owner: uuid.UUID) -> ColumnElement[bool]:
+        return and_(self._owner == owner, self._table.c.taken < self._table.c.capacity)
+
+    async def take(self, connection: AsyncConnection, owner: uuid.UUID) -> int | None:
+        """One use from a slot with room; None when there is none left.
+
+        Never waits on a lock: when every slot with room is locked by transactions in flight, it
+        pauses briefly and looks again. Nobody waiting on a lock means no lock cycle can form.
+        """
+        slots = self._table
+        free = select(slots.c.slot).where(self._with_room(owner)).order_by(func.random()).limit(1)
+        statement = (
+            update(slots)
+            .where(self._with_room(owner), slots.c.slot == free.with_for_update(skip_locked=True).scalar_subquery())
+            .values(taken=slots.c.taken + 1)
+            .returning(slots.c.slot)
+        )
+        deadline = time.monotonic() + _BUSY_PATIENCE
+        pause = 0.001
+        while True:
+            slot = (await connection.execute(statement)).scalar()
+            if slot is not None:
+                return int(slot)
+            if not await self.has_room(connection, owner):
+                return None
+            if time.monotonic() > deadline:
+                raise Refusal(BUSY, "this invite code is very busy right now; try again")
+            await asyncio.sleep(random.uniform(0, pause))  # noqa: S311 - jitter, not a secret
+            pause = min(pause * 2, 0.02)
+
+    async def has_room(self, connection: AsyncConnection, owner: uuid.UUID) -> bool:
+        return bool((await connection.execute(select(exists().where(self._with_room(owner))))).scalar())
+
+    async def give_back(self, connection: AsyncConnection, returned: Counter[tuple[uuid.UUID, int]]) -> None:
+        """Returns uses per (owner, slot), in one fixed order so that concurrent returns never deadlock."""
+        slots = self._table
+        for (owner, slot), uses in sorted(returned.items()):
+            await connection.execute(
+                update(slots).where(self._owner == owner, slots.c.slot == slot).values(taken=slots.c.taken - uses)
+            )
+
+
+CODE_USES = _Slots(code_slots, code_slots.c.code_id)
+CAMPAIGN_SPOTS = _Slots(campaign_slots, campaign_slots.c.campaign_id)
+
+
+class InviteStore:
+    def __init__(
+        self, engine: AsyncEngine, sealer: CodeSealer, hold_ttl: datetime.timedelta = DEFAULT_HOLD_TTL
+    ) -> None:
+        self._engine = engine
+        self._sealer = sealer
+        self._hold_ttl = hold_ttl
+
+    async def mint(
+        self,
+        count: int,
+        max_uses: int | None,
+        owner: Owner,
+        campaign_id: uuid.UUID | None = None,
+        expire_time: datetime.datetime | None = None,
+        request_id: str | None = None,
+        length: int = code_format.DEFAULT_LENGTH,
+    ) -> list[MintedCode]:
+        """`count` fresh codes; the same `request_id` again answers the same codes."""
+        async with self._engine.begin() as connection:
+            if request_id:
+                await connection.execute(text("SELECT pg_advisory_xact_lock(hashtext(:id))"), {"id": request_id})
+                earlier = await self._minted_by(connection, request_id)
+                if earlier:
+                    return earlier
+            minted: list[MintedCode] = []
+            while len(minted) < count:
+                code_id, code = uuid.uuid4(), code_format.generate(length)
+                row = {
+                    "id": code_id,
+                    "lookup": self._sealer.lookup(code),
+                    "sealed": self._sealer.seal(code_id, code),
+                    "state": CodeState.ACTIVE,
+                    "max_uses": max_uses,
+                    "owner_user_id": owner.user_id,
+                    "owner_admin_id": owner.admin_id,
+                    "campaign_id": campaign_id,
+                    "expire_time": expire_time,
+                    "mint_request_id": request_id,
+                }
+                # A collision (40 random bits) is retried with a new code, not raised.
+                statement = upsert(codes).values(row).on_conflict_do_nothing(index_elements=["lookup"])
+                inserted = await connection.execute(statement.returning(codes.c.id))
+                if inserted.scalar() is None:
+                    continue
+                if max_uses:
+                    await connection.execute(
+                        insert(code_slots),
+                        [
+                            {"code_id": code_id, "slot": slot, "capacity": capacity}
+                            for slot, capacity in enumerate(slot_capacities(max_uses))
+                        ],
+                    )
+                minted.append(MintedCode(code_id, code, max_uses, owner, campaign_id, expire_time))
+            return minted
+
+    async def _minted_by(self, connection: AsyncConnection, request_id: str) -> list[MintedCode]:
+        rows = await connection.execute(
+            select(codes).where(codes.c.mint_request_id == request_id).order_by(codes.c.create_time, codes.c.id)
+        )
+        return [self._minted(row._mapping) for row in rows]
+
+    def _minted(self, row: Any) -> MintedCode:
+        return MintedCode(
+            id=row["id"],
+            code=self._sealer.unseal(row["id"], row["sealed"]),
+            max_uses=row["max_uses"],
+            owner=Owner(row["owner_user_id"], row["owner_admin_id"]),
+            campaign_id=row["campaign_id"],
+            expire_time=row["expire_time"],
+        )
+
+    async def create_campaign(
+        self,
+        display_name: str,
+        capacity: int | None = None,
+        allowed_email_domains: frozenset[str] = frozenset(),
+        invite_quota: int = 0,
+        window: Window | None = None,
+    ) -> uuid.UUID:
+        campaign_id, window = uuid.uuid4(), window or Window()
+        async with self._engine.begin() as connection:
+            await connection.execute(
+                insert(campaigns).values(
+                    id=campaign_id,
+                    display_name=display_name,
+                    capacity=capacity,
+                    allowed_email_domains=sorted(allowed_email_domains),
+                    invite_quota=invite_quota,
+                    start_time=window.start,
+                    end_time=window.end,
+                )
+            )
+            if capacity:
+                await connection.execute(
+                    insert(campaign_slots),
+                    [
+                        {"campaign_id": campaign_id, "slot": slot, "capacity": spots}
+                        for slot, spots in enumerate(slot_capacities(capacity))
+                    ],
+                )
+        return campaign_id
+
+    async def check(self, code: str, now: datetime.datetime) -> None:
+        """Raises the Refusal a hold of `code` would meet right now (email rules aside)."""
+        async with self._engine.connect() as connection:
+            found = (
+                await connection.execute(_code_and_campaign().where(codes.c.lookup == self._sealer.lookup(code)))
+            ).first()
+            if found is None:
+                raise Refusal(NOT_FOUND, "no such invite code")
+            row = found._mapping
+            refuse_hold(_terms(row, ignore_domains=True), "", now)
+            if row["max_uses"] and not await CODE_USES.has_room(connection, row["id"]):
+                raise Refusal(EXHAUSTED, "this invite code has no uses left")
+
+    async def hold(self, code: str, canonical_email: str, request_id: str) -> HoldRecord:
+        for _ in range(_ATTEMPTS):
+            try:
+                return await self._hold_once(code, canonical_email, request_id)
+            except IntegrityError as error:
+                if _constraint(error) == "holds_request_id_key":
+                    return await self._hold_by_request(request_id)
+                if _constraint(error) != "holds_one_live_per_email":
+                    raise
+                # Another hold for this person committed meanwhile: this one replaces it.
+            except DBAPIError as error:
+                # A rare cycle through a replaced hold's give-back: PostgreSQL broke it, go again.
+                if _sqlstate(error) != _DEADLOCK:
+                    raise
+        raise Refusal(ALREADY_REDEEMED, "this email is redeeming another code right now")
+
+    async def _hold_once(self, code: str, canonical_email: str, request_id: str) -> HoldRecord:
+        async with self._engine.begin() as connection:
+            earlier = (await connection.execute(_hold_with_terms().where(holds.c.request_id == request_id))).first()
+            if earlier is not None:
+                return _hold(earlier._mapping)
+            found = (
+                await connection.execute(_code_and_campaign().where(codes.c.lookup == self._sealer.lookup(code)))
+            ).first()
+            if found is None:
+                raise Refusal(NOT_FOUND, "no such invite code")
+            row = found._mapping
+            now = (await connection.execute(select(func.now()))).scalar_one()
+            refuse_hold(_terms(row), email_domain(canonical_email), now)
+            redeemed = await connection.execute(
+                select(holds.c.id).where(
+                    holds.c.canonical_email == canonical_email, holds.c.state == HoldState.CONFIRMED
+                )
+            )
+            if redeemed.first() is not None:
+                raise Refusal(ALREADY_REDEEMED, "this email has already redeemed an invite")
+            replaced = await connection.execute(
+                update(holds)
+                .where(holds.c.canonical_email == canonical_email, holds.c.state == HoldState.HELD)
+                .values(state=HoldState.RELEASED, finish_time=func.now())
+                .returning(holds.c.code_id, holds.c.code_slot, holds.c.campaign_id, holds.c.campaign_slot)
+            )
+            await _give_back(connection, [previous._mapping for previous in replaced])
+            # Campaign before code, always: one lock order keeps concurrent holds from deadlocking.
+            campaign_slot = None
+            if row["campaign_capacity"]:
+                campaign_slot = await CAMPAIGN_SPOTS.take(connection, row["campaign_id"])
+                if campaign_slot is None:
+                    raise Refusal(CAMPAIGN_FULL, "this invite campaign is full")
+            code_slot = None
+            if row["max_uses"]:
+                code_slot = await CODE_USES.take(connection, row["id"])
+                if code_slot is None:
+                    raise Refusal(EXHAUSTED, "this invite code has no uses left")
+            await connection.execute(
+                insert(holds).values(
+                    id=uuid.uuid4(),
+                    code_id=row["id"],
+                    code_slot=code_slot,
+                    campaign_id=row["campaign_id"],
+                    campaign_slot=campaign_slot,
+                    canonical_email=canonical_email,
+                    state=HoldState.HELD,
+                    request_id=request_id,
+                    expire_time=now + self._hold_ttl,
+                )
+            )
+            return _hold(
+                (await connection.execute(_hold_with_terms().where(holds.c.request_id == request_id))).one()._mapping
+            )
+
+    async def _hold_by_request(self, request_id: str) -> HoldRecord:
+        async with self._engine.connect() as connection:
+            row = (await connection.execute(_hold_with_terms().where(holds.c.request_id == request_id))).one()
+            return _hold(row._mapping)
+
+    async def confirm(self, hold_id: uuid.UUID) -> HoldRecord:
+        """The hold becomes a confirmed use; confirming twice answers the same."""
+        async with self._engine.begin() as connection:
+            confirmed = await connection.execute(
+                update(holds)
+                .where(holds.c.id == hold_id, holds.c.state == HoldState.HELD, holds.c.expire_time > func.now())
+                .values(state=HoldState.CONFIRMED, finish_time=func.now())
+                .returning(holds.c.id)
+            )
+            if confirmed.first() is None:
+                current = await _hold_by_id(connection, hold_id)
+                if current.state is HoldState.RELEASED:
+                    raise Refusal(HOLD_RELEASED, "this hold was released")
+                if current.state is not HoldState.CONFIRMED:
+                    raise Refusal(HOLD_EXPIRED, "this hold has expired")
+                return current
+            return await _hold_by_id(connection, hold_id)
+
+    async def release(self, hold_id: uuid.UUID) -> HoldRecord:
+        """The held use goes back to its code; releasing again, or a finished hold, changes nothing."""
+        async with self._engine.begin() as connection:
+            released = await connection.execute(
+                update(holds)
+                .where(holds.c.id == hold_id, holds.c.state == HoldState.HELD)
+                .values(state=HoldState.RELEASED, finish_time=func.now())
+                .returning(holds.c.code_id, holds.c.code_slot, holds.c.campaign_id, holds.c.campaign_slot)
+            )
+            await _give_back(connection, [row._mapping for row in released])
+            return await _hold_by_id(connection, hold_id)
+
+    async def expire_due(self, batch: int = 500) -> int:
+        """Expires holds past their time to live and returns their uses; safe in many replicas."""
+        async with self._engine.begin() as connection:
+            due = (
+                select(holds.c.id)
+                .where(holds.c.state == HoldState.HELD, holds.c.expire_time <= func.now())
+                .order_by(holds.c.expire_time)
+                .limit(batch)
+                .with_for_update(skip_locked=True)
+                .cte("due")
+            )
+            expired = await connection.execute(
+                update(holds)
+                .where(holds.c.id == due.c.id)
+                .values(state=HoldState.EXPIRED, finish_time=func.now())
+                .returning(holds.c.code_id, holds.c.code_slot, holds.c.campaign_id, holds.c.campaign_slot)
+            )
+            rows = [row._mapping for row in expired]
+            await _give_back(connection, rows)
+            await connection.execute(
+                update(codes)
+                .where(codes.c.state == CodeState.ACTIVE, codes.c.expire_time <= func.now())
+                .values(state=CodeState.EXPIRED)
+            )
+            return len(rows)
+
+
+def _code_and_campaign() -> Any:
+    return select(
+        codes.c.id,
+        codes.c.state,
+        codes.c.max_uses,
+        codes.c.start_time,
+        codes.c.expire_time,
+        codes.c.campaign_id,
+        campaigns.c.capacity.label("campaign_capacity"),
+        campaigns.c.start_time.label("campaign_start"),
+        campaigns.c.end_time.label("campaign_end"),
+        campaigns.c.allowed_email_domains,
+    ).select_from(codes.outerjoin(campaigns, codes.c.campaign_id == campaigns.c.id))
+
+
+def _terms(row: Any, ignore_domains: bool = False) -> CodeTerms:
+    return CodeTerms(
+        state=CodeState(row["state"]),
+        window=Window(row["start_time"], row["expire_time"]),
+        campaign_window=Window(row["campaign_start"], row["campaign_end"]) if row["campaign_id"] else None,
+        allowed_email_domains=frozenset() if ignore_domains else frozenset(row["allowed_email_domains"] or ()),
+    )
+
+
+def _hold_with_terms() -> Any:
+    return select(
+        holds.c.id,
+        holds.c.code_id,
+        holds.c.state,
+        holds.c.expire_time,
+        holds.c.campaign_id,
+        codes.c.owner_user_id,
+        codes.c.owner_admin_id,
+        func.coalesce(campaigns.c.invite_quota, 0).label("invite_quota"),
+    ).select_from(
+        holds.join(codes, holds.c.code_id == codes.c.id).outerjoin(campaigns, holds.c.campaign_id == campaigns.c.id)
+    )
+
+
+async def _hold_by_id(connection: AsyncConnection, hold_id: uuid.UUID) -> HoldRecord:
+    row = (await connection.execute(_hold_with_terms().where(holds.c.id == hold_id))).first()
+    if row is None:
+        raise Refusal(HOLD_NOT_FOUND, "no such hold")
+    return _hold(row._mapping)
+
+
+def _hold(row: Any) -> HoldRecord:
+    return HoldRecord(
+        id=row["id"],
+        code_id=row["code_id"],
+        state=HoldState(row["state"]),
+        expire_time=row["expire_time"],
+        referrer=Owner(row["owner_user_id"], row["owner_admin_id"]),
+        campaign_id=row["campaign_id"],
+        invite_quota=int(row["invite_quota"]),
+    )
+
+
+async def _give_back(connection: AsyncConnection, rows: Sequence[Any]) -> None:
+    """Returns the uses of finished holds: campaign spots first, then code uses (the take order)."""
+    spots = Counter((r["campaign_id"], r["campaign_slot"]) for r in rows if r["campaign_slot"] is not None)
+    uses = Counter((r["code_id"], r["code_slot"]) for r in rows if r["code_slot"] is not None)
+    await CAMPAIGN_SPOTS.give_back(connection, spots)
+    await CODE_USES.give_back(connection, uses)
+
+
+def _sqlstate(error: DBAPIError) -> str:
+    return str(getattr(getattr(error.orig, "__cause__", None), "sqlstate", "") or "")
+
+
+def _constraint(error: IntegrityError) -> str:
+    cause = getattr(error.orig, "__cause__", None)
+    return str(getattr(cause, "constraint_name", "") or "")

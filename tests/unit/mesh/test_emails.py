@@ -1,0 +1,38 @@
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mesh.emails import InvalidEmail, canonical_email
+
+
+@pytest.mark.parametrize(
+    ("typed", "canonical"),
+    [
+        ("Ada@Example.com", "ada@example.com"),
+        ("ada.love+launch@gmail.com", "adalove@gmail.com"),
+        ("Ada.Love@GoogleMail.com", "adalove@gmail.com"),
+        ("ada.love+x@example.com", "ada.love+x@example.com"),
+        ("  ada@example.com ", "ada@example.com"),
+    ],
+)
+def test_canonical_forms(typed: str, canonical: str) -> None:
+    assert canonical_email(typed) == canonical
+
+
+@pytest.mark.parametrize(
+    "typed", ["", "ada", "@example.com", "ada@", "ada@localhost", "a da@example.com", "+x@gmail.com"]
+)
+def test_not_emails_are_refused(typed: str) -> None:
+    with pytest.raises(InvalidEmail):
+        canonical_email(typed)
+
+
+def test_provider_list_is_configurable() -> None:
+    assert canonical_email("a.b+c@corp.example", {"corp.example": "corp.example"}) == "ab@corp.example"
+    assert canonical_email("a.b+c@gmail.com", {}) == "a.b+c@gmail.com"
+
+
+@given(st.emails())
+def test_canonical_form_is_stable(address: str) -> None:
+    once = canonical_email(address)
+    assert canonical_email(once) == once
