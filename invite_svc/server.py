@@ -2,16 +2,176 @@
 
 from __future__ import annotations
 
+import contextlib
+import datetime
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
 import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+from invitemesh.invite.v1 import invite_service_pb2 as pb
 from invitemesh.invite.v1 import invite_service_pb2_grpc
 
+from invite_svc import domain
+from invite_svc.codes import InvalidCode, display, normalize
+from invite_svc.domain import Refusal
+from invite_svc.jobs import expiry_job
+from invite_svc.sealing import CodeSealer
+from invite_svc.store import HoldRecord, InviteStore, MintedCode, Owner
+from mesh.emails import InvalidEmail, canonical_email
+from mesh.errors import (
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    MeshError,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+)
+from mesh.keys import load_kek
 from mesh.server import ServiceRuntime
+
+MAX_MINT = 10_000
+_REFUSAL_KINDS: dict[str, type[MeshError]] = {
+    domain.NOT_FOUND: NotFound,
+    domain.HOLD_NOT_FOUND: NotFound,
+    domain.EXHAUSTED: ResourceExhausted,
+    domain.CAMPAIGN_FULL: ResourceExhausted,
+    domain.BUSY: Unavailable,
+}
 
 
 class InviteService(invite_service_pb2_grpc.InviteServiceServicer):
     """Methods land here as they are built; the others answer UNIMPLEMENTED (hence the
     `abstract` ignore below, which mypy flags as unused once every method exists)."""
 
+    def __init__(self, store: InviteStore) -> None:
+        self._store = store
+
+    async def CheckCode(self, request: pb.CheckCodeRequest, context: Any) -> pb.CheckCodeResponse:
+        code = _code(request.code)
+        try:
+            await self._store.check(code, datetime.datetime.now(datetime.UTC))
+        except Refusal as refusal:
+            return pb.CheckCodeResponse(valid=False, reason=refusal.reason)
+        return pb.CheckCodeResponse(valid=True)
+
+    async def HoldCode(self, request: pb.HoldCodeRequest, context: Any) -> pb.HoldCodeResponse:
+        violations, reason = [], "INVALID_ARGUMENT"
+        try:
+            code = normalize(request.code)
+        except InvalidCode as invalid:
+            violations.append(FieldViolation("code", invalid.description))
+            reason = invalid.reason
+        try:
+            email = canonical_email(request.email)
+        except InvalidEmail:
+            violations.append(FieldViolation("email", "not an email address"))
+        if not request.request_id:
+            violations.append(FieldViolation("request_id", "required, so that a retry holds nothing twice"))
+        if violations:
+            raise InvalidArgument(violations, reason=reason)
+        with _refusals():
+            return pb.HoldCodeResponse(hold=_hold(await self._store.hold(code, email, request.request_id)))
+
+    async def ConfirmHold(self, request: pb.ConfirmHoldRequest, context: Any) -> pb.ConfirmHoldResponse:
+        with _refusals():
+            return pb.ConfirmHoldResponse(hold=_hold(await self._store.confirm(_uuid("hold_id", request.hold_id))))
+
+    async def ReleaseHold(self, request: pb.ReleaseHoldRequest, context: Any) -> pb.ReleaseHoldResponse:
+        with _refusals():
+            return pb.ReleaseHoldResponse(hold=_hold(await self._store.release(_uuid("hold_id", request.hold_id))))
+
+    async def MintCodes(self, request: pb.MintCodesRequest, context: Any) -> pb.MintCodesResponse:
+        violations = []
+        if not 1 <= request.count <= MAX_MINT:
+            violations.append(FieldViolation("count", f"between 1 and {MAX_MINT}"))
+        if request.max_uses < 0:
+            violations.append(FieldViolation("max_uses", "0 (unlimited) or more"))
+        kind = request.owner.WhichOneof("kind")
+        if kind is None:
+            violations.append(FieldViolation("owner", "a user_id or an admin_id is required"))
+        if violations:
+            raise InvalidArgument(violations)
+        owner_id = _uuid(f"owner.{kind}", getattr(request.owner, str(kind)))
+        owner = Owner(user_id=owner_id) if kind == "user_id" else Owner(admin_id=owner_id)
+        minted = await self._store.mint(
+            request.count,
+            request.max_uses or None,
+            owner,
+            campaign_id=_uuid("campaign_id", request.campaign_id) if request.campaign_id else None,
+            expire_time=request.expire_time.ToDatetime(datetime.UTC) if request.HasField("expire_time") else None,
+            request_id=request.request_id or None,
+        )
+        return pb.MintCodesResponse(codes=[_minted(code) for code in minted])
+
+
+@contextlib.contextmanager
+def _refusals() -> Iterator[None]:
+    """Turns a domain Refusal into the gRPC status its reason calls for."""
+    try:
+        yield
+    except Refusal as refusal:
+        raise _REFUSAL_KINDS.get(refusal.reason, FailedPrecondition)(refusal.reason, refusal.message) from None
+
+
+def _code(typed: str) -> str:
+    try:
+        return normalize(typed)
+    except InvalidCode as invalid:
+        raise InvalidArgument([FieldViolation("code", invalid.description)], reason=invalid.reason) from None
+
+
+def _uuid(field: str, value: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise InvalidArgument([FieldViolation(field, "not a UUID")]) from None
+
+
+def _timestamp(moment: datetime.datetime | None) -> Timestamp | None:
+    if moment is None:
+        return None
+    stamp = Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
+
+
+def _owner(owner: Owner) -> pb.Owner:
+    if owner.user_id is not None:
+        return pb.Owner(user_id=str(owner.user_id))
+    return pb.Owner(admin_id=str(owner.admin_id)) if owner.admin_id is not None else pb.Owner()
+
+
+def _hold(hold: HoldRecord) -> pb.Hold:
+    return pb.Hold(
+        id=str(hold.id),
+        code_id=str(hold.code_id),
+        state=int(hold.state),  # type: ignore[arg-type]
+        expire_time=_timestamp(hold.expire_time),
+        referrer=_owner(hold.referrer),
+        campaign_id=str(hold.campaign_id) if hold.campaign_id else "",
+        invite_quota=hold.invite_quota,
+    )
+
+
+def _minted(code: MintedCode) -> pb.InviteCode:
+    return pb.InviteCode(
+        id=str(code.id),
+        code=display(code.code),
+        state=pb.CODE_STATE_ACTIVE,
+        max_uses=code.max_uses or 0,
+        owner=_owner(code.owner),
+        campaign_id=str(code.campaign_id) if code.campaign_id else "",
+        expire_time=_timestamp(code.expire_time),
+    )
+
 
 def add_servicers(server: grpc.aio.Server, runtime: ServiceRuntime) -> None:
-    invite_service_pb2_grpc.add_InviteServiceServicer_to_server(InviteService(), server)  # type: ignore[abstract]
+    settings = runtime.settings
+    store = InviteStore(
+        runtime.engine, CodeSealer(load_kek(settings)), datetime.timedelta(seconds=settings.invite_hold_ttl)
+    )
+    runtime.jobs.append(expiry_job(store, settings.invite_expiry_interval))
+    invite_service_pb2_grpc.add_InviteServiceServicer_to_server(InviteService(store), server)  # type: ignore[abstract]

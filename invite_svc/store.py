@@ -53,6 +53,7 @@ from invite_svc.sealing import CodeSealer
 from mesh.emails import email_domain
 
 _ATTEMPTS = 4
+EXPIRY_BATCH = 500
 _BUSY_PATIENCE = 3.0
 _DEADLOCK = "40P01"
 
@@ -359,7 +360,7 @@ class InviteStore:
             await _give_back(connection, [row._mapping for row in released])
             return await _hold_by_id(connection, hold_id)
 
-    async def expire_due(self, batch: int = 500) -> int:
+    async def expire_due(self, batch: int = EXPIRY_BATCH) -> int:
         """Expires holds past their time to live and returns their uses; safe in many replicas."""
         async with self._engine.begin() as connection:
             due = (

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 import redis.asyncio as aioredis
@@ -20,6 +20,7 @@ from mesh.calls import CallInterceptor
 from mesh.channels import Peers
 from mesh.db import create_engine, ping
 from mesh.health import DependencyHealth
+from mesh.jobs import PeriodicJob, run_periodically
 from mesh.keys import KeyringError, Keystore, TrustStore, load_kek
 from mesh.logs import configure_logging
 from mesh.metrics import Metrics
@@ -46,6 +47,8 @@ class ServiceRuntime:
     metrics: Metrics
     peers: Peers
     """Signed channels to the other services."""
+    jobs: list[PeriodicJob] = field(default_factory=list)
+    """Periodic work to run while serving; servicers add theirs when built."""
 
 
 AddServicers = Callable[[grpc.aio.Server, ServiceRuntime], None]
@@ -103,6 +106,7 @@ class MeshServer:
         self.port = 0
         self.metrics_port = 0
         self._health_task: asyncio.Task[None] | None = None
+        self._job_tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         address = f"{self.settings.host}:{self.settings.grpc_port}"
@@ -117,12 +121,13 @@ class MeshServer:
         self.metrics_port = self.metrics.serve(self.settings.host, self.settings.metrics_port)
         await self.health.probe()
         self._health_task = asyncio.create_task(self.health.run(self.settings.health_interval))
+        self._job_tasks = [asyncio.create_task(run_periodically(job)) for job in self.runtime.jobs]
 
     async def stop(self, grace: float | None = None) -> None:
         """Refuses new calls at once and lets in-flight ones finish within `grace` seconds."""
         await self.health.servicer.enter_graceful_shutdown()
-        if self._health_task is not None:
-            self._health_task.cancel()
+        for task in [*self._job_tasks, *([self._health_task] if self._health_task else [])]:
+            task.cancel()
         await self._server.stop(self.settings.grace_period if grace is None else grace)
         await self.runtime.peers.close()
         if self._signatures is not None:

@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     tls: bool = False
     certs_dir: Path | None = None
 
+    invite_hold_ttl: float = Field(default=1800.0, gt=0)
+    invite_expiry_interval: float = Field(default=5.0, gt=0)
+
     grace_period: float = Field(default=10.0, gt=0)
     health_interval: float = Field(default=2.0, gt=0)
     db_statement_timeout_ms: int = Field(default=5000, gt=0)

@@ -14,8 +14,10 @@ from email.message import EmailMessage
 
 import grpc
 import pytest
+from invitemesh.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
 from invitemesh.invite.v1 import invite_service_pb2, invite_service_pb2_grpc
 
+from invite_svc import codes as invite_codes
 from mesh.errors import error_info
 from mesh.services import SERVICES
 from mesh.stack import SMTP_PORT_OFFSET, process_alive
@@ -41,15 +43,19 @@ def test_every_part_reports_serving(mesh: Mesh) -> None:
     assert ("redis" in external) == bool(os.environ.get("MESH_REDIS_URL"))
 
 
-def test_rest_through_envoy_answers_a_json_status(mesh: Mesh) -> None:
-    request = urllib.request.Request(
-        f"http://{mesh.edge}/v1/invites:check",
-        data=json.dumps({"code": "ABCD-EFGH-J"}).encode(),
+def _post(mesh: Mesh, path: str, body: dict[str, str]) -> urllib.request.Request:
+    return urllib.request.Request(
+        f"http://{mesh.edge}{path}",
+        data=json.dumps(body).encode(),
         headers={"content-type": "application/json"},
         method="POST",
     )
+
+
+def test_not_yet_built_method_through_envoy_answers_a_json_status(mesh: Mesh) -> None:
+    registration = {"email": "ada@example.com", "password": "correct horse battery", "inviteCode": "ABCD-EFGH-J"}
     with pytest.raises(urllib.error.HTTPError) as raised:
-        urllib.request.urlopen(request, timeout=10)  # noqa: S310
+        urllib.request.urlopen(_post(mesh, "/v1/registrations", registration), timeout=10)  # noqa: S310
 
     assert raised.value.code == 501
     assert raised.value.headers["content-type"] == "application/json"
@@ -57,6 +63,27 @@ def test_rest_through_envoy_answers_a_json_status(mesh: Mesh) -> None:
     assert body["code"] == grpc.StatusCode.UNIMPLEMENTED.value[0]
     assert body["details"][0]["@type"] == "type.googleapis.com/google.rpc.ErrorInfo"
     assert body["details"][0]["reason"] == "METHOD_NOT_IMPLEMENTED"
+
+
+def test_checking_an_unknown_code_through_envoy_says_not_valid(mesh: Mesh) -> None:
+    code = invite_codes.display(invite_codes.generate())
+
+    with urllib.request.urlopen(_post(mesh, "/v1/invites:check", {"code": code}), timeout=10) as answer:  # noqa: S310
+        body = json.loads(answer.read())
+
+    assert body == {"valid": False, "reason": "INVITE_CODE_NOT_FOUND"}
+
+
+def test_a_typo_through_envoy_is_a_400_with_a_field_violation(mesh: Mesh) -> None:
+    code = invite_codes.generate()
+    typo = code[:-1] + ("2" if code[-1] != "2" else "3")
+    with pytest.raises(urllib.error.HTTPError) as raised:
+        urllib.request.urlopen(_post(mesh, "/v1/invites:check", {"code": typo}), timeout=10)  # noqa: S310
+
+    assert raised.value.code == 400
+    details = json.loads(raised.value.read())["details"]
+    assert details[0]["reason"] == "INVITE_CODE_TYPO"
+    assert details[1]["fieldViolations"][0]["field"] == "code"
 
 
 def test_internal_method_has_no_rest_route_through_envoy(mesh: Mesh) -> None:
@@ -91,7 +118,9 @@ async def test_grpc_through_envoy_reaches_public_methods_only(mesh: Mesh) -> Non
     async with grpc.aio.insecure_channel(mesh.edge) as channel:
         stub = invite_service_pb2_grpc.InviteServiceStub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as public:
-            await stub.CheckCode(invite_service_pb2.CheckCodeRequest(code="X"), timeout=10)
+            await auth_service_pb2_grpc.AuthServiceStub(channel).Register(
+                auth_service_pb2.RegisterRequest(email="ada@example.com"), timeout=10
+            )
         with pytest.raises(grpc.aio.AioRpcError) as internal:
             await stub.HoldCode(invite_service_pb2.HoldCodeRequest(code="X"), timeout=10)
 

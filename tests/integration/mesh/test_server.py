@@ -27,6 +27,7 @@ from mesh.access import AdminRole, Principal, current_principal
 from mesh.channels import open_channel
 from mesh.embedded import EmbeddedRedis
 from mesh.errors import Unauthenticated, error_info
+from mesh.keys import load_kek
 from mesh.server import MeshServer, ServiceRuntime
 from mesh.services import ADMIN, INVITE
 from mesh.settings import Settings
@@ -69,7 +70,9 @@ class WhoAmI(invite_service_pb2_grpc.InviteServiceServicer):
 def settings_for(database_url: str, redis_url: str, **more: Any) -> Settings:
     # A state dir of its own: no KEK, no keys, so no caller is trusted unless a test makes keys.
     more.setdefault("state_dir", Path(tempfile.mkdtemp()))
-    return Settings(database_url=database_url, redis_url=redis_url, health_interval=0.1, grace_period=1, **more)
+    settings = Settings(database_url=database_url, redis_url=redis_url, health_interval=0.1, grace_period=1, **more)
+    load_kek(settings, create=True)  # invite_svc seals codes with a key derived from it
+    return settings
 
 
 @asynccontextmanager
@@ -100,8 +103,8 @@ async def test_public_method_reaches_its_handler(invite: grpc.aio.Channel) -> No
     stub = invite_service_pb2_grpc.InviteServiceStub(invite)
 
     assert await _code_and_reason(stub.CheckCode(invite_service_pb2.CheckCodeRequest(code="X"))) == (
-        grpc.StatusCode.UNIMPLEMENTED,
-        "METHOD_NOT_IMPLEMENTED",
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVITE_CODE_MALFORMED",
     )
 
 
@@ -206,7 +209,7 @@ async def test_metrics_count_rpcs_by_method_and_code(migrated_database_url: str,
         exposed = await asyncio.to_thread(_scrape, server.metrics_port)
 
     method = "/invitemesh.invite.v1.InviteService/CheckCode"
-    assert f'mesh_rpcs_total{{code="UNIMPLEMENTED",method="{method}"}} 3.0' in exposed
+    assert f'mesh_rpcs_total{{code="INVALID_ARGUMENT",method="{method}"}} 3.0' in exposed
     assert f'mesh_rpc_duration_seconds_count{{method="{method}"}} 3.0' in exposed
     assert 'mesh_dependency_up{dependency="redis"} 1.0' in exposed
 

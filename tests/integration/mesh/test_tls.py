@@ -11,6 +11,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from invite_svc.server import add_servicers
 from mesh.channels import open_channel
+from mesh.keys import load_kek
 from mesh.server import MeshServer
 from mesh.services import INVITE
 from mesh.settings import Settings
@@ -25,6 +26,7 @@ async def tls_server(tmp_path: Path, migrated_database_url: str, redis_url: str)
         state_dir=tmp_path, database_url=migrated_database_url, redis_url=redis_url, tls=True, grace_period=1
     )
     make_dev_certs(settings.resolved_certs_dir, ["invite_svc", "auth_svc"])
+    load_kek(settings, create=True)
     server = MeshServer(INVITE, add_servicers, settings)
     await server.start()
     yield f"127.0.0.1:{server.port}", settings

@@ -1,0 +1,21 @@
+"""invite_svc's periodic work: expire lapsed holds (returning their uses) and past-due codes."""
+
+from __future__ import annotations
+
+import structlog
+
+from invite_svc.store import EXPIRY_BATCH, InviteStore
+from mesh.jobs import PeriodicJob
+
+log = structlog.get_logger("invite_svc.jobs")
+
+
+def expiry_job(store: InviteStore, interval: float) -> PeriodicJob:
+    async def expire() -> None:
+        # Full batches mean more are due: keep going before sleeping.
+        while (expired := await store.expire_due()) > 0:
+            log.info("holds expired", count=expired)
+            if expired < EXPIRY_BATCH:
+                break
+
+    return PeriodicJob("invite-expiry", interval, expire)
