@@ -1,0 +1,140 @@
+"""invite_svc over real gRPC with signed calls: mint as admin_svc, hold and confirm as auth_svc,
+check as anyone; bad input answers INVALID_ARGUMENT with field violations."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+from invitemesh.invite.v1 import invite_service_pb2 as pb
+from invitemesh.invite.v1 import invite_service_pb2_grpc
+
+from invite_svc.server import add_servicers
+from mesh.channels import open_channel
+from mesh.errors import error_info, field_violations
+from mesh.server import MeshServer
+from mesh.services import INVITE
+from tests.integration.mesh.trust_fixtures import make_trust
+
+ADMIN_ID = str(uuid.uuid4())
+
+
+@dataclass
+class Callers:
+    admin: invite_service_pb2_grpc.InviteServiceAsyncStub
+    auth: invite_service_pb2_grpc.InviteServiceAsyncStub
+    anyone: invite_service_pb2_grpc.InviteServiceAsyncStub
+
+
+@pytest.fixture
+async def callers(tmp_path: Path, migrated_database_url: str, redis_url: str) -> AsyncIterator[Callers]:
+    trust = make_trust(tmp_path, migrated_database_url, redis_url)
+    server = MeshServer(INVITE, add_servicers, trust.settings)
+    await server.start()
+    target = f"127.0.0.1:{server.port}"
+    async with (
+        open_channel(target, trust.settings, "admin_svc", trust.signer("admin_svc")) as admin,
+        open_channel(target, trust.settings, "auth_svc", trust.signer("auth_svc")) as auth,
+        open_channel(target, trust.settings) as anyone,
+    ):
+        yield Callers(*(invite_service_pb2_grpc.InviteServiceStub(channel) for channel in (admin, auth, anyone)))
+    await server.stop(0)
+
+
+async def _mint(callers: Callers, max_uses: int, count: int = 1) -> list[pb.InviteCode]:
+    minted = await callers.admin.MintCodes(
+        pb.MintCodesRequest(count=count, max_uses=max_uses, owner=pb.Owner(admin_id=ADMIN_ID))
+    )
+    return list(minted.codes)
+
+
+def _someone(name: str, domain: str = "example.com") -> str:
+    """A new person each run: the database outlives test runs against an external PostgreSQL."""
+    return f"{name}.{uuid.uuid4().hex[:8]}@{domain}"
+
+
+def _hold(code: str, email: str) -> pb.HoldCodeRequest:
+    return pb.HoldCodeRequest(code=code, email=email, request_id=uuid.uuid4().hex)
+
+
+async def test_a_code_is_minted_held_confirmed_and_then_used_up(callers: Callers) -> None:
+    (code,) = await _mint(callers, max_uses=1)
+    assert (await callers.anyone.CheckCode(pb.CheckCodeRequest(code=code.code.lower()))).valid is True
+
+    held = (await callers.auth.HoldCode(_hold(code.code, _someone("Ada.Love", "gmail.com")))).hold
+    confirmed = (await callers.auth.ConfirmHold(pb.ConfirmHoldRequest(hold_id=held.id))).hold
+
+    assert held.state == pb.HOLD_STATE_HELD
+    assert held.referrer.admin_id == ADMIN_ID
+    assert confirmed.state == pb.HOLD_STATE_CONFIRMED
+    answer = await callers.anyone.CheckCode(pb.CheckCodeRequest(code=code.code))
+    assert (answer.valid, answer.reason) == (False, "INVITE_CODE_EXHAUSTED")
+    with pytest.raises(grpc.aio.AioRpcError) as exhausted:
+        await callers.auth.HoldCode(_hold(code.code, _someone("bob")))
+    assert exhausted.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert error_info(exhausted.value).reason == "INVITE_CODE_EXHAUSTED"  # type: ignore[union-attr]
+
+
+async def test_concurrent_signed_holds_take_exactly_the_uses(callers: Callers) -> None:
+    (code,) = await _mint(callers, max_uses=37)
+
+    async def hold(index: int) -> str:
+        try:
+            await callers.auth.HoldCode(_hold(code.code, _someone(f"person{index}")))
+        except grpc.aio.AioRpcError as refused:
+            info = error_info(refused)
+            return info.reason if info else refused.code().name
+        return "HELD"
+
+    outcomes = await asyncio.gather(*(hold(index) for index in range(200)))
+
+    assert outcomes.count("HELD") == 37
+    assert set(outcomes) == {"HELD", "INVITE_CODE_EXHAUSTED"}
+
+
+async def test_bad_input_gets_field_violations_and_changes_nothing(callers: Callers) -> None:
+    (code,) = await _mint(callers, max_uses=1)
+    typo = code.code[:-1] + ("2" if code.code[-1] != "2" else "3")
+
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await callers.auth.HoldCode(pb.HoldCodeRequest(code=typo, email="not-an-email"))
+
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_info(refused.value).reason == "INVITE_CODE_TYPO"  # type: ignore[union-attr]
+    assert {v.field for v in field_violations(refused.value)} == {"code", "email", "request_id"}
+    assert (await callers.anyone.CheckCode(pb.CheckCodeRequest(code=code.code))).valid is True
+
+
+async def test_mint_validates_its_request(callers: Callers) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await callers.admin.MintCodes(pb.MintCodesRequest(count=0, max_uses=-1))
+
+    assert {v.field for v in field_violations(refused.value)} == {"count", "max_uses", "owner"}
+
+
+async def test_only_the_declared_callers_may_mint_or_hold(callers: Callers) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as unsigned:
+        await callers.anyone.MintCodes(pb.MintCodesRequest(count=1, owner=pb.Owner(admin_id=ADMIN_ID)))
+    with pytest.raises(grpc.aio.AioRpcError) as wrong_caller:
+        await callers.admin.HoldCode(_hold("ABCD-EFGH-J", _someone("ada")))
+
+    assert unsigned.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert wrong_caller.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_released_hold_returns_its_use_and_release_is_idempotent(callers: Callers) -> None:
+    (code,) = await _mint(callers, max_uses=1)
+    held = (await callers.auth.HoldCode(_hold(code.code, _someone("ada")))).hold
+
+    for _ in range(3):
+        released = (await callers.auth.ReleaseHold(pb.ReleaseHoldRequest(hold_id=held.id))).hold
+        assert released.state == pb.HOLD_STATE_RELEASED
+    assert (await callers.auth.HoldCode(_hold(code.code, _someone("bob")))).hold.state == pb.HOLD_STATE_HELD
+    with pytest.raises(grpc.aio.AioRpcError) as late:
+        await callers.auth.ConfirmHold(pb.ConfirmHoldRequest(hold_id=held.id))
+    assert error_info(late.value).reason == "INVITE_HOLD_RELEASED"  # type: ignore[union-attr]
