@@ -168,10 +168,15 @@ def _minted(code: MintedCode) -> pb.InviteCode:
     )
 
 
-def add_servicers(server: grpc.aio.Server, runtime: ServiceRuntime) -> None:
+def invite_store(runtime: ServiceRuntime) -> InviteStore:
+    """The store of this process, with its expiry job registered."""
     settings = runtime.settings
     store = InviteStore(
         runtime.engine, CodeSealer(load_kek(settings)), datetime.timedelta(seconds=settings.invite_hold_ttl)
     )
     runtime.jobs.append(expiry_job(store, settings.invite_expiry_interval))
-    invite_service_pb2_grpc.add_InviteServiceServicer_to_server(InviteService(store), server)  # type: ignore[abstract]
+    return store
+
+
+def add_servicers(server: grpc.aio.Server, runtime: ServiceRuntime) -> None:
+    invite_service_pb2_grpc.add_InviteServiceServicer_to_server(InviteService(invite_store(runtime)), server)  # type: ignore[abstract]

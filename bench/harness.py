@@ -1,0 +1,127 @@
+"""What every benchmark here shares: real PostgreSQL and Redis (embedded unless `MESH_*_URL`
+says otherwise), service keys, a server in a process of its own, and closed-loop rounds."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+
+import grpc
+
+from mesh.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from mesh.keys import Keystore, load_kek
+from mesh.logs import configure_logging
+from mesh.migrate import upgrade_all
+from mesh.server import AddServicers, MeshServer
+from mesh.services import SERVICES, ServiceSpec
+from mesh.settings import Settings
+
+Call = Callable[[], Awaitable[object]]
+
+
+@contextmanager
+def backends() -> Iterator[Settings]:
+    """Settings pointing at a migrated PostgreSQL, a Redis and a keys dir, for one run."""
+    with tempfile.TemporaryDirectory() as state:
+        state_dir = Path(state)
+        postgres = redis = None
+        database_url, redis_url = os.environ.get("MESH_DATABASE_URL"), os.environ.get("MESH_REDIS_URL")
+        if not database_url:
+            postgres = EmbeddedPostgres(state_dir / "postgres", free_port())
+            postgres.start()
+            database_url = postgres.url
+        if not redis_url:
+            redis = EmbeddedRedis(state_dir / "redis", free_port())
+            redis.start()
+            redis_url = redis.url
+        try:
+            settings = Settings(
+                state_dir=state_dir, database_url=database_url, redis_url=redis_url, log_level="WARNING"
+            )
+            Keystore(settings.resolved_keys_dir, load_kek(settings, create=True)).ensure([s.name for s in SERVICES])
+            asyncio.run(upgrade_all(SERVICES, database_url))
+            yield settings
+        finally:
+            if redis is not None:
+                redis.stop()
+            if postgres is not None:
+                postgres.stop()
+
+
+def serve_here(spec: ServiceSpec, add_servicers: AddServicers) -> None:
+    """The `--serve` side: serve, print the port, stop when stdin closes."""
+    settings = Settings()
+    configure_logging("bench", settings.log_level)
+
+    async def serve() -> None:
+        server = MeshServer(spec, add_servicers, settings)
+        await server.start()
+        print(json.dumps({"port": server.port}), flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+        await server.stop(0)
+
+    asyncio.run(serve())
+
+
+@asynccontextmanager
+async def server_process(module: str, settings: Settings) -> AsyncIterator[str]:
+    """`python -m <module> --serve` with these settings; answers its address."""
+    env = {
+        **os.environ,
+        "MESH_STATE_DIR": str(settings.state_dir),
+        "MESH_DATABASE_URL": settings.database_url or "",
+        "MESH_REDIS_URL": settings.redis_url or "",
+        "MESH_LOG_LEVEL": "WARNING",
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", module, "--serve", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env
+    )
+    assert process.stdout is not None and process.stdin is not None
+    try:
+        port = json.loads(await process.stdout.readline())["port"]
+        yield f"127.0.0.1:{port}"
+    finally:
+        process.stdin.close()
+        await process.wait()
+
+
+async def calls_per_second(call: Call, seconds: float, concurrency: int) -> float:
+    """Closed loop: `concurrency` callers call back to back for `seconds`."""
+    done = 0
+    deadline = time.perf_counter() + seconds
+
+    async def caller() -> None:
+        nonlocal done
+        while time.perf_counter() < deadline:
+            await call()
+            done += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(caller() for _ in range(concurrency)))
+    return done / (time.perf_counter() - started)
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def listed(values: list[float], digits: int = 0) -> str:
+    return " ".join(f"{value:.{digits}f}" for value in values)
+
+
+def signed_channel(target: str, settings: Settings, service: str) -> grpc.aio.Channel:
+    from mesh.channels import open_channel
+    from mesh.keys import TrustStore
+    from mesh.signing import CallSigner
+
+    keystore = Keystore(settings.resolved_keys_dir, load_kek(settings))
+    signer = CallSigner(service, keystore, TrustStore(keystore.trust_path, settings.trust_reload_interval))
+    return open_channel(target, settings, service, signer)
