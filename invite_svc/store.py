@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Column, ColumnElement, Table, and_, exists, func, insert, select, text, update
+from sqlalchemy import Column, Table, and_, bindparam, exists, func, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as upsert
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -89,11 +89,20 @@ class _Slots:
     """One split counter table: `code_slots` per code or `campaign_slots` per campaign."""
 
     def __init__(self, table: Table, owner: Column[uuid.UUID]) -> None:
-        self._table = table
-        self._owner = owner
-
-    def _with_room(self, owner: uuid.UUID) -> ColumnElement[bool]:
-        return and_(self._owner == owner, self._table.c.taken < self._table.c.capacity)
+        with_room = and_(owner == bindparam("owner"), table.c.taken < table.c.capacity)
+        free = select(table.c.slot).where(with_room).order_by(func.random()).limit(1)
+        self._take = (
+            update(table)
+            .where(with_room, table.c.slot == free.with_for_update(skip_locked=True).scalar_subquery())
+            .values(taken=table.c.taken + 1)
+            .returning(table.c.slot)
+        )
+        self._has_room = select(exists().where(with_room))
+        self._give_back = (
+            update(table)
+            .where(owner == bindparam("owner"), table.c.slot == bindparam("slot_number"))
+            .values(taken=table.c.taken - bindparam("uses"))
+        )
 
     async def take(self, connection: AsyncConnection, owner: uuid.UUID) -> int | None:
         """One use from a slot with room; None when there is none left.
@@ -101,18 +110,10 @@ class _Slots:
         Never waits on a lock: when every slot with room is locked by transactions in flight, it
         pauses briefly and looks again. Nobody waiting on a lock means no lock cycle can form.
         """
-        slots = self._table
-        free = select(slots.c.slot).where(self._with_room(owner)).order_by(func.random()).limit(1)
-        statement = (
-            update(slots)
-            .where(self._with_room(owner), slots.c.slot == free.with_for_update(skip_locked=True).scalar_subquery())
-            .values(taken=slots.c.taken + 1)
-            .returning(slots.c.slot)
-        )
         deadline = time.monotonic() + _BUSY_PATIENCE
         pause = 0.001
         while True:
-            slot = (await connection.execute(statement)).scalar()
+            slot = (await connection.execute(self._take, {"owner": owner})).scalar()
             if slot is not None:
                 return int(slot)
             if not await self.has_room(connection, owner):
@@ -123,15 +124,12 @@ class _Slots:
             pause = min(pause * 2, 0.02)
 
     async def has_room(self, connection: AsyncConnection, owner: uuid.UUID) -> bool:
-        return bool((await connection.execute(select(exists().where(self._with_room(owner))))).scalar())
+        return bool((await connection.execute(self._has_room, {"owner": owner})).scalar())
 
     async def give_back(self, connection: AsyncConnection, returned: Counter[tuple[uuid.UUID, int]]) -> None:
         """Returns uses per (owner, slot), in one fixed order so that concurrent returns never deadlock."""
-        slots = self._table
         for (owner, slot), uses in sorted(returned.items()):
-            await connection.execute(
-                update(slots).where(self._owner == owner, slots.c.slot == slot).values(taken=slots.c.taken - uses)
-            )
+            await connection.execute(self._give_back, {"owner": owner, "slot_number": slot, "uses": uses})
 
 
 CODE_USES = _Slots(code_slots, code_slots.c.code_id)
@@ -272,58 +270,55 @@ class InviteStore:
 
     async def _hold_once(self, code: str, canonical_email: str, request_id: str) -> HoldRecord:
         async with self._engine.begin() as connection:
-            earlier = (await connection.execute(_hold_with_terms().where(holds.c.request_id == request_id))).first()
-            if earlier is not None:
-                return _hold(earlier._mapping)
-            found = (
-                await connection.execute(_code_and_campaign().where(codes.c.lookup == self._sealer.lookup(code)))
-            ).first()
-            if found is None:
+            found = await connection.execute(
+                _HOLD_CONTEXT, {"lookup": self._sealer.lookup(code), "email": canonical_email, "request_id": request_id}
+            )
+            row = found.first()
+            if row is None:
                 raise Refusal(NOT_FOUND, "no such invite code")
-            row = found._mapping
-            now = (await connection.execute(select(func.now()))).scalar_one()
-            refuse_hold(_terms(row), email_domain(canonical_email), now)
-            redeemed = await connection.execute(
-                select(holds.c.id).where(
-                    holds.c.canonical_email == canonical_email, holds.c.state == HoldState.CONFIRMED
-                )
-            )
-            if redeemed.first() is not None:
+            context = row._mapping
+            if context["earlier"] is not None:
+                return await _hold_by_id(connection, context["earlier"])
+            refuse_hold(_terms(context), email_domain(canonical_email), context["now"])
+            if context["redeemed"]:
                 raise Refusal(ALREADY_REDEEMED, "this email has already redeemed an invite")
-            replaced = await connection.execute(
-                update(holds)
-                .where(holds.c.canonical_email == canonical_email, holds.c.state == HoldState.HELD)
-                .values(state=HoldState.RELEASED, finish_time=func.now())
-                .returning(holds.c.code_id, holds.c.code_slot, holds.c.campaign_id, holds.c.campaign_slot)
-            )
+            replaced = await connection.execute(_REPLACE_LIVE_HOLD, {"email": canonical_email})
             await _give_back(connection, [previous._mapping for previous in replaced])
             # Campaign before code, always: one lock order keeps concurrent holds from deadlocking.
             campaign_slot = None
-            if row["campaign_capacity"]:
-                campaign_slot = await CAMPAIGN_SPOTS.take(connection, row["campaign_id"])
+            if context["campaign_capacity"]:
+                campaign_slot = await CAMPAIGN_SPOTS.take(connection, context["campaign_id"])
                 if campaign_slot is None:
                     raise Refusal(CAMPAIGN_FULL, "this invite campaign is full")
             code_slot = None
-            if row["max_uses"]:
-                code_slot = await CODE_USES.take(connection, row["id"])
+            if context["max_uses"]:
+                code_slot = await CODE_USES.take(connection, context["id"])
                 if code_slot is None:
                     raise Refusal(EXHAUSTED, "this invite code has no uses left")
+            hold = HoldRecord(
+                id=uuid.uuid4(),
+                code_id=context["id"],
+                state=HoldState.HELD,
+                expire_time=context["now"] + self._hold_ttl,
+                referrer=Owner(context["owner_user_id"], context["owner_admin_id"]),
+                campaign_id=context["campaign_id"],
+                invite_quota=int(context["invite_quota"]),
+            )
             await connection.execute(
-                insert(holds).values(
-                    id=uuid.uuid4(),
-                    code_id=row["id"],
-                    code_slot=code_slot,
-                    campaign_id=row["campaign_id"],
-                    campaign_slot=campaign_slot,
-                    canonical_email=canonical_email,
-                    state=HoldState.HELD,
-                    request_id=request_id,
-                    expire_time=now + self._hold_ttl,
-                )
+                _INSERT_HOLD,
+                {
+                    "id": hold.id,
+                    "code_id": hold.code_id,
+                    "code_slot": code_slot,
+                    "campaign_id": hold.campaign_id,
+                    "campaign_slot": campaign_slot,
+                    "canonical_email": canonical_email,
+                    "state": HoldState.HELD,
+                    "request_id": request_id,
+                    "expire_time": hold.expire_time,
+                },
             )
-            return _hold(
-                (await connection.execute(_hold_with_terms().where(holds.c.request_id == request_id))).one()._mapping
-            )
+            return hold
 
     async def _hold_by_request(self, request_id: str) -> HoldRecord:
         async with self._engine.connect() as connection:
@@ -400,6 +395,30 @@ def _code_and_campaign() -> Any:
         campaigns.c.end_time.label("campaign_end"),
         campaigns.c.allowed_email_domains,
     ).select_from(codes.outerjoin(campaigns, codes.c.campaign_id == campaigns.c.id))
+
+
+# Everything a hold needs to decide, in one round trip.
+_HOLD_CONTEXT = (
+    _code_and_campaign()
+    .add_columns(
+        codes.c.owner_user_id,
+        codes.c.owner_admin_id,
+        func.coalesce(campaigns.c.invite_quota, 0).label("invite_quota"),
+        func.now().label("now"),
+        exists()
+        .where(holds.c.canonical_email == bindparam("email"), holds.c.state == HoldState.CONFIRMED)
+        .label("redeemed"),
+        select(holds.c.id).where(holds.c.request_id == bindparam("request_id")).scalar_subquery().label("earlier"),
+    )
+    .where(codes.c.lookup == bindparam("lookup"))
+)
+_REPLACE_LIVE_HOLD = (
+    update(holds)
+    .where(holds.c.canonical_email == bindparam("email"), holds.c.state == HoldState.HELD)
+    .values(state=HoldState.RELEASED, finish_time=func.now())
+    .returning(holds.c.code_id, holds.c.code_slot, holds.c.campaign_id, holds.c.campaign_slot)
+)
+_INSERT_HOLD = insert(holds)
 
 
 def _terms(row: Any, ignore_domains: bool = False) -> CodeTerms:
