@@ -30,10 +30,10 @@ RELEASE = invite_service_pb2.ReleaseHoldRequest(hold_id="0b7d5a8e-4f5c-4d8e-9a57
 class Answering(invite_service_pb2_grpc.InviteServiceServicer):
     """Answers at once, so the bench measures the mesh around the handler, not the handler."""
 
-    async def CheckCode(self, request: Any, context: Any) -> invite_service_pb2.CheckCodeResponse:  # noqa: N802
+    async def CheckCode(self, request: Any, context: Any) -> invite_service_pb2.CheckCodeResponse:
         return invite_service_pb2.CheckCodeResponse(valid=True)
 
-    async def ReleaseHold(self, request: Any, context: Any) -> invite_service_pb2.ReleaseHoldResponse:  # noqa: N802
+    async def ReleaseHold(self, request: Any, context: Any) -> invite_service_pb2.ReleaseHoldResponse:
         return invite_service_pb2.ReleaseHoldResponse()
 
 
