@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime
 import uuid
@@ -18,7 +19,8 @@ from invite_svc.codes import InvalidCode, display, normalize
 from invite_svc.domain import Refusal
 from invite_svc.jobs import expiry_job
 from invite_svc.sealing import CodeSealer
-from invite_svc.store import HoldRecord, InviteStore, MintedCode, Owner
+from invite_svc.store import HoldRecord, InviteStore, MintedCode, OwnedCode, Owner, ReferralNode
+from mesh.access import current_principal
 from mesh.emails import InvalidEmail, canonical_email
 from mesh.errors import (
     FailedPrecondition,
@@ -33,6 +35,9 @@ from mesh.keys import load_kek
 from mesh.server import ServiceRuntime
 
 MAX_MINT = 10_000
+MAX_DEPTH = 10
+DEFAULT_PAGE = 50
+MAX_PAGE = 500
 _REFUSAL_KINDS: dict[str, type[MeshError]] = {
     domain.NOT_FOUND: NotFound,
     domain.HOLD_NOT_FOUND: NotFound,
@@ -77,11 +82,39 @@ class InviteService(invite_service_pb2_grpc.InviteServiceServicer):
 
     async def ConfirmHold(self, request: pb.ConfirmHoldRequest, context: Any) -> pb.ConfirmHoldResponse:
         with _refusals():
-            return pb.ConfirmHoldResponse(hold=_hold(await self._store.confirm(_uuid("hold_id", request.hold_id))))
+            user_id = _uuid("user_id", request.user_id) if request.user_id else None
+            confirmed = await self._store.confirm(_uuid("hold_id", request.hold_id), user_id)
+            return pb.ConfirmHoldResponse(hold=_hold(confirmed))
 
     async def ReleaseHold(self, request: pb.ReleaseHoldRequest, context: Any) -> pb.ReleaseHoldResponse:
         with _refusals():
             return pb.ReleaseHoldResponse(hold=_hold(await self._store.release(_uuid("hold_id", request.hold_id))))
+
+    async def ListMyCodes(self, request: pb.ListMyCodesRequest, context: Any) -> pb.ListMyCodesResponse:
+        page_size = request.page_size or DEFAULT_PAGE
+        if not 0 < page_size <= MAX_PAGE:
+            raise InvalidArgument([FieldViolation("page_size", f"between 1 and {MAX_PAGE}")])
+        after = _page_position(request.page_token) if request.page_token else None
+        owned = await self._store.codes_of(uuid.UUID(current_principal.get().id), page_size, after)
+        last = owned[-1] if len(owned) == page_size else None
+        return pb.ListMyCodesResponse(
+            codes=[_owned(code) for code in owned],
+            next_page_token=_page_token(last.create_time, last.code.id) if last else "",
+        )
+
+    async def GetReferralTree(self, request: pb.GetReferralTreeRequest, context: Any) -> pb.GetReferralTreeResponse:
+        kind = request.root.WhichOneof("kind")
+        violations = []
+        if kind is None:
+            violations.append(FieldViolation("root", "a user_id or an admin_id is required"))
+        if not 1 <= request.depth <= MAX_DEPTH:
+            violations.append(FieldViolation("depth", f"between 1 and {MAX_DEPTH}"))
+        if violations:
+            raise InvalidArgument(violations)
+        root_id = _uuid(f"root.{kind}", getattr(request.root, str(kind)))
+        root = Owner(user_id=root_id) if kind == "user_id" else Owner(admin_id=root_id)
+        tree = await self._store.referral_tree(root, request.depth)
+        return pb.GetReferralTreeResponse(children=[_referral(node) for node in tree])
 
     async def MintCodes(self, request: pb.MintCodesRequest, context: Any) -> pb.MintCodesResponse:
         violations = []
@@ -154,6 +187,36 @@ def _hold(hold: HoldRecord) -> pb.Hold:
         campaign_id=str(hold.campaign_id) if hold.campaign_id else "",
         invite_quota=hold.invite_quota,
     )
+
+
+def _page_token(create_time: datetime.datetime, code_id: uuid.UUID) -> str:
+    return base64.urlsafe_b64encode(f"{create_time.isoformat()}|{code_id}".encode()).decode()
+
+
+def _page_position(token: str) -> tuple[datetime.datetime, uuid.UUID]:
+    try:
+        moment, _, code_id = base64.urlsafe_b64decode(token.encode()).decode().partition("|")
+        return datetime.datetime.fromisoformat(moment), uuid.UUID(code_id)
+    except ValueError:
+        raise InvalidArgument([FieldViolation("page_token", "not a token this method gave out")]) from None
+
+
+def _referral(node: ReferralNode) -> pb.ReferralNode:
+    return pb.ReferralNode(
+        user_id=str(node.user_id),
+        code_id=str(node.code_id),
+        confirm_time=_timestamp(node.confirm_time),
+        children=[_referral(child) for child in node.children],
+    )
+
+
+def _owned(owned: OwnedCode) -> pb.InviteCode:
+    listed = _minted(owned.code)
+    listed.state = int(owned.state)  # type: ignore[assignment]
+    listed.confirmed_uses = owned.confirmed_uses
+    listed.held_uses = owned.held_uses
+    listed.create_time.FromDatetime(owned.create_time)
+    return listed
 
 
 def _minted(code: MintedCode) -> pb.InviteCode:

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Column, Table, and_, bindparam, exists, func, insert, select, text, update
+from sqlalchemy import Column, Table, and_, bindparam, exists, func, insert, literal, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as upsert
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -83,6 +83,23 @@ class HoldRecord:
     referrer: Owner
     campaign_id: uuid.UUID | None
     invite_quota: int
+
+
+@dataclass(frozen=True)
+class ReferralNode:
+    user_id: uuid.UUID
+    code_id: uuid.UUID
+    confirm_time: datetime.datetime
+    children: list[ReferralNode]
+
+
+@dataclass(frozen=True)
+class OwnedCode:
+    code: MintedCode
+    state: CodeState
+    confirmed_uses: int
+    held_uses: int
+    create_time: datetime.datetime
 
 
 class _Slots:
@@ -325,13 +342,13 @@ class InviteStore:
             row = (await connection.execute(_hold_with_terms().where(holds.c.request_id == request_id))).one()
             return _hold(row._mapping)
 
-    async def confirm(self, hold_id: uuid.UUID) -> HoldRecord:
-        """The hold becomes a confirmed use; confirming twice answers the same."""
+    async def confirm(self, hold_id: uuid.UUID, user_id: uuid.UUID | None = None) -> HoldRecord:
+        """The hold becomes a confirmed use of `user_id`; confirming twice answers the same."""
         async with self._engine.begin() as connection:
             confirmed = await connection.execute(
                 update(holds)
                 .where(holds.c.id == hold_id, holds.c.state == HoldState.HELD, holds.c.expire_time > func.now())
-                .values(state=HoldState.CONFIRMED, finish_time=func.now())
+                .values(state=HoldState.CONFIRMED, finish_time=func.now(), user_id=user_id)
                 .returning(holds.c.id)
             )
             if confirmed.first() is None:
@@ -354,6 +371,81 @@ class InviteStore:
             )
             await _give_back(connection, [row._mapping for row in released])
             return await _hold_by_id(connection, hold_id)
+
+    async def referral_tree(self, root: Owner, depth: int) -> list[ReferralNode]:
+        """Whom `root` invited (confirmed uses of its codes), and whom they invited, `depth` levels down."""
+        invited = holds.join(codes, holds.c.code_id == codes.c.id)
+        level = (
+            select(
+                holds.c.user_id,
+                holds.c.code_id,
+                holds.c.finish_time,
+                codes.c.owner_user_id.label("parent"),
+                literal(1).label("level"),
+            )
+            .select_from(invited)
+            .where(
+                holds.c.state == HoldState.CONFIRMED,
+                holds.c.user_id.is_not(None),
+                codes.c.owner_user_id == root.user_id if root.user_id else codes.c.owner_admin_id == root.admin_id,
+            )
+            .cte("tree", recursive=True)
+        )
+        below = (
+            select(
+                holds.c.user_id,
+                holds.c.code_id,
+                holds.c.finish_time,
+                codes.c.owner_user_id,
+                (level.c.level + 1).label("level"),
+            )
+            .select_from(invited.join(level, codes.c.owner_user_id == level.c.user_id))
+            .where(holds.c.state == HoldState.CONFIRMED, holds.c.user_id.is_not(None), level.c.level < depth)
+        )
+        tree = level.union_all(below)
+        async with self._engine.connect() as connection:
+            rows = (await connection.execute(select(tree).order_by(tree.c.level, tree.c.finish_time))).all()
+        nodes = {row.user_id: ReferralNode(row.user_id, row.code_id, row.finish_time, []) for row in rows}
+        roots: list[ReferralNode] = []
+        for row in rows:
+            parent = nodes.get(row.parent) if row.level > 1 else None
+            (parent.children if parent is not None else roots).append(nodes[row.user_id])
+        return roots
+
+    async def codes_of(
+        self, user_id: uuid.UUID, limit: int, after: tuple[datetime.datetime, uuid.UUID] | None
+    ) -> list[OwnedCode]:
+        """A user's codes, oldest first, with their confirmed and held uses; keyset-paginated."""
+        uses = (
+            select(
+                holds.c.code_id,
+                func.count().filter(holds.c.state == HoldState.CONFIRMED).label("confirmed"),
+                func.count().filter(holds.c.state == HoldState.HELD).label("held"),
+            )
+            .group_by(holds.c.code_id)
+            .subquery()
+        )
+        query = (
+            select(
+                codes,
+                func.coalesce(uses.c.confirmed, 0).label("confirmed"),
+                func.coalesce(uses.c.held, 0).label("held"),
+            )
+            .select_from(codes.outerjoin(uses, uses.c.code_id == codes.c.id))
+            .where(codes.c.owner_user_id == user_id)
+            .order_by(codes.c.create_time, codes.c.id)
+            .limit(limit)
+        )
+        if after is not None:
+            query = query.where(tuple_(codes.c.create_time, codes.c.id) > tuple_(*after))
+        async with self._engine.connect() as connection:
+            rows = (await connection.execute(query)).all()
+        return [
+            OwnedCode(
+                self._minted(row._mapping), CodeState(row.state), int(row.confirmed), int(row.held), row.create_time
+            )
+            for row in rows
+        ]
 
     async def expire_due(self, batch: int = EXPIRY_BATCH) -> int:
         """Expires holds past their time to live and returns their uses; safe in many replicas."""

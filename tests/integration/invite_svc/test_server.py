@@ -138,3 +138,27 @@ async def test_released_hold_returns_its_use_and_release_is_idempotent(callers: 
     with pytest.raises(grpc.aio.AioRpcError) as late:
         await callers.auth.ConfirmHold(pb.ConfirmHoldRequest(hold_id=held.id))
     assert error_info(late.value).reason == "INVITE_HOLD_RELEASED"  # type: ignore[union-attr]
+
+
+async def test_referral_tree_follows_confirmed_uses_down_to_the_depth(callers: Callers) -> None:
+    async def invite(owner: pb.Owner) -> str:
+        (code,) = [
+            c for c in (await callers.admin.MintCodes(pb.MintCodesRequest(count=1, max_uses=5, owner=owner))).codes
+        ]
+        invited = str(uuid.uuid4())
+        held = (await callers.auth.HoldCode(_hold(code.code, _someone("invitee")))).hold
+        await callers.auth.ConfirmHold(pb.ConfirmHoldRequest(hold_id=held.id, user_id=invited))
+        return invited
+
+    root = pb.Owner(admin_id=str(uuid.uuid4()))
+    first = await invite(root)
+    second = await invite(pb.Owner(user_id=first))
+    await invite(pb.Owner(user_id=second))
+
+    shallow = await callers.admin.GetReferralTree(pb.GetReferralTreeRequest(root=root, depth=2))
+    deep = await callers.admin.GetReferralTree(pb.GetReferralTreeRequest(root=root, depth=3))
+
+    assert [node.user_id for node in shallow.children] == [first]
+    assert [node.user_id for node in shallow.children[0].children] == [second]
+    assert list(shallow.children[0].children[0].children) == []
+    assert len(deep.children[0].children[0].children) == 1

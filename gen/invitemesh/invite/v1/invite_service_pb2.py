@@ -27,7 +27,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from invitemesh.mesh.v1 import access_pb2 as invitemesh_dot_mesh_dot_v1_dot_access__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)invitemesh/invite/v1/invite_service.proto\x12\x14invitemesh.invite.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1finvitemesh/mesh/v1/access.proto\"6\n\x05Owner\x12\x11\n\x07user_id\x18\x01 \x01(\tH\x00\x12\x12\n\x08\x61\x64min_id\x18\x02 \x01(\tH\x00\x42\x06\n\x04kind\"\xe6\x02\n\nInviteCode\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12.\n\x05state\x18\x03 \x01(\x0e\x32\x1f.invitemesh.invite.v1.CodeState\x12\x10\n\x08max_uses\x18\x04 \x01(\x03\x12\x16\n\x0e\x63onfirmed_uses\x18\x05 \x01(\x03\x12\x11\n\theld_uses\x18\x06 \x01(\x03\x12*\n\x05owner\x18\x07 \x01(\x0b\x32\x1b.invitemesh.invite.v1.Owner\x12\x13\n\x0b\x63\x61mpaign_id\x18\x08 \x01(\t\x12.\n\nstart_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x91\x02\n\x08\x43\x61mpaign\x12\n\n\x02id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x10\n\x08\x63\x61pacity\x18\x03 \x01(\x03\x12\r\n\x05taken\x18\x04 \x01(\x03\x12\x1d\n\x15\x61llowed_email_domains\x18\x05 \x03(\t\x12\x14\n\x0cinvite_quota\x18\x06 \x01(\x05\x12.\n\nstart_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xde\x01\n\x04Hold\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x63ode_id\x18\x02 \x01(\t\x12.\n\x05state\x18\x03 \x01(\x0e\x32\x1f.invitemesh.invite.v1.HoldState\x12/\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\x08referrer\x18\x05 \x01(\x0b\x32\x1b.invitemesh.invite.v1.Owner\x12\x13\n\x0b\x63\x61mpaign_id\x18\x06 \x01(\t\x12\x14\n\x0cinvite_quota\x18\x07 \x01(\x05\" \n\x10\x43heckCodeRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\"2\n\x11\x43heckCodeResponse\x12\r\n\x05valid\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\";\n\x12ListMyCodesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"_\n\x13ListMyCodesResponse\x12/\n\x05\x63odes\x18\x01 \x03(\x0b\x32 .invitemesh.invite.v1.InviteCode\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"B\n\x0fHoldCodeRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"<\n\x10HoldCodeResponse\x12(\n\x04hold\x18\x01 \x01(\x0b\x32\x1a.invitemesh.invite.v1.Hold\"%\n\x12\x43onfirmHoldRequest\x12\x0f\n\x07hold_id\x18\x01 \x01(\t\"?\n\x13\x43onfirmHoldResponse\x12(\n\x04hold\x18\x01 \x01(\x0b\x32\x1a.invitemesh.invite.v1.Hold\"%\n\x12ReleaseHoldRequest\x12\x0f\n\x07hold_id\x18\x01 \x01(\t\"?\n\x13ReleaseHoldResponse\x12(\n\x04hold\x18\x01 \x01(\x0b\x32\x1a.invitemesh.invite.v1.Hold\"\xb9\x01\n\x10MintCodesRequest\x12\r\n\x05\x63ount\x18\x01 \x01(\x05\x12\x10\n\x08max_uses\x18\x02 \x01(\x03\x12*\n\x05owner\x18\x03 \x01(\x0b\x32\x1b.invitemesh.invite.v1.Owner\x12\x13\n\x0b\x63\x61mpaign_id\x18\x04 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nrequest_id\x18\x06 \x01(\t\"D\n\x11MintCodesResponse\x12/\n\x05\x63odes\x18\x01 \x03(\x0b\x32 .invitemesh.invite.v1.InviteCode\"\x1e\n\x0eGetCodeRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\"x\n\nRedemption\x12(\n\x04hold\x18\x01 \x01(\x0b\x32\x1a.invitemesh.invite.v1.Hold\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12/\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"x\n\x0fGetCodeResponse\x12.\n\x04\x63ode\x18\x01 \x01(\x0b\x32 .invitemesh.invite.v1.InviteCode\x12\x35\n\x0bredemptions\x18\x02 \x03(\x0b\x32 .invitemesh.invite.v1.Redemption\"\xaa\x01\n\x10ListCodesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x13\n\x0b\x63\x61mpaign_id\x18\x03 \x01(\t\x12*\n\x05owner\x18\x04 \x01(\x0b\x32\x1b.invitemesh.invite.v1.Owner\x12.\n\x05state\x18\x05 \x01(\x0e\x32\x1f.invitemesh.invite.v1.CodeState\"]\n\x11ListCodesResponse\x12/\n\x05\x63odes\x18\x01 \x03(\x0b\x32 .invitemesh.invite.v1.InviteCode\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\"\n\x12\x44isableCodeRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\"E\n\x13\x44isableCodeResponse\x12.\n\x04\x63ode\x18\x01 \x01(\x0b\x32 .invitemesh.invite.v1.InviteCode\"]\n\x15\x43reateCampaignRequest\x12\x30\n\x08\x63\x61mpaign\x18\x01 \x01(\x0b\x32\x1e.invitemesh.invite.v1.Campaign\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"J\n\x16\x43reateCampaignResponse\x12\x30\n\x08\x63\x61mpaign\x18\x01 \x01(\x0b\x32\x1e.invitemesh.invite.v1.Campaign\"=\n\x14ListCampaignsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"c\n\x15ListCampaignsResponse\x12\x31\n\tcampaigns\x18\x01 \x03(\x0b\x32\x1e.invitemesh.invite.v1.Campaign\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"R\n\x16GetReferralTreeRequest\x12)\n\x04root\x18\x01 \x01(\x0b\x32\x1b.invitemesh.invite.v1.Owner\x12\r\n\x05\x64\x65pth\x18\x02 \x01(\x05\"\x98\x01\n\x0cReferralNode\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63ode_id\x18\x02 \x01(\t\x12\x30\n\x0c\x63onfirm_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x08\x63hildren\x18\x04 \x03(\x0b\x32\".invitemesh.invite.v1.ReferralNode\"O\n\x17GetReferralTreeResponse\x12\x34\n\x08\x63hildren\x18\x01 \x03(\x0b\x32\".invitemesh.invite.v1.ReferralNode*o\n\tCodeState\x12\x1a\n\x16\x43ODE_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x43ODE_STATE_ACTIVE\x10\x01\x12\x17\n\x13\x43ODE_STATE_DISABLED\x10\x02\x12\x16\n\x12\x43ODE_STATE_EXPIRED\x10\x03*\x87\x01\n\tHoldState\x12\x1a\n\x16HOLD_STATE_UNSPECIFIED\x10\x00\x12\x13\n\x0fHOLD_STATE_HELD\x10\x01\x12\x18\n\x14HOLD_STATE_CONFIRMED\x10\x02\x12\x17\n\x13HOLD_STATE_RELEASED\x10\x03\x12\x16\n\x12HOLD_STATE_EXPIRED\x10\x04\x32\xc3\x0b\n\rInviteService\x12\x80\x01\n\tCheckCode\x12&.invitemesh.invite.v1.CheckCodeRequest\x1a\'.invitemesh.invite.v1.CheckCodeResponse\"\"\x8a\xb5\x18\x02\x08\x01\x82\xd3\xe4\x93\x02\x16\"\x11/v1/invites:check:\x01*\x12\x86\x01\n\x0bListMyCodes\x12(.invitemesh.invite.v1.ListMyCodesRequest\x1a).invitemesh.invite.v1.ListMyCodesResponse\"\"\x8a\xb5\x18\x02\x08\x02\x82\xd3\xe4\x93\x02\x16\x12\x14/v1/users/me/invites\x12k\n\x08HoldCode\x12%.invitemesh.invite.v1.HoldCodeRequest\x1a&.invitemesh.invite.v1.HoldCodeResponse\"\x10\x8a\xb5\x18\x0c\x08\x04\x12\x08\x61uth_svc\x12t\n\x0b\x43onfirmHold\x12(.invitemesh.invite.v1.ConfirmHoldRequest\x1a).invitemesh.invite.v1.ConfirmHoldResponse\"\x10\x8a\xb5\x18\x0c\x08\x04\x12\x08\x61uth_svc\x12t\n\x0bReleaseHold\x12(.invitemesh.invite.v1.ReleaseHoldRequest\x1a).invitemesh.invite.v1.ReleaseHoldResponse\"\x10\x8a\xb5\x18\x0c\x08\x04\x12\x08\x61uth_svc\x12y\n\tMintCodes\x12&.invitemesh.invite.v1.MintCodesRequest\x1a\'.invitemesh.invite.v1.MintCodesResponse\"\x1b\x8a\xb5\x18\x17\x08\x04\x12\tadmin_svc\x12\x08\x61uth_svc\x12i\n\x07GetCode\x12$.invitemesh.invite.v1.GetCodeRequest\x1a%.invitemesh.invite.v1.GetCodeResponse\"\x11\x8a\xb5\x18\r\x08\x04\x12\tadmin_svc\x12o\n\tListCodes\x12&.invitemesh.invite.v1.ListCodesRequest\x1a\'.invitemesh.invite.v1.ListCodesResponse\"\x11\x8a\xb5\x18\r\x08\x04\x12\tadmin_svc\x12u\n\x0b\x44isableCode\x12(.invitemesh.invite.v1.DisableCodeRequest\x1a).invitemesh.invite.v1.DisableCodeResponse\"\x11\x8a\xb5\x18\r\x08\x04\x12\tadmin_svc\x12~\n\x0e\x43reateCampaign\x12+.invitemesh.invite.v1.CreateCampaignRequest\x1a,.invitemesh.invite.v1.CreateCampaignResponse\"\x11\x8a\xb5\x18\r\x08\x04\x12\tadmin_svc\x12{\n\rListCampaigns\x12*.invitemesh.invite.v1.ListCampaignsRequest\x1a+.invitemesh.invite.v1.ListCampaignsResponse\"\x11\x8a\xb5\x18\r\x08\x04\x12\tadmin_svc\x12\x81\x01\n\x0fGetReferralTree\x12,.invitemesh.invite.v1.GetReferralTreeRequest\x1a-.invitemesh.invite.v1.GetReferralTreeResponse\"\x11\x8a\xb5\x18\r\x08\x04\x12\tadmin_svcb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)invitemesh/invite/v1/invite_service.proto\x12\x14invitemesh.invite.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1finvitemesh/mesh/v1/access.proto\"6\n\x05Owner\x12\x11\n\x07user_id\x18\x01 \x01(\tH\x00\x12\x12\n\x08\x61\x64min_id\x18\x02 \x01(\tH\x00\x42\x06\n\x04kind\"\xe6\x02\n\nInviteCode\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12.\n\x05state\x18\x03 \x01(\x0e\x32\x1f.invitemesh.invite.v1.CodeState\x12\x10\n\x08max_uses\x18\x04 \x01(\x03\x12\x16\n\x0e\x63onfirmed_uses\x18\x05 \x01(\x03\x12\x11\n\theld_uses\x18\x06 \x01(\x03\x12*\n\x05owner\x18\x07 \x01(\x0b\x32\x1b.invitemesh.invite.v1.Owner\x12\x13\n\x0b\x63\x61mpaign_id\x18\x08 \x01(\t\x12.\n\nstart_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x91\x02\n\x08\x43\x61mpaign\x12\n\n\x02id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x10\n\x08\x63\x61pacity\x18\x03 \x01(\x03\x12\r\n\x05taken\x18\x04 \x01(\x03\x12\x1d\n\x15\x61llowed_email_domains\x18\x05 \x03(\t\x12\x14\n\x0cinvite_quota\x18\x06 \x01(\x05\x12.\n\nstart_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xde\x01\n\x04Hold\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x63ode_id\x18\x02 \x01(\t\x12.\n\x05state\x18\x03 \x01(\x0e\x32\x1f.invitemesh.invite.v1.HoldState\x12/\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\x08referrer\x18\x05 \x01(\x0b\x32\x1b.invitemesh.invite.v1.Owner\x12\x13\n\x0b\x63\x61mpaign_id\x18\x06 \x01(\t\x12\x14\n\x0cinvite_quota\x18\x07 \x01(\x05\" \n\x10\x43heckCodeRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\"2\n\x11\x43heckCodeResponse\x12\r\n\x05valid\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\";\n\x12ListMyCodesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"_\n\x13ListMyCodesResponse\x12/\n\x05\x63odes\x18\x01 \x03(\x0b\x32 .invitemesh.invite.v1.InviteCode\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"B\n\x0fHoldCodeRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"<\n\x10HoldCodeResponse\x12(\n\x04hold\x18\x01 \x01(\x0b\x32\x1a.invitemesh.invite.v1.Hold\"6\n\x12\x43onfirmHoldRequest\x12\x0f\n\x07hold_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"?\n\x13\x43onfirmHoldResponse\x12(\n\x04hold\x18\x01 \x01(\x0b\x32\x1a.invitemesh.invite.v1.Hold\"%\n\x12ReleaseHoldRequest\x12\x0f\n\x07hold_id\x18\x01 \x01(\t\"?\n\x13ReleaseHoldResponse\x12(\n\x04hold\x18\x01 \x01(\x0b\x32\x1a.invitemesh.invite.v1.Hold\"\xb9\x01\n\x10MintCodesRequest\x12\r\n\x05\x63ount\x18\x01 \x01(\x05\x12\x10\n\x08max_uses\x18\x02 \x01(\x03\x12*\n\x05owner\x18\x03 \x01(\x0b\x32\x1b.invitemesh.invite.v1.Owner\x12\x13\n\x0b\x63\x61mpaign_id\x18\x04 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nrequest_id\x18\x06 \x01(\t\"D\n\x11MintCodesResponse\x12/\n\x05\x63odes\x18\x01 \x03(\x0b\x32 .invitemesh.invite.v1.InviteCode\"\x1e\n\x0eGetCodeRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\"x\n\nRedemption\x12(\n\x04hold\x18\x01 \x01(\x0b\x32\x1a.invitemesh.invite.v1.Hold\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12/\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"x\n\x0fGetCodeResponse\x12.\n\x04\x63ode\x18\x01 \x01(\x0b\x32 .invitemesh.invite.v1.InviteCode\x12\x35\n\x0bredemptions\x18\x02 \x03(\x0b\x32 .invitemesh.invite.v1.Redemption\"\xaa\x01\n\x10ListCodesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x13\n\x0b\x63\x61mpaign_id\x18\x03 \x01(\t\x12*\n\x05owner\x18\x04 \x01(\x0b\x32\x1b.invitemesh.invite.v1.Owner\x12.\n\x05state\x18\x05 \x01(\x0e\x32\x1f.invitemesh.invite.v1.CodeState\"]\n\x11ListCodesResponse\x12/\n\x05\x63odes\x18\x01 \x03(\x0b\x32 .invitemesh.invite.v1.InviteCode\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\"\n\x12\x44isableCodeRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\"E\n\x13\x44isableCodeResponse\x12.\n\x04\x63ode\x18\x01 \x01(\x0b\x32 .invitemesh.invite.v1.InviteCode\"]\n\x15\x43reateCampaignRequest\x12\x30\n\x08\x63\x61mpaign\x18\x01 \x01(\x0b\x32\x1e.invitemesh.invite.v1.Campaign\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"J\n\x16\x43reateCampaignResponse\x12\x30\n\x08\x63\x61mpaign\x18\x01 \x01(\x0b\x32\x1e.invitemesh.invite.v1.Campaign\"=\n\x14ListCampaignsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"c\n\x15ListCampaignsResponse\x12\x31\n\tcampaigns\x18\x01 \x03(\x0b\x32\x1e.invitemesh.invite.v1.Campaign\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"R\n\x16GetReferralTreeRequest\x12)\n\x04root\x18\x01 \x01(\x0b\x32\x1b.invitemesh.invite.v1.Owner\x12\r\n\x05\x64\x65pth\x18\x02 \x01(\x05\"\x98\x01\n\x0cReferralNode\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63ode_id\x18\x02 \x01(\t\x12\x30\n\x0c\x63onfirm_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x08\x63hildren\x18\x04 \x03(\x0b\x32\".invitemesh.invite.v1.ReferralNode\"O\n\x17GetReferralTreeResponse\x12\x34\n\x08\x63hildren\x18\x01 \x03(\x0b\x32\".invitemesh.invite.v1.ReferralNode*o\n\tCodeState\x12\x1a\n\x16\x43ODE_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x43ODE_STATE_ACTIVE\x10\x01\x12\x17\n\x13\x43ODE_STATE_DISABLED\x10\x02\x12\x16\n\x12\x43ODE_STATE_EXPIRED\x10\x03*\x87\x01\n\tHoldState\x12\x1a\n\x16HOLD_STATE_UNSPECIFIED\x10\x00\x12\x13\n\x0fHOLD_STATE_HELD\x10\x01\x12\x18\n\x14HOLD_STATE_CONFIRMED\x10\x02\x12\x17\n\x13HOLD_STATE_RELEASED\x10\x03\x12\x16\n\x12HOLD_STATE_EXPIRED\x10\x04\x32\xc3\x0b\n\rInviteService\x12\x80\x01\n\tCheckCode\x12&.invitemesh.invite.v1.CheckCodeRequest\x1a\'.invitemesh.invite.v1.CheckCodeResponse\"\"\x8a\xb5\x18\x02\x08\x01\x82\xd3\xe4\x93\x02\x16\"\x11/v1/invites:check:\x01*\x12\x86\x01\n\x0bListMyCodes\x12(.invitemesh.invite.v1.ListMyCodesRequest\x1a).invitemesh.invite.v1.ListMyCodesResponse\"\"\x8a\xb5\x18\x02\x08\x02\x82\xd3\xe4\x93\x02\x16\x12\x14/v1/users/me/invites\x12k\n\x08HoldCode\x12%.invitemesh.invite.v1.HoldCodeRequest\x1a&.invitemesh.invite.v1.HoldCodeResponse\"\x10\x8a\xb5\x18\x0c\x08\x04\x12\x08\x61uth_svc\x12t\n\x0b\x43onfirmHold\x12(.invitemesh.invite.v1.ConfirmHoldRequest\x1a).invitemesh.invite.v1.ConfirmHoldResponse\"\x10\x8a\xb5\x18\x0c\x08\x04\x12\x08\x61uth_svc\x12t\n\x0bReleaseHold\x12(.invitemesh.invite.v1.ReleaseHoldRequest\x1a).invitemesh.invite.v1.ReleaseHoldResponse\"\x10\x8a\xb5\x18\x0c\x08\x04\x12\x08\x61uth_svc\x12y\n\tMintCodes\x12&.invitemesh.invite.v1.MintCodesRequest\x1a\'.invitemesh.invite.v1.MintCodesResponse\"\x1b\x8a\xb5\x18\x17\x08\x04\x12\tadmin_svc\x12\x08\x61uth_svc\x12i\n\x07GetCode\x12$.invitemesh.invite.v1.GetCodeRequest\x1a%.invitemesh.invite.v1.GetCodeResponse\"\x11\x8a\xb5\x18\r\x08\x04\x12\tadmin_svc\x12o\n\tListCodes\x12&.invitemesh.invite.v1.ListCodesRequest\x1a\'.invitemesh.invite.v1.ListCodesResponse\"\x11\x8a\xb5\x18\r\x08\x04\x12\tadmin_svc\x12u\n\x0b\x44isableCode\x12(.invitemesh.invite.v1.DisableCodeRequest\x1a).invitemesh.invite.v1.DisableCodeResponse\"\x11\x8a\xb5\x18\r\x08\x04\x12\tadmin_svc\x12~\n\x0e\x43reateCampaign\x12+.invitemesh.invite.v1.CreateCampaignRequest\x1a,.invitemesh.invite.v1.CreateCampaignResponse\"\x11\x8a\xb5\x18\r\x08\x04\x12\tadmin_svc\x12{\n\rListCampaigns\x12*.invitemesh.invite.v1.ListCampaignsRequest\x1a+.invitemesh.invite.v1.ListCampaignsResponse\"\x11\x8a\xb5\x18\r\x08\x04\x12\tadmin_svc\x12\x81\x01\n\x0fGetReferralTree\x12,.invitemesh.invite.v1.GetReferralTreeRequest\x1a-.invitemesh.invite.v1.GetReferralTreeResponse\"\x11\x8a\xb5\x18\r\x08\x04\x12\tadmin_svcb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -58,10 +58,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INVITESERVICE'].methods_by_name['ListCampaigns']._serialized_options = b'\212\265\030\r\010\004\022\tadmin_svc'
   _globals['_INVITESERVICE'].methods_by_name['GetReferralTree']._loaded_options = None
   _globals['_INVITESERVICE'].methods_by_name['GetReferralTree']._serialized_options = b'\212\265\030\r\010\004\022\tadmin_svc'
-  _globals['_CODESTATE']._serialized_start=3227
-  _globals['_CODESTATE']._serialized_end=3338
-  _globals['_HOLDSTATE']._serialized_start=3341
-  _globals['_HOLDSTATE']._serialized_end=3476
+  _globals['_CODESTATE']._serialized_start=3244
+  _globals['_CODESTATE']._serialized_end=3355
+  _globals['_HOLDSTATE']._serialized_start=3358
+  _globals['_HOLDSTATE']._serialized_end=3493
   _globals['_OWNER']._serialized_start=163
   _globals['_OWNER']._serialized_end=217
   _globals['_INVITECODE']._serialized_start=220
@@ -83,45 +83,45 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HOLDCODERESPONSE']._serialized_start=1393
   _globals['_HOLDCODERESPONSE']._serialized_end=1453
   _globals['_CONFIRMHOLDREQUEST']._serialized_start=1455
-  _globals['_CONFIRMHOLDREQUEST']._serialized_end=1492
-  _globals['_CONFIRMHOLDRESPONSE']._serialized_start=1494
-  _globals['_CONFIRMHOLDRESPONSE']._serialized_end=1557
-  _globals['_RELEASEHOLDREQUEST']._serialized_start=1559
-  _globals['_RELEASEHOLDREQUEST']._serialized_end=1596
-  _globals['_RELEASEHOLDRESPONSE']._serialized_start=1598
-  _globals['_RELEASEHOLDRESPONSE']._serialized_end=1661
-  _globals['_MINTCODESREQUEST']._serialized_start=1664
-  _globals['_MINTCODESREQUEST']._serialized_end=1849
-  _globals['_MINTCODESRESPONSE']._serialized_start=1851
-  _globals['_MINTCODESRESPONSE']._serialized_end=1919
-  _globals['_GETCODEREQUEST']._serialized_start=1921
-  _globals['_GETCODEREQUEST']._serialized_end=1951
-  _globals['_REDEMPTION']._serialized_start=1953
-  _globals['_REDEMPTION']._serialized_end=2073
-  _globals['_GETCODERESPONSE']._serialized_start=2075
-  _globals['_GETCODERESPONSE']._serialized_end=2195
-  _globals['_LISTCODESREQUEST']._serialized_start=2198
-  _globals['_LISTCODESREQUEST']._serialized_end=2368
-  _globals['_LISTCODESRESPONSE']._serialized_start=2370
-  _globals['_LISTCODESRESPONSE']._serialized_end=2463
-  _globals['_DISABLECODEREQUEST']._serialized_start=2465
-  _globals['_DISABLECODEREQUEST']._serialized_end=2499
-  _globals['_DISABLECODERESPONSE']._serialized_start=2501
-  _globals['_DISABLECODERESPONSE']._serialized_end=2570
-  _globals['_CREATECAMPAIGNREQUEST']._serialized_start=2572
-  _globals['_CREATECAMPAIGNREQUEST']._serialized_end=2665
-  _globals['_CREATECAMPAIGNRESPONSE']._serialized_start=2667
-  _globals['_CREATECAMPAIGNRESPONSE']._serialized_end=2741
-  _globals['_LISTCAMPAIGNSREQUEST']._serialized_start=2743
-  _globals['_LISTCAMPAIGNSREQUEST']._serialized_end=2804
-  _globals['_LISTCAMPAIGNSRESPONSE']._serialized_start=2806
-  _globals['_LISTCAMPAIGNSRESPONSE']._serialized_end=2905
-  _globals['_GETREFERRALTREEREQUEST']._serialized_start=2907
-  _globals['_GETREFERRALTREEREQUEST']._serialized_end=2989
-  _globals['_REFERRALNODE']._serialized_start=2992
-  _globals['_REFERRALNODE']._serialized_end=3144
-  _globals['_GETREFERRALTREERESPONSE']._serialized_start=3146
-  _globals['_GETREFERRALTREERESPONSE']._serialized_end=3225
-  _globals['_INVITESERVICE']._serialized_start=3479
-  _globals['_INVITESERVICE']._serialized_end=4954
+  _globals['_CONFIRMHOLDREQUEST']._serialized_end=1509
+  _globals['_CONFIRMHOLDRESPONSE']._serialized_start=1511
+  _globals['_CONFIRMHOLDRESPONSE']._serialized_end=1574
+  _globals['_RELEASEHOLDREQUEST']._serialized_start=1576
+  _globals['_RELEASEHOLDREQUEST']._serialized_end=1613
+  _globals['_RELEASEHOLDRESPONSE']._serialized_start=1615
+  _globals['_RELEASEHOLDRESPONSE']._serialized_end=1678
+  _globals['_MINTCODESREQUEST']._serialized_start=1681
+  _globals['_MINTCODESREQUEST']._serialized_end=1866
+  _globals['_MINTCODESRESPONSE']._serialized_start=1868
+  _globals['_MINTCODESRESPONSE']._serialized_end=1936
+  _globals['_GETCODEREQUEST']._serialized_start=1938
+  _globals['_GETCODEREQUEST']._serialized_end=1968
+  _globals['_REDEMPTION']._serialized_start=1970
+  _globals['_REDEMPTION']._serialized_end=2090
+  _globals['_GETCODERESPONSE']._serialized_start=2092
+  _globals['_GETCODERESPONSE']._serialized_end=2212
+  _globals['_LISTCODESREQUEST']._serialized_start=2215
+  _globals['_LISTCODESREQUEST']._serialized_end=2385
+  _globals['_LISTCODESRESPONSE']._serialized_start=2387
+  _globals['_LISTCODESRESPONSE']._serialized_end=2480
+  _globals['_DISABLECODEREQUEST']._serialized_start=2482
+  _globals['_DISABLECODEREQUEST']._serialized_end=2516
+  _globals['_DISABLECODERESPONSE']._serialized_start=2518
+  _globals['_DISABLECODERESPONSE']._serialized_end=2587
+  _globals['_CREATECAMPAIGNREQUEST']._serialized_start=2589
+  _globals['_CREATECAMPAIGNREQUEST']._serialized_end=2682
+  _globals['_CREATECAMPAIGNRESPONSE']._serialized_start=2684
+  _globals['_CREATECAMPAIGNRESPONSE']._serialized_end=2758
+  _globals['_LISTCAMPAIGNSREQUEST']._serialized_start=2760
+  _globals['_LISTCAMPAIGNSREQUEST']._serialized_end=2821
+  _globals['_LISTCAMPAIGNSRESPONSE']._serialized_start=2823
+  _globals['_LISTCAMPAIGNSRESPONSE']._serialized_end=2922
+  _globals['_GETREFERRALTREEREQUEST']._serialized_start=2924
+  _globals['_GETREFERRALTREEREQUEST']._serialized_end=3006
+  _globals['_REFERRALNODE']._serialized_start=3009
+  _globals['_REFERRALNODE']._serialized_end=3161
+  _globals['_GETREFERRALTREERESPONSE']._serialized_start=3163
+  _globals['_GETREFERRALTREERESPONSE']._serialized_end=3242
+  _globals['_INVITESERVICE']._serialized_start=3496
+  _globals['_INVITESERVICE']._serialized_end=4971
 # @@protoc_insertion_point(module_scope)
