@@ -19,10 +19,11 @@ from invite_svc.codes import InvalidCode, display, normalize
 from invite_svc.domain import Refusal
 from invite_svc.jobs import expiry_job
 from invite_svc.sealing import CodeSealer
-from invite_svc.store import HoldRecord, InviteStore, MintedCode, OwnedCode, Owner, ReferralNode
+from invite_svc.store import Campaign, HoldRecord, InviteStore, MintedCode, OwnedCode, Owner, ReferralNode
 from mesh.access import current_principal
 from mesh.emails import InvalidEmail, canonical_email
 from mesh.errors import (
+    AlreadyExists,
     FailedPrecondition,
     FieldViolation,
     InvalidArgument,
@@ -38,12 +39,15 @@ MAX_MINT = 10_000
 MAX_DEPTH = 10
 DEFAULT_PAGE = 50
 MAX_PAGE = 500
+MAX_NAME = 100
+MAX_QUOTA = 100
 _REFUSAL_KINDS: dict[str, type[MeshError]] = {
     domain.NOT_FOUND: NotFound,
     domain.HOLD_NOT_FOUND: NotFound,
     domain.EXHAUSTED: ResourceExhausted,
     domain.CAMPAIGN_FULL: ResourceExhausted,
     domain.BUSY: Unavailable,
+    domain.CAMPAIGN_NAME_TAKEN: AlreadyExists,
 }
 
 
@@ -91,9 +95,7 @@ class InviteService(invite_service_pb2_grpc.InviteServiceServicer):
             return pb.ReleaseHoldResponse(hold=_hold(await self._store.release(_uuid("hold_id", request.hold_id))))
 
     async def ListMyCodes(self, request: pb.ListMyCodesRequest, context: Any) -> pb.ListMyCodesResponse:
-        page_size = request.page_size or DEFAULT_PAGE
-        if not 0 < page_size <= MAX_PAGE:
-            raise InvalidArgument([FieldViolation("page_size", f"between 1 and {MAX_PAGE}")])
+        page_size = _page_size(request.page_size)
         after = _page_position(request.page_token) if request.page_token else None
         owned = await self._store.codes_of(uuid.UUID(current_principal.get().id), page_size, after)
         last = owned[-1] if len(owned) == page_size else None
@@ -115,6 +117,47 @@ class InviteService(invite_service_pb2_grpc.InviteServiceServicer):
         root = Owner(user_id=root_id) if kind == "user_id" else Owner(admin_id=root_id)
         tree = await self._store.referral_tree(root, request.depth)
         return pb.GetReferralTreeResponse(children=[_referral(node) for node in tree])
+
+    async def CreateCampaign(self, request: pb.CreateCampaignRequest, context: Any) -> pb.CreateCampaignResponse:
+        wanted = request.campaign
+        violations = []
+        if not 1 <= len(wanted.display_name.strip()) <= MAX_NAME:
+            violations.append(FieldViolation("campaign.display_name", f"1 to {MAX_NAME} characters"))
+        if wanted.capacity < 0:
+            violations.append(FieldViolation("campaign.capacity", "0 (unlimited) or more"))
+        if not 0 <= wanted.invite_quota <= MAX_QUOTA:
+            violations.append(FieldViolation("campaign.invite_quota", f"between 0 and {MAX_QUOTA}"))
+        domains = frozenset(name.strip().lower() for name in wanted.allowed_email_domains)
+        if any("." not in name or "@" in name for name in domains):
+            violations.append(FieldViolation("campaign.allowed_email_domains", "domains such as example.com"))
+        window = domain.Window(
+            wanted.start_time.ToDatetime(datetime.UTC) if wanted.HasField("start_time") else None,
+            wanted.end_time.ToDatetime(datetime.UTC) if wanted.HasField("end_time") else None,
+        )
+        if window.start and window.end and window.end <= window.start:
+            violations.append(FieldViolation("campaign.end_time", "after start_time"))
+        if violations:
+            raise InvalidArgument(violations)
+        with _refusals():
+            created = await self._store.create_campaign(
+                wanted.display_name.strip(),
+                wanted.capacity or None,
+                domains,
+                wanted.invite_quota,
+                window,
+                request.request_id or None,
+            )
+        return pb.CreateCampaignResponse(campaign=_campaign(created))
+
+    async def ListCampaigns(self, request: pb.ListCampaignsRequest, context: Any) -> pb.ListCampaignsResponse:
+        page_size = _page_size(request.page_size)
+        after = _page_position(request.page_token) if request.page_token else None
+        found = await self._store.campaigns(page_size, after)
+        last = found[-1] if len(found) == page_size else None
+        return pb.ListCampaignsResponse(
+            campaigns=[_campaign(campaign) for campaign in found],
+            next_page_token=_page_token(last.create_time, last.id) if last else "",
+        )
 
     async def MintCodes(self, request: pb.MintCodesRequest, context: Any) -> pb.MintCodesResponse:
         violations = []
@@ -186,6 +229,27 @@ def _hold(hold: HoldRecord) -> pb.Hold:
         referrer=_owner(hold.referrer),
         campaign_id=str(hold.campaign_id) if hold.campaign_id else "",
         invite_quota=hold.invite_quota,
+    )
+
+
+def _page_size(asked: int) -> int:
+    page_size = asked or DEFAULT_PAGE
+    if not 0 < page_size <= MAX_PAGE:
+        raise InvalidArgument([FieldViolation("page_size", f"between 1 and {MAX_PAGE}")])
+    return page_size
+
+
+def _campaign(campaign: Campaign) -> pb.Campaign:
+    return pb.Campaign(
+        id=str(campaign.id),
+        display_name=campaign.display_name,
+        capacity=campaign.capacity or 0,
+        taken=campaign.taken,
+        allowed_email_domains=sorted(campaign.allowed_email_domains),
+        invite_quota=campaign.invite_quota,
+        start_time=_timestamp(campaign.window.start),
+        end_time=_timestamp(campaign.window.end),
+        create_time=_timestamp(campaign.create_time),
     )
 
 

@@ -34,6 +34,7 @@ from invite_svc.domain import (
     ALREADY_REDEEMED,
     BUSY,
     CAMPAIGN_FULL,
+    CAMPAIGN_NAME_TAKEN,
     DEFAULT_HOLD_TTL,
     EXHAUSTED,
     HOLD_EXPIRED,
@@ -91,6 +92,18 @@ class ReferralNode:
     code_id: uuid.UUID
     confirm_time: datetime.datetime
     children: list[ReferralNode]
+
+
+@dataclass(frozen=True)
+class Campaign:
+    id: uuid.UUID
+    display_name: str
+    capacity: int | None
+    taken: int
+    allowed_email_domains: frozenset[str]
+    invite_quota: int
+    window: Window
+    create_time: datetime.datetime
 
 
 @dataclass(frozen=True)
@@ -232,9 +245,19 @@ class InviteStore:
         allowed_email_domains: frozenset[str] = frozenset(),
         invite_quota: int = 0,
         window: Window | None = None,
-    ) -> uuid.UUID:
+        request_id: str | None = None,
+    ) -> Campaign:
+        """A new campaign; the same `request_id` again answers the first one."""
         campaign_id, window = uuid.uuid4(), window or Window()
         async with self._engine.begin() as connection:
+            if request_id:
+                await connection.execute(text("SELECT pg_advisory_xact_lock(hashtext(:id))"), {"id": request_id})
+                earlier = (await connection.execute(_CAMPAIGNS.where(campaigns.c.request_id == request_id))).first()
+                if earlier is not None:
+                    return _campaign(earlier._mapping)
+            named = (await connection.execute(_CAMPAIGNS.where(campaigns.c.display_name == display_name))).first()
+            if named is not None:
+                raise Refusal(CAMPAIGN_NAME_TAKEN, "a campaign with this name exists")
             await connection.execute(
                 insert(campaigns).values(
                     id=campaign_id,
@@ -244,6 +267,7 @@ class InviteStore:
                     invite_quota=invite_quota,
                     start_time=window.start,
                     end_time=window.end,
+                    request_id=request_id,
                 )
             )
             if capacity:
@@ -254,7 +278,15 @@ class InviteStore:
                         for slot, spots in enumerate(slot_capacities(capacity))
                     ],
                 )
-        return campaign_id
+            return _campaign((await connection.execute(_CAMPAIGNS.where(campaigns.c.id == campaign_id))).one()._mapping)
+
+    async def campaigns(self, limit: int, after: tuple[datetime.datetime, uuid.UUID] | None) -> list[Campaign]:
+        """Campaigns, oldest first, keyset-paginated."""
+        query = _CAMPAIGNS.order_by(campaigns.c.create_time, campaigns.c.id).limit(limit)
+        if after is not None:
+            query = query.where(tuple_(campaigns.c.create_time, campaigns.c.id) > tuple_(*after))
+        async with self._engine.connect() as connection:
+            return [_campaign(row._mapping) for row in await connection.execute(query)]
 
     async def check(self, code: str, now: datetime.datetime) -> None:
         """Raises the Refusal a hold of `code` would meet right now (email rules aside)."""
@@ -511,6 +543,26 @@ _REPLACE_LIVE_HOLD = (
     .returning(holds.c.code_id, holds.c.code_slot, holds.c.campaign_id, holds.c.campaign_slot)
 )
 _INSERT_HOLD = insert(holds)
+_CAMPAIGNS = select(
+    campaigns,
+    select(func.coalesce(func.sum(campaign_slots.c.taken), 0))
+    .where(campaign_slots.c.campaign_id == campaigns.c.id)
+    .scalar_subquery()
+    .label("taken"),
+)
+
+
+def _campaign(row: Any) -> Campaign:
+    return Campaign(
+        id=row["id"],
+        display_name=row["display_name"],
+        capacity=row["capacity"],
+        taken=int(row["taken"]),
+        allowed_email_domains=frozenset(row["allowed_email_domains"] or ()),
+        invite_quota=row["invite_quota"],
+        window=Window(row["start_time"], row["end_time"]),
+        create_time=row["create_time"],
+    )
 
 
 def _terms(row: Any, ignore_domains: bool = False) -> CodeTerms:

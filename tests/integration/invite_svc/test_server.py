@@ -162,3 +162,43 @@ async def test_referral_tree_follows_confirmed_uses_down_to_the_depth(callers: C
     assert [node.user_id for node in shallow.children[0].children] == [second]
     assert list(shallow.children[0].children[0].children) == []
     assert len(deep.children[0].children[0].children) == 1
+
+
+async def test_campaigns_are_created_once_per_request_and_listed(callers: Callers) -> None:
+    name = f"launch {uuid.uuid4().hex[:6]}"
+    wanted = pb.Campaign(display_name=name, capacity=2, allowed_email_domains=["Corp.Example"], invite_quota=3)
+    request_id = uuid.uuid4().hex
+
+    first = (
+        await callers.admin.CreateCampaign(pb.CreateCampaignRequest(campaign=wanted, request_id=request_id))
+    ).campaign
+    again = (
+        await callers.admin.CreateCampaign(pb.CreateCampaignRequest(campaign=wanted, request_id=request_id))
+    ).campaign
+    with pytest.raises(grpc.aio.AioRpcError) as taken:
+        await callers.admin.CreateCampaign(pb.CreateCampaignRequest(campaign=wanted, request_id=uuid.uuid4().hex))
+
+    assert first == again
+    assert list(first.allowed_email_domains) == ["corp.example"]
+    assert taken.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    (code,) = await _mint_in(callers, first.id)
+    with pytest.raises(grpc.aio.AioRpcError) as wrong_domain:
+        await callers.auth.HoldCode(_hold(code.code, _someone("ada")))
+    assert error_info(wrong_domain.value).reason == "INVITE_EMAIL_DOMAIN_NOT_ALLOWED"  # type: ignore[union-attr]
+    held = (await callers.auth.HoldCode(_hold(code.code, _someone("ada", "corp.example")))).hold
+    assert held.invite_quota == 3
+    listed = []
+    page = pb.ListCampaignsResponse(next_page_token="")
+    while True:
+        page = await callers.admin.ListCampaigns(pb.ListCampaignsRequest(page_size=50, page_token=page.next_page_token))
+        listed.extend(page.campaigns)
+        if not page.next_page_token:
+            break
+    assert [c.taken for c in listed if c.id == first.id] == [1]
+
+
+async def _mint_in(callers: Callers, campaign_id: str) -> list[pb.InviteCode]:
+    minted = await callers.admin.MintCodes(
+        pb.MintCodesRequest(count=1, max_uses=5, owner=pb.Owner(admin_id=ADMIN_ID), campaign_id=campaign_id)
+    )
+    return list(minted.codes)

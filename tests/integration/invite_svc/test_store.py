@@ -91,7 +91,7 @@ async def test_50_concurrent_holds_of_one_email_on_different_codes_leave_one_liv
 
 
 async def test_campaign_capacity_is_exact_across_many_codes(store: InviteStore, migrated_database_url: str) -> None:
-    campaign = await store.create_campaign(f"launch-{secrets.token_hex(4)}", capacity=23)
+    campaign = (await store.create_campaign(f"launch-{secrets.token_hex(4)}", capacity=23)).id
     minted = await store.mint(10, 10, ADMIN, campaign_id=campaign)
 
     outcomes = await asyncio.gather(
