@@ -187,7 +187,7 @@ async def test_campaigns_are_created_once_per_request_and_listed(callers: Caller
     assert error_info(wrong_domain.value).reason == "INVITE_EMAIL_DOMAIN_NOT_ALLOWED"  # type: ignore[union-attr]
     held = (await callers.auth.HoldCode(_hold(code.code, _someone("ada", "corp.example")))).hold
     assert held.invite_quota == 3
-    listed = []
+    listed: list[pb.Campaign] = []
     page = pb.ListCampaignsResponse(next_page_token="")
     while True:
         page = await callers.admin.ListCampaigns(pb.ListCampaignsRequest(page_size=50, page_token=page.next_page_token))
