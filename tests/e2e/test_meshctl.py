@@ -74,6 +74,19 @@ def test_checking_an_unknown_code_through_envoy_says_not_valid(mesh: Mesh) -> No
     assert body == {"valid": False, "reason": "INVITE_CODE_NOT_FOUND"}
 
 
+def test_minted_codes_check_valid_through_envoy(mesh: Mesh) -> None:
+    minted = json.loads(mesh.ctl("invites", "mint", "--count", "3", "--max-uses", "2", "--expires-in", "7d",
+                                 "--campaign", "beta", "--json").stdout)  # fmt: skip
+    again = json.loads(mesh.ctl("invites", "mint", "--campaign", "beta", "--json").stdout)
+
+    assert len(minted) == 3
+    assert {code["campaignId"] for code in [*minted, *again]} == {minted[0]["campaignId"]}
+    assert all(code["maxUses"] == "2" and "expireTime" in code for code in minted)
+    for code in minted:
+        with urllib.request.urlopen(_post(mesh, "/v1/invites:check", {"code": code["code"]}), timeout=10) as answer:  # noqa: S310
+            assert json.loads(answer.read()) == {"valid": True, "reason": ""}
+
+
 def test_a_typo_through_envoy_is_a_400_with_a_field_violation(mesh: Mesh) -> None:
     code = invite_codes.generate()
     typo = code[:-1] + ("2" if code[-1] != "2" else "3")
