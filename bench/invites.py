@@ -21,7 +21,7 @@ from invitemesh.invite.v1 import invite_service_pb2 as pb
 from invitemesh.invite.v1 import invite_service_pb2_grpc
 
 from bench.harness import backends, calls_per_second, listed, median, serve_here, server_process, signed_channel
-from invite_svc.server import InviteService, invite_store
+from invite_svc.server import InviteService, check_budget, invite_store
 from mesh.server import ServiceRuntime
 from mesh.services import INVITE
 from mesh.settings import Settings
@@ -38,7 +38,8 @@ class WithNoOp(InviteService):
 
 
 def add_with_no_op(server: grpc.aio.Server, runtime: ServiceRuntime) -> None:
-    invite_service_pb2_grpc.add_InviteServiceServicer_to_server(WithNoOp(invite_store(runtime)), server)  # type: ignore[abstract]
+    service = WithNoOp(invite_store(runtime), check_budget(runtime))  # type: ignore[abstract]
+    invite_service_pb2_grpc.add_InviteServiceServicer_to_server(service, server)
 
 
 async def measure(args: argparse.Namespace, settings: Settings) -> None:

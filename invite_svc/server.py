@@ -33,6 +33,8 @@ from mesh.errors import (
     Unavailable,
 )
 from mesh.keys import load_kek
+from mesh.limits import FixedWindowLimit
+from mesh.peers import client_address
 from mesh.server import ServiceRuntime
 
 MAX_MINT = 10_000
@@ -55,11 +57,14 @@ class InviteService(invite_service_pb2_grpc.InviteServiceServicer):
     """Methods land here as they are built; the others answer UNIMPLEMENTED (hence the
     `abstract` ignore below, which mypy flags as unused once every method exists)."""
 
-    def __init__(self, store: InviteStore) -> None:
+    def __init__(self, store: InviteStore, checks: FixedWindowLimit) -> None:
         self._store = store
+        self._checks = checks
 
     async def CheckCode(self, request: pb.CheckCodeRequest, context: Any) -> pb.CheckCodeResponse:
-        code = _code(request.code)
+        code = _code(request.code)  # a typo costs the client no lookup budget
+        if not await self._checks.allow(client_address(context)):
+            raise ResourceExhausted("RATE_LIMITED", "too many code checks from this address; wait a minute")
         try:
             await self._store.check(code, datetime.datetime.now(datetime.UTC))
         except Refusal as refusal:
@@ -305,5 +310,10 @@ def invite_store(runtime: ServiceRuntime) -> InviteStore:
     return store
 
 
+def check_budget(runtime: ServiceRuntime) -> FixedWindowLimit:
+    return FixedWindowLimit(runtime.redis, runtime.keys, "checks", runtime.settings.invite_checks_per_minute, 60)
+
+
 def add_servicers(server: grpc.aio.Server, runtime: ServiceRuntime) -> None:
-    invite_service_pb2_grpc.add_InviteServiceServicer_to_server(InviteService(invite_store(runtime)), server)  # type: ignore[abstract]
+    service = InviteService(invite_store(runtime), check_budget(runtime))  # type: ignore[abstract]
+    invite_service_pb2_grpc.add_InviteServiceServicer_to_server(service, server)

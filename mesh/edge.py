@@ -80,6 +80,8 @@ def _http_connection_manager(descriptor_set: Path) -> dict[str, Any]:
             "stat_prefix": "edge",
             "codec_type": "AUTO",
             "generate_request_id": True,
+            # The client's own address, in x-envoy-external-address, for per-client budgets.
+            "use_remote_address": True,
             "route_config": {
                 "name": "edge",
                 "virtual_hosts": [{"name": "invitemesh", "domains": ["*"], "routes": edge_routes()}],

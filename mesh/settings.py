@@ -50,6 +50,7 @@ class Settings(BaseSettings):
 
     invite_hold_ttl: float = Field(default=1800.0, gt=0)
     invite_expiry_interval: float = Field(default=5.0, gt=0)
+    invite_checks_per_minute: int = Field(default=30, gt=0)
 
     grace_period: float = Field(default=10.0, gt=0)
     health_interval: float = Field(default=2.0, gt=0)

@@ -14,6 +14,7 @@ import pytest
 from invitemesh.invite.v1 import invite_service_pb2 as pb
 from invitemesh.invite.v1 import invite_service_pb2_grpc
 
+from invite_svc.codes import generate
 from invite_svc.server import add_servicers
 from mesh.channels import open_channel
 from mesh.errors import error_info, field_violations
@@ -202,3 +203,32 @@ async def _mint_in(callers: Callers, campaign_id: str) -> list[pb.InviteCode]:
         pb.MintCodesRequest(count=1, max_uses=5, owner=pb.Owner(admin_id=ADMIN_ID), campaign_id=campaign_id)
     )
     return list(minted.codes)
+
+
+async def test_checks_spend_a_per_client_budget_that_typos_do_not_touch(
+    tmp_path: Path, migrated_database_url: str, redis_url: str
+) -> None:
+    trust = make_trust(tmp_path, migrated_database_url, redis_url, invite_checks_per_minute=3)
+    server = MeshServer(INVITE, add_servicers, trust.settings)
+    await server.start()
+    try:
+        async with open_channel(f"127.0.0.1:{server.port}", trust.settings) as channel:
+            stub = invite_service_pb2_grpc.InviteServiceStub(channel)
+            me = (("x-envoy-external-address", f"198.51.100.{uuid.uuid4().int % 250}"),)
+            for _ in range(5):
+                with pytest.raises(grpc.aio.AioRpcError) as typo:
+                    await stub.CheckCode(pb.CheckCodeRequest(code="ABCD-EFGH-0"), metadata=me)
+                assert typo.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            unknown = pb.CheckCodeRequest(code=generate())
+            for _ in range(3):
+                await stub.CheckCode(unknown, metadata=me)
+            with pytest.raises(grpc.aio.AioRpcError) as limited:
+                await stub.CheckCode(unknown, metadata=me)
+            other = (("x-envoy-external-address", f"203.0.113.{uuid.uuid4().int % 250}"),)
+            other_answer = await stub.CheckCode(unknown, metadata=other)
+    finally:
+        await server.stop(0)
+
+    assert limited.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert error_info(limited.value).reason == "RATE_LIMITED"  # type: ignore[union-attr]
+    assert other_answer.valid is False
