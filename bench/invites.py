@@ -38,7 +38,7 @@ class WithNoOp(InviteService):
 
 
 def add_with_no_op(server: grpc.aio.Server, runtime: ServiceRuntime) -> None:
-    service = WithNoOp(invite_store(runtime), check_budget(runtime))  # type: ignore[abstract]
+    service = WithNoOp(invite_store(runtime), check_budget(runtime))
     invite_service_pb2_grpc.add_InviteServiceServicer_to_server(service, server)
 
 

@@ -54,9 +54,6 @@ _REFUSAL_KINDS: dict[str, type[MeshError]] = {
 
 
 class InviteService(invite_service_pb2_grpc.InviteServiceServicer):
-    """Methods land here as they are built; the others answer UNIMPLEMENTED (hence the
-    `abstract` ignore below, which mypy flags as unused once every method exists)."""
-
     def __init__(self, store: InviteStore, checks: FixedWindowLimit) -> None:
         self._store = store
         self._checks = checks
@@ -102,12 +99,53 @@ class InviteService(invite_service_pb2_grpc.InviteServiceServicer):
     async def ListMyCodes(self, request: pb.ListMyCodesRequest, context: Any) -> pb.ListMyCodesResponse:
         page_size = _page_size(request.page_size)
         after = _page_position(request.page_token) if request.page_token else None
-        owned = await self._store.codes_of(uuid.UUID(current_principal.get().id), page_size, after)
+        me = Owner(user_id=uuid.UUID(current_principal.get().id))
+        owned = await self._store.list_codes(page_size, after, owner=me)
         last = owned[-1] if len(owned) == page_size else None
         return pb.ListMyCodesResponse(
             codes=[_owned(code) for code in owned],
             next_page_token=_page_token(last.create_time, last.code.id) if last else "",
         )
+
+    async def GetCode(self, request: pb.GetCodeRequest, context: Any) -> pb.GetCodeResponse:
+        with _refusals():
+            owned, redemptions = await self._store.code(_code(request.code))
+        return pb.GetCodeResponse(
+            code=_owned(owned),
+            redemptions=[
+                pb.Redemption(
+                    hold=_hold(use.hold),
+                    user_id=str(use.user_id) if use.user_id else "",
+                    create_time=_timestamp(use.create_time),
+                )
+                for use in redemptions
+            ],
+        )
+
+    async def ListCodes(self, request: pb.ListCodesRequest, context: Any) -> pb.ListCodesResponse:
+        page_size = _page_size(request.page_size)
+        after = _page_position(request.page_token) if request.page_token else None
+        kind = request.owner.WhichOneof("kind") if request.HasField("owner") else None
+        owner = None
+        if kind is not None:
+            owner_id = _uuid(f"owner.{kind}", getattr(request.owner, kind))
+            owner = Owner(user_id=owner_id) if kind == "user_id" else Owner(admin_id=owner_id)
+        listed = await self._store.list_codes(
+            page_size,
+            after,
+            owner=owner,
+            campaign_id=_uuid("campaign_id", request.campaign_id) if request.campaign_id else None,
+            state=domain.CodeState(request.state) if request.state else None,
+        )
+        last = listed[-1] if len(listed) == page_size else None
+        return pb.ListCodesResponse(
+            codes=[_owned(code) for code in listed],
+            next_page_token=_page_token(last.create_time, last.code.id) if last else "",
+        )
+
+    async def DisableCode(self, request: pb.DisableCodeRequest, context: Any) -> pb.DisableCodeResponse:
+        with _refusals():
+            return pb.DisableCodeResponse(code=_owned(await self._store.disable(_code(request.code))))
 
     async def GetReferralTree(self, request: pb.GetReferralTreeRequest, context: Any) -> pb.GetReferralTreeResponse:
         kind = request.root.WhichOneof("kind")
@@ -315,5 +353,5 @@ def check_budget(runtime: ServiceRuntime) -> FixedWindowLimit:
 
 
 def add_servicers(server: grpc.aio.Server, runtime: ServiceRuntime) -> None:
-    service = InviteService(invite_store(runtime), check_budget(runtime))  # type: ignore[abstract]
+    service = InviteService(invite_store(runtime), check_budget(runtime))
     invite_service_pb2_grpc.add_InviteServiceServicer_to_server(service, server)

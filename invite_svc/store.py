@@ -55,6 +55,7 @@ from mesh.emails import email_domain
 
 _ATTEMPTS = 4
 EXPIRY_BATCH = 500
+MAX_REDEMPTIONS = 1000
 _BUSY_PATIENCE = 3.0
 _DEADLOCK = "40P01"
 
@@ -103,6 +104,13 @@ class Campaign:
     allowed_email_domains: frozenset[str]
     invite_quota: int
     window: Window
+    create_time: datetime.datetime
+
+
+@dataclass(frozen=True)
+class Redemption:
+    hold: HoldRecord
+    user_id: uuid.UUID | None
     create_time: datetime.datetime
 
 
@@ -444,40 +452,64 @@ class InviteStore:
             (parent.children if parent is not None else roots).append(nodes[row.user_id])
         return roots
 
-    async def codes_of(
-        self, user_id: uuid.UUID, limit: int, after: tuple[datetime.datetime, uuid.UUID] | None
+    async def list_codes(
+        self,
+        limit: int,
+        after: tuple[datetime.datetime, uuid.UUID] | None = None,
+        owner: Owner | None = None,
+        campaign_id: uuid.UUID | None = None,
+        state: CodeState | None = None,
     ) -> list[OwnedCode]:
-        """A user's codes, oldest first, with their confirmed and held uses; keyset-paginated."""
-        uses = (
-            select(
-                holds.c.code_id,
-                func.count().filter(holds.c.state == HoldState.CONFIRMED).label("confirmed"),
-                func.count().filter(holds.c.state == HoldState.HELD).label("held"),
-            )
-            .group_by(holds.c.code_id)
-            .subquery()
-        )
-        query = (
-            select(
-                codes,
-                func.coalesce(uses.c.confirmed, 0).label("confirmed"),
-                func.coalesce(uses.c.held, 0).label("held"),
-            )
-            .select_from(codes.outerjoin(uses, uses.c.code_id == codes.c.id))
-            .where(codes.c.owner_user_id == user_id)
-            .order_by(codes.c.create_time, codes.c.id)
-            .limit(limit)
-        )
+        """Codes, oldest first, with their confirmed and held uses; keyset-paginated."""
+        query = _LISTED_CODES.order_by(codes.c.create_time, codes.c.id).limit(limit)
         if after is not None:
             query = query.where(tuple_(codes.c.create_time, codes.c.id) > tuple_(*after))
+        if owner is not None and owner.user_id is not None:
+            query = query.where(codes.c.owner_user_id == owner.user_id)
+        if owner is not None and owner.admin_id is not None:
+            query = query.where(codes.c.owner_admin_id == owner.admin_id)
+        if campaign_id is not None:
+            query = query.where(codes.c.campaign_id == campaign_id)
+        if state is not None:
+            query = query.where(codes.c.state == state)
         async with self._engine.connect() as connection:
-            rows = (await connection.execute(query)).all()
-        return [
-            OwnedCode(
-                self._minted(row._mapping), CodeState(row.state), int(row.confirmed), int(row.held), row.create_time
+            return [self._owned(row._mapping) for row in await connection.execute(query)]
+
+    async def code(self, code: str) -> tuple[OwnedCode, list[Redemption]]:
+        """One code by its canonical form, with its uses, newest first."""
+        async with self._engine.connect() as connection:
+            row = (await connection.execute(_LISTED_CODES.where(codes.c.lookup == self._sealer.lookup(code)))).first()
+            if row is None:
+                raise Refusal(NOT_FOUND, "no such invite code")
+            used = await connection.execute(
+                _hold_with_terms()
+                .add_columns(holds.c.user_id, holds.c.create_time)
+                .where(holds.c.code_id == row.id)
+                .order_by(holds.c.create_time.desc())
+                .limit(MAX_REDEMPTIONS)
             )
-            for row in rows
-        ]
+            return self._owned(row._mapping), [
+                Redemption(_hold(use._mapping), use.user_id, use.create_time) for use in used
+            ]
+
+    async def disable(self, code: str) -> OwnedCode:
+        """No new holds on the code; its confirmed uses stay. Disabling twice changes nothing."""
+        async with self._engine.begin() as connection:
+            disabled = await connection.execute(
+                update(codes)
+                .where(codes.c.lookup == self._sealer.lookup(code))
+                .values(state=func.greatest(codes.c.state, CodeState.DISABLED))
+                .returning(codes.c.id)
+            )
+            code_id = disabled.scalar()
+            if code_id is None:
+                raise Refusal(NOT_FOUND, "no such invite code")
+            return self._owned((await connection.execute(_LISTED_CODES.where(codes.c.id == code_id))).one()._mapping)
+
+    def _owned(self, row: Any) -> OwnedCode:
+        return OwnedCode(
+            self._minted(row), CodeState(row["state"]), int(row["confirmed"]), int(row["held"]), row["create_time"]
+        )
 
     async def expire_due(self, batch: int = EXPIRY_BATCH) -> int:
         """Expires holds past their time to live and returns their uses; safe in many replicas."""
@@ -543,6 +575,17 @@ _REPLACE_LIVE_HOLD = (
     .returning(holds.c.code_id, holds.c.code_slot, holds.c.campaign_id, holds.c.campaign_slot)
 )
 _INSERT_HOLD = insert(holds)
+_LISTED_CODES = select(
+    codes,
+    select(func.count())
+    .where(holds.c.code_id == codes.c.id, holds.c.state == HoldState.CONFIRMED)
+    .scalar_subquery()
+    .label("confirmed"),
+    select(func.count())
+    .where(holds.c.code_id == codes.c.id, holds.c.state == HoldState.HELD)
+    .scalar_subquery()
+    .label("held"),
+)
 _CAMPAIGNS = select(
     campaigns,
     select(func.coalesce(func.sum(campaign_slots.c.taken), 0))

@@ -232,3 +232,38 @@ async def test_checks_spend_a_per_client_budget_that_typos_do_not_touch(
     assert limited.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert error_info(limited.value).reason == "RATE_LIMITED"  # type: ignore[union-attr]
     assert other_answer.valid is False
+
+
+async def test_admins_look_codes_up_list_them_and_disable_them(callers: Callers) -> None:
+    campaign = (
+        await callers.admin.CreateCampaign(
+            pb.CreateCampaignRequest(campaign=pb.Campaign(display_name=f"lookup {uuid.uuid4().hex[:6]}"))
+        )
+    ).campaign
+    owner = pb.Owner(admin_id=str(uuid.uuid4()))
+    minted = (
+        await callers.admin.MintCodes(pb.MintCodesRequest(count=3, max_uses=2, owner=owner, campaign_id=campaign.id))
+    ).codes
+    held = (await callers.auth.HoldCode(_hold(minted[0].code, _someone("ada")))).hold
+    redeemer = str(uuid.uuid4())
+    await callers.auth.ConfirmHold(pb.ConfirmHoldRequest(hold_id=held.id, user_id=redeemer))
+
+    found = await callers.admin.GetCode(pb.GetCodeRequest(code=minted[0].code.replace("-", " ").lower()))
+    listed = await callers.admin.ListCodes(pb.ListCodesRequest(campaign_id=campaign.id, page_size=2))
+    rest = await callers.admin.ListCodes(
+        pb.ListCodesRequest(campaign_id=campaign.id, page_size=2, page_token=listed.next_page_token)
+    )
+    disabled = (await callers.admin.DisableCode(pb.DisableCodeRequest(code=minted[1].code))).code
+    by_owner = await callers.admin.ListCodes(pb.ListCodesRequest(owner=owner, state=pb.CODE_STATE_DISABLED))
+
+    assert (found.code.confirmed_uses, found.code.held_uses) == (1, 0)
+    assert [(r.user_id, r.hold.state) for r in found.redemptions] == [(redeemer, pb.HOLD_STATE_CONFIRMED)]
+    assert sorted(c.code for c in [*listed.codes, *rest.codes]) == sorted(c.code for c in minted)
+    assert rest.next_page_token == ""
+    assert disabled.state == pb.CODE_STATE_DISABLED
+    assert [c.code for c in by_owner.codes] == [minted[1].code]
+    answer = await callers.anyone.CheckCode(pb.CheckCodeRequest(code=minted[1].code))
+    assert (answer.valid, answer.reason) == (False, "INVITE_CODE_DISABLED")
+    with pytest.raises(grpc.aio.AioRpcError) as missing:
+        await callers.admin.GetCode(pb.GetCodeRequest(code=generate()))
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND
