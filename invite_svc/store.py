@@ -326,19 +326,47 @@ class InviteStore:
         raise Refusal(ALREADY_REDEEMED, "this email is redeeming another code right now")
 
     async def _hold_once(self, code: str, canonical_email: str, request_id: str) -> HoldRecord:
+        lookup = self._sealer.lookup(code)
+        async with self._engine.connect() as connection:
+            # The common hold, a first one on a code outside any campaign, is one atomic statement:
+            # no transaction to open and close around it.
+            await connection.execution_options(isolation_level="AUTOCOMMIT")
+            context = await _decide(connection, lookup, canonical_email, request_id)
+            if isinstance(context, HoldRecord):
+                return context
+            if context["live_hold"] is None and not context["campaign_capacity"]:
+                return await self._hold_alone(connection, context, canonical_email, request_id)
+        return await self._hold_in_transaction(lookup, canonical_email, request_id)
+
+    async def _hold_alone(
+        self, connection: AsyncConnection, context: Any, canonical_email: str, request_id: str
+    ) -> HoldRecord:
+        hold = self._new_hold(context)
+        values = {
+            "id": hold.id,
+            "code_id": hold.code_id,
+            "canonical_email": canonical_email,
+            "request_id": request_id,
+            "expire_time": hold.expire_time,
+        }
+        if not context["max_uses"]:
+            await connection.execute(_INSERT_HOLD, {**values, "state": HoldState.HELD})
+            return hold
+        deadline, pause = time.monotonic() + _BUSY_PATIENCE, 0.001
+        while (await connection.execute(_TAKE_USE_AND_HOLD, values)).first() is None:
+            if not await CODE_USES.has_room(connection, hold.code_id):
+                raise Refusal(EXHAUSTED, "this invite code has no uses left")
+            if time.monotonic() > deadline:
+                raise Refusal(BUSY, "this invite code is very busy right now; try again")
+            await asyncio.sleep(random.uniform(0, pause))  # noqa: S311 - jitter, not a secret
+            pause = min(pause * 2, 0.02)
+        return hold
+
+    async def _hold_in_transaction(self, lookup: bytes, canonical_email: str, request_id: str) -> HoldRecord:
         async with self._engine.begin() as connection:
-            found = await connection.execute(
-                _HOLD_CONTEXT, {"lookup": self._sealer.lookup(code), "email": canonical_email, "request_id": request_id}
-            )
-            row = found.first()
-            if row is None:
-                raise Refusal(NOT_FOUND, "no such invite code")
-            context = row._mapping
-            if context["earlier"] is not None:
-                return await _hold_by_id(connection, context["earlier"])
-            refuse_hold(_terms(context), email_domain(canonical_email), context["now"])
-            if context["redeemed"]:
-                raise Refusal(ALREADY_REDEEMED, "this email has already redeemed an invite")
+            context = await _decide(connection, lookup, canonical_email, request_id)
+            if isinstance(context, HoldRecord):
+                return context
             replaced = await connection.execute(_REPLACE_LIVE_HOLD, {"email": canonical_email})
             await _give_back(connection, [previous._mapping for previous in replaced])
             # Campaign before code, always: one lock order keeps concurrent holds from deadlocking.
@@ -352,15 +380,7 @@ class InviteStore:
                 code_slot = await CODE_USES.take(connection, context["id"])
                 if code_slot is None:
                     raise Refusal(EXHAUSTED, "this invite code has no uses left")
-            hold = HoldRecord(
-                id=uuid.uuid4(),
-                code_id=context["id"],
-                state=HoldState.HELD,
-                expire_time=context["now"] + self._hold_ttl,
-                referrer=Owner(context["owner_user_id"], context["owner_admin_id"]),
-                campaign_id=context["campaign_id"],
-                invite_quota=int(context["invite_quota"]),
-            )
+            hold = self._new_hold(context)
             await connection.execute(
                 _INSERT_HOLD,
                 {
@@ -376,6 +396,17 @@ class InviteStore:
                 },
             )
             return hold
+
+    def _new_hold(self, context: Any) -> HoldRecord:
+        return HoldRecord(
+            id=uuid.uuid4(),
+            code_id=context["id"],
+            state=HoldState.HELD,
+            expire_time=context["now"] + self._hold_ttl,
+            referrer=Owner(context["owner_user_id"], context["owner_admin_id"]),
+            campaign_id=context["campaign_id"],
+            invite_quota=int(context["invite_quota"]),
+        )
 
     async def _hold_by_request(self, request_id: str) -> HoldRecord:
         async with self._engine.connect() as connection:
@@ -565,6 +596,10 @@ _HOLD_CONTEXT = (
         .where(holds.c.canonical_email == bindparam("email"), holds.c.state == HoldState.CONFIRMED)
         .label("redeemed"),
         select(holds.c.id).where(holds.c.request_id == bindparam("request_id")).scalar_subquery().label("earlier"),
+        select(holds.c.id)
+        .where(holds.c.canonical_email == bindparam("email"), holds.c.state == HoldState.HELD)
+        .scalar_subquery()
+        .label("live_hold"),
     )
     .where(codes.c.lookup == bindparam("lookup"))
 )
@@ -575,6 +610,20 @@ _REPLACE_LIVE_HOLD = (
     .returning(holds.c.code_id, holds.c.code_slot, holds.c.campaign_id, holds.c.campaign_slot)
 )
 _INSERT_HOLD = insert(holds)
+# One use taken and the hold written in one statement: both happen, or (no slot free) neither.
+_TAKE_USE_AND_HOLD = text(
+    """
+    WITH use AS (
+        UPDATE invite.code_slots SET taken = taken + 1
+        WHERE code_id = :code_id AND taken < capacity AND slot = (
+            SELECT slot FROM invite.code_slots WHERE code_id = :code_id AND taken < capacity
+            ORDER BY random() LIMIT 1 FOR UPDATE SKIP LOCKED)
+        RETURNING slot)
+    INSERT INTO invite.holds (id, code_id, code_slot, canonical_email, state, request_id, expire_time)
+    SELECT :id, :code_id, use.slot, :canonical_email, 1, :request_id, :expire_time FROM use
+    RETURNING code_slot
+    """
+)
 _LISTED_CODES = select(
     codes,
     select(func.count())
@@ -606,6 +655,25 @@ def _campaign(row: Any) -> Campaign:
         window=Window(row["start_time"], row["end_time"]),
         create_time=row["create_time"],
     )
+
+
+async def _decide(
+    connection: AsyncConnection, lookup: bytes, canonical_email: str, request_id: str
+) -> Any | HoldRecord:
+    """The hold's context once the rules allow it, or the hold an earlier same request made."""
+    found = await connection.execute(
+        _HOLD_CONTEXT, {"lookup": lookup, "email": canonical_email, "request_id": request_id}
+    )
+    row = found.first()
+    if row is None:
+        raise Refusal(NOT_FOUND, "no such invite code")
+    context = row._mapping
+    if context["earlier"] is not None:
+        return await _hold_by_id(connection, context["earlier"])
+    refuse_hold(_terms(context), email_domain(canonical_email), context["now"])
+    if context["redeemed"]:
+        raise Refusal(ALREADY_REDEEMED, "this email has already redeemed an invite")
+    return context
 
 
 def _terms(row: Any, ignore_domains: bool = False) -> CodeTerms:
