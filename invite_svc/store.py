@@ -55,6 +55,8 @@ from mesh.emails import email_domain
 
 _ATTEMPTS = 4
 EXPIRY_BATCH = 500
+CONTEXT_TTL = 2.0
+CONTEXT_CACHE_SIZE = 10_000
 MAX_REDEMPTIONS = 1000
 _BUSY_PATIENCE = 3.0
 _DEADLOCK = "40P01"
@@ -179,8 +181,11 @@ class InviteStore:
         self, engine: AsyncEngine, sealer: CodeSealer, hold_ttl: datetime.timedelta = DEFAULT_HOLD_TTL
     ) -> None:
         self._engine = engine
+        # Reads and single-statement writes need no BEGIN/ROLLBACK around them.
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._sealer = sealer
         self._hold_ttl = hold_ttl
+        self._contexts: dict[bytes, tuple[float, Any]] = {}
 
     async def mint(
         self,
@@ -293,12 +298,12 @@ class InviteStore:
         query = _CAMPAIGNS.order_by(campaigns.c.create_time, campaigns.c.id).limit(limit)
         if after is not None:
             query = query.where(tuple_(campaigns.c.create_time, campaigns.c.id) > tuple_(*after))
-        async with self._engine.connect() as connection:
+        async with self._autocommit.connect() as connection:
             return [_campaign(row._mapping) for row in await connection.execute(query)]
 
     async def check(self, code: str, now: datetime.datetime) -> None:
         """Raises the Refusal a hold of `code` would meet right now (email rules aside)."""
-        async with self._engine.connect() as connection:
+        async with self._autocommit.connect() as connection:
             found = (
                 await connection.execute(_code_and_campaign().where(codes.c.lookup == self._sealer.lookup(code)))
             ).first()
@@ -310,9 +315,20 @@ class InviteStore:
                 raise Refusal(EXHAUSTED, "this invite code has no uses left")
 
     async def hold(self, code: str, canonical_email: str, request_id: str) -> HoldRecord:
+        lookup = self._sealer.lookup(code)
+        try:
+            held = await self._hold_alone(lookup, canonical_email, request_id)
+        except IntegrityError as error:
+            if _constraint(error) == "holds_request_id_key":
+                return await self._hold_by_request(request_id)
+            if _constraint(error) != "holds_one_live_per_email":
+                raise
+            held = None  # the person holds or used a code already: the transaction sorts it out
+        if held is not None:
+            return held
         for _ in range(_ATTEMPTS):
             try:
-                return await self._hold_once(code, canonical_email, request_id)
+                return await self._hold_in_transaction(lookup, canonical_email, request_id)
             except IntegrityError as error:
                 if _constraint(error) == "holds_request_id_key":
                     return await self._hold_by_request(request_id)
@@ -325,42 +341,56 @@ class InviteStore:
                     raise
         raise Refusal(ALREADY_REDEEMED, "this email is redeeming another code right now")
 
-    async def _hold_once(self, code: str, canonical_email: str, request_id: str) -> HoldRecord:
-        lookup = self._sealer.lookup(code)
-        async with self._engine.connect() as connection:
-            # The common hold, a first one on a code outside any campaign, is one atomic statement:
-            # no transaction to open and close around it.
-            await connection.execution_options(isolation_level="AUTOCOMMIT")
-            context = await _decide(connection, lookup, canonical_email, request_id)
-            if isinstance(context, HoldRecord):
-                return context
-            if context["live_hold"] is None and not context["campaign_capacity"]:
-                return await self._hold_alone(connection, context, canonical_email, request_id)
-        return await self._hold_in_transaction(lookup, canonical_email, request_id)
+    async def _code_terms(self, lookup: bytes) -> Any:
+        """A code's terms, cached for CONTEXT_TTL: a hot code is read once, not once per hold.
+        Changes to a code (disable, expiry) reach holds within that time."""
+        now = time.monotonic()
+        cached = self._contexts.get(lookup)
+        if cached is not None and now - cached[0] < CONTEXT_TTL:
+            return cached[1]
+        async with self._autocommit.connect() as connection:
+            row = (await connection.execute(_CODE_CONTEXT, {"lookup": lookup})).first()
+        if row is None:
+            raise Refusal(NOT_FOUND, "no such invite code")
+        if len(self._contexts) >= CONTEXT_CACHE_SIZE:
+            self._contexts.pop(next(iter(self._contexts)))
+        self._contexts[lookup] = (now, row._mapping)
+        return row._mapping
 
-    async def _hold_alone(
-        self, connection: AsyncConnection, context: Any, canonical_email: str, request_id: str
-    ) -> HoldRecord:
-        hold = self._new_hold(context)
+    async def _hold_alone(self, lookup: bytes, canonical_email: str, request_id: str) -> HoldRecord | None:
+        """The common hold, a person's first, on a code outside any campaign: one atomic statement
+        with no transaction around it. Answers None when the hold needs the transaction; a unique
+        violation (same request, or the person holds or used a code) is raised for hold() to read."""
+        context = await self._code_terms(lookup)
+        refuse_hold(_terms(context), email_domain(canonical_email), datetime.datetime.now(datetime.UTC))
+        if context["campaign_capacity"]:
+            return None
         values = {
-            "id": hold.id,
-            "code_id": hold.code_id,
+            "id": uuid.uuid4(),
+            "code_id": context["id"],
             "canonical_email": canonical_email,
             "request_id": request_id,
-            "expire_time": hold.expire_time,
+            "ttl": self._hold_ttl,
         }
-        if not context["max_uses"]:
-            await connection.execute(_INSERT_HOLD, {**values, "state": HoldState.HELD})
-            return hold
+        statement = _TAKE_USE_AND_HOLD if context["max_uses"] else _HOLD_UNLIMITED
         deadline, pause = time.monotonic() + _BUSY_PATIENCE, 0.001
-        while (await connection.execute(_TAKE_USE_AND_HOLD, values)).first() is None:
-            if not await CODE_USES.has_room(connection, hold.code_id):
-                raise Refusal(EXHAUSTED, "this invite code has no uses left")
-            if time.monotonic() > deadline:
-                raise Refusal(BUSY, "this invite code is very busy right now; try again")
-            await asyncio.sleep(random.uniform(0, pause))  # noqa: S311 - jitter, not a secret
-            pause = min(pause * 2, 0.02)
-        return hold
+        async with self._autocommit.connect() as connection:
+            while (row := (await connection.execute(statement, values)).first()) is None:
+                if not await CODE_USES.has_room(connection, context["id"]):
+                    raise Refusal(EXHAUSTED, "this invite code has no uses left")
+                if time.monotonic() > deadline:
+                    raise Refusal(BUSY, "this invite code is very busy right now; try again")
+                await asyncio.sleep(random.uniform(0, pause))  # noqa: S311 - jitter, not a secret
+                pause = min(pause * 2, 0.02)
+        return HoldRecord(
+            id=values["id"],
+            code_id=context["id"],
+            state=HoldState.HELD,
+            expire_time=row.expire_time,
+            referrer=Owner(context["owner_user_id"], context["owner_admin_id"]),
+            campaign_id=context["campaign_id"],
+            invite_quota=int(context["invite_quota"]),
+        )
 
     async def _hold_in_transaction(self, lookup: bytes, canonical_email: str, request_id: str) -> HoldRecord:
         async with self._engine.begin() as connection:
@@ -409,7 +439,7 @@ class InviteStore:
         )
 
     async def _hold_by_request(self, request_id: str) -> HoldRecord:
-        async with self._engine.connect() as connection:
+        async with self._autocommit.connect() as connection:
             row = (await connection.execute(_hold_with_terms().where(holds.c.request_id == request_id))).one()
             return _hold(row._mapping)
 
@@ -474,7 +504,7 @@ class InviteStore:
             .where(holds.c.state == HoldState.CONFIRMED, holds.c.user_id.is_not(None), level.c.level < depth)
         )
         tree = level.union_all(below)
-        async with self._engine.connect() as connection:
+        async with self._autocommit.connect() as connection:
             rows = (await connection.execute(select(tree).order_by(tree.c.level, tree.c.finish_time))).all()
         nodes = {row.user_id: ReferralNode(row.user_id, row.code_id, row.finish_time, []) for row in rows}
         roots: list[ReferralNode] = []
@@ -503,12 +533,12 @@ class InviteStore:
             query = query.where(codes.c.campaign_id == campaign_id)
         if state is not None:
             query = query.where(codes.c.state == state)
-        async with self._engine.connect() as connection:
+        async with self._autocommit.connect() as connection:
             return [self._owned(row._mapping) for row in await connection.execute(query)]
 
     async def code(self, code: str) -> tuple[OwnedCode, list[Redemption]]:
         """One code by its canonical form, with its uses, newest first."""
-        async with self._engine.connect() as connection:
+        async with self._autocommit.connect() as connection:
             row = (await connection.execute(_LISTED_CODES.where(codes.c.lookup == self._sealer.lookup(code)))).first()
             if row is None:
                 raise Refusal(NOT_FOUND, "no such invite code")
@@ -584,6 +614,16 @@ def _code_and_campaign() -> Any:
     ).select_from(codes.outerjoin(campaigns, codes.c.campaign_id == campaigns.c.id))
 
 
+# A code's own terms, the same for every hold of it.
+_CODE_CONTEXT = (
+    _code_and_campaign()
+    .add_columns(
+        codes.c.owner_user_id,
+        codes.c.owner_admin_id,
+        func.coalesce(campaigns.c.invite_quota, 0).label("invite_quota"),
+    )
+    .where(codes.c.lookup == bindparam("lookup"))
+)
 # Everything a hold needs to decide, in one round trip.
 _HOLD_CONTEXT = (
     _code_and_campaign()
@@ -596,10 +636,6 @@ _HOLD_CONTEXT = (
         .where(holds.c.canonical_email == bindparam("email"), holds.c.state == HoldState.CONFIRMED)
         .label("redeemed"),
         select(holds.c.id).where(holds.c.request_id == bindparam("request_id")).scalar_subquery().label("earlier"),
-        select(holds.c.id)
-        .where(holds.c.canonical_email == bindparam("email"), holds.c.state == HoldState.HELD)
-        .scalar_subquery()
-        .label("live_hold"),
     )
     .where(codes.c.lookup == bindparam("lookup"))
 )
@@ -620,8 +656,15 @@ _TAKE_USE_AND_HOLD = text(
             ORDER BY random() LIMIT 1 FOR UPDATE SKIP LOCKED)
         RETURNING slot)
     INSERT INTO invite.holds (id, code_id, code_slot, canonical_email, state, request_id, expire_time)
-    SELECT :id, :code_id, use.slot, :canonical_email, 1, :request_id, :expire_time FROM use
-    RETURNING code_slot
+    SELECT :id, :code_id, use.slot, :canonical_email, 1, :request_id, now() + :ttl FROM use
+    RETURNING expire_time
+    """
+)
+_HOLD_UNLIMITED = text(
+    """
+    INSERT INTO invite.holds (id, code_id, canonical_email, state, request_id, expire_time)
+    VALUES (:id, :code_id, :canonical_email, 1, :request_id, now() + :ttl)
+    RETURNING expire_time
     """
 )
 _LISTED_CODES = select(

@@ -22,7 +22,8 @@ def create_engine(settings: Settings, schema: str, application_name: str) -> Asy
     return create_async_engine(
         asyncpg_url(settings.database_url),
         pool_size=settings.db_pool_size,
-        pool_pre_ping=True,
+        # No pre-ping: it costs round trips on every checkout. A connection a database restart
+        # broke fails one statement and is replaced; health reports the database meanwhile.
         connect_args={
             "server_settings": {
                 "statement_timeout": str(settings.db_statement_timeout_ms),
