@@ -51,6 +51,7 @@ codes = Table(
     Column("expire_time", DateTime(timezone=True)),
     Column("create_time", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("mint_request_id", Text, index=True),
+    Index("codes_due_to_expire", "expire_time", postgresql_where=text("state = 1")),
 )
 
 

@@ -554,7 +554,9 @@ class InviteStore:
             ]
 
     async def disable(self, code: str) -> OwnedCode:
-        """No new holds on the code; its confirmed uses stay. Disabling twice changes nothing."""
+        """No new holds on the code; its confirmed uses stay. Disabling twice changes nothing.
+        Other replicas' cached terms of the code lapse within CONTEXT_TTL."""
+        self._contexts.pop(self._sealer.lookup(code), None)
         async with self._engine.begin() as connection:
             disabled = await connection.execute(
                 update(codes)

@@ -253,7 +253,11 @@ async def test_admins_look_codes_up_list_them_and_disable_them(callers: Callers)
     rest = await callers.admin.ListCodes(
         pb.ListCodesRequest(campaign_id=campaign.id, page_size=2, page_token=listed.next_page_token)
     )
+    await callers.auth.HoldCode(_hold(minted[1].code, _someone("before")))  # its terms are now cached
     disabled = (await callers.admin.DisableCode(pb.DisableCodeRequest(code=minted[1].code))).code
+    with pytest.raises(grpc.aio.AioRpcError) as after:
+        await callers.auth.HoldCode(_hold(minted[1].code, _someone("after")))
+    assert error_info(after.value).reason == "INVITE_CODE_DISABLED"  # type: ignore[union-attr]
     by_owner = await callers.admin.ListCodes(pb.ListCodesRequest(owner=owner, state=pb.CODE_STATE_DISABLED))
 
     assert (found.code.confirmed_uses, found.code.held_uses) == (1, 0)
