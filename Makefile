@@ -39,3 +39,4 @@ lint: $(VENV)/.installed-dev
 
 bench: $(VENV)/.installed-dev
 	$(PY) -m bench.signing
+	$(PY) -m bench.invites

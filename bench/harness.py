@@ -3,6 +3,7 @@ says otherwise), service keys, a server in a process of its own, and closed-loop
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -10,9 +11,10 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -54,6 +56,28 @@ def backends() -> Iterator[Settings]:
                 redis.stop()
             if postgres is not None:
                 postgres.stop()
+
+
+def run(
+    description: str | None,
+    defaults: tuple[int, float, int],
+    spec: ServiceSpec,
+    add_servicers: AddServicers,
+    measure: Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, None]],
+) -> None:
+    """A benchmark's command line: `--serve` is the server side, anything else the load."""
+    rounds, seconds, concurrency = defaults
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=rounds)
+    parser.add_argument("--seconds", type=float, default=seconds)
+    parser.add_argument("--concurrency", type=int, default=concurrency)
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve_here(spec, add_servicers)
+        return
+    with backends() as settings:
+        asyncio.run(measure(args, settings))
 
 
 def serve_here(spec: ServiceSpec, add_servicers: AddServicers) -> None:

@@ -11,7 +11,6 @@ uses. Every hold is a new person, so every one takes a use.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import random
 import uuid
 from typing import Any
@@ -20,7 +19,7 @@ import grpc
 from invitemesh.invite.v1 import invite_service_pb2 as pb
 from invitemesh.invite.v1 import invite_service_pb2_grpc
 
-from bench.harness import backends, calls_per_second, listed, median, serve_here, server_process, signed_channel
+from bench.harness import calls_per_second, listed, median, run, server_process, signed_channel
 from invite_svc.server import InviteService, check_budget, invite_store
 from mesh.server import ServiceRuntime
 from mesh.services import INVITE
@@ -97,17 +96,7 @@ async def measure(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=float, default=4.0)
-    parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.serve:
-        serve_here(INVITE, add_with_no_op)
-        return
-    with backends() as settings:
-        asyncio.run(measure(args, settings))
+    run(__doc__, (3, 4.0, 64), INVITE, add_with_no_op, measure)
 
 
 if __name__ == "__main__":

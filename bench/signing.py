@@ -11,13 +11,12 @@ so a noisy neighbour slows both sides of a pair alike.
 from __future__ import annotations
 
 import argparse
-import asyncio
 from typing import Any
 
 import grpc
 from invitemesh.invite.v1 import invite_service_pb2, invite_service_pb2_grpc
 
-from bench.harness import backends, calls_per_second, listed, median, serve_here, server_process, signed_channel
+from bench.harness import calls_per_second, listed, median, run, server_process, signed_channel
 from mesh.channels import open_channel
 from mesh.server import ServiceRuntime
 from mesh.services import INVITE
@@ -74,17 +73,7 @@ async def measure(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--seconds", type=float, default=3.0)
-    parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.serve:
-        serve_here(INVITE, add_answering)
-        return
-    with backends() as settings:
-        asyncio.run(measure(args, settings))
+    run(__doc__, (5, 3.0, 32), INVITE, add_answering, measure)
 
 
 if __name__ == "__main__":

@@ -125,15 +125,10 @@ class InviteService(invite_service_pb2_grpc.InviteServiceServicer):
     async def ListCodes(self, request: pb.ListCodesRequest, context: Any) -> pb.ListCodesResponse:
         page_size = _page_size(request.page_size)
         after = _page_position(request.page_token) if request.page_token else None
-        kind = request.owner.WhichOneof("kind") if request.HasField("owner") else None
-        owner = None
-        if kind is not None:
-            owner_id = _uuid(f"owner.{kind}", getattr(request.owner, kind))
-            owner = Owner(user_id=owner_id) if kind == "user_id" else Owner(admin_id=owner_id)
         listed = await self._store.list_codes(
             page_size,
             after,
-            owner=owner,
+            owner=_owner_of("owner", request.owner),
             campaign_id=_uuid("campaign_id", request.campaign_id) if request.campaign_id else None,
             state=domain.CodeState(request.state) if request.state else None,
         )
@@ -148,16 +143,15 @@ class InviteService(invite_service_pb2_grpc.InviteServiceServicer):
             return pb.DisableCodeResponse(code=_owned(await self._store.disable(_code(request.code))))
 
     async def GetReferralTree(self, request: pb.GetReferralTreeRequest, context: Any) -> pb.GetReferralTreeResponse:
-        kind = request.root.WhichOneof("kind")
         violations = []
-        if kind is None:
+        if request.root.WhichOneof("kind") is None:
             violations.append(FieldViolation("root", "a user_id or an admin_id is required"))
         if not 1 <= request.depth <= MAX_DEPTH:
             violations.append(FieldViolation("depth", f"between 1 and {MAX_DEPTH}"))
         if violations:
             raise InvalidArgument(violations)
-        root_id = _uuid(f"root.{kind}", getattr(request.root, str(kind)))
-        root = Owner(user_id=root_id) if kind == "user_id" else Owner(admin_id=root_id)
+        root = _owner_of("root", request.root)
+        assert root is not None
         tree = await self._store.referral_tree(root, request.depth)
         return pb.GetReferralTreeResponse(children=[_referral(node) for node in tree])
 
@@ -208,13 +202,12 @@ class InviteService(invite_service_pb2_grpc.InviteServiceServicer):
             violations.append(FieldViolation("count", f"between 1 and {MAX_MINT}"))
         if request.max_uses < 0:
             violations.append(FieldViolation("max_uses", "0 (unlimited) or more"))
-        kind = request.owner.WhichOneof("kind")
-        if kind is None:
+        if request.owner.WhichOneof("kind") is None:
             violations.append(FieldViolation("owner", "a user_id or an admin_id is required"))
         if violations:
             raise InvalidArgument(violations)
-        owner_id = _uuid(f"owner.{kind}", getattr(request.owner, str(kind)))
-        owner = Owner(user_id=owner_id) if kind == "user_id" else Owner(admin_id=owner_id)
+        owner = _owner_of("owner", request.owner)
+        assert owner is not None
         minted = await self._store.mint(
             request.count,
             request.max_uses or None,
@@ -240,6 +233,15 @@ def _code(typed: str) -> str:
         return normalize(typed)
     except InvalidCode as invalid:
         raise InvalidArgument([FieldViolation("code", invalid.description)], reason=invalid.reason) from None
+
+
+def _owner_of(field: str, given: pb.Owner) -> Owner | None:
+    """The domain Owner of a proto Owner; None when neither id is set."""
+    kind = given.WhichOneof("kind")
+    if kind is None:
+        return None
+    owner_id = _uuid(f"{field}.{kind}", getattr(given, kind))
+    return Owner(user_id=owner_id) if kind == "user_id" else Owner(admin_id=owner_id)
 
 
 def _uuid(field: str, value: str) -> uuid.UUID:
