@@ -10,8 +10,14 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from mesh.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+
+
+# A shared 2-core CI machine stalls now and then; examples are judged on results, not speed.
+settings.register_profile("mesh", deadline=None)
+settings.load_profile("mesh")
 
 
 @pytest.fixture(scope="session")
