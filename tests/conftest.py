@@ -14,7 +14,6 @@ from hypothesis import settings
 
 from mesh.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 
-
 # A shared 2-core CI machine stalls now and then; examples are judged on results, not speed.
 settings.register_profile("mesh", deadline=None)
 settings.load_profile("mesh")
