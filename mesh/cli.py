@@ -15,10 +15,11 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import grpc
 from google.protobuf.json_format import MessageToDict
+from invitemesh.invite.v1 import invite_service_pb2 as pb
+from invitemesh.invite.v1 import invite_service_pb2_grpc
 
 from mesh.channels import open_channel
 from mesh.keys import KeyringError, Keystore, TrustFile, TrustStore, load_kek
@@ -284,9 +285,6 @@ def _duration(text: str) -> datetime.timedelta:
 
 
 async def _mint(settings: Settings, args: argparse.Namespace) -> int:
-    from invitemesh.invite.v1 import invite_service_pb2 as pb
-    from invitemesh.invite.v1 import invite_service_pb2_grpc
-
     found = _running(settings)
     invite = found.part("invite_svc") if found is not None else None
     if invite is None:
@@ -320,9 +318,7 @@ async def _mint(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _campaign_named(stub: Any, name: str) -> str:
-    from invitemesh.invite.v1 import invite_service_pb2 as pb
-
+async def _campaign_named(stub: invite_service_pb2_grpc.InviteServiceAsyncStub, name: str) -> str:
     token = ""
     while True:
         page = await stub.ListCampaigns(pb.ListCampaignsRequest(page_size=500, page_token=token))
