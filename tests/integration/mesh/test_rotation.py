@@ -96,5 +96,5 @@ async def test_rotating_a_callers_key_under_load_fails_no_call(
         assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
     assert failures == []
-    assert calls > 100
+    assert calls >= 100
     assert kids_used == {old_kid, new_kid}
