@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import urllib.request
 from urllib.parse import urlsplit
 
@@ -59,8 +60,13 @@ async def probe_smtp(url: str) -> str | None:
 
 
 async def probe_grpc_health(
-    address: str, service: str = "", credentials: grpc.ChannelCredentials | None = None
+    address: str,
+    service: str = "",
+    credentials: grpc.ChannelCredentials | None = None,
+    metrics_address: str | None = None,
 ) -> str | None:
+    """gRPC health; when NOT_SERVING, the service's metrics say which dependency is down."""
+
     async def check() -> None:
         channel = grpc.aio.secure_channel(address, credentials) if credentials else grpc.aio.insecure_channel(address)
         async with channel:
@@ -68,9 +74,19 @@ async def probe_grpc_health(
                 health_pb2.HealthCheckRequest(service=service), timeout=_TIMEOUT
             )
         if answer.status != health_pb2.HealthCheckResponse.SERVING:
-            raise RuntimeError(health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status))
+            status = health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status)
+            down = await asyncio.to_thread(_dependencies_down, metrics_address) if metrics_address else []
+            raise RuntimeError(f"{status} ({', '.join(down)} unreachable)" if down else status)
 
     return await _failure(check())
+
+
+def _dependencies_down(metrics_address: str) -> list[str]:
+    with urllib.request.urlopen(f"http://{metrics_address}/metrics", timeout=_TIMEOUT) as answer:
+        exposed = answer.read().decode()
+    return [
+        match.group(1) for match in re.finditer(r'^mesh_dependency_up\{dependency="([^"]+)"\} 0\.0$', exposed, re.M)
+    ]
 
 
 async def probe_envoy(admin_address: str) -> str | None:

@@ -116,7 +116,9 @@ async def probe(part: Part, settings: Settings) -> str | None:
         "postgres": lambda: probe_postgres(part.address),
         "redis": lambda: probe_redis(part.address),
         "smtp": lambda: probe_smtp(part.address),
-        "service": lambda: probe_grpc_health(part.address, part.details.get("grpc_service", ""), credentials),
+        "service": lambda: probe_grpc_health(
+            part.address, part.details.get("grpc_service", ""), credentials, part.details.get("metrics")
+        ),
         "edge": lambda: probe_envoy(part.details["admin"]),
     }
     if part.pid is not None and not process_alive(part.pid):

@@ -28,6 +28,7 @@ from mesh.channels import open_channel
 from mesh.embedded import EmbeddedRedis
 from mesh.errors import Unauthenticated, error_info
 from mesh.keys import load_kek
+from mesh.probes import probe_grpc_health
 from mesh.server import MeshServer, ServiceRuntime
 from mesh.services import ADMIN, INVITE
 from mesh.settings import Settings
@@ -235,6 +236,11 @@ async def test_health_follows_redis_down_and_back(migrated_database_url: str, ow
         own_redis.stop()
         await eventually(lambda: status_is(health_pb2.HealthCheckResponse.NOT_SERVING), what="NOT_SERVING")
         assert "redis" in server.health.failures
+        # What `meshctl status` shows: the state and the reason.
+        said = await probe_grpc_health(
+            f"127.0.0.1:{server.port}", INVITE.grpc_service, metrics_address=f"127.0.0.1:{server.metrics_port}"
+        )
+        assert said is not None and "NOT_SERVING (redis unreachable)" in said
         own_redis.start()
         await eventually(lambda: status_is(health_pb2.HealthCheckResponse.SERVING), what="SERVING again")
         assert server.health.failures == {}
