@@ -13,7 +13,7 @@ import asyncpg
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from invite_svc.domain import ALREADY_REDEEMED, EXHAUSTED, HOLD_EXPIRED, HoldState, Refusal
+from invite_svc.domain import ALREADY_REDEEMED, EXHAUSTED, HOLD_EXPIRED, CodeState, HoldState, Refusal
 from invite_svc.sealing import CodeSealer
 from invite_svc.store import InviteStore, Owner
 from mesh.db import create_engine
@@ -191,3 +191,16 @@ async def test_mint_is_idempotent_by_request_id(store: InviteStore) -> None:
 
     assert sorted(c.code for c in first) == sorted(c.code for c in again)
     assert len({c.code for c in first}) == 3
+
+
+async def test_the_expiry_sweep_marks_codes_past_their_end(store: InviteStore) -> None:
+    soon = datetime.datetime.now(datetime.UTC) + datetime.timedelta(milliseconds=300)
+    (minted,) = await store.mint(1, 3, ADMIN, expire_time=soon)
+    assert (await store.code(minted.code))[0].state is CodeState.ACTIVE
+
+    async def expired() -> bool:
+        await store.expire_due()
+        return (await store.code(minted.code))[0].state is CodeState.EXPIRED
+
+    await eventually(expired, what="the code marked expired")
+    assert await _outcome(store.hold(minted.code, _email(), uuid.uuid4().hex)) == "INVITE_CODE_EXPIRED"
