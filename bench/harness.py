@@ -18,6 +18,7 @@ from typing import Any
 
 import grpc
 
+from mesh.channels import open_channel
 from mesh.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from mesh.keys import Keystore, load_kek
 from mesh.logs import configure_logging
@@ -25,6 +26,7 @@ from mesh.migrate import upgrade_all
 from mesh.server import AddServicers, MeshServer
 from mesh.services import SERVICES, ServiceSpec
 from mesh.settings import Settings
+from mesh.signing import signer_for
 
 Call = Callable[[], Awaitable[object]]
 
@@ -142,10 +144,4 @@ def listed(values: list[float], digits: int = 0) -> str:
 
 
 def signed_channel(target: str, settings: Settings, service: str) -> grpc.aio.Channel:
-    from mesh.channels import open_channel
-    from mesh.keys import TrustStore
-    from mesh.signing import CallSigner
-
-    keystore = Keystore(settings.resolved_keys_dir, load_kek(settings))
-    signer = CallSigner(service, keystore, TrustStore(keystore.trust_path, settings.trust_reload_interval))
-    return open_channel(target, settings, service, signer)
+    return open_channel(target, settings, service, signer_for(service, settings))

@@ -304,9 +304,7 @@ class InviteStore:
     async def check(self, code: str, now: datetime.datetime) -> None:
         """Raises the Refusal a hold of `code` would meet right now (email rules aside)."""
         async with self._autocommit.connect() as connection:
-            found = (
-                await connection.execute(_code_and_campaign().where(codes.c.lookup == self._sealer.lookup(code)))
-            ).first()
+            found = (await connection.execute(_CODE_CONTEXT, {"lookup": self._sealer.lookup(code)})).first()
             if found is None:
                 raise Refusal(NOT_FOUND, "no such invite code")
             row = found._mapping
@@ -382,15 +380,7 @@ class InviteStore:
                     raise Refusal(BUSY, "this invite code is very busy right now; try again")
                 await asyncio.sleep(random.uniform(0, pause))  # noqa: S311 - jitter, not a secret
                 pause = min(pause * 2, 0.02)
-        return HoldRecord(
-            id=values["id"],
-            code_id=context["id"],
-            state=HoldState.HELD,
-            expire_time=row.expire_time,
-            referrer=Owner(context["owner_user_id"], context["owner_admin_id"]),
-            campaign_id=context["campaign_id"],
-            invite_quota=int(context["invite_quota"]),
-        )
+        return _held(context, values["id"], row.expire_time)
 
     async def _hold_in_transaction(self, lookup: bytes, canonical_email: str, request_id: str) -> HoldRecord:
         async with self._engine.begin() as connection:
@@ -410,7 +400,7 @@ class InviteStore:
                 code_slot = await CODE_USES.take(connection, context["id"])
                 if code_slot is None:
                     raise Refusal(EXHAUSTED, "this invite code has no uses left")
-            hold = self._new_hold(context)
+            hold = _held(context, uuid.uuid4(), context["now"] + self._hold_ttl)
             await connection.execute(
                 _INSERT_HOLD,
                 {
@@ -426,17 +416,6 @@ class InviteStore:
                 },
             )
             return hold
-
-    def _new_hold(self, context: Any) -> HoldRecord:
-        return HoldRecord(
-            id=uuid.uuid4(),
-            code_id=context["id"],
-            state=HoldState.HELD,
-            expire_time=context["now"] + self._hold_ttl,
-            referrer=Owner(context["owner_user_id"], context["owner_admin_id"]),
-            campaign_id=context["campaign_id"],
-            invite_quota=int(context["invite_quota"]),
-        )
 
     async def _hold_by_request(self, request_id: str) -> HoldRecord:
         async with self._autocommit.connect() as connection:
@@ -601,45 +580,34 @@ class InviteStore:
             return len(rows)
 
 
-def _code_and_campaign() -> Any:
-    return select(
+# A code's own terms, the same for every hold of it.
+_CODE_CONTEXT = (
+    select(
         codes.c.id,
         codes.c.state,
         codes.c.max_uses,
         codes.c.start_time,
         codes.c.expire_time,
         codes.c.campaign_id,
+        codes.c.owner_user_id,
+        codes.c.owner_admin_id,
         campaigns.c.capacity.label("campaign_capacity"),
         campaigns.c.start_time.label("campaign_start"),
         campaigns.c.end_time.label("campaign_end"),
         campaigns.c.allowed_email_domains,
-    ).select_from(codes.outerjoin(campaigns, codes.c.campaign_id == campaigns.c.id))
-
-
-# A code's own terms, the same for every hold of it.
-_CODE_CONTEXT = (
-    _code_and_campaign()
-    .add_columns(
-        codes.c.owner_user_id,
-        codes.c.owner_admin_id,
         func.coalesce(campaigns.c.invite_quota, 0).label("invite_quota"),
     )
+    .select_from(codes.outerjoin(campaigns, codes.c.campaign_id == campaigns.c.id))
     .where(codes.c.lookup == bindparam("lookup"))
 )
-# Everything a hold needs to decide, in one round trip.
-_HOLD_CONTEXT = (
-    _code_and_campaign()
-    .add_columns(
-        codes.c.owner_user_id,
-        codes.c.owner_admin_id,
-        func.coalesce(campaigns.c.invite_quota, 0).label("invite_quota"),
-        func.now().label("now"),
-        exists()
-        .where(holds.c.canonical_email == bindparam("email"), holds.c.state == HoldState.CONFIRMED)
-        .label("redeemed"),
-        select(holds.c.id).where(holds.c.request_id == bindparam("request_id")).scalar_subquery().label("earlier"),
-    )
-    .where(codes.c.lookup == bindparam("lookup"))
+# Everything a hold in a transaction needs to decide, in one round trip: the code's terms and
+# what this person and this request already did.
+_HOLD_CONTEXT = _CODE_CONTEXT.add_columns(
+    func.now().label("now"),
+    exists()
+    .where(holds.c.canonical_email == bindparam("email"), holds.c.state == HoldState.CONFIRMED)
+    .label("redeemed"),
+    select(holds.c.id).where(holds.c.request_id == bindparam("request_id")).scalar_subquery().label("earlier"),
 )
 _REPLACE_LIVE_HOLD = (
     update(holds)
@@ -727,6 +695,19 @@ def _terms(row: Any, ignore_domains: bool = False) -> CodeTerms:
         window=Window(row["start_time"], row["expire_time"]),
         campaign_window=Window(row["campaign_start"], row["campaign_end"]) if row["campaign_id"] else None,
         allowed_email_domains=frozenset() if ignore_domains else frozenset(row["allowed_email_domains"] or ()),
+    )
+
+
+def _held(context: Any, hold_id: uuid.UUID, expire_time: datetime.datetime) -> HoldRecord:
+    """The live hold just taken on the code whose terms `context` holds."""
+    return HoldRecord(
+        id=hold_id,
+        code_id=context["id"],
+        state=HoldState.HELD,
+        expire_time=expire_time,
+        referrer=Owner(context["owner_user_id"], context["owner_admin_id"]),
+        campaign_id=context["campaign_id"],
+        invite_quota=int(context["invite_quota"]),
     )
 
 

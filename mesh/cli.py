@@ -22,12 +22,12 @@ from invitemesh.invite.v1 import invite_service_pb2 as pb
 from invitemesh.invite.v1 import invite_service_pb2_grpc
 
 from mesh.channels import open_channel
-from mesh.keys import KeyringError, Keystore, TrustFile, TrustStore, load_kek
+from mesh.keys import KeyringError, Keystore, TrustFile, load_kek
 from mesh.logs import configure_logging
 from mesh.migrate import upgrade_all
 from mesh.services import SERVICES
 from mesh.settings import Settings
-from mesh.signing import CallSigner
+from mesh.signing import signer_for
 from mesh.smtp_sink import read_mail
 from mesh.stack import Stack, StackFile, probe, process_alive, stop_pid
 from mesh.tls import make_dev_certs
@@ -290,8 +290,7 @@ async def _mint(settings: Settings, args: argparse.Namespace) -> int:
     if invite is None:
         print("the stack is not running: `meshctl up` first", file=sys.stderr)
         return 1
-    keystore = Keystore(settings.resolved_keys_dir, load_kek(settings))
-    signer = CallSigner("admin_svc", keystore, TrustStore(keystore.trust_path, settings.trust_reload_interval))
+    signer = signer_for("admin_svc", settings)
     async with open_channel(invite.address, settings, "admin_svc", signer) as channel:
         stub = invite_service_pb2_grpc.InviteServiceStub(channel)
         campaign_id = ""

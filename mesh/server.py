@@ -21,13 +21,13 @@ from mesh.channels import Peers
 from mesh.db import create_engine, ping
 from mesh.health import DependencyHealth
 from mesh.jobs import PeriodicJob, run_periodically
-from mesh.keys import KeyringError, Keystore, TrustStore, load_kek
+from mesh.keys import KeyringError, TrustStore
 from mesh.logs import configure_logging
 from mesh.metrics import Metrics
 from mesh.redis import KeySpace, create_redis
 from mesh.services import ServiceSpec
 from mesh.settings import Settings
-from mesh.signing import CallSigner, SignatureVerifier
+from mesh.signing import CallSigner, SignatureVerifier, signer_for
 from mesh.telemetry import configure_tracing, server_tracing
 from mesh.tls import server_credentials
 from mesh.tokens import verifier_for
@@ -138,11 +138,10 @@ class MeshServer:
 
 def _signer(spec: ServiceSpec, settings: Settings, trust: TrustStore) -> CallSigner | None:
     try:
-        kek = load_kek(settings)
+        return signer_for(spec.name, settings, trust)
     except KeyringError as error:
         log.warning("outgoing internal calls will be unsigned, so refused", why=str(error))
         return None
-    return CallSigner(spec.name, Keystore(settings.resolved_keys_dir, kek), trust)
 
 
 async def serve(spec: ServiceSpec, add_servicers: AddServicers, settings: Settings | None = None) -> None:

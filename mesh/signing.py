@@ -28,8 +28,9 @@ from redis.asyncio.connection import Connection
 from redis.exceptions import RedisError
 
 from mesh.errors import Unauthenticated, Unavailable
-from mesh.keys import Keystore, TrustStore
+from mesh.keys import Keystore, TrustStore, load_kek
 from mesh.redis import KeySpace
+from mesh.settings import Settings
 
 log = structlog.get_logger("mesh.signing")
 
@@ -80,6 +81,12 @@ class CallSigner:
             (NONCE, nonce),
             (SIGNATURE, f"{kid}.{base64.urlsafe_b64encode(signature).decode()}"),
         ]
+
+
+def signer_for(service: str, settings: Settings, trust: TrustStore | None = None) -> CallSigner:
+    """Signs as `service` with the keys dir and KEK the settings name (KeyringError without a KEK)."""
+    keystore = Keystore(settings.resolved_keys_dir, load_kek(settings))
+    return CallSigner(service, keystore, trust or TrustStore(keystore.trust_path, settings.trust_reload_interval))
 
 
 class SignedChannel(grpc.aio.Channel):
