@@ -6,8 +6,8 @@ import base64
 import contextlib
 import datetime
 import uuid
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -38,6 +38,7 @@ from mesh.peers import client_address
 from mesh.server import ServiceRuntime
 
 MAX_MINT = 10_000
+T = TypeVar("T")
 MAX_DEPTH = 10
 DEFAULT_PAGE = 50
 MAX_PAGE = 500
@@ -101,10 +102,9 @@ class InviteService(invite_service_pb2_grpc.InviteServiceServicer):
         after = _page_position(request.page_token) if request.page_token else None
         me = Owner(user_id=uuid.UUID(current_principal.get().id))
         owned = await self._store.list_codes(page_size, after, owner=me)
-        last = owned[-1] if len(owned) == page_size else None
         return pb.ListMyCodesResponse(
             codes=[_owned(code) for code in owned],
-            next_page_token=_page_token(last.create_time, last.code.id) if last else "",
+            next_page_token=_next_page_token(owned, page_size, lambda code: (code.create_time, code.code.id)),
         )
 
     async def GetCode(self, request: pb.GetCodeRequest, context: Any) -> pb.GetCodeResponse:
@@ -132,10 +132,9 @@ class InviteService(invite_service_pb2_grpc.InviteServiceServicer):
             campaign_id=_uuid("campaign_id", request.campaign_id) if request.campaign_id else None,
             state=domain.CodeState(request.state) if request.state else None,
         )
-        last = listed[-1] if len(listed) == page_size else None
         return pb.ListCodesResponse(
             codes=[_owned(code) for code in listed],
-            next_page_token=_page_token(last.create_time, last.code.id) if last else "",
+            next_page_token=_next_page_token(listed, page_size, lambda code: (code.create_time, code.code.id)),
         )
 
     async def DisableCode(self, request: pb.DisableCodeRequest, context: Any) -> pb.DisableCodeResponse:
@@ -190,10 +189,9 @@ class InviteService(invite_service_pb2_grpc.InviteServiceServicer):
         page_size = _page_size(request.page_size)
         after = _page_position(request.page_token) if request.page_token else None
         found = await self._store.campaigns(page_size, after)
-        last = found[-1] if len(found) == page_size else None
         return pb.ListCampaignsResponse(
             campaigns=[_campaign(campaign) for campaign in found],
-            next_page_token=_page_token(last.create_time, last.id) if last else "",
+            next_page_token=_next_page_token(found, page_size, lambda campaign: (campaign.create_time, campaign.id)),
         )
 
     async def MintCodes(self, request: pb.MintCodesRequest, context: Any) -> pb.MintCodesResponse:
@@ -296,6 +294,13 @@ def _campaign(campaign: Campaign) -> pb.Campaign:
         end_time=_timestamp(campaign.window.end),
         create_time=_timestamp(campaign.create_time),
     )
+
+
+def _next_page_token(
+    page: Sequence[T], page_size: int, position: Callable[[T], tuple[datetime.datetime, uuid.UUID]]
+) -> str:
+    """The token of the page after a full one; empty after a short (so last) one."""
+    return _page_token(*position(page[-1])) if len(page) == page_size else ""
 
 
 def _page_token(create_time: datetime.datetime, code_id: uuid.UUID) -> str:
