@@ -8,9 +8,7 @@ Which callers may call a method is the access option's business (mesh.access).
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import contextlib
 import hashlib
 import math
 import secrets
@@ -24,11 +22,11 @@ import structlog
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from redis.asyncio.connection import Connection
 from redis.exceptions import RedisError
 
 from mesh.errors import Unauthenticated, Unavailable
 from mesh.keys import Keystore, TrustStore, load_kek
+from mesh.nonces import NonceLedger
 from mesh.redis import KeySpace
 from mesh.settings import Settings
 
@@ -166,72 +164,6 @@ class _SignedUnaryUnary(grpc.aio.UnaryUnaryMultiCallable):  # type: ignore[type-
             wait_for_ready=wait_for_ready,
             compression=compression,
         )
-
-
-class NonceLedger:
-    """Records nonces with `SET NX`: the first sighting answers True, any later one False.
-
-    Group commit on one dedicated Redis connection: batches start at most every `gap` seconds and
-    carry, as one pipelined write, every nonce that arrived since the last one. An idle service
-    sends at once; a busy one pays one write and one wake-up per batch instead of per call, for at
-    most `gap` more latency on an internal call (bench/signing.py shows the trade).
-    """
-
-    def __init__(self, redis: aioredis.Redis, ttl: int, gap: float = 0.002) -> None:
-        self._pool = redis.connection_pool
-        self._ttl = ttl
-        self._gap = gap
-        self._last_batch = float("-inf")
-        self._connection: Connection | None = None
-        self._waiting: list[tuple[str, asyncio.Future[bool]]] = []
-        self._committer: asyncio.Task[None] | None = None
-
-    async def first_sighting(self, key: str) -> bool:
-        sighting: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._waiting.append((key, sighting))
-        if self._committer is None or self._committer.done():
-            self._committer = asyncio.create_task(self._commit())
-        return await sighting
-
-    async def _commit(self) -> None:
-        loop = asyncio.get_running_loop()
-        while self._waiting:
-            if (wait := self._last_batch + self._gap - loop.time()) > 0:
-                await asyncio.sleep(wait)
-            self._last_batch = loop.time()
-            batch, self._waiting = self._waiting, []
-            try:
-                connection = await self._connected()
-                commands = [("SET", key, b"1", "NX", "EX", self._ttl) for key, _ in batch]
-                await connection.send_packed_command(connection.pack_commands(commands), check_health=False)
-                for _, sighting in batch:
-                    answer = await connection.read_response()
-                    if not sighting.done():
-                        sighting.set_result(answer is not None)
-            except (RedisError, OSError) as error:
-                # The pairing of replies to callers is lost with the connection: fail the batch.
-                for _, sighting in batch:
-                    if not sighting.done():
-                        sighting.set_exception(error)
-                await self._drop_connection()
-
-    async def _connected(self) -> Connection:
-        if self._connection is None:
-            connection = self._pool.make_connection()  # type: ignore[no-untyped-call]
-            await connection.connect()
-            self._connection = connection
-        return self._connection
-
-    async def close(self) -> None:
-        if self._committer is not None:
-            await asyncio.gather(self._committer, return_exceptions=True)
-        await self._drop_connection()
-
-    async def _drop_connection(self) -> None:
-        connection, self._connection = self._connection, None
-        if connection is not None:
-            with contextlib.suppress(RedisError, OSError):
-                await connection.disconnect()
 
 
 class SignatureVerifier:

@@ -3,7 +3,6 @@ tampering refused with its own code and reason."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import secrets
 import string
@@ -23,10 +22,8 @@ from mesh.channels import open_channel
 from mesh.embedded import EmbeddedRedis
 from mesh.errors import error_info
 from mesh.keys import Keystore, TrustStore
-from mesh.redis import create_redis
 from mesh.server import MeshServer
-from mesh.settings import Settings
-from mesh.signing import CALLER, NONCE, SIGNATURE, TIMESTAMP, CallSigner, NonceLedger
+from mesh.signing import CALLER, NONCE, SIGNATURE, TIMESTAMP, CallSigner
 from tests.conftest import eventually
 from tests.integration.mesh.trust_fixtures import Trust, WhoAmI, make_trust, who_am_i_server
 
@@ -226,20 +223,6 @@ async def test_a_signature_header_sent_twice_is_refused(hold: RawHold, trust: Tr
     other = trust.signer("auth_svc").metadata(HOLD, BODY)
 
     assert await _refusal(hold(BODY, [*signed, other[2]])) == (UNAUTHENTICATED, "CALL_SIGNATURE_INVALID")
-
-
-async def test_the_nonce_ledger_answers_each_concurrent_sighting_exactly(redis_url: str) -> None:
-    redis = create_redis(Settings(redis_url=redis_url))
-    ledger = NonceLedger(redis, ttl=60)
-    run = secrets.token_hex(4)
-    keys = [f"test:nonce:{run}:{i % 150}" for i in range(400)]
-
-    answers = await asyncio.gather(*(ledger.first_sighting(key) for key in keys))
-
-    firsts = [key for key, first in zip(keys, answers, strict=True) if first]
-    assert sorted(firsts) == sorted(set(keys))
-    assert await ledger.first_sighting(keys[0]) is False
-    await redis.aclose()
 
 
 async def test_refusals_are_logged_with_caller_and_method_but_no_signature_or_body(hold: RawHold, trust: Trust) -> None:

@@ -1,0 +1,140 @@
+"""The nonce ledger against a real Redis: exact answers under concurrency, and every way the
+store can fail ends in a `RedisError` for the waiting sightings, never in a hang or a wrong answer."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+
+import pytest
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from mesh.embedded import EmbeddedRedis
+from mesh.nonces import NonceLedger
+from mesh.redis import create_redis
+from mesh.settings import Settings
+from tests.conftest import eventually
+
+
+def _keys(count: int, distinct: int) -> list[str]:
+    run = secrets.token_hex(4)
+    return [f"test:nonce:{run}:{i % distinct}" for i in range(count)]
+
+
+async def test_each_concurrent_sighting_is_answered_exactly(redis_url: str) -> None:
+    redis = create_redis(Settings(redis_url=redis_url))
+    ledger = NonceLedger(redis, ttl=60)
+    keys = _keys(400, 150)
+
+    answers = await asyncio.gather(*(ledger.first_sighting(key) for key in keys))
+
+    firsts = [key for key, first in zip(keys, answers, strict=True) if first]
+    assert sorted(firsts) == sorted(set(keys))
+    assert await ledger.first_sighting(keys[0]) is False
+    assert 55 <= await redis.ttl(keys[0]) <= 60
+    await ledger.close()
+    await redis.aclose()
+
+
+async def test_a_silent_store_fails_the_waiting_sightings_within_the_timeout(own_redis: EmbeddedRedis) -> None:
+    redis = create_redis(Settings(redis_url=own_redis.url))
+    ledger = NonceLedger(redis, ttl=60, timeout=0.5)
+    assert await ledger.first_sighting(_keys(1, 1)[0]) is True
+    await redis.client_pause(3000, all=False)
+
+    started = time.monotonic()
+    with pytest.raises(RedisError):
+        await ledger.first_sighting(_keys(1, 1)[0])
+    assert time.monotonic() - started < 2.5
+
+    await redis.client_unpause()
+    key = _keys(1, 1)[0]
+    assert await ledger.first_sighting(key) is True
+    assert await ledger.first_sighting(key) is False
+    await ledger.close()
+    await redis.aclose()
+
+
+async def test_a_killed_connection_fails_loudly_and_the_next_sighting_connects_again(
+    own_redis: EmbeddedRedis,
+) -> None:
+    redis = create_redis(Settings(redis_url=own_redis.url))
+    ledger = NonceLedger(redis, ttl=60)
+    assert await ledger.first_sighting(_keys(1, 1)[0]) is True
+
+    await redis.client_kill_filter(_type="normal", skipme=True)
+
+    key = _keys(1, 1)[0]
+
+    async def answered() -> bool:
+        try:
+            return await ledger.first_sighting(key)
+        except RedisError:
+            return False
+
+    await eventually(answered, what="a sighting on a new connection")
+    assert await ledger.first_sighting(key) is False
+    await ledger.close()
+    await redis.aclose()
+
+
+async def test_a_store_that_is_down_fails_at_once_and_is_used_again_once_back(own_redis: EmbeddedRedis) -> None:
+    redis = create_redis(Settings(redis_url=own_redis.url))
+    ledger = NonceLedger(redis, ttl=60)
+    own_redis.stop()
+
+    with pytest.raises(RedisError):
+        await ledger.first_sighting(_keys(1, 1)[0])
+
+    own_redis.start()
+    assert await ledger.first_sighting(_keys(1, 1)[0]) is True
+    await ledger.close()
+    await redis.aclose()
+
+
+async def test_an_error_reply_fails_that_sighting(own_redis: EmbeddedRedis) -> None:
+    redis = create_redis(Settings(redis_url=own_redis.url))
+    ledger = NonceLedger(redis, ttl=60)
+    await redis.config_set("maxmemory-policy", "noeviction")
+    await redis.config_set("maxmemory", "1")
+
+    with pytest.raises(RedisError, match="OOM"):
+        await ledger.first_sighting(_keys(1, 1)[0])
+
+    await redis.config_set("maxmemory", "0")
+    assert await ledger.first_sighting(_keys(1, 1)[0]) is True
+    await ledger.close()
+    await redis.aclose()
+
+
+async def test_the_ledger_authenticates_and_selects_the_database_of_the_url(own_redis: EmbeddedRedis) -> None:
+    admin = aioredis.Redis(host=own_redis.host, port=own_redis.port)
+    await admin.config_set("requirepass", "s3cret-pass")
+    url = f"redis://:s3cret-pass@{own_redis.host}:{own_redis.port}/5"
+    redis = create_redis(Settings(redis_url=url))
+    ledger = NonceLedger(redis, ttl=60)
+    key = _keys(1, 1)[0]
+
+    assert await ledger.first_sighting(key) is True
+
+    assert await redis.exists(key) == 1
+    other_database = aioredis.Redis(host=own_redis.host, port=own_redis.port, password="s3cret-pass", db=0)
+    assert await other_database.exists(key) == 0
+    await ledger.close()
+    for client in (redis, other_database, admin):
+        await client.aclose()
+
+
+async def test_a_wrong_password_fails_the_sighting(own_redis: EmbeddedRedis) -> None:
+    admin = aioredis.Redis(host=own_redis.host, port=own_redis.port)
+    await admin.config_set("requirepass", "s3cret-pass")
+    redis = create_redis(Settings(redis_url=f"redis://:wrong@{own_redis.host}:{own_redis.port}/0"))
+    ledger = NonceLedger(redis, ttl=60)
+
+    with pytest.raises(RedisError):
+        await ledger.first_sighting(_keys(1, 1)[0])
+    await ledger.close()
+    await redis.aclose()
+    await admin.aclose()
