@@ -349,7 +349,10 @@ def invite_store(runtime: ServiceRuntime) -> InviteStore:
     """The store of this process, with its expiry job registered."""
     settings = runtime.settings
     store = InviteStore(
-        runtime.engine, CodeSealer(load_kek(settings)), datetime.timedelta(seconds=settings.invite_hold_ttl)
+        runtime.engine,
+        runtime.driver,
+        CodeSealer(load_kek(settings)),
+        datetime.timedelta(seconds=settings.invite_hold_ttl),
     )
     runtime.jobs.append(expiry_job(store, settings.invite_expiry_interval))
     return store

@@ -18,9 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from mesh.access import AccessInterceptor, CallVerifier, TokenVerifier
 from mesh.calls import CallInterceptor
 from mesh.channels import Peers
-from mesh.db import create_engine, ping
+from mesh.db import DriverPool, create_engine, ping
 from mesh.health import DependencyHealth
-from mesh.jobs import PeriodicJob, run_periodically
+from mesh.jobs import PeriodicJob, Worker, run_periodically
 from mesh.keys import KeyringError, TrustStore
 from mesh.logs import configure_logging
 from mesh.metrics import Metrics
@@ -42,6 +42,8 @@ class ServiceRuntime:
     spec: ServiceSpec
     settings: Settings
     engine: AsyncEngine
+    driver: DriverPool
+    """Straight asyncpg connections for the few statements on a service's busiest path (mesh.db)."""
     redis: aioredis.Redis
     keys: KeySpace
     metrics: Metrics
@@ -49,6 +51,8 @@ class ServiceRuntime:
     """Signed channels to the other services."""
     jobs: list[PeriodicJob] = field(default_factory=list)
     """Periodic work to run while serving; servicers add theirs when built."""
+    workers: list[Worker] = field(default_factory=list)
+    """Long-running work to run while serving (mail senders); stopped before the server."""
 
 
 AddServicers = Callable[[grpc.aio.Server, ServiceRuntime], None]
@@ -72,6 +76,7 @@ class MeshServer:
             spec=spec,
             settings=settings,
             engine=create_engine(settings, spec.schema, spec.name),
+            driver=DriverPool(settings, spec.schema, spec.name),
             redis=create_redis(settings),
             keys=KeySpace(spec.redis_prefix),
             metrics=self.metrics,
@@ -107,6 +112,7 @@ class MeshServer:
         self.metrics_port = 0
         self._health_task: asyncio.Task[None] | None = None
         self._job_tasks: list[asyncio.Task[None]] = []
+        self._worker_tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         address = f"{self.settings.host}:{self.settings.grpc_port}"
@@ -122,16 +128,21 @@ class MeshServer:
         await self.health.probe()
         self._health_task = asyncio.create_task(self.health.run(self.settings.health_interval))
         self._job_tasks = [asyncio.create_task(run_periodically(job)) for job in self.runtime.jobs]
+        self._worker_tasks = [asyncio.create_task(worker.run()) for worker in self.runtime.workers]
 
     async def stop(self, grace: float | None = None) -> None:
         """Refuses new calls at once and lets in-flight ones finish within `grace` seconds."""
         await self.health.servicer.enter_graceful_shutdown()
         for task in [*self._job_tasks, *([self._health_task] if self._health_task else [])]:
             task.cancel()
+        for worker in self.runtime.workers:
+            await worker.stop()
+        await asyncio.gather(*self._worker_tasks, return_exceptions=True)
         await self._server.stop(self.settings.grace_period if grace is None else grace)
         await self.runtime.peers.close()
         if self._signatures is not None:
             await self._signatures.close()
+        await self.runtime.driver.close()
         await self.runtime.engine.dispose()
         await self.runtime.redis.aclose()
 

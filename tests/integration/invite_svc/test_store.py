@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from invite_svc.domain import ALREADY_REDEEMED, EXHAUSTED, HOLD_EXPIRED, CodeState, HoldState, Refusal
 from invite_svc.sealing import CodeSealer
 from invite_svc.store import InviteStore, Owner
-from mesh.db import create_engine
+from mesh.db import DriverPool, create_engine
 from mesh.settings import Settings
 from tests.conftest import eventually
 
@@ -31,8 +31,15 @@ async def engine(migrated_database_url: str) -> AsyncIterator[AsyncEngine]:
 
 
 @pytest.fixture
-def store(engine: AsyncEngine) -> InviteStore:
-    return InviteStore(engine, CodeSealer(secrets.token_bytes(32)))
+async def driver(migrated_database_url: str) -> AsyncIterator[DriverPool]:
+    driver = DriverPool(Settings(database_url=migrated_database_url, db_pool_size=20), "invite", "tests")
+    yield driver
+    await driver.close()
+
+
+@pytest.fixture
+def store(engine: AsyncEngine, driver: DriverPool) -> InviteStore:
+    return InviteStore(engine, driver, CodeSealer(secrets.token_bytes(32)))
 
 
 def _email() -> str:
@@ -152,9 +159,11 @@ async def test_release_is_idempotent_and_returns_the_use_once(store: InviteStore
     assert await _taken(migrated_database_url, minted.id) == (0, 0)
 
 
-async def test_expiry_by_three_workers_returns_each_use_once(engine: AsyncEngine, migrated_database_url: str) -> None:
+async def test_expiry_by_three_workers_returns_each_use_once(
+    engine: AsyncEngine, driver: DriverPool, migrated_database_url: str
+) -> None:
     sealer = CodeSealer(secrets.token_bytes(32))
-    short = InviteStore(engine, sealer, hold_ttl=datetime.timedelta(milliseconds=300))
+    short = InviteStore(engine, driver, sealer, hold_ttl=datetime.timedelta(milliseconds=300))
     (minted,) = await short.mint(1, 40, ADMIN)
     held = [await short.hold(minted.code, _email(), uuid.uuid4().hex) for _ in range(40)]
     assert await _outcome(short.hold(minted.code, _email(), uuid.uuid4().hex)) == EXHAUSTED

@@ -1,21 +1,59 @@
-"""Every service connection carries its schema and the statement timeout."""
+"""Every service connection, through the engine or straight from the driver, carries its schema
+and the statement timeout; driver statements bind by name."""
 
-from sqlalchemy import text
+import asyncpg
+import pytest
+from sqlalchemy import Integer, bindparam, func, literal_column, select, text
 
-from mesh.db import create_engine
+from mesh.db import DriverPool, DriverStatement, create_engine
 from mesh.settings import Settings
 
 
+def _settings(database_url: str) -> Settings:
+    return Settings(database_url=database_url, db_statement_timeout_ms=1234)
+
+
+SESSION = text("SELECT current_setting('statement_timeout'), current_schema(), current_setting('application_name')")
+
+
 async def test_connections_use_the_services_schema_and_statement_timeout(migrated_database_url: str) -> None:
-    engine = create_engine(
-        Settings(database_url=migrated_database_url, db_statement_timeout_ms=1234), "invite", "invite_svc"
-    )
+    engine = create_engine(_settings(migrated_database_url), "invite", "invite_svc")
     try:
         async with engine.connect() as connection:
-            timeout = await connection.scalar(text("SHOW statement_timeout"))
-            schema = await connection.scalar(text("SELECT current_schema()"))
-            name = await connection.scalar(text("SHOW application_name"))
+            session = tuple((await connection.execute(SESSION)).one())
     finally:
         await engine.dispose()
 
-    assert (timeout, schema, name) == ("1234ms", "invite", "invite_svc")
+    assert session == ("1234ms", "invite", "invite_svc")
+
+
+async def test_driver_connections_use_the_same_session_settings(migrated_database_url: str) -> None:
+    driver = DriverPool(_settings(migrated_database_url), "invite", "invite_svc")
+    try:
+        async with driver.connection() as connection:
+            session = tuple(await DriverStatement(SESSION).fetchrow(connection) or ())
+    finally:
+        await driver.close()
+
+    assert session == ("1234ms", "invite", "invite_svc")
+
+
+async def test_a_driver_statement_binds_by_name_and_keeps_the_values_core_bound(migrated_database_url: str) -> None:
+    statement = DriverStatement(
+        select(
+            (bindparam("b", type_=Integer) - bindparam("a", type_=Integer)).label("difference"),
+            func.coalesce(literal_column("NULL::int"), 7).label("fallback"),
+        )
+    )
+    driver = DriverPool(_settings(migrated_database_url), "invite", "tests")
+    try:
+        async with driver.connection() as connection:
+            row = await statement.fetchrow(connection, a=2, b=5)
+            with pytest.raises(TypeError, match="missing: b"):
+                await statement.fetchrow(connection, a=2)
+            with pytest.raises(asyncpg.QueryCanceledError):
+                await DriverStatement(text("SELECT pg_sleep(:seconds)")).fetchrow(connection, seconds=3)
+    finally:
+        await driver.close()
+
+    assert row is not None and (row["difference"], row["fallback"]) == (3, 7)
