@@ -40,3 +40,5 @@ lint: $(VENV)/.installed-dev
 bench: $(VENV)/.installed-dev
 	$(PY) -m bench.signing
 	$(PY) -m bench.invites
+	$(PY) -m bench.mail
+	$(PY) -m bench.mail_stats

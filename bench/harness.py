@@ -11,7 +11,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
@@ -98,10 +98,11 @@ def serve_here(spec: ServiceSpec, add_servicers: AddServicers) -> None:
 
 
 @asynccontextmanager
-async def server_process(module: str, settings: Settings) -> AsyncIterator[str]:
-    """`python -m <module> --serve` with these settings; answers its address."""
+async def server_process(module: str, settings: Settings, env: Mapping[str, str] | None = None) -> AsyncIterator[str]:
+    """`python -m <module> --serve` with these settings (and `env`); answers its address."""
     env = {
         **os.environ,
+        **(env or {}),
         "MESH_STATE_DIR": str(settings.state_dir),
         "MESH_DATABASE_URL": settings.database_url or "",
         "MESH_REDIS_URL": settings.redis_url or "",

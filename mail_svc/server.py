@@ -2,16 +2,241 @@
 
 from __future__ import annotations
 
-import grpc
-from invitemesh.mail.v1 import mail_service_pb2_grpc
+import datetime
+import time
+import uuid
+import zoneinfo
+from enum import IntEnum
+from typing import Any, TypeVar
 
+import grpc
+import structlog
+from email_validator import EmailNotValidError, validate_email
+from google.protobuf.timestamp_pb2 import Timestamp
+from invitemesh.mail.v1 import mail_service_pb2 as pb
+from invitemesh.mail.v1 import mail_service_pb2_grpc
+from redis.exceptions import RedisError
+
+from mail_svc.delivery import delivery_for, message_sealer
+from mail_svc.domain import EVENTS_NOT_CONFIGURED, EmailStatus
+from mail_svc.events import MAX_BODY, SIGNATURE_HEADER, TIMESTAMP_HEADER, EventRefused, verified
+from mail_svc.jobs import sweep_job
+from mail_svc.store import EmailFilter, EmailRecord, MailStore, NewEmail
+from mail_svc.stream import Job, MailStream
+from mail_svc.templates import BadVariables, Renderer, Template, email_id_of, message_id, mime_message
+from mesh.cursors import InvalidPageToken, PageTokens
+from mesh.errors import FailedPrecondition, FieldViolation, InvalidArgument, Unauthenticated
+from mesh.keys import load_kek
+from mesh.sealing import Sealer, derive_key
 from mesh.server import ServiceRuntime
+
+log = structlog.get_logger("mail_svc.server")
+DEFAULT_PAGE = 50
+MAX_PAGE = 500
+MAX_KEY = 200
+MAX_ADDRESS = 320
+E = TypeVar("E", bound=IntEnum)
 
 
 class MailService(mail_service_pb2_grpc.MailServiceServicer):
-    """Methods land here as they are built; the others answer UNIMPLEMENTED (hence the
-    `abstract` ignore below, which mypy flags as unused once every method exists)."""
+    def __init__(
+        self,
+        store: MailStore,
+        stream: MailStream,
+        sealer: Sealer,
+        pages: PageTokens,
+        sender: str,
+        webhook_secret: bytes | None,
+    ) -> None:
+        self._store = store
+        self._stream = stream
+        self._sealer = sealer
+        self._pages = pages
+        self._sender = sender
+        self._webhook_secret = webhook_secret
+        self._renderer = Renderer()
+
+    async def SendEmail(self, request: pb.SendEmailRequest, context: Any) -> pb.SendEmailResponse:
+        violations: list[FieldViolation] = []
+        template = _enum(Template, request.template, "template", violations)
+        recipient = _address("to", request.to, violations)
+        if not 0 < len(request.idempotency_key) <= MAX_KEY:
+            violations.append(FieldViolation("idempotency_key", f"required, at most {MAX_KEY} characters"))
+        rendered = None
+        if template is not None:
+            try:
+                rendered = self._renderer.render(template, dict(request.variables))
+            except BadVariables as bad:
+                violations += bad.violations
+        if violations:
+            raise InvalidArgument(violations)
+        assert template is not None and recipient is not None and rendered is not None
+        email_id = uuid.uuid4()
+        message = mime_message(email_id, self._sender, recipient, rendered)
+        new = NewEmail(
+            id=email_id,
+            idempotency_key=request.idempotency_key,
+            template=template,
+            recipient=recipient,
+            subject=rendered.subject,
+            message_id=message_id(email_id, self._sender),
+            sealed_message=self._sealer.seal(email_id.bytes, message),
+            masked_text=rendered.masked_text,
+        )
+        record, logged = await self._store.log(new)
+        if logged and record.status is EmailStatus.PENDING:
+            try:
+                await self._stream.enqueue([Job(new.id, recipient, new.sealed_message)])
+            except RedisError:
+                # Logged is enough: the sweeper enqueues it once the stream is back.
+                log.warning("email logged but not enqueued", email_id=str(new.id))
+        return pb.SendEmailResponse(email=_email(record))
+
+    async def ListEmails(self, request: pb.ListEmailsRequest, context: Any) -> pb.ListEmailsResponse:
+        violations: list[FieldViolation] = []
+        page_size = request.page_size or DEFAULT_PAGE
+        if not 0 < page_size <= MAX_PAGE:
+            violations.append(FieldViolation("page_size", f"between 1 and {MAX_PAGE}"))
+        status = None
+        if request.status:
+            status = _enum(EmailStatus, request.status, "status", violations)
+        if len(request.to) > MAX_ADDRESS:
+            violations.append(FieldViolation("to", f"at most {MAX_ADDRESS} characters"))
+        only = EmailFilter(
+            status=status,
+            recipient=request.to or None,
+            start=_moment(request, "start_time"),
+            end=_moment(request, "end_time"),
+        )
+        query = f"{only.status}|{(only.recipient or '').lower()}|{only.start}|{only.end}"
+        after = None
+        if request.page_token:
+            try:
+                moment, email_id = self._pages.position(request.page_token, query)
+                after = (datetime.datetime.fromisoformat(moment), uuid.UUID(email_id))
+            except (InvalidPageToken, ValueError):
+                violations.append(FieldViolation("page_token", "not a token this query gave out"))
+        if violations:
+            raise InvalidArgument(violations)
+        page = await self._store.page(page_size, after, only)
+        last = page[-1] if len(page) == page_size else None
+        return pb.ListEmailsResponse(
+            emails=[_email(record) for record in page],
+            next_page_token=self._pages.issue((last.create_time.isoformat(), str(last.id)), query) if last else "",
+        )
+
+    async def GetEmailStats(self, request: pb.GetEmailStatsRequest, context: Any) -> pb.GetEmailStatsResponse:
+        violations: list[FieldViolation] = []
+        zone: zoneinfo.ZoneInfo | datetime.timezone = datetime.UTC
+        if request.time_zone:
+            try:
+                zone = zoneinfo.ZoneInfo(request.time_zone)
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+                violations.append(FieldViolation("time_zone", "an IANA time zone such as Europe/Berlin"))
+        day = datetime.datetime.now(zone).date()
+        if request.day:
+            try:
+                day = datetime.date.fromisoformat(request.day)
+            except ValueError:
+                violations.append(FieldViolation("day", "a date as YYYY-MM-DD"))
+        if violations:
+            raise InvalidArgument(violations)
+        start = datetime.datetime.combine(day, datetime.time(), zone)
+        end = datetime.datetime.combine(day + datetime.timedelta(days=1), datetime.time(), zone)
+        counts = await self._store.stats(start, end)
+        return pb.GetEmailStatsResponse(
+            stats=pb.EmailStats(
+                day=day.isoformat(),
+                created=counts.created,
+                sent=counts.sent,
+                failed=counts.failed,
+                bounced=counts.bounced,
+                suppressed=counts.suppressed,
+            )
+        )
+
+    async def ReportDeliveryEvent(
+        self, request: pb.ReportDeliveryEventRequest, context: Any
+    ) -> pb.ReportDeliveryEventResponse:
+        if self._webhook_secret is None:
+            raise FailedPrecondition(EVENTS_NOT_CONFIGURED, "delivery events are not configured here")
+        body = request.body.data
+        if len(body) > MAX_BODY:
+            raise InvalidArgument([FieldViolation("body", f"at most {MAX_BODY} bytes")])
+        headers = {key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)}
+        try:
+            event = verified(
+                self._webhook_secret,
+                headers.get(TIMESTAMP_HEADER, ""),
+                headers.get(SIGNATURE_HEADER, ""),
+                body,
+                time.time(),
+            )
+        except EventRefused as refused:
+            if refused.reason == "MAIL_EVENT_MALFORMED":
+                raise InvalidArgument([FieldViolation("body", str(refused))], reason=refused.reason) from None
+            raise Unauthenticated(refused.reason, str(refused)) from None
+        await self._store.record_event(event, email_id_of(event.message_id))
+        log.info("delivery event", kind=event.kind.value, suppresses=event.suppresses)
+        return pb.ReportDeliveryEventResponse()
+
+
+def _enum(kind: type[E], value: int, field: str, violations: list[FieldViolation]) -> E | None:
+    try:
+        return kind(value)
+    except ValueError:
+        violations.append(FieldViolation(field, "required: one of the enum's named values"))
+        return None
+
+
+def _address(field: str, value: str, violations: list[FieldViolation]) -> str | None:
+    if len(value) > MAX_ADDRESS:
+        violations.append(FieldViolation(field, f"at most {MAX_ADDRESS} characters"))
+        return None
+    try:
+        # ASCII on the wire (the domain in IDNA form): no relay has to support SMTPUTF8.
+        validated = validate_email(value, check_deliverability=False, allow_smtputf8=False)
+        return str(validated.ascii_email or validated.normalized)
+    except EmailNotValidError as invalid:
+        violations.append(FieldViolation(field, f"not an email address: {invalid}"))
+        return None
+
+
+def _moment(request: Any, field: str) -> datetime.datetime | None:
+    return getattr(request, field).ToDatetime(datetime.UTC) if request.HasField(field) else None
+
+
+def _timestamp(moment: datetime.datetime | None) -> Timestamp | None:
+    if moment is None:
+        return None
+    stamp = Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
+
+
+def _email(record: EmailRecord) -> pb.Email:
+    return pb.Email(
+        id=str(record.id),
+        template=int(record.template),  # type: ignore[arg-type]
+        to=record.recipient,
+        subject=record.subject,
+        status=int(record.status),  # type: ignore[arg-type]
+        attempts=record.attempts,
+        last_error=record.last_error or "",
+        create_time=_timestamp(record.create_time),
+        send_time=_timestamp(record.send_time),
+        masked_text_body=record.masked_text,
+    )
 
 
 def add_servicers(server: grpc.aio.Server, runtime: ServiceRuntime) -> None:
-    mail_service_pb2_grpc.add_MailServiceServicer_to_server(MailService(), server)  # type: ignore[abstract]
+    settings = runtime.settings
+    store = MailStore(runtime.engine, runtime.driver)
+    stream = MailStream(runtime.redis, settings.mail_stream)
+    pages = PageTokens(derive_key(load_kek(settings), "mail page-token v1"))
+    secret = settings.mail_webhook_secret.get_secret_value().encode() if settings.mail_webhook_secret else None
+    service = MailService(store, stream, message_sealer(settings), pages, settings.mail_from, secret)
+    mail_service_pb2_grpc.add_MailServiceServicer_to_server(service, server)
+    runtime.jobs.append(sweep_job(store, stream, settings.mail_sweep_interval, settings.mail_sweep_after))
+    if settings.mail_senders and settings.smtp_url:
+        runtime.workers.append(delivery_for(settings, store, stream, runtime.metrics))

@@ -25,11 +25,12 @@ from mesh.channels import open_channel
 from mesh.keys import KeyringError, Keystore, TrustFile, load_kek
 from mesh.logs import configure_logging
 from mesh.migrate import upgrade_all
+from mesh.probes import degraded
 from mesh.services import SERVICES
 from mesh.settings import Settings
 from mesh.signing import signer_for
 from mesh.smtp_sink import read_mail
-from mesh.stack import Stack, StackFile, probe, process_alive, stop_pid
+from mesh.stack import Part, Stack, StackFile, probe, process_alive, stop_pid
 from mesh.tls import make_dev_certs
 
 _DETACH_TIMEOUT = 180.0
@@ -192,20 +193,28 @@ def _status(settings: Settings, as_json: bool) -> int:
         print(json.dumps({"running": False}) if as_json else "not running")
         return 3
 
-    async def probe_all() -> list[str | None]:
-        return list(await asyncio.gather(*(probe(part, settings) for part in found.parts)))
+    async def probe_all() -> tuple[list[str | None], list[list[str]]]:
+        failures = await asyncio.gather(*(probe(part, settings) for part in found.parts))
+        notes = await asyncio.gather(*(_degraded(part) for part in found.parts))
+        return list(failures), list(notes)
 
-    failures = asyncio.run(probe_all())
+    failures, notes = asyncio.run(probe_all())
     if as_json:
         parts = [
-            {**asdict(part), "healthy": failure is None, "problem": failure}
-            for part, failure in zip(found.parts, failures, strict=True)
+            {**asdict(part), "healthy": failure is None, "problem": failure, "notes": noted}
+            for part, failure, noted in zip(found.parts, failures, notes, strict=True)
         ]
         print(json.dumps({"running": True, "status": found.status, "parts": parts}, indent=2))
     else:
-        for part, failure in zip(found.parts, failures, strict=True):
-            print(f"{part.name:<10} {'SERVING' if failure is None else 'DOWN: ' + failure:<40} {part.address}")
+        for part, failure, noted in zip(found.parts, failures, notes, strict=True):
+            state = "DOWN: " + failure if failure else "SERVING" + (f" ({', '.join(noted)})" if noted else "")
+            print(f"{part.name:<10} {state:<40} {part.address}")
     return 0 if not any(failures) else 1
+
+
+async def _degraded(part: Part) -> list[str]:
+    metrics = part.details.get("metrics")
+    return await degraded(metrics) if part.kind == "service" and metrics else []
 
 
 def _logs(settings: Settings, name: str, follow: bool) -> int:

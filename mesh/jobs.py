@@ -1,11 +1,13 @@
-"""Periodic work a service runs beside its RPCs (expiry sweeps, relays). Every job must be safe
-to run in many replicas at once; the runner only repeats it and keeps it alive."""
+"""Work a service runs beside its RPCs: periodic jobs (expiry sweeps, relays) and long-running
+workers (mail senders). Every one must be safe to run in many replicas at once; the runner only
+repeats a job and keeps it alive, and asks a worker to finish when the service stops."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import structlog
 
@@ -27,3 +29,11 @@ async def run_periodically(job: PeriodicJob) -> None:
         except Exception:  # one failed run must not end the job; the next run tries again
             log.exception("job run failed", job=job.name)
         await asyncio.sleep(job.interval)
+
+
+class Worker(Protocol):
+    async def run(self) -> None:
+        """Works until `stop()`, then finishes what it has in hand and returns."""
+        ...
+
+    async def stop(self) -> None: ...

@@ -26,6 +26,12 @@ class Metrics:
             ["dependency"],
             registry=self.registry,
         )
+        self.breaker_state = Gauge(
+            "mesh_breaker_state",
+            "Circuit breaker state: 0 closed, 1 half-open, 2 open.",
+            ["breaker"],
+            registry=self.registry,
+        )
 
     def serve(self, host: str, port: int) -> int:
         """Starts the HTTP exporter in a thread; answers the bound port (useful with port 0)."""

@@ -82,11 +82,32 @@ async def probe_grpc_health(
 
 
 def _dependencies_down(metrics_address: str) -> list[str]:
-    with urllib.request.urlopen(f"http://{metrics_address}/metrics", timeout=_TIMEOUT) as answer:
-        exposed = answer.read().decode()
+    exposed = _metrics(metrics_address)
     return [
         match.group(1) for match in re.finditer(r'^mesh_dependency_up\{dependency="([^"]+)"\} 0\.0$', exposed, re.M)
     ]
+
+
+async def degraded(metrics_address: str) -> list[str]:
+    """What a service's metrics say works in part only: circuit breakers that are not closed."""
+
+    def read() -> list[str]:
+        exposed = _metrics(metrics_address)
+        states = re.finditer(r'^mesh_breaker_state\{breaker="([^"]+)"\} ([12])\.0$', exposed, re.M)
+        return [f"{match.group(1)} breaker {_BREAKER_STATES[match.group(2)]}" for match in states]
+
+    try:
+        return await asyncio.to_thread(read)
+    except OSError:
+        return []
+
+
+_BREAKER_STATES = {"1": "half-open", "2": "open"}
+
+
+def _metrics(metrics_address: str) -> str:
+    with urllib.request.urlopen(f"http://{metrics_address}/metrics", timeout=_TIMEOUT) as answer:
+        return str(answer.read().decode())
 
 
 async def probe_envoy(admin_address: str) -> str | None:

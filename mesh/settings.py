@@ -52,6 +52,20 @@ class Settings(BaseSettings):
     invite_expiry_interval: float = Field(default=5.0, gt=0)
     invite_checks_per_minute: int = Field(default=30, gt=0)
 
+    mail_from: str = "invitemesh <no-reply@invitemesh.localhost>"
+    mail_stream: str = Field(default="mail", pattern=r"^[A-Za-z0-9_.:-]{1,100}$")
+    mail_senders: int = Field(default=4, ge=0, le=256)
+    mail_max_attempts: int = Field(default=3, ge=1)
+    mail_backoff_base: float = Field(default=2.0, gt=0)
+    mail_backoff_cap: float = Field(default=300.0, gt=0)
+    mail_smtp_timeout: float = Field(default=30.0, gt=0)
+    mail_reclaim_idle: float = Field(default=120.0, gt=0)
+    mail_sweep_interval: float = Field(default=5.0, gt=0)
+    mail_sweep_after: float = Field(default=30.0, gt=0)
+    mail_breaker_failures: int = Field(default=5, ge=1)
+    mail_breaker_reset: float = Field(default=30.0, gt=0)
+    mail_webhook_secret: SecretStr | None = None
+
     grace_period: float = Field(default=10.0, gt=0)
     health_interval: float = Field(default=2.0, gt=0)
     db_statement_timeout_ms: int = Field(default=5000, gt=0)

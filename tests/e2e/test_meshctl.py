@@ -7,8 +7,10 @@ import json
 import os
 import smtplib
 import subprocess
+import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from email.message import EmailMessage
 
@@ -16,19 +18,28 @@ import grpc
 import pytest
 from invitemesh.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
 from invitemesh.invite.v1 import invite_service_pb2, invite_service_pb2_grpc
+from invitemesh.mail.v1 import mail_service_pb2, mail_service_pb2_grpc
 
 from invite_svc import codes as invite_codes
+from mail_svc.events import SIGNATURE_HEADER, TIMESTAMP_HEADER, signature
+from mesh.channels import open_channel
 from mesh.errors import error_info
-from mesh.services import SERVICES
+from mesh.services import MAIL, SERVICES
+from mesh.settings import Settings
+from mesh.signing import signer_for
 from mesh.stack import SMTP_PORT_OFFSET, process_alive
+from tests.conftest import eventually
 from tests.e2e.conftest import Mesh, running_mesh
 
 pytestmark = pytest.mark.e2e
 
 
+WEBHOOK_SECRET = "e2e-webhook-secret"
+
+
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
-    with running_mesh(tmp_path_factory) as mesh:
+    with running_mesh(tmp_path_factory, MESH_MAIL_WEBHOOK_SECRET=WEBHOOK_SECRET) as mesh:
         yield mesh
 
 
@@ -161,6 +172,50 @@ def test_smtp_sink_keeps_what_it_receives(mesh: Mesh) -> None:
         ("Your verification code", ["ada@example.com"], "123456")
     ]
     assert others == []
+
+
+async def test_an_email_sent_through_mail_svc_reaches_the_sink(mesh: Mesh) -> None:
+    settings = Settings(state_dir=mesh.state_dir)
+    to = f"grace.{uuid.uuid4().hex[:8]}@example.com"
+    target = f"127.0.0.1:{int(mesh.env['MESH_PORT_BASE']) + MAIL.port_offset}"
+    async with open_channel(target, settings, "auth_svc", signer_for("auth_svc", settings)) as channel:
+        await mail_service_pb2_grpc.MailServiceStub(channel).SendEmail(
+            mail_service_pb2.SendEmailRequest(
+                template=mail_service_pb2.EMAIL_TEMPLATE_VERIFICATION,
+                to=to,
+                variables={"code": "731904"},
+                idempotency_key=uuid.uuid4().hex,
+            ),
+            timeout=10,
+        )
+
+    async def arrived() -> bool:
+        return bool(json.loads(mesh.ctl("mail", "list", "--to", to, "--json").stdout))
+
+    await eventually(arrived, what="the email in the sink")
+    (mail,) = json.loads(mesh.ctl("mail", "list", "--to", to, "--json").stdout)
+    assert "731904" in mail["text"] and mail["subject"] == "Your invitemesh verification code"
+
+
+def test_a_signed_delivery_event_posted_to_the_edge_is_accepted(mesh: Mesh) -> None:
+    body = json.dumps({"event": "complained", "message_id": "<x@y>", "recipient": "angry@example.com"}).encode()
+    timestamp = str(int(time.time()))
+    headers = {TIMESTAMP_HEADER: timestamp, SIGNATURE_HEADER: signature(WEBHOOK_SECRET.encode(), timestamp, body)}
+
+    def post(signed: dict[str, str]) -> urllib.request.Request:
+        return urllib.request.Request(
+            f"http://{mesh.edge}/v1/mail/events",
+            data=body,
+            headers={"Content-Type": "application/json", **signed},
+            method="POST",
+        )
+
+    with urllib.request.urlopen(post(headers), timeout=10) as answer:  # noqa: S310
+        assert (answer.status, json.loads(answer.read())) == (200, {})
+    with pytest.raises(urllib.error.HTTPError) as forged:
+        urllib.request.urlopen(post({**headers, SIGNATURE_HEADER: "v1=00"}), timeout=10)  # noqa: S310
+    assert forged.value.code == 401
+    assert json.loads(forged.value.read())["details"][0]["reason"] == "MAIL_EVENT_SIGNATURE_INVALID"
 
 
 def test_logs_show_a_service_serving(mesh: Mesh) -> None:

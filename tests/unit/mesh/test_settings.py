@@ -76,3 +76,11 @@ def test_service_addresses_and_trust_settings_from_environment(monkeypatch: pyte
     assert settings.resolved_keys_dir == Path("/srv/mesh/keys")
     assert settings.resolved_certs_dir == Path("/srv/mesh/certs")
     assert "not-printed" not in repr(settings)
+
+
+def test_the_readme_documents_every_setting() -> None:
+    readme = (Path(__file__).parents[3] / "README.md").read_text()
+
+    undocumented = [name for name in Settings.model_fields if f"| `MESH_{name.upper()}` |" not in readme]
+
+    assert undocumented == []

@@ -1,0 +1,89 @@
+"""The asyncio breaker: failures of awaited work count, refusals about one request do not, an open
+breaker refuses without running anything, and a trial after the reset timeout closes it again."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from prometheus_client import CollectorRegistry, Gauge
+
+from mesh.breakers import AsyncBreaker, BreakerOpen
+
+
+class Down(Exception):
+    pass
+
+
+class Refused(Exception):
+    pass
+
+
+def _breaker(reset: float = 60.0) -> tuple[AsyncBreaker, Gauge]:
+    states = Gauge("mesh_breaker_state", "state", ["breaker"], registry=CollectorRegistry())
+    return AsyncBreaker("smtp", 3, reset, counts=lambda error: isinstance(error, Down), states=states), states
+
+
+async def _fail(breaker: AsyncBreaker, error: Exception) -> None:
+    with pytest.raises(type(error)):
+        async with breaker.guard():
+            await asyncio.sleep(0)
+            raise error
+
+
+async def test_awaited_failures_count_and_open_the_breaker() -> None:
+    breaker, states = _breaker()
+    for _ in range(2):
+        await _fail(breaker, Down())
+    assert breaker.state == "closed"
+
+    await _fail(breaker, Down())  # the third raises itself, not a breaker error
+
+    assert breaker.state == "open"
+    assert states.labels("smtp")._value.get() == 2
+    assert breaker.seconds_until_trial() > 59
+
+
+async def test_an_open_breaker_refuses_without_running_the_block() -> None:
+    breaker, _ = _breaker()
+    for _ in range(3):
+        await _fail(breaker, Down())
+    ran = False
+
+    with pytest.raises(BreakerOpen):
+        async with breaker.guard():
+            ran = True
+
+    assert not ran
+
+
+async def test_refusals_about_one_request_do_not_count_and_a_success_resets_the_count() -> None:
+    breaker, _ = _breaker()
+    for _ in range(2):
+        await _fail(breaker, Down())
+    await _fail(breaker, Refused())
+    for _ in range(2):
+        await _fail(breaker, Down())
+    async with breaker.guard():
+        await asyncio.sleep(0)
+    await _fail(breaker, Down())
+
+    assert breaker.state == "closed"
+
+
+async def test_after_the_reset_timeout_one_success_closes_it_and_one_failure_reopens_it() -> None:
+    breaker, states = _breaker(reset=0.05)
+    for _ in range(3):
+        await _fail(breaker, Down())
+    await asyncio.sleep(0.06)
+    assert breaker.seconds_until_trial() == 0
+
+    async with breaker.guard():
+        await asyncio.sleep(0)
+
+    assert breaker.state == "closed" and states.labels("smtp")._value.get() == 0
+    for _ in range(3):
+        await _fail(breaker, Down())
+    await asyncio.sleep(0.06)
+    await _fail(breaker, Down())
+    assert breaker.state == "open"
