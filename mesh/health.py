@@ -4,6 +4,7 @@ answer. A background probe checks both every `MESH_HEALTH_INTERVAL` seconds."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Mapping
 
 import structlog
@@ -39,10 +40,11 @@ class DependencyHealth:
             await self.servicer.set(name, status)
         return not failures
 
-    async def run(self, interval: float) -> None:
-        while True:
+    async def run(self, interval: float, stopping: asyncio.Event) -> None:
+        while not stopping.is_set():
             await self.probe()
-            await asyncio.sleep(interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), interval)
 
     async def _run(self, name: str, probe: Probe) -> tuple[str, str | None]:
         try:

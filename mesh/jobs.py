@@ -5,6 +5,7 @@ repeats a job and keeps it alive, and asks a worker to finish when the service s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -22,13 +23,17 @@ class PeriodicJob:
     work: Callable[[], Awaitable[object]]
 
 
-async def run_periodically(job: PeriodicJob) -> None:
-    while True:
+async def run_periodically(job: PeriodicJob, stopping: asyncio.Event) -> None:
+    """Runs `job` until `stopping` is set. Cancelling works too, but a cancellation can be lost
+    in a database or Redis client (Python 3.11's `wait_for` drops one that races a result), and
+    the flag still ends the loop then."""
+    while not stopping.is_set():
         try:
             await job.work()
         except Exception:  # one failed run must not end the job; the next run tries again
             log.exception("job run failed", job=job.name)
-        await asyncio.sleep(job.interval)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), job.interval)
 
 
 class Worker(Protocol):

@@ -110,8 +110,8 @@ class MeshServer:
         )
         self.port = 0
         self.metrics_port = 0
-        self._health_task: asyncio.Task[None] | None = None
-        self._job_tasks: list[asyncio.Task[None]] = []
+        self._stopping = asyncio.Event()
+        self._background: list[asyncio.Task[None]] = []
         self._worker_tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -126,18 +126,21 @@ class MeshServer:
         await self._server.start()
         self.metrics_port = self.metrics.serve(self.settings.host, self.settings.metrics_port)
         await self.health.probe()
-        self._health_task = asyncio.create_task(self.health.run(self.settings.health_interval))
-        self._job_tasks = [asyncio.create_task(run_periodically(job)) for job in self.runtime.jobs]
+        self._background = [
+            asyncio.create_task(self.health.run(self.settings.health_interval, self._stopping)),
+            *(asyncio.create_task(run_periodically(job, self._stopping)) for job in self.runtime.jobs),
+        ]
         self._worker_tasks = [asyncio.create_task(worker.run()) for worker in self.runtime.workers]
 
     async def stop(self, grace: float | None = None) -> None:
         """Refuses new calls at once and lets in-flight ones finish within `grace` seconds."""
         await self.health.servicer.enter_graceful_shutdown()
-        for task in [*self._job_tasks, *([self._health_task] if self._health_task else [])]:
+        self._stopping.set()
+        for task in self._background:
             task.cancel()
         for worker in self.runtime.workers:
             await worker.stop()
-        await asyncio.gather(*self._worker_tasks, return_exceptions=True)
+        await asyncio.gather(*self._worker_tasks, *self._background, return_exceptions=True)
         await self._server.stop(self.settings.grace_period if grace is None else grace)
         await self.runtime.peers.close()
         if self._signatures is not None:
