@@ -40,6 +40,7 @@ async def test_rotating_a_callers_key_under_load_fails_no_call(
     old_kid, old_key = trust.keystore.signing_key("auth_svc")
     failures: list[str] = []
     kids_used: set[str] = set()
+    last_call_began_with: list[str | None] = [None] * WORKERS
     calls = 0
     stopping = asyncio.Event()
 
@@ -49,18 +50,20 @@ async def test_rotating_a_callers_key_under_load_fails_no_call(
     ):
         stub = invite_service_pb2_grpc.InviteServiceStub(channel)
 
-        async def keep_calling() -> None:
+        async def keep_calling(worker: int) -> None:
             nonlocal calls
             while not stopping.is_set():
+                began_with = signer.key_id
                 try:
                     await stub.HoldCode(REQUEST, timeout=10)
                     calls += 1
                     kids_used.add(signer.key_id or "")
+                    last_call_began_with[worker] = began_with
                 except grpc.aio.AioRpcError as error:
                     info = error_info(error)
                     failures.append(f"{error.code().name} {info.reason if info else ''}")
 
-        workers = [asyncio.create_task(keep_calling()) for _ in range(WORKERS)]
+        workers = [asyncio.create_task(keep_calling(worker)) for worker in range(WORKERS)]
 
         async def calls_beyond(count: int) -> bool:
             return calls >= count
@@ -78,6 +81,12 @@ async def test_rotating_a_callers_key_under_load_fails_no_call(
             return signer.key_id == new_kid
 
         await eventually(signer_switched, what="signer switching keys")
+
+        async def no_call_signed_with_the_old_key_in_flight() -> bool:
+            # Step 3's wait: a call signed just before the switch may still be on its way.
+            return all(kid == new_kid for kid in last_call_began_with)
+
+        await eventually(no_call_signed_with_the_old_key_in_flight, what="old-key calls landing")
         trust.keystore.retire("auth_svc", old_kid)
 
         async def server_forgot_old_key() -> bool:
