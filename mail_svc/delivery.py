@@ -36,13 +36,14 @@ from cryptography.exceptions import InvalidTag
 from prometheus_client import Counter
 from redis.exceptions import RedisError
 
-from mail_svc.domain import DeliveryFailure, EmailStatus, FailureKind, backoff
+from mail_svc.domain import DeliveryFailure, EmailStatus, FailureKind
 from mail_svc.smtp import Relay, RelayConnection
 from mail_svc.store import MailStore
 from mail_svc.stream import Entry, Job, MailStream
 from mesh.breakers import AsyncBreaker, BreakerOpen
 from mesh.keys import load_kek
 from mesh.metrics import Metrics
+from mesh.retries import full_jitter
 from mesh.sealing import Sealer, derive_key
 from mesh.settings import Settings
 
@@ -210,7 +211,7 @@ class Delivery:
 
     async def _failed(self, job: Job, attempt: int, failure: DeliveryFailure) -> None:
         delay = datetime.timedelta(
-            seconds=backoff(attempt, self._settings.mail_backoff_base, self._settings.mail_backoff_cap)
+            seconds=full_jitter(attempt, self._settings.mail_backoff_base, self._settings.mail_backoff_cap)
         )
         if failure.kind is FailureKind.RELAY and not failure.handed_over:
             log.warning("relay unreachable", email_id=str(job.email_id), error=failure.detail)

@@ -1,10 +1,9 @@
-"""Pure rules of mail: statuses, what a failed delivery attempt means for the email, how long to
-wait before the next one, and the stable reasons of every refusal."""
+"""Pure rules of mail: statuses, what a failed delivery attempt means for the email, and the
+stable reasons of every refusal."""
 
 from __future__ import annotations
 
 import enum
-import random
 
 
 class EmailStatus(enum.IntEnum):
@@ -35,13 +34,6 @@ class DeliveryFailure(Exception):
         self.detail = detail
         self.handed_over = handed_over
         """Whether the message itself had been written to the relay (so it may have been accepted)."""
-
-
-def backoff(attempt: int, base: float, cap: float, rng: random.Random | None = None) -> float:
-    """Seconds before attempt `attempt + 1`: exponential with full jitter (uniform in 0…base·2^(n-1),
-    capped), so retries of many emails spread out instead of arriving together."""
-    ceiling = min(cap, base * 2 ** max(0, attempt - 1))
-    return (rng or random).uniform(0, ceiling)
 
 
 EVENT_SIGNATURE_INVALID = "MAIL_EVENT_SIGNATURE_INVALID"

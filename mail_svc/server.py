@@ -11,7 +11,6 @@ from typing import Any, TypeVar
 
 import grpc
 import structlog
-from email_validator import EmailNotValidError, validate_email
 from google.protobuf.timestamp_pb2 import Timestamp
 from invitemesh.mail.v1 import mail_service_pb2 as pb
 from invitemesh.mail.v1 import mail_service_pb2_grpc
@@ -25,6 +24,7 @@ from mail_svc.store import EmailFilter, EmailRecord, MailStore, NewEmail
 from mail_svc.stream import Job, MailStream
 from mail_svc.templates import BadVariables, Renderer, Template, email_id_of, message_id, mime_message
 from mesh.cursors import InvalidPageToken, PageTokens
+from mesh.emails import MAX_ADDRESS, checked_address
 from mesh.errors import FailedPrecondition, FieldViolation, InvalidArgument, Unauthenticated
 from mesh.keys import load_kek
 from mesh.sealing import Sealer, derive_key
@@ -34,7 +34,6 @@ log = structlog.get_logger("mail_svc.server")
 DEFAULT_PAGE = 50
 MAX_PAGE = 500
 MAX_KEY = 200
-MAX_ADDRESS = 320
 E = TypeVar("E", bound=IntEnum)
 
 
@@ -59,7 +58,7 @@ class MailService(mail_service_pb2_grpc.MailServiceServicer):
     async def SendEmail(self, request: pb.SendEmailRequest, context: Any) -> pb.SendEmailResponse:
         violations: list[FieldViolation] = []
         template = _enum(Template, request.template, "template", violations)
-        recipient = _address("to", request.to, violations)
+        recipient = checked_address("to", request.to, violations)
         if not 0 < len(request.idempotency_key) <= MAX_KEY:
             violations.append(FieldViolation("idempotency_key", f"required, at most {MAX_KEY} characters"))
         rendered = None
@@ -186,19 +185,6 @@ def _enum(kind: type[E], value: int, field: str, violations: list[FieldViolation
         return kind(value)
     except ValueError:
         violations.append(FieldViolation(field, "required: one of the enum's named values"))
-        return None
-
-
-def _address(field: str, value: str, violations: list[FieldViolation]) -> str | None:
-    if len(value) > MAX_ADDRESS:
-        violations.append(FieldViolation(field, f"at most {MAX_ADDRESS} characters"))
-        return None
-    try:
-        # ASCII on the wire (the domain in IDNA form): no relay has to support SMTPUTF8.
-        validated = validate_email(value, check_deliverability=False, allow_smtputf8=False)
-        return str(validated.ascii_email or validated.normalized)
-    except EmailNotValidError as invalid:
-        violations.append(FieldViolation(field, f"not an email address: {invalid}"))
         return None
 
 

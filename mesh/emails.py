@@ -7,6 +7,12 @@ are removed and the provider's alias domains fold into one, so `Ada.Love+x@Googl
 
 from __future__ import annotations
 
+from email_validator import EmailNotValidError, validate_email
+
+from mesh.errors import FieldViolation
+
+MAX_ADDRESS = 320
+
 DOTLESS_PROVIDERS = {"gmail.com": "gmail.com", "googlemail.com": "gmail.com"}
 
 
@@ -29,3 +35,17 @@ def canonical_email(address: str, dotless_providers: dict[str, str] | None = Non
 
 def email_domain(canonical: str) -> str:
     return canonical.rpartition("@")[2]
+
+
+def checked_address(field: str, value: str, violations: list[FieldViolation]) -> str | None:
+    """The address in ASCII (its domain in IDNA form, so no relay has to support SMTPUTF8), or
+    None with a violation of `field` added. Syntax only: no DNS lookup on a request path."""
+    if len(value) > MAX_ADDRESS:
+        violations.append(FieldViolation(field, f"at most {MAX_ADDRESS} characters"))
+        return None
+    try:
+        validated = validate_email(value, check_deliverability=False, allow_smtputf8=False)
+        return str(validated.ascii_email or validated.normalized)
+    except EmailNotValidError as invalid:
+        violations.append(FieldViolation(field, f"not an email address: {invalid}"))
+        return None
