@@ -7,17 +7,20 @@ never carry a secret: they are returned to callers and logged.
 
 from __future__ import annotations
 
+import datetime
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
+from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 
 DOMAIN = "invitemesh"
 _STATUS_DETAILS_KEY = "grpc-status-details-bin"
+D = TypeVar("D", bound=Message)
 _REASON = re.compile(r"^[A-Z][A-Z0-9_]{0,61}[A-Z0-9]$")
 
 
@@ -102,6 +105,44 @@ class ResourceExhausted(MeshError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
+class RateLimited(ResourceExhausted):
+    """Too many requests: `RATE_LIMITED`, with a `RetryInfo` saying when to try again."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__("RATE_LIMITED", message)
+        self.retry_after = max(1.0, retry_after)
+
+    def details(self) -> list[any_pb2.Any]:
+        retry = any_pb2.Any()
+        delay = duration_pb2.Duration()
+        delay.FromTimedelta(datetime.timedelta(seconds=round(self.retry_after)))
+        retry.Pack(error_details_pb2.RetryInfo(retry_delay=delay))
+        return [*super().details(), retry]
+
+
+class PassedOn(MeshError):
+    """A refusal answered as someone else first answered it: a peer service's status passed to
+    our caller, or the first answer to a request given again to its double submit."""
+
+    def __init__(self, status: status_pb2.Status) -> None:
+        info = _unpacked(status.details, error_details_pb2.ErrorInfo)
+        super().__init__(info.reason if info and _REASON.match(info.reason) else "UNKNOWN", status.message)
+        self.code = grpc.StatusCode(next(c.value for c in grpc.StatusCode if c.value[0] == status.code))  # type: ignore[misc]
+        self._status = status
+
+    def to_status(self) -> status_pb2.Status:
+        return self._status
+
+
+def status_of(error: grpc.aio.AioRpcError) -> status_pb2.Status:
+    """The `google.rpc.Status` a failed call carries (its code and message when it has none)."""
+    trailing: tuple[tuple[str, str | bytes], ...] = tuple(error.trailing_metadata() or ())  # type: ignore[arg-type]
+    for key, value in trailing:
+        if key == _STATUS_DETAILS_KEY and isinstance(value, bytes):
+            return status_pb2.Status.FromString(value)
+    return status_pb2.Status(code=error.code().value[0], message=error.details() or "")
+
+
 class Unavailable(MeshError):
     code = grpc.StatusCode.UNAVAILABLE
 
@@ -116,12 +157,19 @@ class Internal(MeshError):
 
 def error_info(error: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo | None:
     """The `ErrorInfo` a failed call carries, for clients and tests."""
-    details = _details_of(error)
+    return _unpacked(_details_of(error), error_details_pb2.ErrorInfo)
+
+
+def retry_info(error: grpc.aio.AioRpcError) -> error_details_pb2.RetryInfo | None:
+    """The `RetryInfo` a failed call carries, for clients and tests."""
+    return _unpacked(_details_of(error), error_details_pb2.RetryInfo)
+
+
+def _unpacked(details: Iterable[any_pb2.Any], kind: type[D]) -> D | None:
     for detail in details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            return info
+        found = kind()
+        if detail.Unpack(found):  # False for a detail of another type
+            return found
     return None
 
 
@@ -137,8 +185,4 @@ def field_violations(error: grpc.aio.AioRpcError) -> list[FieldViolation]:
 
 
 def _details_of(error: grpc.aio.AioRpcError) -> list[any_pb2.Any]:
-    trailing: tuple[tuple[str, str | bytes], ...] = tuple(error.trailing_metadata() or ())  # type: ignore[arg-type]
-    for key, value in trailing:
-        if key == _STATUS_DETAILS_KEY and isinstance(value, bytes):
-            return list(status_pb2.Status.FromString(value).details)
-    return []
+    return list(status_of(error).details)

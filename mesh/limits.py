@@ -22,12 +22,18 @@ class FixedWindowLimit:
         self._window = window
 
     async def allow(self, subject: str) -> bool:
-        """Counts one request of `subject`; False once its budget for this window is spent.
+        """Counts one request of `subject`; False once its budget for this window is spent."""
+        return await self.wait_after(subject) == 0
+
+    async def wait_after(self, subject: str) -> float:
+        """Counts one request of `subject`; answers 0 within its budget, else the seconds until
+        the window renews.
 
         Fails open when Redis is unreachable: a budget guards cost, not correctness, and the
         caller's own checks still apply.
         """
-        window = int(time.time()) // self._window
+        now = time.time()
+        window = int(now) // self._window
         key = self._keys.tagged(subject, self._name, str(window))
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
@@ -36,5 +42,5 @@ class FixedWindowLimit:
                 _, count = await pipe.execute()
         except RedisError:
             log.warning("request budget unavailable, allowing", budget=self._name)
-            return True
-        return int(count) <= self._limit
+            return 0.0
+        return 0.0 if int(count) <= self._limit else (window + 1) * self._window - now
