@@ -1,17 +1,445 @@
-"""auth_svc's gRPC surface: maps proto to domain and back."""
+"""auth_svc's gRPC surface: maps proto to domain and back.
+
+No answer reveals whether an email has an account: registration of a known email, a resend or a
+reset request for an unknown one, all answer as the ordinary case does and take about as long
+(a password is hashed, or checked against a decoy, either way).
+"""
 
 from __future__ import annotations
 
-import grpc
-from invitemesh.auth.v1 import auth_service_pb2_grpc
+import asyncio
+import datetime
+import hashlib
+import uuid
+from typing import Any
 
+import grpc
+import structlog
+from google.protobuf.timestamp_pb2 import Timestamp
+from invitemesh.auth.v1 import auth_service_pb2 as pb
+from invitemesh.auth.v1 import auth_service_pb2_grpc
+from invitemesh.invite.v1 import invite_service_pb2 as invite_pb
+from invitemesh.mail.v1 import mail_service_pb2 as mail_pb
+
+from auth_svc import models
+from auth_svc.domain import (
+    UserState,
+    code_digest,
+    is_verification_code,
+    new_verification_code,
+    password_problem,
+    same_digest,
+)
+from auth_svc.jobs import sweep_job
+from auth_svc.keyring import StoredKeyRing
+from auth_svc.passwords import Passwords
+from auth_svc.peers import Invites, receivers
+from auth_svc.sessions import KeyRing, new_opaque_token, token_digest
+from auth_svc.store import (
+    CONFIRM_HOLD,
+    MINT_CODES,
+    AuthStore,
+    Mail,
+    NewCode,
+    NewToken,
+    Registration,
+    Rotation,
+    UserRecord,
+    Work,
+)
+from auth_svc.submissions import FirstSubmission
+from auth_svc.throttle import SignInThrottle
+from mesh.access import current_principal
+from mesh.emails import InvalidEmail, canonical_email, checked_address
+from mesh.errors import FieldViolation, InvalidArgument, PermissionDenied, RateLimited, Unauthenticated
+from mesh.keys import load_kek
+from mesh.limits import FixedWindowLimit
+from mesh.outbox import Outbox, RelayTimings
+from mesh.peers import client_address
+from mesh.sealing import Sealer, derive_key
 from mesh.server import ServiceRuntime
+from mesh.settings import Settings
+
+log = structlog.get_logger("auth_svc.server")
+MAX_CODE = 64
+MAX_TOKEN = 128
 
 
 class AuthService(auth_service_pb2_grpc.AuthServiceServicer):
-    """Methods land here as they are built; the others answer UNIMPLEMENTED (hence the
-    `abstract` ignore below, which mypy flags as unused once every method exists)."""
+    def __init__(
+        self,
+        settings: Settings,
+        store: AuthStore,
+        passwords: Passwords,
+        keys: StoredKeyRing,
+        invites: Invites,
+        submissions: FirstSubmission,
+        sign_ins: SignInThrottle,
+        per_client: FixedWindowLimit,
+        per_address: FixedWindowLimit,
+        code_key: bytes,
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._passwords = passwords
+        self._keys = keys
+        self._invites = invites
+        self._submissions = submissions
+        self._sign_ins = sign_ins
+        self._per_client = per_client
+        self._per_address = per_address
+        self._code_key = code_key
+        self._refresh_ttl = datetime.timedelta(seconds=settings.auth_refresh_ttl)
+        self._verification_ttl = datetime.timedelta(seconds=settings.auth_verification_ttl)
+
+    # Registration
+
+    async def Register(self, request: pb.RegisterRequest, context: Any) -> pb.RegisterResponse:
+        violations: list[FieldViolation] = []
+        address, canonical = _email("email", request.email, violations)
+        if (problem := password_problem(request.password)) is not None:
+            violations.append(FieldViolation("password", problem))
+        if not 0 < len(request.invite_code.strip()) <= MAX_CODE:
+            violations.append(FieldViolation("invite_code", f"required, at most {MAX_CODE} characters"))
+        if violations:
+            raise InvalidArgument(violations)
+        assert address is not None and canonical is not None
+        await self._spend_client_budget(context)
+        if wait := await self._per_address.wait_after(canonical):
+            raise RateLimited("too many registrations for this email", wait)
+        fingerprint = hashlib.sha256(
+            b"\0".join((self._code_key, request.password.encode(), request.invite_code.encode()))
+        ).digest()
+
+        async def register() -> bytes:
+            return (await self._register(address, canonical, request.password, request.invite_code)).SerializeToString()
+
+        answer = await self._submissions.answer(canonical, fingerprint, register)
+        return pb.RegisterResponse.FromString(answer)
+
+    async def _register(self, address: str, canonical: str, password: str, invite_code: str) -> pb.RegisterResponse:
+        answer = pb.RegisterResponse(verification_expire_time=_timestamp(self._code_expiry()))
+        password_hash = await self._passwords.hash(password)
+        existing = await self._store.user_by_email(canonical)
+        if existing is not None and existing.state is not UserState.PENDING_VERIFICATION:
+            await self._notify_owner(existing)
+            return answer
+        hold = await self._invites.hold(invite_code, address)
+        try:
+            user = await self._store.register(
+                _registration(address, canonical, password_hash, hold),
+                lambda user_id: self._verification(user_id, address),
+            )
+        except BaseException:
+            await self._invites.release(hold.id)
+            raise
+        if user is None:
+            # An account for this email became active, or a newer registration won, meanwhile.
+            await self._invites.release(hold.id)
+        return answer
+
+    async def VerifyEmail(self, request: pb.VerifyEmailRequest, context: Any) -> pb.VerifyEmailResponse:
+        violations: list[FieldViolation] = []
+        _, canonical = _email("email", request.email, violations)
+        if not is_verification_code(request.code.strip()):
+            violations.append(FieldViolation("code", "the six digits from the email"))
+        if violations:
+            raise InvalidArgument(violations)
+        assert canonical is not None
+        attempt = await self._store.take_verification_attempt(canonical)
+        if attempt is None or not same_digest(
+            attempt[1], code_digest(self._code_key, attempt[0], request.code.strip())
+        ):
+            raise _wrong_code()
+        user_id = attempt[0]
+        pending = await self._store.user(user_id)
+        if pending is None:
+            raise _wrong_code()
+        refresh, token = self._new_refresh_token()
+        user = await self._store.activate(user_id, _activation_work(pending), token)
+        if user is None:
+            raise _wrong_code()
+        log.info("account active", user_id=str(user_id))
+        return pb.VerifyEmailResponse(user=_user(user), session=await self._session(user.id, refresh, token))
+
+    async def ResendVerification(
+        self, request: pb.ResendVerificationRequest, context: Any
+    ) -> pb.ResendVerificationResponse:
+        violations: list[FieldViolation] = []
+        address, canonical = _email("email", request.email, violations)
+        if violations:
+            raise InvalidArgument(violations)
+        assert address is not None and canonical is not None
+        await self._spend_client_budget(context)
+        user = await self._store.user_by_email(canonical)
+        if (
+            user is not None
+            and user.state is UserState.PENDING_VERIFICATION
+            and await self._per_address.allow(canonical)
+        ):
+            await self._store.replace_code(user.id, self._verification(user.id, user.email))
+        return pb.ResendVerificationResponse()
+
+    # Sessions
+
+    async def Login(self, request: pb.LoginRequest, context: Any) -> pb.LoginResponse:
+        violations: list[FieldViolation] = []
+        _, canonical = _email("email", request.email, violations)
+        if not 0 < len(request.password) <= 1024:
+            violations.append(FieldViolation("password", "required"))
+        if violations:
+            raise InvalidArgument(violations)
+        assert canonical is not None
+        client = client_address(context)
+        delay = await self._sign_ins.admit(canonical, client)
+        if delay:
+            await asyncio.sleep(delay)
+        user = await self._store.user_by_email(canonical)
+        verdict = await self._passwords.verify(user.password_hash if user else None, request.password)
+        if user is None or not verdict.matches:
+            await self._sign_ins.failed(canonical, client)
+            raise Unauthenticated("INVALID_CREDENTIALS", "the email or the password is wrong")
+        await self._sign_ins.succeeded(canonical)
+        if user.state is UserState.PENDING_VERIFICATION:
+            raise PermissionDenied("EMAIL_NOT_VERIFIED", "prove the email with the mailed code first")
+        if user.state is UserState.SUSPENDED:
+            raise PermissionDenied("USER_SUSPENDED", "this account is suspended")
+        if verdict.needs_rehash:
+            await self._store.set_password_hash(user.id, await self._passwords.hash(request.password))
+        refresh, token = self._new_refresh_token()
+        await self._store.start_session(user.id, token)
+        return pb.LoginResponse(session=await self._session(user.id, refresh, token))
+
+    async def Refresh(self, request: pb.RefreshRequest, context: Any) -> pb.RefreshResponse:
+        presented = _opaque_token("refresh_token", request.refresh_token)
+        refresh, successor = self._new_refresh_token()
+        outcome, user_id = await self._store.rotate(token_digest(presented), successor)
+        if outcome is Rotation.REUSED:
+            log.warning("a rotated refresh token came back; its session is revoked")
+            raise Unauthenticated("REFRESH_TOKEN_REUSED", "this refresh token was already used; sign in again")
+        if user_id is None:
+            raise Unauthenticated("REFRESH_TOKEN_INVALID", "the refresh token is unknown, expired or revoked")
+        return pb.RefreshResponse(session=await self._session(user_id, refresh, successor))
+
+    async def Logout(self, request: pb.LogoutRequest, context: Any) -> pb.LogoutResponse:
+        await self._store.revoke_family(token_digest(_opaque_token("refresh_token", request.refresh_token)))
+        return pb.LogoutResponse()
+
+    # Password recovery
+
+    async def RequestPasswordReset(
+        self, request: pb.RequestPasswordResetRequest, context: Any
+    ) -> pb.RequestPasswordResetResponse:
+        violations: list[FieldViolation] = []
+        _, canonical = _email("email", request.email, violations)
+        if violations:
+            raise InvalidArgument(violations)
+        assert canonical is not None
+        await self._spend_client_budget(context)
+        user = await self._store.user_by_email(canonical)
+        if user is not None and user.state is UserState.ACTIVE and await self._per_address.allow(canonical):
+            token = new_opaque_token()
+            expire = _now() + datetime.timedelta(seconds=self._settings.auth_reset_ttl)
+            mail = Mail(
+                mail_pb.EMAIL_TEMPLATE_PASSWORD_RESET,
+                user.email,
+                {
+                    "reset_url": f"{self._settings.auth_reset_url}#token={token}",
+                    "expires_in_minutes": str(round(self._settings.auth_reset_ttl / 60)),
+                },
+            )
+            await self._store.add_reset(user.id, NewToken(token_digest(token), expire), mail)
+        return pb.RequestPasswordResetResponse()
+
+    async def ResetPassword(self, request: pb.ResetPasswordRequest, context: Any) -> pb.ResetPasswordResponse:
+        violations: list[FieldViolation] = []
+        if not 0 < len(request.token) <= MAX_TOKEN:
+            violations.append(FieldViolation("token", "required, as the reset link carries it"))
+        if (problem := password_problem(request.new_password)) is not None:
+            violations.append(FieldViolation("new_password", problem))
+        if violations:
+            raise InvalidArgument(violations)
+        password_hash = await self._passwords.hash(request.new_password)
+        user_id = await self._store.reset_password(token_digest(request.token), password_hash)
+        if user_id is None:
+            raise Unauthenticated(
+                "RESET_TOKEN_INVALID", "the reset link is unknown, used or expired; ask for a new one"
+            )
+        log.info("password reset; sessions revoked", user_id=str(user_id))
+        return pb.ResetPasswordResponse()
+
+    # Reading
+
+    async def GetMe(self, request: pb.GetMeRequest, context: Any) -> pb.GetMeResponse:
+        user = await self._store.user(uuid.UUID(current_principal.get().id))
+        if user is None or user.state is not UserState.ACTIVE:
+            raise Unauthenticated("ACCESS_TOKEN_INVALID", "this account is no longer active")
+        return pb.GetMeResponse(user=_user(user))
+
+    async def GetJwks(self, request: pb.GetJwksRequest, context: Any) -> pb.GetJwksResponse:
+        return pb.GetJwksResponse(keys=(await self._keys.ready()).published())
+
+    # Helpers
+
+    async def _spend_client_budget(self, context: Any) -> None:
+        client = client_address(context)
+        if wait := await self._per_client.wait_after(client):
+            raise RateLimited("too many requests from this address", wait)
+
+    async def _notify_owner(self, owner: UserRecord) -> None:
+        mail = Mail(
+            mail_pb.EMAIL_TEMPLATE_DUPLICATE_REGISTRATION_NOTICE,
+            owner.email,
+            {"sign_in_url": self._settings.auth_sign_in_url, "reset_url": self._settings.auth_reset_url},
+        )
+        await self._store.notify(owner.id, mail)
+
+    def _code_expiry(self) -> datetime.datetime:
+        return _now() + self._verification_ttl
+
+    def _verification(self, user_id: uuid.UUID, to: str) -> tuple[NewCode, Mail]:
+        """A fresh code for the account, as stored (a digest bound to it) and as mailed."""
+        code = new_verification_code()
+        stored = NewCode(
+            code_digest(self._code_key, user_id, code), self._code_expiry(), self._settings.auth_verification_attempts
+        )
+        minutes = str(round(self._settings.auth_verification_ttl / 60))
+        return stored, Mail(mail_pb.EMAIL_TEMPLATE_VERIFICATION, to, {"code": code, "expires_in_minutes": minutes})
+
+    def _new_refresh_token(self) -> tuple[str, NewToken]:
+        token = new_opaque_token()
+        return token, NewToken(token_digest(token), _now() + self._refresh_ttl)
+
+    async def _session(self, user_id: uuid.UUID, refresh: str, token: NewToken) -> pb.Session:
+        access = (await self._keys.ready()).access_token(user_id)
+        return pb.Session(
+            access_token=access.token,
+            access_token_expire_time=_timestamp(access.expire_time),
+            refresh_token=refresh,
+            refresh_token_expire_time=_timestamp(token.expire_time),
+        )
+
+
+def _email(field: str, value: str, violations: list[FieldViolation]) -> tuple[str | None, str | None]:
+    """The address as given (in ASCII) and the person it names (canonical)."""
+    address = checked_address(field, value.strip(), violations)
+    if address is None:
+        return None, None
+    try:
+        return address, canonical_email(address)
+    except InvalidEmail:
+        violations.append(FieldViolation(field, "not an email address"))
+        return None, None
+
+
+def _opaque_token(field: str, value: str) -> str:
+    if not 0 < len(value) <= MAX_TOKEN:
+        raise InvalidArgument([FieldViolation(field, "required")])
+    return value
+
+
+def _wrong_code() -> Unauthenticated:
+    # One answer for a wrong, expired or used-up code and for an email with no pending
+    # registration, so the method does not tell which emails are registered.
+    return Unauthenticated("VERIFICATION_CODE_INVALID", "the code is wrong, expired or used up; ask for a new one")
+
+
+def _registration(address: str, canonical: str, password_hash: str, hold: invite_pb.Hold) -> Registration:
+    referrer = hold.referrer
+    return Registration(
+        email=address,
+        canonical_email=canonical,
+        password_hash=password_hash,
+        hold_id=uuid.UUID(hold.id),
+        hold_expire_time=hold.expire_time.ToDatetime(datetime.UTC),
+        referrer_user_id=uuid.UUID(referrer.user_id) if referrer.WhichOneof("kind") == "user_id" else None,
+        referrer_admin_id=uuid.UUID(referrer.admin_id) if referrer.WhichOneof("kind") == "admin_id" else None,
+        campaign_id=uuid.UUID(hold.campaign_id) if hold.campaign_id else None,
+        invite_quota=hold.invite_quota,
+    )
+
+
+def _activation_work(user: UserRecord) -> list[Work]:
+    """What an activation promises other services: the held use confirmed, then the new user's
+    own codes minted (and mailed), in that order."""
+    work = [Work(CONFIRM_HOLD, {"hold_id": str(user.hold_id)})] if user.hold_id else []
+    if user.invite_quota > 0:
+        campaign = str(user.campaign_id) if user.campaign_id else ""
+        work.append(Work(MINT_CODES, {"count": user.invite_quota, "campaign_id": campaign, "to": user.email}))
+    return work
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def _timestamp(moment: datetime.datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
+
+
+def _user(user: UserRecord) -> pb.User:
+    referrer = user.referrer_user_id or user.referrer_admin_id
+    message = pb.User(
+        id=str(user.id),
+        email=user.email,
+        state=int(user.state),  # type: ignore[arg-type]
+        referrer_id=str(referrer) if referrer else "",
+        create_time=_timestamp(user.create_time),
+    )
+    if user.verify_time is not None:
+        message.verify_time.CopyFrom(_timestamp(user.verify_time))
+    return message
 
 
 def add_servicers(server: grpc.aio.Server, runtime: ServiceRuntime) -> None:
-    auth_service_pb2_grpc.add_AuthServiceServicer_to_server(AuthService(), server)  # type: ignore[abstract]
+    settings = runtime.settings
+    kek = load_kek(settings)
+    outbox = Outbox(
+        runtime.engine,
+        models.outbox,
+        Sealer(derive_key(kek, "auth outbox seal v1")),
+        receivers(runtime.peers),
+        runtime.metrics,
+        RelayTimings(
+            interval=settings.outbox_interval,
+            lease=settings.outbox_lease,
+            backoff_base=settings.outbox_backoff_base,
+            backoff_cap=settings.outbox_backoff_cap,
+        ),
+    )
+    store = AuthStore(runtime.engine, outbox)
+    keys = StoredKeyRing(
+        store,
+        kek,
+        KeyRing(datetime.timedelta(seconds=settings.auth_access_ttl)),
+        datetime.timedelta(seconds=settings.auth_signing_key_max_age),
+    )
+
+    async def own_user_keys() -> list[pb.JsonWebKey]:
+        return (await keys.ready()).published()
+
+    runtime.own_user_keys.append(own_user_keys)
+    runtime.workers.append(outbox)
+    runtime.jobs.append(sweep_job(store, outbox, keys, settings.auth_jobs_interval))
+    hour = 3600
+    service = AuthService(  # type: ignore[abstract]
+        settings,
+        store,
+        Passwords(settings.auth_argon2_memory_kib, settings.auth_argon2_time_cost, settings.auth_argon2_parallelism),
+        keys,
+        Invites(runtime.peers, runtime.metrics),
+        FirstSubmission(runtime.redis, runtime.keys),
+        SignInThrottle(
+            runtime.redis,
+            runtime.keys,
+            settings.auth_login_failures_per_account,
+            settings.auth_login_failures_per_client,
+            settings.auth_login_failure_window,
+        ),
+        FixedWindowLimit(runtime.redis, runtime.keys, "requests", settings.auth_registrations_per_hour, hour),
+        FixedWindowLimit(runtime.redis, runtime.keys, "mails", settings.auth_emails_per_hour, hour),
+        derive_key(kek, "auth verification code v1"),
+    )
+    auth_service_pb2_grpc.add_AuthServiceServicer_to_server(service, server)

@@ -30,7 +30,7 @@ from mesh.settings import Settings
 from mesh.signing import CallSigner, SignatureVerifier, signer_for
 from mesh.telemetry import configure_tracing, server_tracing
 from mesh.tls import server_credentials
-from mesh.tokens import verifier_for
+from mesh.tokens import FetchKeys, verifier_for
 
 log = structlog.get_logger("mesh.server")
 
@@ -53,6 +53,8 @@ class ServiceRuntime:
     """Periodic work to run while serving; servicers add theirs when built."""
     workers: list[Worker] = field(default_factory=list)
     """Long-running work to run while serving (mail senders); stopped before the server."""
+    own_user_keys: list[FetchKeys] = field(default_factory=list)
+    """Filled by the service that issues user tokens (auth_svc): its key set, read in process."""
 
 
 AddServicers = Callable[[grpc.aio.Server, ServiceRuntime], None]
@@ -99,7 +101,12 @@ class MeshServer:
                 CallInterceptor(self.metrics),
                 AccessInterceptor(
                     calls,
-                    tokens or verifier_for(self.runtime.peers, settings.jwks_refresh_interval),
+                    tokens
+                    or verifier_for(
+                        self.runtime.peers,
+                        settings.jwks_refresh_interval,
+                        lambda: next(iter(self.runtime.own_user_keys), None),
+                    ),
                 ),
             ]
         )
@@ -113,6 +120,9 @@ class MeshServer:
         self._stopping = asyncio.Event()
         self._background: list[asyncio.Task[None]] = []
         self._worker_tasks: list[asyncio.Task[None]] = []
+
+    def _own_user_keys(self) -> FetchKeys | None:
+        return next(iter(self.runtime.own_user_keys), None)
 
     async def start(self) -> None:
         address = f"{self.settings.host}:{self.settings.grpc_port}"

@@ -5,6 +5,7 @@ The README's settings table is the user-facing copy of this class; keep them tog
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -66,10 +67,47 @@ class Settings(BaseSettings):
     mail_breaker_reset: float = Field(default=30.0, gt=0)
     mail_webhook_secret: SecretStr | None = None
 
+    auth_argon2_memory_kib: int = Field(default=19456, ge=19456)
+    auth_argon2_time_cost: int = Field(default=2, ge=2)
+    auth_argon2_parallelism: int = Field(default=1, ge=1)
+    auth_access_ttl: float = Field(default=900.0, gt=0)
+    auth_refresh_ttl: float = Field(default=30 * 86400.0, gt=0)
+    auth_verification_ttl: float = Field(default=900.0, gt=0)
+    auth_verification_attempts: int = Field(default=5, ge=1)
+    auth_reset_ttl: float = Field(default=1800.0, gt=0)
+    auth_reset_url: str = "http://localhost:8080/reset-password"
+    auth_sign_in_url: str = "http://localhost:8080/sign-in"
+    auth_registrations_per_hour: int = Field(default=20, gt=0)
+    auth_emails_per_hour: int = Field(default=5, gt=0)
+    auth_login_failures_per_account: int = Field(default=10, gt=0)
+    auth_login_failures_per_client: int = Field(default=100, gt=0)
+    auth_login_failure_window: float = Field(default=900.0, gt=0)
+    auth_signing_key_max_age: float = Field(default=30 * 86400.0, gt=0)
+    auth_jobs_interval: float = Field(default=30.0, gt=0)
+
+    outbox_interval: float = Field(default=1.0, gt=0)
+    outbox_lease: float = Field(default=30.0, gt=0)
+    outbox_backoff_base: float = Field(default=1.0, gt=0)
+    outbox_backoff_cap: float = Field(default=300.0, gt=0)
+
     grace_period: float = Field(default=10.0, gt=0)
     health_interval: float = Field(default=2.0, gt=0)
     db_statement_timeout_ms: int = Field(default=5000, gt=0)
     db_pool_size: int = Field(default=10, gt=0)
+
+    def environment(self) -> dict[str, str]:
+        """The `MESH_*` variables that make another process read the settings given here."""
+        variables = {}
+        for name in self.model_fields_set:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            elif isinstance(value, dict):
+                value = json.dumps(value)
+            elif isinstance(value, bool):
+                value = int(value)
+            variables[f"MESH_{name.upper()}"] = str(value)
+        return variables
 
     @property
     def resolved_keys_dir(self) -> Path:

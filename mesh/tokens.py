@@ -110,10 +110,16 @@ class JwtVerifier:
             raise _invalid() from None
 
 
-def verifier_for(peers: Peers, refresh_interval: float = 10.0) -> JwtVerifier:
-    """Verifies user tokens with auth_svc's key set and admin tokens with admin_svc's."""
+def verifier_for(
+    peers: Peers, refresh_interval: float = 10.0, own_user_keys: Callable[[], FetchKeys | None] = lambda: None
+) -> JwtVerifier:
+    """Verifies user tokens with auth_svc's key set and admin tokens with admin_svc's; auth_svc
+    itself reads its key set in process (`own_user_keys`)."""
 
     async def user_keys() -> Sequence[Message]:
+        own = own_user_keys()
+        if own is not None:
+            return await own()
         stub = auth_service_pb2_grpc.AuthServiceStub(peers.channel("auth_svc"))
         return list((await stub.GetJwks(auth_service_pb2.GetJwksRequest(), timeout=3)).keys)
 

@@ -1,0 +1,37 @@
+"""The access-token key ring as the database keeps it: made on first use, shared by every
+replica, rotated when the signing key is older than `MESH_AUTH_SIGNING_KEY_MAX_AGE`."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+
+from auth_svc.sessions import KeyRing, new_stored_key, opened
+from auth_svc.store import AuthStore
+
+
+class StoredKeyRing:
+    def __init__(self, store: AuthStore, kek: bytes, ring: KeyRing, max_age: datetime.timedelta) -> None:
+        self._store = store
+        self._kek = kek
+        self._ring = ring
+        self._max_age = max_age
+        self._lock = asyncio.Lock()
+
+    async def ready(self) -> KeyRing:
+        if not self._ring.loaded:
+            async with self._lock:
+                if not self._ring.loaded:
+                    await self.refresh()
+        return self._ring
+
+    async def refresh(self) -> None:
+        """Reads the keys again (another replica may have rotated), making or rotating as due."""
+        stored = await self._store.signing_keys()
+        active = [key for key in stored if key.retire_time is None]
+        now = datetime.datetime.now(datetime.UTC)
+        if not active or active[0].create_time + self._max_age < now:
+            # Replicas that race here agree: one active key is a unique index.
+            await self._store.add_signing_key(new_stored_key(self._kek), retire_current=bool(active))
+            stored = await self._store.signing_keys()
+        self._ring.replace([opened(key, self._kek) for key in stored])

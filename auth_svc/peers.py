@@ -1,0 +1,143 @@
+"""auth_svc's calls to other services: holding and releasing invite codes while a registration
+runs, and the outbox receivers that deliver what a committed transaction promised (an email, a
+hold to confirm, a new user's own codes). Every call is signed, has a deadline, and the inline
+ones go through a breaker so an invite_svc that is down answers fast instead of piling up calls."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable
+from typing import TypeVar
+
+import grpc
+import structlog
+from invitemesh.invite.v1 import invite_service_pb2 as invite_pb
+from invitemesh.invite.v1 import invite_service_pb2_grpc
+from invitemesh.mail.v1 import mail_service_pb2 as mail_pb
+from invitemesh.mail.v1 import mail_service_pb2_grpc
+
+from auth_svc.store import CONFIRM_HOLD, MINT_CODES, SEND_EMAIL
+from mesh.breakers import AsyncBreaker, BreakerOpen
+from mesh.channels import Peers
+from mesh.errors import FieldViolation, InvalidArgument, PassedOn, Unavailable, error_info, field_violations, status_of
+from mesh.metrics import Metrics
+from mesh.outbox import Deliver, Message, Undeliverable
+
+log = structlog.get_logger("auth_svc.peers")
+T = TypeVar("T")
+DEADLINE = 5.0
+_UNREACHABLE = frozenset(
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
+)
+_FOR_GOOD = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.PERMISSION_DENIED,
+    }
+)
+
+
+class Invites:
+    """HoldCode and ReleaseHold, inline in a registration."""
+
+    def __init__(self, peers: Peers, metrics: Metrics, failures: int = 5, reset: float = 10.0) -> None:
+        self._peers = peers
+        self._breaker = AsyncBreaker(
+            "invite_svc",
+            failures,
+            reset,
+            counts=lambda error: isinstance(error, grpc.aio.AioRpcError) and error.code() in _UNREACHABLE,
+            states=metrics.breaker_state,
+        )
+
+    def _stub(self) -> invite_service_pb2_grpc.InviteServiceAsyncStub:
+        return invite_service_pb2_grpc.InviteServiceStub(self._peers.channel("invite_svc"))
+
+    async def hold(self, code: str, email: str) -> invite_pb.Hold:
+        """One use of `code` held for `email`; invite_svc's refusal is passed on as it was given
+        (its bad-input violation named after our field, `invite_code`)."""
+        request = invite_pb.HoldCodeRequest(code=code, email=email, request_id=uuid.uuid4().hex)
+        try:
+            async with self._breaker.guard():
+                return (await self._stub().HoldCode(request, timeout=DEADLINE)).hold
+        except BreakerOpen:
+            raise _invites_unavailable() from None
+        except grpc.aio.AioRpcError as error:
+            if error.code() in _UNREACHABLE:
+                raise _invites_unavailable() from None
+            if error.code() is grpc.StatusCode.INVALID_ARGUMENT:
+                info = error_info(error)
+                violations = [FieldViolation("invite_code", v.description) for v in field_violations(error)]
+                raise InvalidArgument(
+                    violations or [FieldViolation("invite_code", "not a valid invite code")],
+                    reason=info.reason if info else "INVALID_ARGUMENT",
+                ) from None
+            raise PassedOn(status_of(error)) from None
+
+    async def release(self, hold_id: str) -> None:
+        """Gives a hold back; if that fails, the hold lapses at its time to live anyway."""
+        try:
+            await self._stub().ReleaseHold(invite_pb.ReleaseHoldRequest(hold_id=hold_id), timeout=DEADLINE)
+        except grpc.aio.AioRpcError as error:
+            log.warning("could not release a hold; it lapses on its own", hold_id=hold_id, code=error.code().name)
+
+
+def _invites_unavailable() -> Unavailable:
+    return Unavailable("INVITE_SERVICE_UNAVAILABLE", "invite codes cannot be checked right now; try again shortly")
+
+
+def receivers(peers: Peers) -> dict[str, Deliver]:
+    """The outbox's receivers. Each is idempotent through the message id."""
+
+    def invites() -> invite_service_pb2_grpc.InviteServiceAsyncStub:
+        return invite_service_pb2_grpc.InviteServiceStub(peers.channel("invite_svc"))
+
+    def mail() -> mail_service_pb2_grpc.MailServiceAsyncStub:
+        return mail_service_pb2_grpc.MailServiceStub(peers.channel("mail_svc"))
+
+    async def send_email(message: Message) -> None:
+        payload = message.payload
+        request = mail_pb.SendEmailRequest(
+            template=payload["template"],
+            to=payload["to"],
+            variables=payload["variables"],
+            idempotency_key=str(message.id),
+        )
+        await _delivered(mail().SendEmail(request, timeout=DEADLINE))
+
+    async def confirm_hold(message: Message) -> None:
+        request = invite_pb.ConfirmHoldRequest(hold_id=message.payload["hold_id"], user_id=message.aggregate)
+        await _delivered(invites().ConfirmHold(request, timeout=DEADLINE))
+
+    async def mint_codes(message: Message) -> None:
+        payload = message.payload
+        request = invite_pb.MintCodesRequest(
+            count=payload["count"],
+            max_uses=1,
+            owner=invite_pb.Owner(user_id=message.aggregate),
+            campaign_id=payload["campaign_id"],
+            request_id=str(message.id),
+        )
+        minted = await _delivered(invites().MintCodes(request, timeout=DEADLINE))
+        codes = "\n".join(code.code for code in minted.codes)
+        mail_request = mail_pb.SendEmailRequest(
+            template=mail_pb.EMAIL_TEMPLATE_INVITE_CODES,
+            to=payload["to"],
+            variables={"codes": codes},
+            idempotency_key=f"{message.id}:codes",
+        )
+        await _delivered(mail().SendEmail(mail_request, timeout=DEADLINE))
+
+    return {SEND_EMAIL: send_email, CONFIRM_HOLD: confirm_hold, MINT_CODES: mint_codes}
+
+
+async def _delivered(call: Awaitable[T]) -> T:
+    try:
+        return await call
+    except grpc.aio.AioRpcError as error:
+        if error.code() in _FOR_GOOD:
+            info = error_info(error)
+            raise Undeliverable(f"{error.code().name} {info.reason if info else ''}".strip()) from None
+        raise

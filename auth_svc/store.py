@@ -1,0 +1,438 @@
+"""SQL of the `auth` schema.
+
+Every rule that must hold under concurrency is one conditional statement, not a read followed by
+a write: one account per canonical email is a unique index; a newer registration replaces a
+pending one only if its hold is the newer; an attempt at a verification code is taken before the
+code is compared, so parallel guesses cannot exceed the limit; a refresh token rotates only from
+ACTIVE, so of two uses at once one wins and the other is seen as reuse.
+"""
+
+from __future__ import annotations
+
+import datetime
+import enum
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import delete, func, insert, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as upsert
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from auth_svc.domain import TokenState, UserState
+from auth_svc.models import password_resets, refresh_tokens, signing_keys, users, verification_codes
+from auth_svc.sessions import StoredKey
+from mesh.outbox import Outbox
+
+PURGE_BATCH = 500
+
+
+@dataclass(frozen=True)
+class UserRecord:
+    id: uuid.UUID
+    email: str
+    canonical_email: str
+    password_hash: str
+    state: UserState
+    referrer_user_id: uuid.UUID | None
+    referrer_admin_id: uuid.UUID | None
+    hold_id: uuid.UUID | None
+    hold_expire_time: datetime.datetime | None
+    campaign_id: uuid.UUID | None
+    invite_quota: int
+    create_time: datetime.datetime
+    verify_time: datetime.datetime | None
+
+
+@dataclass(frozen=True)
+class Registration:
+    email: str
+    canonical_email: str
+    password_hash: str
+    hold_id: uuid.UUID
+    hold_expire_time: datetime.datetime
+    referrer_user_id: uuid.UUID | None
+    referrer_admin_id: uuid.UUID | None
+    campaign_id: uuid.UUID | None
+    invite_quota: int
+
+
+@dataclass(frozen=True)
+class NewCode:
+    """A verification code as kept: its digest, its end and the attempts it allows."""
+
+    digest: bytes
+    expire_time: datetime.datetime
+    attempts: int
+
+
+@dataclass(frozen=True)
+class Mail:
+    """An email to send through the outbox, after the transaction that asked for it commits."""
+
+    template: int
+    to: str
+    variables: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Work:
+    """A message for the outbox relay."""
+
+    kind: str
+    payload: dict[str, Any]
+
+
+class Rotation(enum.Enum):
+    ROTATED = "rotated"
+    REUSED = "reused"
+    """A rotated token came back: its whole family is revoked now."""
+    INVALID = "invalid"
+
+
+@dataclass(frozen=True)
+class NewToken:
+    digest: bytes
+    expire_time: datetime.datetime
+
+
+class AuthStore:
+    def __init__(self, engine: AsyncEngine, outbox: Outbox) -> None:
+        self._engine = engine
+        self._outbox = outbox
+
+    # Accounts
+
+    async def user(self, user_id: uuid.UUID) -> UserRecord | None:
+        async with self._engine.connect() as connection:
+            row = (await connection.execute(select(users).where(users.c.id == user_id))).first()
+        return _user(row) if row else None
+
+    async def user_by_email(self, canonical_email: str) -> UserRecord | None:
+        async with self._engine.connect() as connection:
+            row = (await connection.execute(select(users).where(users.c.canonical_email == canonical_email))).first()
+        return _user(row) if row else None
+
+    async def register(
+        self, registration: Registration, verification: Callable[[uuid.UUID], tuple[NewCode, Mail]]
+    ) -> UserRecord | None:
+        """The pending account, its verification code and its email, in one transaction.
+
+        Replaces a pending registration of the same person whose hold is older; None when the
+        email became an active account meanwhile or a newer registration won.
+        """
+        values = {
+            "email": registration.email,
+            "canonical_email": registration.canonical_email,
+            "password_hash": registration.password_hash,
+            "state": int(UserState.PENDING_VERIFICATION),
+            "hold_id": registration.hold_id,
+            "hold_expire_time": registration.hold_expire_time,
+            "referrer_user_id": registration.referrer_user_id,
+            "referrer_admin_id": registration.referrer_admin_id,
+            "campaign_id": registration.campaign_id,
+            "invite_quota": registration.invite_quota,
+        }
+        new = upsert(users).values(id=uuid.uuid4(), **values)
+        statement = new.on_conflict_do_update(
+            index_elements=[users.c.canonical_email],
+            set_={**{name: new.excluded[name] for name in values}, "create_time": func.now()},
+            where=(users.c.state == int(UserState.PENDING_VERIFICATION))
+            & (users.c.hold_expire_time < new.excluded.hold_expire_time),
+        ).returning(*users.c)
+        async with self._engine.begin() as connection:
+            row = (await connection.execute(statement)).first()
+            if row is None:
+                return None
+            user = _user(row)
+            code, mail = verification(user.id)
+            await _replace_code(connection, user.id, code)
+            await self._mail(connection, user.id, mail)
+        self._outbox.notify()
+        return user
+
+    async def replace_code(self, user_id: uuid.UUID, verification: tuple[NewCode, Mail]) -> bool:
+        """A new verification code for a pending account (the old one stops working)."""
+        async with self._engine.begin() as connection:
+            pending = await connection.scalar(
+                select(users.c.id)
+                .where(users.c.id == user_id, users.c.state == int(UserState.PENDING_VERIFICATION))
+                .with_for_update()
+            )
+            if pending is None:
+                return False
+            code, mail = verification
+            await _replace_code(connection, user_id, code)
+            await self._mail(connection, user_id, mail)
+        self._outbox.notify()
+        return True
+
+    async def take_verification_attempt(self, canonical_email: str) -> tuple[uuid.UUID, bytes] | None:
+        """Spends one attempt at the pending account's live code and answers its digest to compare;
+        None when there is no such account, the code expired, or its attempts are spent."""
+        statement = (
+            update(verification_codes)
+            .where(
+                verification_codes.c.user_id == users.c.id,
+                users.c.canonical_email == canonical_email,
+                users.c.state == int(UserState.PENDING_VERIFICATION),
+                users.c.hold_expire_time > func.now(),
+                verification_codes.c.attempts_left > 0,
+                verification_codes.c.expire_time > func.now(),
+            )
+            .values(attempts_left=verification_codes.c.attempts_left - 1)
+            .returning(verification_codes.c.user_id, verification_codes.c.code_digest)
+        )
+        async with self._engine.begin() as connection:
+            row = (await connection.execute(statement)).first()
+        return (row.user_id, row.code_digest) if row else None
+
+    async def activate(self, user_id: uuid.UUID, work: Sequence[Work], session: NewToken) -> UserRecord | None:
+        """Pending → ACTIVE with its follow-up work and a first session; None if another
+        verification won."""
+        async with self._engine.begin() as connection:
+            row = (
+                await connection.execute(
+                    update(users)
+                    .where(users.c.id == user_id, users.c.state == int(UserState.PENDING_VERIFICATION))
+                    .values(state=int(UserState.ACTIVE), verify_time=func.now())
+                    .returning(*users.c)
+                )
+            ).first()
+            if row is None:
+                return None
+            await connection.execute(delete(verification_codes).where(verification_codes.c.user_id == user_id))
+            for item in work:
+                await self._outbox.add(connection, str(user_id), item.kind, item.payload)
+            await _insert_token(connection, user_id, uuid.uuid4(), session)
+        self._outbox.notify()
+        return _user(row)
+
+    async def notify(self, user_id: uuid.UUID, mail: Mail) -> None:
+        async with self._engine.begin() as connection:
+            await self._mail(connection, user_id, mail)
+        self._outbox.notify()
+
+    async def set_password_hash(self, user_id: uuid.UUID, password_hash: str) -> None:
+        async with self._engine.begin() as connection:
+            await connection.execute(update(users).where(users.c.id == user_id).values(password_hash=password_hash))
+
+    async def expire_pending(self, batch: int = PURGE_BATCH) -> int:
+        """Deletes pending registrations whose hold has lapsed (invite_svc returns the use itself)."""
+        due = (
+            select(users.c.id)
+            .where(users.c.state == int(UserState.PENDING_VERIFICATION), users.c.hold_expire_time < func.now())
+            .limit(batch)
+            .with_for_update(skip_locked=True)
+        )
+        async with self._engine.begin() as connection:
+            result = await connection.execute(delete(users).where(users.c.id.in_(due.scalar_subquery())))
+        return int(result.rowcount)
+
+    # Sessions
+
+    async def start_session(self, user_id: uuid.UUID, token: NewToken) -> None:
+        async with self._engine.begin() as connection:
+            await _insert_token(connection, user_id, uuid.uuid4(), token)
+
+    async def rotate(self, digest: bytes, successor: NewToken) -> tuple[Rotation, uuid.UUID | None]:
+        """Exchanges an ACTIVE refresh token of an active account for `successor`, in its family."""
+        async with self._engine.begin() as connection:
+            row = (
+                await connection.execute(
+                    update(refresh_tokens)
+                    .where(
+                        refresh_tokens.c.digest == digest,
+                        refresh_tokens.c.state == int(TokenState.ACTIVE),
+                        refresh_tokens.c.expire_time > func.now(),
+                        refresh_tokens.c.user_id == users.c.id,
+                        users.c.state == int(UserState.ACTIVE),
+                    )
+                    .values(state=int(TokenState.ROTATED))
+                    .returning(refresh_tokens.c.family_id, refresh_tokens.c.user_id)
+                )
+            ).first()
+            if row is not None:
+                await _insert_token(connection, row.user_id, row.family_id, successor)
+                return Rotation.ROTATED, row.user_id
+            seen = (
+                await connection.execute(
+                    select(refresh_tokens.c.state, refresh_tokens.c.family_id).where(refresh_tokens.c.digest == digest)
+                )
+            ).first()
+            if seen is None or seen.state != int(TokenState.ROTATED):
+                return Rotation.INVALID, None
+            await connection.execute(
+                update(refresh_tokens)
+                .where(refresh_tokens.c.family_id == seen.family_id)
+                .values(state=int(TokenState.REVOKED))
+            )
+            return Rotation.REUSED, None
+
+    async def revoke_family(self, digest: bytes) -> None:
+        family = select(refresh_tokens.c.family_id).where(refresh_tokens.c.digest == digest).scalar_subquery()
+        async with self._engine.begin() as connection:
+            await connection.execute(
+                update(refresh_tokens).where(refresh_tokens.c.family_id == family).values(state=int(TokenState.REVOKED))
+            )
+
+    # Password resets
+
+    async def add_reset(self, user_id: uuid.UUID, token: NewToken, mail: Mail) -> None:
+        async with self._engine.begin() as connection:
+            await connection.execute(
+                insert(password_resets).values(digest=token.digest, user_id=user_id, expire_time=token.expire_time)
+            )
+            await self._mail(connection, user_id, mail)
+        self._outbox.notify()
+
+    async def reset_password(self, digest: bytes, password_hash: str) -> uuid.UUID | None:
+        """Spends a live reset token: the new password, every reset token of the account spent,
+        every session revoked. None for an unknown, spent or expired token."""
+        async with self._engine.begin() as connection:
+            user_id = await connection.scalar(
+                update(password_resets)
+                .where(
+                    password_resets.c.digest == digest,
+                    password_resets.c.use_time.is_(None),
+                    password_resets.c.expire_time > func.now(),
+                    password_resets.c.user_id == users.c.id,
+                    users.c.state == int(UserState.ACTIVE),
+                )
+                .values(use_time=func.now())
+                .returning(password_resets.c.user_id)
+            )
+            if user_id is None:
+                return None
+            await connection.execute(update(users).where(users.c.id == user_id).values(password_hash=password_hash))
+            await connection.execute(
+                update(password_resets)
+                .where(password_resets.c.user_id == user_id, password_resets.c.use_time.is_(None))
+                .values(use_time=func.now())
+            )
+            await connection.execute(
+                update(refresh_tokens)
+                .where(refresh_tokens.c.user_id == user_id, refresh_tokens.c.state != int(TokenState.REVOKED))
+                .values(state=int(TokenState.REVOKED))
+            )
+        return user_id  # type: ignore[no-any-return]
+
+    async def purge_spent(self, keep: datetime.timedelta, batch: int = PURGE_BATCH) -> int:
+        """Deletes refresh tokens and reset tokens past their expiry by more than `keep`, and spent
+        reset tokens (a rotated refresh token is kept until it expires: its reuse must be seen)."""
+        async with self._engine.begin() as connection:
+            tokens = await connection.execute(
+                delete(refresh_tokens).where(
+                    refresh_tokens.c.id.in_(
+                        select(refresh_tokens.c.id)
+                        .where(refresh_tokens.c.expire_time < func.now() - keep)
+                        .limit(batch)
+                        .with_for_update(skip_locked=True)
+                        .scalar_subquery()
+                    )
+                )
+            )
+            resets = await connection.execute(
+                delete(password_resets).where(
+                    or_(password_resets.c.use_time.is_not(None), password_resets.c.expire_time < func.now() - keep)
+                )
+            )
+        return int(tokens.rowcount) + int(resets.rowcount)
+
+    # Signing keys
+
+    async def signing_keys(self) -> list[StoredKey]:
+        async with self._engine.connect() as connection:
+            rows = (await connection.execute(select(signing_keys))).all()
+        return [StoredKey(row.kid, row.sealed_private_key, row.create_time, row.retire_time) for row in rows]
+
+    async def add_signing_key(self, key: StoredKey, retire_current: bool) -> None:
+        """Makes `key` the signing key: the first one (a replica that loses the race to create
+        it keeps the winner's), or the next one, retiring the current."""
+        async with self._engine.begin() as connection:
+            if retire_current:
+                await connection.execute(
+                    update(signing_keys).where(signing_keys.c.retire_time.is_(None)).values(retire_time=func.now())
+                )
+            await connection.execute(
+                upsert(signing_keys)
+                .values(kid=key.kid, sealed_private_key=key.sealed_private_key)
+                .on_conflict_do_nothing()
+            )
+
+    # The outbox
+
+    async def _mail(self, connection: AsyncConnection, user_id: uuid.UUID, mail: Mail) -> None:
+        await self._outbox.add(
+            connection,
+            str(user_id),
+            SEND_EMAIL,
+            {"template": mail.template, "to": mail.to, "variables": mail.variables},
+        )
+
+    @staticmethod
+    async def _replace_code(
+        connection: AsyncConnection, user_id: uuid.UUID, digest: bytes, expire_time: datetime.datetime, attempts: int
+    ) -> None:
+        statement = upsert(verification_codes).values(
+            user_id=user_id, code_digest=digest, expire_time=expire_time, attempts_left=attempts
+        )
+        await connection.execute(
+            statement.on_conflict_do_update(
+                index_elements=[verification_codes.c.user_id],
+                set_={
+                    "code_digest": statement.excluded.code_digest,
+                    "expire_time": statement.excluded.expire_time,
+                    "attempts_left": statement.excluded.attempts_left,
+                },
+            )
+        )
+
+
+SEND_EMAIL = "send_email"
+CONFIRM_HOLD = "confirm_hold"
+MINT_CODES = "mint_codes"
+
+
+async def _replace_code(connection: AsyncConnection, user_id: uuid.UUID, code: NewCode) -> None:
+    statement = upsert(verification_codes).values(
+        user_id=user_id, code_digest=code.digest, expire_time=code.expire_time, attempts_left=code.attempts
+    )
+    await connection.execute(
+        statement.on_conflict_do_update(
+            index_elements=[verification_codes.c.user_id],
+            set_={name: statement.excluded[name] for name in ("code_digest", "expire_time", "attempts_left")},
+        )
+    )
+
+
+async def _insert_token(connection: AsyncConnection, user_id: uuid.UUID, family_id: uuid.UUID, token: NewToken) -> None:
+    await connection.execute(
+        insert(refresh_tokens).values(
+            id=uuid.uuid4(),
+            digest=token.digest,
+            family_id=family_id,
+            user_id=user_id,
+            state=int(TokenState.ACTIVE),
+            expire_time=token.expire_time,
+        )
+    )
+
+
+def _user(row: Any) -> UserRecord:
+    return UserRecord(
+        id=row.id,
+        email=row.email,
+        canonical_email=row.canonical_email,
+        password_hash=row.password_hash,
+        state=UserState(row.state),
+        referrer_user_id=row.referrer_user_id,
+        referrer_admin_id=row.referrer_admin_id,
+        hold_id=row.hold_id,
+        hold_expire_time=row.hold_expire_time,
+        campaign_id=row.campaign_id,
+        invite_quota=row.invite_quota,
+        create_time=row.create_time,
+        verify_time=row.verify_time,
+    )

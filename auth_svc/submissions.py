@@ -1,0 +1,99 @@
+"""Double submits absorbed: a registration sent again (a double click, a client retry) while the
+first is in flight, or just after it was answered, gets the first one's answer and does nothing
+of its own: one hold, one email.
+
+A short Redis `SET NX` on the canonical email marks the registration in flight with a
+fingerprint of what was submitted; the first answer (a response or a refusal) replaces the mark
+for a few seconds. A different submission for the same email waits for the one in flight and then
+runs on its own, so registrations of one email run one at a time. Without Redis every submission
+runs: what must never happen twice is enforced by the database, this only spares work and mail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from collections.abc import Awaitable, Callable
+from typing import cast
+
+import redis.asyncio as aioredis
+import structlog
+from google.rpc import status_pb2
+from redis.exceptions import RedisError
+
+from mesh.errors import MeshError, PassedOn
+from mesh.redis import KeySpace
+
+log = structlog.get_logger("auth_svc.submissions")
+_IN_FLIGHT = b"in-flight"
+_POLL = 0.02
+_TAKE_OVER = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+end
+return false
+"""
+
+
+class FirstSubmission:
+    def __init__(
+        self, redis: aioredis.Redis, keys: KeySpace, in_flight_ttl: float = 30.0, answer_ttl: float = 5.0
+    ) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._in_flight_ms = int(in_flight_ttl * 1000)
+        self._answer_ms = int(answer_ttl * 1000)
+        self._patience = in_flight_ttl
+        self._take_over = redis.register_script(_TAKE_OVER)
+
+    async def answer(self, email: str, fingerprint: bytes, work: Callable[[], Awaitable[bytes]]) -> bytes:
+        """Runs `work` (which answers a serialized response) unless the same submission is in
+        flight or was just answered, in which case its answer is given again."""
+        key = self._keys.tagged(email, "registration")
+        mark = base64.b64encode(fingerprint) + b"|"
+        deadline = time.monotonic() + self._patience
+        try:
+            while not await self._redis.set(key, mark + _IN_FLIGHT, nx=True, px=self._in_flight_ms):
+                seen = cast(bytes | None, await self._redis.get(key))
+                if seen is not None and not seen.endswith(b"|" + _IN_FLIGHT):
+                    if seen.startswith(mark):
+                        return _replayed(seen[len(mark) :])
+                    # Another submission's answer: this one is new work, and takes the mark over.
+                    if await self._take_over(keys=[key], args=[seen, mark + _IN_FLIGHT, self._in_flight_ms]):
+                        break
+                if time.monotonic() > deadline:
+                    log.warning("registration still in flight after waiting; running this one too")
+                    return await work()
+                await asyncio.sleep(_POLL)
+        except RedisError:
+            log.warning("double-submit guard unavailable; running the registration")
+            return await work()
+        try:
+            answer = await work()
+        except MeshError as refusal:
+            await self._record(key, mark + b"E" + refusal.to_status().SerializeToString())
+            raise
+        except BaseException:
+            await self._forget(key)
+            raise
+        await self._record(key, mark + b"R" + answer)
+        return answer
+
+    async def _record(self, key: str, value: bytes) -> None:
+        try:
+            await self._redis.set(key, value, px=self._answer_ms)
+        except RedisError:
+            await self._forget(key)
+
+    async def _forget(self, key: str) -> None:
+        try:
+            await self._redis.delete(key)
+        except RedisError:
+            log.warning("could not clear a registration mark; it lapses on its own")
+
+
+def _replayed(recorded: bytes) -> bytes:
+    if recorded.startswith(b"E"):
+        raise PassedOn(status_pb2.Status.FromString(recorded[1:]))
+    return recorded[1:]

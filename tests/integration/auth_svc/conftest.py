@@ -1,0 +1,183 @@
+"""auth_svc for real, with the services it works with: invite_svc and mail_svc run as real gRPC
+servers on their own ports, mail goes to a real SMTP relay, over a real PostgreSQL and Redis.
+Any of the three can be stopped and started again on the same port."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from invitemesh.auth.v1 import auth_service_pb2 as pb
+from invitemesh.auth.v1 import auth_service_pb2_grpc
+from invitemesh.invite.v1 import invite_service_pb2 as invite_pb
+from invitemesh.invite.v1 import invite_service_pb2_grpc
+
+from auth_svc.server import add_servicers as add_auth
+from invite_svc.server import add_servicers as add_invite
+from mail_svc.server import add_servicers as add_mail
+from mesh.channels import open_channel
+from mesh.embedded import free_port
+from mesh.server import AddServicers, MeshServer
+from mesh.services import AUTH, INVITE, MAIL, ServiceSpec
+from mesh.settings import Settings
+from tests.conftest import eventually
+from tests.integration.mail_svc.relay import Received, ScriptedRelay
+from tests.integration.mesh.trust_fixtures import Trust, make_trust
+
+PASSWORD = "a long passphrase of my own"
+_PARTS: dict[str, tuple[ServiceSpec, AddServicers]] = {
+    "auth_svc": (AUTH, add_auth),
+    "invite_svc": (INVITE, add_invite),
+    "mail_svc": (MAIL, add_mail),
+}
+FAST = {
+    "outbox_interval": 0.2,
+    "outbox_backoff_base": 0.1,
+    "outbox_backoff_cap": 0.5,
+    "mail_backoff_base": 0.05,
+    "mail_backoff_cap": 0.2,
+    "mail_smtp_timeout": 2.0,
+    "mail_sweep_interval": 0.5,
+    "jwks_refresh_interval": 0.1,
+    "auth_registrations_per_hour": 10_000,
+    "auth_emails_per_hour": 10_000,
+    "invite_checks_per_minute": 10_000,
+}
+
+
+@dataclass
+class Stack:
+    trust: Trust
+    relay: ScriptedRelay
+    database_url: str
+    servers: dict[str, MeshServer] = field(default_factory=dict)
+    _channels: list[grpc.aio.Channel] = field(default_factory=list)
+
+    @property
+    def settings(self) -> Settings:
+        return self.trust.settings
+
+    def address(self, service: str) -> str:
+        return self.settings.service_addresses[service]
+
+    async def start(self, service: str) -> None:
+        spec, add = _PARTS[service]
+        port = int(self.address(service).rpartition(":")[2])
+        server = MeshServer(spec, add, self.settings.model_copy(update={"grpc_port": port}))
+        await server.start()
+        self.servers[service] = server
+
+    async def stop(self, service: str) -> None:
+        await self.servers.pop(service).stop(0)
+
+    def _channel(self, service: str, caller: str | None = None) -> grpc.aio.Channel:
+        signer = self.trust.signer(caller) if caller else None
+        channel = open_channel(self.address(service), self.settings, caller or "meshctl", signer)
+        self._channels.append(channel)
+        return channel
+
+    @property
+    def auth(self) -> auth_service_pb2_grpc.AuthServiceAsyncStub:
+        return auth_service_pb2_grpc.AuthServiceStub(self._channel("auth_svc"))
+
+    @property
+    def invites(self) -> invite_service_pb2_grpc.InviteServiceAsyncStub:
+        """invite_svc as admin_svc calls it."""
+        return invite_service_pb2_grpc.InviteServiceStub(self._channel("invite_svc", "admin_svc"))
+
+    async def mint(self, max_uses: int = 1, count: int = 1, campaign_id: str = "") -> list[str]:
+        request = invite_pb.MintCodesRequest(
+            count=count,
+            max_uses=max_uses,
+            owner=invite_pb.Owner(admin_id=str(uuid.uuid4())),
+            campaign_id=campaign_id,
+            request_id=uuid.uuid4().hex,
+        )
+        return [code.code for code in (await self.invites.MintCodes(request)).codes]
+
+    async def campaign(self, invite_quota: int, capacity: int = 0) -> str:
+        wanted = invite_pb.Campaign(
+            display_name=f"launch {uuid.uuid4().hex[:8]}", invite_quota=invite_quota, capacity=capacity
+        )
+        request = invite_pb.CreateCampaignRequest(campaign=wanted, request_id=uuid.uuid4().hex)
+        return (await self.invites.CreateCampaign(request)).campaign.id
+
+    async def mail_to(self, address: str, count: int = 1) -> list[Received]:
+        async def arrived() -> bool:
+            return len(self.received_by(address)) >= count
+
+        await eventually(arrived, within=20, what=f"{count} mail(s) to {address}")
+        return self.received_by(address)
+
+    def received_by(self, address: str) -> list[Received]:
+        return [mail for mail in self.relay.received if mail.recipient == address]
+
+    async def verification_code(self, address: str, nth: int = 1) -> str:
+        text = (await self.mail_to(address, nth))[nth - 1].text
+        found = re.search(r"\b(\d{6})\b", text)
+        assert found, "no six-digit code in the verification mail"
+        return found.group(1)
+
+    async def register(self, email: str, code: str, password: str = PASSWORD) -> pb.RegisterResponse:
+        return await self.auth.Register(pb.RegisterRequest(email=email, password=password, invite_code=code))
+
+    async def signed_up(self, email: str | None = None) -> tuple[str, pb.VerifyEmailResponse]:
+        """A new active account (registered with a fresh code, verified): its email and session."""
+        email = email or someone()
+        (code,) = await self.mint()
+        await self.register(email, code)
+        verified = await self.auth.VerifyEmail(
+            pb.VerifyEmailRequest(email=email, code=await self.verification_code(email))
+        )
+        return email, verified
+
+    async def close(self) -> None:
+        for channel in self._channels:
+            await channel.close(None)
+        for service in list(self.servers):
+            await self.stop(service)
+
+
+def someone() -> str:
+    return f"ada.{uuid.uuid4().hex[:10]}@example.com"
+
+
+@pytest.fixture
+def relay() -> Iterator[ScriptedRelay]:
+    relay = ScriptedRelay()
+    relay.start()
+    yield relay
+    relay.stop()
+
+
+def stack_trust(tmp_path: Path, database_url: str, redis_url: str, smtp_url: str, **more: Any) -> Trust:
+    addresses = {name: f"127.0.0.1:{free_port()}" for name in _PARTS}
+    return make_trust(
+        tmp_path,
+        database_url,
+        redis_url,
+        smtp_url=smtp_url,
+        service_addresses=addresses,
+        mail_stream=f"mail-test-{secrets.token_hex(4)}",
+        **{**FAST, **more},
+    )
+
+
+@pytest.fixture
+async def stack(
+    tmp_path: Path, migrated_database_url: str, redis_url: str, relay: ScriptedRelay
+) -> AsyncIterator[Stack]:
+    running = Stack(stack_trust(tmp_path, migrated_database_url, redis_url, relay.url), relay, migrated_database_url)
+    try:
+        for service in ("invite_svc", "mail_svc", "auth_svc"):
+            await running.start(service)
+        yield running
+    finally:
+        await running.close()
