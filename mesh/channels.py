@@ -12,6 +12,10 @@ from mesh.signing import CallSigner, SignedChannel
 from mesh.telemetry import client_tracing
 from mesh.tls import channel_credentials
 
+# A peer that restarts is called again within seconds, not after gRPC's default backoff of up
+# to two minutes.
+_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 250), ("grpc.max_reconnect_backoff_ms", 3000)]
+
 
 def open_channel(
     target: str, settings: Settings, identity: str = "meshctl", signer: CallSigner | None = None
@@ -20,9 +24,9 @@ def open_channel(
     interceptors: list[Any] = client_tracing()
     if settings.tls:
         credentials = channel_credentials(settings.resolved_certs_dir, identity)
-        channel = grpc.aio.secure_channel(target, credentials, interceptors=interceptors)
+        channel = grpc.aio.secure_channel(target, credentials, _OPTIONS, interceptors=interceptors)
     else:
-        channel = grpc.aio.insecure_channel(target, interceptors=interceptors)
+        channel = grpc.aio.insecure_channel(target, _OPTIONS, interceptors=interceptors)
     return SignedChannel(channel, signer) if signer else channel
 
 
