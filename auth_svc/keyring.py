@@ -6,8 +6,13 @@ from __future__ import annotations
 import asyncio
 import datetime
 
-from auth_svc.sessions import KeyRing, new_stored_key, opened
+import structlog
+
+from auth_svc.sessions import KeyRing, SigningKey, StoredKey, new_stored_key, opened
 from auth_svc.store import AuthStore
+from mesh.keys import KeyringError
+
+log = structlog.get_logger("auth_svc.keyring")
 
 
 class StoredKeyRing:
@@ -27,11 +32,21 @@ class StoredKeyRing:
 
     async def refresh(self) -> None:
         """Reads the keys again (another replica may have rotated), making or rotating as due."""
-        stored = await self._store.signing_keys()
-        active = [key for key in stored if key.retire_time is None]
+        keys = self._opened(await self._store.signing_keys())
+        active = [key for key in keys if key.retire_time is None]
         now = datetime.datetime.now(datetime.UTC)
         if not active or active[0].create_time + self._max_age < now:
             # Replicas that race here agree: one active key is a unique index.
-            await self._store.add_signing_key(new_stored_key(self._kek), retire_current=bool(active))
-            stored = await self._store.signing_keys()
-        self._ring.replace([opened(key, self._kek) for key in stored])
+            await self._store.add_signing_key(new_stored_key(self._kek), retire_current=True)
+            keys = self._opened(await self._store.signing_keys())
+        self._ring.replace(keys)
+
+    def _opened(self, stored: list[StoredKey]) -> list[SigningKey]:
+        keys = []
+        for key in stored:
+            try:
+                keys.append(opened(key, self._kek))
+            except KeyringError:
+                # Sealed under another KEK: it cannot sign here, and its tokens stop verifying.
+                log.error("an access-token key does not open with this KEK; it is left out", kid=key.kid)
+        return keys
