@@ -26,9 +26,7 @@ from mesh.outbox import Deliver, Message, Undeliverable
 log = structlog.get_logger("auth_svc.peers")
 T = TypeVar("T")
 DEADLINE = 5.0
-_UNREACHABLE = frozenset(
-    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
-)
+_UNREACHABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 _FOR_GOOD = frozenset(
     {
         grpc.StatusCode.INVALID_ARGUMENT,
