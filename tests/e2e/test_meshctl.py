@@ -64,9 +64,9 @@ def _post(mesh: Mesh, path: str, body: dict[str, str]) -> urllib.request.Request
 
 
 def test_not_yet_built_method_through_envoy_answers_a_json_status(mesh: Mesh) -> None:
-    registration = {"email": "ada@example.com", "password": "correct horse battery", "inviteCode": "ABCD-EFGH-J"}
+    sign_in = {"email": "admin@example.com", "password": "correct horse battery"}
     with pytest.raises(urllib.error.HTTPError) as raised:
-        urllib.request.urlopen(_post(mesh, "/v1/registrations", registration), timeout=10)  # noqa: S310
+        urllib.request.urlopen(_post(mesh, "/v1/admin/sessions", sign_in), timeout=10)  # noqa: S310
 
     assert raised.value.code == 501
     assert raised.value.headers["content-type"] == "application/json"
@@ -74,6 +74,30 @@ def test_not_yet_built_method_through_envoy_answers_a_json_status(mesh: Mesh) ->
     assert body["code"] == grpc.StatusCode.UNIMPLEMENTED.value[0]
     assert body["details"][0]["@type"] == "type.googleapis.com/google.rpc.ErrorInfo"
     assert body["details"][0]["reason"] == "METHOD_NOT_IMPLEMENTED"
+
+
+def test_a_registration_through_envoy_is_mailed_verified_and_signed_in(mesh: Mesh) -> None:
+    (minted,) = json.loads(mesh.ctl("invites", "mint", "--json").stdout)
+    email = f"ada.{uuid.uuid4().hex[:8]}@example.com"
+    registration = {"email": email, "password": "a long passphrase of mine", "inviteCode": minted["code"]}
+
+    with urllib.request.urlopen(_post(mesh, "/v1/registrations", registration), timeout=20) as answer:  # noqa: S310
+        assert "verificationExpireTime" in json.loads(answer.read())
+    deadline = time.monotonic() + 60
+    while not (mails := json.loads(mesh.ctl("mail", "list", "--to", email, "--json").stdout)):
+        assert time.monotonic() < deadline, "the verification mail did not arrive in the sink"
+        time.sleep(0.5)
+    code = next(word for word in mails[0]["text"].split() if word.isdigit() and len(word) == 6)
+    verify = {"email": email, "code": code}
+    with urllib.request.urlopen(_post(mesh, "/v1/registrations:verify", verify), timeout=20) as answer:  # noqa: S310
+        session = json.loads(answer.read())["session"]
+    me = urllib.request.Request(
+        f"http://{mesh.edge}/v1/users/me", headers={"authorization": f"Bearer {session['accessToken']}"}
+    )
+    with urllib.request.urlopen(me, timeout=20) as answer:  # noqa: S310
+        user = json.loads(answer.read())["user"]
+
+    assert (user["email"], user["state"]) == (email, "USER_STATE_ACTIVE")
 
 
 def test_checking_an_unknown_code_through_envoy_says_not_valid(mesh: Mesh) -> None:
@@ -148,8 +172,9 @@ async def test_grpc_through_envoy_reaches_public_methods_only(mesh: Mesh) -> Non
         with pytest.raises(grpc.aio.AioRpcError) as internal:
             await stub.HoldCode(invite_service_pb2.HoldCodeRequest(code="X"), timeout=10)
 
-    assert public.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert error_info(public.value).reason == "METHOD_NOT_IMPLEMENTED"  # type: ignore[union-attr]
+    # Routed: the service itself refuses the incomplete request.
+    assert public.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_info(public.value).reason == "INVALID_ARGUMENT"  # type: ignore[union-attr]
     # No route: the edge answers by itself, the service never sees the call.
     assert internal.value.code() == grpc.StatusCode.UNIMPLEMENTED
     assert error_info(internal.value) is None

@@ -4,10 +4,12 @@ Any of the three can be stopped and started again on the same port."""
 
 from __future__ import annotations
 
+import base64
 import re
 import secrets
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,9 @@ from tests.integration.mail_svc.relay import Received, ScriptedRelay
 from tests.integration.mesh.trust_fixtures import Trust, make_trust
 
 PASSWORD = "a long passphrase of my own"
+# One KEK for every stack of the session, as one deployment has: the stacks share a database,
+# and what one sealed (the access-token key, outbox messages) another must open.
+KEK = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("=")
 _PARTS: dict[str, tuple[ServiceSpec, AddServicers]] = {
     "auth_svc": (AUTH, add_auth),
     "invite_svc": (INVITE, add_invite),
@@ -166,18 +171,33 @@ def stack_trust(tmp_path: Path, database_url: str, redis_url: str, smtp_url: str
         smtp_url=smtp_url,
         service_addresses=addresses,
         mail_stream=f"mail-test-{secrets.token_hex(4)}",
+        kek=KEK,
         **{**FAST, **more},
     )
 
 
+StackFactory = Callable[..., AbstractAsyncContextManager[Stack]]
+
+
 @pytest.fixture
-async def stack(
-    tmp_path: Path, migrated_database_url: str, redis_url: str, relay: ScriptedRelay
-) -> AsyncIterator[Stack]:
-    running = Stack(stack_trust(tmp_path, migrated_database_url, redis_url, relay.url), relay, migrated_database_url)
-    try:
-        for service in ("invite_svc", "mail_svc", "auth_svc"):
-            await running.start(service)
+def stack_with(tmp_path: Path, migrated_database_url: str, redis_url: str, relay: ScriptedRelay) -> StackFactory:
+    """Starts a stack whose settings differ from the default by the keywords given."""
+
+    @asynccontextmanager
+    async def started(**more: Any) -> AsyncIterator[Stack]:
+        trust = stack_trust(tmp_path, migrated_database_url, redis_url, relay.url, **more)
+        running = Stack(trust, relay, migrated_database_url)
+        try:
+            for service in ("invite_svc", "mail_svc", "auth_svc"):
+                await running.start(service)
+            yield running
+        finally:
+            await running.close()
+
+    return started
+
+
+@pytest.fixture
+async def stack(stack_with: StackFactory) -> AsyncIterator[Stack]:
+    async with stack_with() as running:
         yield running
-    finally:
-        await running.close()

@@ -1,0 +1,78 @@
+"""Registrations at once, with real concurrency against real services: the same email with many
+codes, and many emails on one code with few uses."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import asyncpg
+import grpc
+
+from mesh.emails import canonical_email
+from mesh.errors import error_info
+from tests.integration.auth_svc.conftest import Stack, someone
+
+
+async def _outcomes(calls: list[object]) -> list[str]:
+    """`OK` or the refusal's reason, for each call."""
+
+    async def outcome(call: object) -> str:
+        try:
+            await call  # type: ignore[misc]
+        except grpc.aio.AioRpcError as error:
+            info = error_info(error)
+            return info.reason if info else error.code().name
+        return "OK"
+
+    return list(await asyncio.gather(*(outcome(call) for call in calls)))
+
+
+async def test_fifty_registrations_of_one_email_with_different_codes_leave_one_account_and_one_live_hold(
+    stack: Stack,
+) -> None:
+    codes = await stack.mint(count=50)
+    email = someone()
+
+    outcomes = await _outcomes([stack.register(email, code) for code in codes])
+
+    assert set(outcomes) <= {"OK", "RATE_LIMITED"} and "OK" in outcomes
+    connection = await asyncpg.connect(stack.database_url)
+    try:
+        canonical = canonical_email(email)
+        users = await connection.fetch("SELECT hold_id FROM auth.users WHERE canonical_email = $1", canonical)
+        live = await connection.fetch(
+            "SELECT id FROM invite.holds WHERE canonical_email = $1 AND state IN (1, 2)", canonical
+        )
+    finally:
+        await connection.close()
+    assert len(users) == 1 and len(live) == 1
+    assert users[0]["hold_id"] == live[0]["id"]
+
+
+async def test_two_hundred_registrations_on_a_ten_use_code_make_exactly_ten_pending_accounts(stack: Stack) -> None:
+    (code,) = await stack.mint(max_uses=10)
+    emails = [f"rush.{uuid.uuid4().hex[:12]}@example.com" for _ in range(200)]
+
+    outcomes = await _outcomes([stack.register(email, code) for email in emails])
+
+    assert outcomes.count("OK") == 10
+    assert set(outcomes) == {"OK", "INVITE_CODE_EXHAUSTED"}
+    connection = await asyncpg.connect(stack.database_url)
+    try:
+        pending = await connection.fetch(
+            "SELECT canonical_email, hold_id FROM auth.users WHERE canonical_email = ANY($1::text[])", emails
+        )
+        codes = await connection.fetch(
+            "SELECT user_id FROM auth.verification_codes v JOIN auth.users u ON u.id = v.user_id"
+            " WHERE u.canonical_email = ANY($1::text[])",
+            emails,
+        )
+        live = await connection.fetchval(
+            "SELECT count(*) FROM invite.holds WHERE canonical_email = ANY($1::text[]) AND state = 1", emails
+        )
+    finally:
+        await connection.close()
+    accepted = {email for email, outcome in zip(emails, outcomes, strict=True) if outcome == "OK"}
+    assert {row["canonical_email"] for row in pending} == accepted
+    assert len(codes) == 10 and live == 10
