@@ -72,10 +72,11 @@ class Stack:
     def address(self, service: str) -> str:
         return self.settings.service_addresses[service]
 
-    async def start(self, service: str) -> None:
+    async def start(self, service: str, **different: Any) -> None:
+        """Starts `service` on its port, with settings `different` from the stack's if given."""
         spec, add = _PARTS[service]
         port = int(self.address(service).rpartition(":")[2])
-        server = MeshServer(spec, add, self.settings.model_copy(update={"grpc_port": port}))
+        server = MeshServer(spec, add, self.settings.model_copy(update={**different, "grpc_port": port}))
         await server.start()
         self.servers[service] = server
 
