@@ -409,7 +409,7 @@ def add_servicers(server: grpc.aio.Server, runtime: ServiceRuntime) -> None:
             backoff_cap=settings.outbox_backoff_cap,
         ),
     )
-    store = AuthStore(runtime.engine, outbox)
+    store = AuthStore(runtime.engine, runtime.driver, outbox)
     keys = StoredKeyRing(
         store,
         kek,
