@@ -42,3 +42,4 @@ bench: $(VENV)/.installed-dev
 	$(PY) -m bench.invites
 	$(PY) -m bench.mail
 	$(PY) -m bench.mail_stats
+	$(PY) -m bench.auth

@@ -1,0 +1,197 @@
+"""Registration, sign-in and refresh rates against the rate this machine hashes passwords at.
+
+In one run, each round: argon2id hashes per second with the configured parameters, one thread
+per core, in this process (the physical limit of registration and login, which hash or check one
+password each); then, with auth_svc, invite_svc and mail_svc each in a process of its own (mail
+only logs and queues), `--concurrency` gRPC clients calling back to back: Register (distinct
+emails on one hot invite code), Login (existing active accounts), and Refresh (each client
+rotating its own session). Registrations and logins print their ratio to the hash rate.
+
+    .venv/bin/python -m bench.auth [--rounds 3] [--seconds 5] [--concurrency 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import os
+import sys
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import asyncpg
+from argon2 import PasswordHasher, Type
+from invitemesh.auth.v1 import auth_service_pb2 as pb
+from invitemesh.auth.v1 import auth_service_pb2_grpc
+from invitemesh.invite.v1 import invite_service_pb2 as invite_pb
+from invitemesh.invite.v1 import invite_service_pb2_grpc
+
+from bench.harness import backends, calls_per_second, listed, median, signed_channel
+from mesh.channels import open_channel
+from mesh.emails import canonical_email
+from mesh.embedded import free_port, wait_for_port
+from mesh.settings import Settings
+
+PASSWORD = "a long passphrase for the benchmark"  # noqa: S105 (the benchmark accounts' own)
+ACCOUNTS = 64
+SERVICES = ("invite_svc", "mail_svc", "auth_svc")
+
+
+def _hasher(settings: Settings) -> PasswordHasher:
+    return PasswordHasher(
+        time_cost=settings.auth_argon2_time_cost,
+        memory_cost=settings.auth_argon2_memory_kib,
+        parallelism=settings.auth_argon2_parallelism,
+        type=Type.ID,
+    )
+
+
+def hashes_per_second(settings: Settings, seconds: float) -> float:
+    """One hashing thread per core for `seconds` (argon2's C code releases the GIL)."""
+    hasher = _hasher(settings)
+    done = 0
+    lock = threading.Lock()
+    deadline = time.perf_counter() + seconds
+
+    def hash_until_deadline() -> None:
+        nonlocal done
+        while time.perf_counter() < deadline:
+            hasher.hash(PASSWORD)
+            with lock:
+                done += 1
+
+    threads = [threading.Thread(target=hash_until_deadline) for _ in range(os.cpu_count() or 1)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return done / (time.perf_counter() - started)
+
+
+@asynccontextmanager
+async def running_services(settings: Settings) -> AsyncIterator[Settings]:
+    """The three services, each `python -m <service>` in its own process, as deployed."""
+    addresses = {name: f"127.0.0.1:{free_port()}" for name in SERVICES}
+    deployed = settings.model_copy(
+        update={
+            "service_addresses": addresses,
+            "mail_senders": 0,
+            "auth_registrations_per_hour": 10**9,
+            "auth_emails_per_hour": 10**9,
+            "auth_login_failures_per_client": 10**9,
+        }
+    )
+    processes = []
+    try:
+        for name in SERVICES:
+            port = addresses[name].rpartition(":")[2]
+            environment = {**os.environ, **deployed.environment(), "MESH_GRPC_PORT": port}
+            processes.append(await asyncio.create_subprocess_exec(sys.executable, "-m", name, env=environment))
+            await asyncio.to_thread(wait_for_port, "127.0.0.1", int(port), 60)
+        yield deployed
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            await process.wait()
+
+
+async def hot_code(settings: Settings) -> str:
+    async with signed_channel(settings.service_addresses["invite_svc"], settings, "admin_svc") as channel:
+        request = invite_pb.MintCodesRequest(
+            count=1, max_uses=10**9, owner=invite_pb.Owner(admin_id=str(uuid.uuid4())), request_id=uuid.uuid4().hex
+        )
+        minted = await invite_service_pb2_grpc.InviteServiceStub(channel).MintCodes(request)
+    return minted.codes[0].code
+
+
+async def active_accounts(settings: Settings, count: int) -> list[str]:
+    """Accounts ready to sign in, written straight to the auth schema (one shared hash)."""
+    password_hash = _hasher(settings).hash(PASSWORD)
+    emails = [f"signin.{uuid.uuid4().hex[:12]}@bench.example" for _ in range(count)]
+    connection = await asyncpg.connect(settings.database_url)
+    try:
+        await connection.executemany(
+            "INSERT INTO auth.users (id, email, canonical_email, password_hash, state, verify_time)"
+            " VALUES ($1, $2, $3, $4, 2, now())",
+            [(uuid.uuid4(), email, canonical_email(email), password_hash) for email in emails],
+        )
+    finally:
+        await connection.close()
+    return emails
+
+
+async def measure(args: argparse.Namespace, settings: Settings) -> None:
+    rates: dict[str, list[float]] = {"hash": [], "register": [], "login": [], "refresh": []}
+    async with running_services(settings) as deployed:
+        code = await hot_code(deployed)
+        accounts = itertools.cycle(await active_accounts(deployed, ACCOUNTS))
+        serial = itertools.count()
+        async with open_channel(deployed.service_addresses["auth_svc"], deployed) as channel:
+            auth = auth_service_pb2_grpc.AuthServiceStub(channel)
+
+            async def register() -> None:
+                email = f"new.{next(serial)}.{uuid.uuid4().hex[:6]}@bench.example"
+                await auth.Register(pb.RegisterRequest(email=email, password=PASSWORD, invite_code=code))
+
+            async def login() -> str:
+                answer = await auth.Login(pb.LoginRequest(email=next(accounts), password=PASSWORD))
+                return answer.session.refresh_token
+
+            sessions = [await login() for _ in range(args.concurrency)]
+            turn = itertools.count()
+
+            async def refresh() -> None:
+                mine = next(turn) % len(sessions)
+                token, sessions[mine] = sessions[mine], ""
+                while not token:  # another caller holds this session right now: take another
+                    mine = next(turn) % len(sessions)
+                    token, sessions[mine] = sessions[mine], ""
+                answer = await auth.Refresh(pb.RefreshRequest(refresh_token=token))
+                sessions[mine] = answer.session.refresh_token
+
+            await calls_per_second(register, 2, args.concurrency)  # warm up every path
+            await calls_per_second(login, 2, args.concurrency)
+            for _ in range(args.rounds):
+                rates["hash"].append(await asyncio.to_thread(hashes_per_second, deployed, args.seconds))
+                rates["register"].append(await calls_per_second(register, args.seconds, args.concurrency))
+                rates["login"].append(await calls_per_second(login, args.seconds, args.concurrency))
+                rates["refresh"].append(await calls_per_second(refresh, args.seconds, args.concurrency))
+    _report(settings, args.concurrency, rates)
+
+
+def _report(settings: Settings, concurrency: int, rates: dict[str, list[float]]) -> None:
+    hashes = rates["hash"]
+    print(
+        f"argon2id m={settings.auth_argon2_memory_kib} KiB t={settings.auth_argon2_time_cost} "
+        f"p={settings.auth_argon2_parallelism}, {os.cpu_count()} threads: hashes/s median {median(hashes):.1f} "
+        f"(rounds {listed(hashes, 1)})"
+    )
+    for name in ("register", "login"):
+        ratios = [rate / hashed for rate, hashed in zip(rates[name], hashes, strict=True)]
+        print(
+            f"{name}/s at {concurrency} clients median {median(rates[name]):.1f}; "
+            f"ratio to hash rate median {median(ratios):.2f} (rounds {listed(ratios, 2)})"
+        )
+    print(
+        f"refresh/s at {concurrency} clients median {median(rates['refresh']):.0f} (rounds {listed(rates['refresh'])})"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--concurrency", type=int, default=16)
+    args = parser.parse_args()
+    with backends() as settings:
+        asyncio.run(measure(args, settings))
+
+
+if __name__ == "__main__":
+    main()
