@@ -77,7 +77,7 @@ class Settings(BaseSettings):
     auth_reset_ttl: float = Field(default=1800.0, gt=0)
     auth_reset_url: str = "http://localhost:8080/reset-password"
     auth_sign_in_url: str = "http://localhost:8080/sign-in"
-    auth_registrations_per_hour: int = Field(default=20, gt=0)
+    auth_registrations_per_hour: int = Field(default=60, gt=0)
     auth_emails_per_hour: int = Field(default=5, gt=0)
     auth_login_failures_per_account: int = Field(default=10, gt=0)
     auth_login_failures_per_client: int = Field(default=100, gt=0)

@@ -3,6 +3,7 @@ and gRPC, the SMTP sink, logs, down."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import smtplib
@@ -96,8 +97,13 @@ def test_a_registration_through_envoy_is_mailed_verified_and_signed_in(mesh: Mes
     )
     with urllib.request.urlopen(me, timeout=20) as answer:  # noqa: S310
         user = json.loads(answer.read())["user"]
+    with urllib.request.urlopen(f"http://{mesh.edge}/.well-known/jwks.json", timeout=20) as answer:
+        published = json.loads(answer.read())["keys"]
 
     assert (user["email"], user["state"]) == (email, "USER_STATE_ACTIVE")
+    signed_with = json.loads(base64.urlsafe_b64decode(session["accessToken"].split(".")[0] + "=="))["kid"]
+    assert signed_with in {key["kid"] for key in published}
+    assert all(key["kty"] == "EC" and key["crv"] == "P-256" and key["alg"] == "ES256" for key in published)
 
 
 def test_checking_an_unknown_code_through_envoy_says_not_valid(mesh: Mesh) -> None:

@@ -76,3 +76,26 @@ async def test_two_hundred_registrations_on_a_ten_use_code_make_exactly_ten_pend
     accepted = {email for email, outcome in zip(emails, outcomes, strict=True) if outcome == "OK"}
     assert {row["canonical_email"] for row in pending} == accepted
     assert len(codes) == 10 and live == 10
+
+
+async def test_a_double_submit_gets_the_first_answer_and_sends_one_mail(stack: Stack) -> None:
+    (code,) = await stack.mint(max_uses=5)
+    email = someone()
+
+    answers = await asyncio.gather(*(stack.register(email, code) for _ in range(5)))
+
+    assert len({answer.SerializeToString() for answer in answers}) == 1
+    await stack.mail_to(email)
+    connection = await asyncpg.connect(stack.database_url)
+    try:
+        holds = await connection.fetchval(
+            "SELECT count(*) FROM invite.holds WHERE canonical_email = $1", canonical_email(email)
+        )
+        mails = await connection.fetchval(
+            "SELECT count(*) FROM auth.outbox o JOIN auth.users u ON o.aggregate = u.id::text"
+            " WHERE u.canonical_email = $1",
+            canonical_email(email),
+        )
+    finally:
+        await connection.close()
+    assert holds == 1 and mails == 1
