@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hmac
 import secrets
-import uuid
 from enum import IntEnum
 from importlib.resources import files
 
@@ -54,9 +53,9 @@ def new_verification_code() -> str:
     return f"{secrets.randbelow(10**VERIFICATION_DIGITS):0{VERIFICATION_DIGITS}d}"
 
 
-def code_digest(key: bytes, user_id: uuid.UUID, code: str) -> bytes:
-    """Keyed, and bound to its user: a dump of the table does not let anyone try a million codes."""
-    return keyed_hash(key, user_id.bytes + code.encode())
+def code_digest(key: bytes, canonical_email: str, code: str) -> bytes:
+    """Keyed, and bound to the person: a dump of the table does not let anyone try a million codes."""
+    return keyed_hash(key, canonical_email.encode() + b"\0" + code.encode())
 
 
 def same_digest(a: bytes, b: bytes) -> bool:

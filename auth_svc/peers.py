@@ -106,7 +106,7 @@ def receivers(peers: Peers) -> dict[str, Deliver]:
         await _delivered(mail().SendEmail(request, timeout=DEADLINE))
 
     async def confirm_hold(message: Message) -> None:
-        request = invite_pb.ConfirmHoldRequest(hold_id=message.payload["hold_id"], user_id=message.aggregate)
+        request = invite_pb.ConfirmHoldRequest(hold_id=message.payload["hold_id"], user_id=message.payload["user_id"])
         await _delivered(invites().ConfirmHold(request, timeout=DEADLINE))
 
     async def mint_codes(message: Message) -> None:
@@ -114,7 +114,7 @@ def receivers(peers: Peers) -> dict[str, Deliver]:
         request = invite_pb.MintCodesRequest(
             count=payload["count"],
             max_uses=1,
-            owner=invite_pb.Owner(user_id=message.aggregate),
+            owner=invite_pb.Owner(user_id=payload["user_id"]),
             campaign_id=payload["campaign_id"],
             request_id=str(message.id),
         )

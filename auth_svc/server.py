@@ -29,6 +29,7 @@ from auth_svc.domain import (
     new_verification_code,
     password_problem,
     same_digest,
+    sign_in_delay,
 )
 from auth_svc.jobs import sweep_job
 from auth_svc.keyring import StoredKeyRing
@@ -127,8 +128,7 @@ class AuthService(auth_service_pb2_grpc.AuthServiceServicer):
         hold = await self._invites.hold(invite_code, address)
         try:
             user = await self._store.register(
-                _registration(address, canonical, password_hash, hold),
-                lambda user_id: self._verification(user_id, address),
+                _registration(address, canonical, password_hash, hold), *self._verification(canonical, address)
             )
         except BaseException:
             await self._invites.release(hold.id)
@@ -147,19 +147,16 @@ class AuthService(auth_service_pb2_grpc.AuthServiceServicer):
             raise InvalidArgument(violations)
         assert canonical is not None
         attempt = await self._store.take_verification_attempt(canonical)
-        if attempt is None or not same_digest(
-            attempt[1], code_digest(self._code_key, attempt[0], request.code.strip())
-        ):
+        if attempt is None or not same_digest(attempt[1], code_digest(self._code_key, canonical, request.code.strip())):
             raise _wrong_code()
-        user_id = attempt[0]
-        pending = await self._store.user(user_id)
+        pending = await self._store.user(attempt[0])
         if pending is None:
             raise _wrong_code()
         refresh, token = self._new_refresh_token()
-        user = await self._store.activate(user_id, _activation_work(pending), token)
+        user = await self._store.activate(pending, _activation_work(pending), token)
         if user is None:
             raise _wrong_code()
-        log.info("account active", user_id=str(user_id))
+        log.info("account active", user_id=str(user.id))
         return pb.VerifyEmailResponse(user=_user(user), session=await self._session(user.id, refresh, token))
 
     async def ResendVerification(
@@ -177,7 +174,7 @@ class AuthService(auth_service_pb2_grpc.AuthServiceServicer):
             and user.state is UserState.PENDING_VERIFICATION
             and await self._per_address.allow(canonical)
         ):
-            await self._store.replace_code(user.id, self._verification(user.id, user.email))
+            await self._store.replace_code(user, *self._verification(canonical, user.email))
         return pb.ResendVerificationResponse()
 
     # Sessions
@@ -191,15 +188,16 @@ class AuthService(auth_service_pb2_grpc.AuthServiceServicer):
             raise InvalidArgument(violations)
         assert canonical is not None
         client = client_address(context)
-        delay = await self._sign_ins.admit(canonical, client)
-        if delay:
+        failures = await self._sign_ins.admit(canonical, client)
+        if delay := sign_in_delay(failures):
             await asyncio.sleep(delay)
         user = await self._store.user_by_email(canonical)
         verdict = await self._passwords.verify(user.password_hash if user else None, request.password)
         if user is None or not verdict.matches:
             await self._sign_ins.failed(canonical, client)
             raise Unauthenticated("INVALID_CREDENTIALS", "the email or the password is wrong")
-        await self._sign_ins.succeeded(canonical)
+        if failures:
+            await self._sign_ins.succeeded(canonical)
         if user.state is UserState.PENDING_VERIFICATION:
             raise PermissionDenied("EMAIL_NOT_VERIFIED", "prove the email with the mailed code first")
         if user.state is UserState.SUSPENDED:
@@ -248,7 +246,7 @@ class AuthService(auth_service_pb2_grpc.AuthServiceServicer):
                     "expires_in_minutes": str(round(self._settings.auth_reset_ttl / 60)),
                 },
             )
-            await self._store.add_reset(user.id, NewToken(token_digest(token), expire), mail)
+            await self._store.add_reset(user, NewToken(token_digest(token), expire), mail)
         return pb.RequestPasswordResetResponse()
 
     async def ResetPassword(self, request: pb.ResetPasswordRequest, context: Any) -> pb.ResetPasswordResponse:
@@ -292,16 +290,18 @@ class AuthService(auth_service_pb2_grpc.AuthServiceServicer):
             owner.email,
             {"sign_in_url": self._settings.auth_sign_in_url, "reset_url": self._settings.auth_reset_url},
         )
-        await self._store.notify(owner.id, mail)
+        await self._store.notify(owner, mail)
 
     def _code_expiry(self) -> datetime.datetime:
         return _now() + self._verification_ttl
 
-    def _verification(self, user_id: uuid.UUID, to: str) -> tuple[NewCode, Mail]:
-        """A fresh code for the account, as stored (a digest bound to it) and as mailed."""
+    def _verification(self, canonical_email: str, to: str) -> tuple[NewCode, Mail]:
+        """A fresh code for the account, as stored (a digest bound to the person) and as mailed."""
         code = new_verification_code()
         stored = NewCode(
-            code_digest(self._code_key, user_id, code), self._code_expiry(), self._settings.auth_verification_attempts
+            code_digest(self._code_key, canonical_email, code),
+            self._code_expiry(),
+            self._settings.auth_verification_attempts,
         )
         minutes = str(round(self._settings.auth_verification_ttl / 60))
         return stored, Mail(mail_pb.EMAIL_TEMPLATE_VERIFICATION, to, {"code": code, "expires_in_minutes": minutes})
@@ -362,10 +362,11 @@ def _registration(address: str, canonical: str, password_hash: str, hold: invite
 def _activation_work(user: UserRecord) -> list[Work]:
     """What an activation promises other services: the held use confirmed, then the new user's
     own codes minted (and mailed), in that order."""
-    work = [Work(CONFIRM_HOLD, {"hold_id": str(user.hold_id)})] if user.hold_id else []
+    work = [Work(CONFIRM_HOLD, {"hold_id": str(user.hold_id), "user_id": str(user.id)})] if user.hold_id else []
     if user.invite_quota > 0:
         campaign = str(user.campaign_id) if user.campaign_id else ""
-        work.append(Work(MINT_CODES, {"count": user.invite_quota, "campaign_id": campaign, "to": user.email}))
+        mint = {"count": user.invite_quota, "campaign_id": campaign, "to": user.email, "user_id": str(user.id)}
+        work.append(Work(MINT_CODES, mint))
     return work
 
 

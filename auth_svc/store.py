@@ -12,22 +12,38 @@ from __future__ import annotations
 import datetime
 import enum
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import DateTime, LargeBinary, bindparam, delete, func, insert, literal, or_, select, update
+import asyncpg
+from sqlalchemy import (
+    DateTime,
+    LargeBinary,
+    SmallInteger,
+    bindparam,
+    delete,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.dialects.postgresql import insert as upsert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from auth_svc.domain import TokenState, UserState
-from auth_svc.models import password_resets, refresh_tokens, signing_keys, users, verification_codes
+from auth_svc.models import outbox, password_resets, refresh_tokens, signing_keys, users, verification_codes
 from auth_svc.sessions import StoredKey
 from mesh.db import DriverPool, DriverStatement
 from mesh.outbox import Outbox
 
 PURGE_BATCH = 500
+SEND_EMAIL = "send_email"
+CONFIRM_HOLD = "confirm_hold"
+MINT_CODES = "mint_codes"
 
 
 @dataclass(frozen=True)
@@ -108,66 +124,52 @@ class AuthStore:
     # Accounts
 
     async def user(self, user_id: uuid.UUID) -> UserRecord | None:
-        async with self._engine.connect() as connection:
-            row = (await connection.execute(select(users).where(users.c.id == user_id))).first()
+        async with self._driver.connection() as connection:
+            row = await _USER_BY_ID.fetchrow(connection, id=user_id)
         return _user(row) if row else None
 
     async def user_by_email(self, canonical_email: str) -> UserRecord | None:
-        async with self._engine.connect() as connection:
-            row = (await connection.execute(select(users).where(users.c.canonical_email == canonical_email))).first()
+        async with self._driver.connection() as connection:
+            row = await _USER_BY_EMAIL.fetchrow(connection, canonical_email=canonical_email)
         return _user(row) if row else None
 
-    async def register(
-        self, registration: Registration, verification: Callable[[uuid.UUID], tuple[NewCode, Mail]]
-    ) -> UserRecord | None:
-        """The pending account, its verification code and its email, in one transaction.
+    async def register(self, registration: Registration, code: NewCode, mail: Mail) -> UserRecord | None:
+        """The pending account, its verification code and its email: one statement, so one
+        atomic step, on the driver path.
 
         Replaces a pending registration of the same person whose hold is older; None when the
         email became an active account meanwhile or a newer registration won.
         """
-        values = {
-            "email": registration.email,
-            "canonical_email": registration.canonical_email,
-            "password_hash": registration.password_hash,
-            "state": int(UserState.PENDING_VERIFICATION),
-            "hold_id": registration.hold_id,
-            "hold_expire_time": registration.hold_expire_time,
-            "referrer_user_id": registration.referrer_user_id,
-            "referrer_admin_id": registration.referrer_admin_id,
-            "campaign_id": registration.campaign_id,
-            "invite_quota": registration.invite_quota,
-        }
-        new = upsert(users).values(id=uuid.uuid4(), **values)
-        statement = new.on_conflict_do_update(
-            index_elements=[users.c.canonical_email],
-            set_={**{name: new.excluded[name] for name in values}, "create_time": func.now()},
-            where=(users.c.state == int(UserState.PENDING_VERIFICATION))
-            & (users.c.hold_expire_time < new.excluded.hold_expire_time),
-        ).returning(*users.c)
-        async with self._engine.begin() as connection:
-            row = (await connection.execute(statement)).first()
-            if row is None:
-                return None
-            user = _user(row)
-            code, mail = verification(user.id)
-            await _replace_code(connection, user.id, code)
-            await self._mail(connection, user.id, mail)
+        message_id, sealed = self._outbox.sealed(SEND_EMAIL, _mail_payload(mail))
+        async with self._driver.connection() as connection:
+            row = await _REGISTER.fetchrow(
+                connection,
+                id=uuid.uuid4(),
+                state=int(UserState.PENDING_VERIFICATION),
+                **vars(registration),
+                code_digest=code.digest,
+                code_expire_time=code.expire_time,
+                attempts_left=code.attempts,
+                message_id=message_id,
+                payload=sealed,
+            )
+        if row is None:
+            return None
         self._outbox.notify()
-        return user
+        return _user(row)
 
-    async def replace_code(self, user_id: uuid.UUID, verification: tuple[NewCode, Mail]) -> bool:
+    async def replace_code(self, user: UserRecord, code: NewCode, mail: Mail) -> bool:
         """A new verification code for a pending account (the old one stops working)."""
         async with self._engine.begin() as connection:
             pending = await connection.scalar(
                 select(users.c.id)
-                .where(users.c.id == user_id, users.c.state == int(UserState.PENDING_VERIFICATION))
+                .where(users.c.id == user.id, users.c.state == int(UserState.PENDING_VERIFICATION))
                 .with_for_update()
             )
             if pending is None:
                 return False
-            code, mail = verification
-            await _replace_code(connection, user_id, code)
-            await self._mail(connection, user_id, mail)
+            await _replace_code(connection, user.id, code)
+            await self._mail(connection, user.canonical_email, mail)
         self._outbox.notify()
         return True
 
@@ -191,30 +193,30 @@ class AuthStore:
             row = (await connection.execute(statement)).first()
         return (row.user_id, row.code_digest) if row else None
 
-    async def activate(self, user_id: uuid.UUID, work: Sequence[Work], session: NewToken) -> UserRecord | None:
+    async def activate(self, pending: UserRecord, work: Sequence[Work], session: NewToken) -> UserRecord | None:
         """Pending → ACTIVE with its follow-up work and a first session; None if another
         verification won."""
         async with self._engine.begin() as connection:
             row = (
                 await connection.execute(
                     update(users)
-                    .where(users.c.id == user_id, users.c.state == int(UserState.PENDING_VERIFICATION))
+                    .where(users.c.id == pending.id, users.c.state == int(UserState.PENDING_VERIFICATION))
                     .values(state=int(UserState.ACTIVE), verify_time=func.now())
                     .returning(*users.c)
                 )
             ).first()
             if row is None:
                 return None
-            await connection.execute(delete(verification_codes).where(verification_codes.c.user_id == user_id))
+            await connection.execute(delete(verification_codes).where(verification_codes.c.user_id == pending.id))
             for item in work:
-                await self._outbox.add(connection, str(user_id), item.kind, item.payload)
-            await _insert_token(connection, user_id, uuid.uuid4(), session)
+                await self._outbox.add(connection, pending.canonical_email, item.kind, item.payload)
+            await _insert_token(connection, pending.id, uuid.uuid4(), session)
         self._outbox.notify()
         return _user(row)
 
-    async def notify(self, user_id: uuid.UUID, mail: Mail) -> None:
+    async def notify(self, user: UserRecord, mail: Mail) -> None:
         async with self._engine.begin() as connection:
-            await self._mail(connection, user_id, mail)
+            await self._mail(connection, user.canonical_email, mail)
         self._outbox.notify()
 
     async def set_password_hash(self, user_id: uuid.UUID, password_hash: str) -> None:
@@ -236,8 +238,13 @@ class AuthStore:
     # Sessions
 
     async def start_session(self, user_id: uuid.UUID, token: NewToken) -> None:
-        async with self._engine.begin() as connection:
-            await _insert_token(connection, user_id, uuid.uuid4(), token)
+        async with self._driver.connection() as connection:
+            await connection.execute(
+                _START_SESSION.sql,
+                *_START_SESSION.arguments(
+                    {"id": uuid.uuid4(), "digest": token.digest, "user_id": user_id, "expire_time": token.expire_time}
+                ),
+            )
 
     async def rotate(self, digest: bytes, successor: NewToken) -> tuple[Rotation, uuid.UUID | None]:
         """Exchanges an ACTIVE refresh token of an active account for `successor`, in its family:
@@ -277,12 +284,12 @@ class AuthStore:
 
     # Password resets
 
-    async def add_reset(self, user_id: uuid.UUID, token: NewToken, mail: Mail) -> None:
+    async def add_reset(self, user: UserRecord, token: NewToken, mail: Mail) -> None:
         async with self._engine.begin() as connection:
             await connection.execute(
-                insert(password_resets).values(digest=token.digest, user_id=user_id, expire_time=token.expire_time)
+                insert(password_resets).values(digest=token.digest, user_id=user.id, expire_time=token.expire_time)
             )
-            await self._mail(connection, user_id, mail)
+            await self._mail(connection, user.canonical_email, mail)
         self._outbox.notify()
 
     async def reset_password(self, digest: bytes, password_hash: str) -> uuid.UUID | None:
@@ -361,31 +368,8 @@ class AuthStore:
 
     # The outbox
 
-    async def _mail(self, connection: AsyncConnection, user_id: uuid.UUID, mail: Mail) -> None:
-        await self._outbox.add(
-            connection,
-            str(user_id),
-            SEND_EMAIL,
-            {"template": mail.template, "to": mail.to, "variables": mail.variables},
-        )
-
-    @staticmethod
-    async def _replace_code(
-        connection: AsyncConnection, user_id: uuid.UUID, digest: bytes, expire_time: datetime.datetime, attempts: int
-    ) -> None:
-        statement = upsert(verification_codes).values(
-            user_id=user_id, code_digest=digest, expire_time=expire_time, attempts_left=attempts
-        )
-        await connection.execute(
-            statement.on_conflict_do_update(
-                index_elements=[verification_codes.c.user_id],
-                set_={
-                    "code_digest": statement.excluded.code_digest,
-                    "expire_time": statement.excluded.expire_time,
-                    "attempts_left": statement.excluded.attempts_left,
-                },
-            )
-        )
+    async def _mail(self, connection: AsyncConnection, canonical_email: str, mail: Mail) -> None:
+        await self._outbox.add(connection, canonical_email, SEND_EMAIL, _mail_payload(mail))
 
 
 def _rotate_statement() -> Any:
@@ -418,10 +402,71 @@ def _rotate_statement() -> Any:
     )
 
 
+def _register_statement() -> Any:
+    columns = (
+        "email",
+        "canonical_email",
+        "password_hash",
+        "state",
+        "hold_id",
+        "hold_expire_time",
+        "referrer_user_id",
+        "referrer_admin_id",
+        "campaign_id",
+        "invite_quota",
+    )
+    new = upsert(users).values(id=bindparam("id"), **{name: bindparam(name) for name in columns})
+    account = (
+        new.on_conflict_do_update(
+            index_elements=[users.c.canonical_email],
+            set_={**{name: new.excluded[name] for name in columns}, "create_time": func.now()},
+            # Only a pending registration is replaced, and only by one holding a newer hold.
+            where=(users.c.state == int(UserState.PENDING_VERIFICATION))
+            & (users.c.hold_expire_time < new.excluded.hold_expire_time),
+        )
+        .returning(*users.c)
+        .cte("account")
+    )
+    code = upsert(verification_codes).from_select(
+        ["user_id", "code_digest", "expire_time", "attempts_left"],
+        select(
+            account.c.id,
+            bindparam("code_digest", type_=LargeBinary),
+            bindparam("code_expire_time", type_=DateTime(timezone=True)),
+            bindparam("attempts_left", type_=SmallInteger),
+        ),
+    )
+    code = code.on_conflict_do_update(
+        index_elements=[verification_codes.c.user_id],
+        set_={name: code.excluded[name] for name in ("code_digest", "expire_time", "attempts_left")},
+    )
+    mail = insert(outbox).from_select(
+        ["id", "aggregate", "kind", "payload"],
+        select(
+            bindparam("message_id", type_=UUID(as_uuid=True)),
+            account.c.canonical_email,
+            literal(SEND_EMAIL),
+            bindparam("payload", type_=LargeBinary),
+        ),
+    )
+    # Every data-modifying CTE runs, and the code and the mail only for an account written.
+    return select(account).add_cte(code.cte("code"), mail.cte("mail"))
+
+
 _ROTATE = DriverStatement(_rotate_statement())
-SEND_EMAIL = "send_email"
-CONFIRM_HOLD = "confirm_hold"
-MINT_CODES = "mint_codes"
+_REGISTER = DriverStatement(_register_statement())
+_USER_BY_ID = DriverStatement(select(users).where(users.c.id == bindparam("id")))
+_USER_BY_EMAIL = DriverStatement(select(users).where(users.c.canonical_email == bindparam("canonical_email")))
+_START_SESSION = DriverStatement(
+    insert(refresh_tokens).values(
+        id=bindparam("id"),
+        digest=bindparam("digest"),
+        family_id=bindparam("id"),
+        user_id=bindparam("user_id"),
+        state=int(TokenState.ACTIVE),
+        expire_time=bindparam("expire_time"),
+    )
+)
 
 
 async def _replace_code(connection: AsyncConnection, user_id: uuid.UUID, code: NewCode) -> None:
@@ -450,18 +495,13 @@ async def _insert_token(connection: AsyncConnection, user_id: uuid.UUID, family_
 
 
 def _user(row: Any) -> UserRecord:
-    return UserRecord(
-        id=row.id,
-        email=row.email,
-        canonical_email=row.canonical_email,
-        password_hash=row.password_hash,
-        state=UserState(row.state),
-        referrer_user_id=row.referrer_user_id,
-        referrer_admin_id=row.referrer_admin_id,
-        hold_id=row.hold_id,
-        hold_expire_time=row.hold_expire_time,
-        campaign_id=row.campaign_id,
-        invite_quota=row.invite_quota,
-        create_time=row.create_time,
-        verify_time=row.verify_time,
-    )
+    """From a driver record or an engine row: both map column names to values."""
+    values = row if isinstance(row, asyncpg.Record) else row._mapping
+    return UserRecord(**{name: values[name] for name in _USER_FIELDS}, state=UserState(values["state"]))
+
+
+_USER_FIELDS = [name for name in UserRecord.__dataclass_fields__ if name != "state"]
+
+
+def _mail_payload(mail: Mail) -> dict[str, Any]:
+    return {"template": mail.template, "to": mail.to, "variables": mail.variables}

@@ -13,7 +13,6 @@ import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import RedisError
 
-from auth_svc.domain import sign_in_delay
 from mesh.errors import RateLimited
 from mesh.redis import KeySpace
 
@@ -28,8 +27,9 @@ class SignInThrottle:
         self._per_client = per_client
         self._window = max(1, round(window))
 
-    async def admit(self, canonical_email: str, client: str) -> float:
-        """Seconds this sign-in must wait first; raises `RateLimited` once a budget is spent."""
+    async def admit(self, canonical_email: str, client: str) -> int:
+        """The account's recent failed sign-ins (`sign_in_delay` says how long this one waits);
+        raises `RateLimited` once a budget is spent."""
         account, address = self._account(canonical_email), self._client(client)
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
@@ -39,12 +39,12 @@ class SignInThrottle:
                 account_failures, account_ttl, client_failures, client_ttl = await pipe.execute()
         except RedisError:
             log.warning("sign-in throttle unavailable, allowing")
-            return 0.0
+            return 0
         if int(client_failures or 0) >= self._per_client:
             raise RateLimited("too many failed sign-ins from this address", _seconds(client_ttl, self._window))
         if int(account_failures or 0) >= self._per_account:
             raise RateLimited("too many failed sign-ins for this account", _seconds(account_ttl, self._window))
-        return sign_in_delay(int(account_failures or 0))
+        return int(account_failures or 0)
 
     async def failed(self, canonical_email: str, client: str) -> None:
         try:

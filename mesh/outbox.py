@@ -140,14 +140,19 @@ class Outbox:
         self, connection: AsyncConnection, aggregate: str, kind: str, payload: Mapping[str, Any]
     ) -> uuid.UUID:
         """Writes a message in the caller's transaction; `notify()` once it has committed."""
-        if kind not in self._receivers:
-            raise ValueError(f"no receiver for outbox messages of kind {kind!r}")
-        message_id = uuid.uuid4()
-        sealed = self._sealer.seal(message_id.bytes, json.dumps(dict(payload)).encode())
+        message_id, sealed = self.sealed(kind, payload)
         await connection.execute(
             insert(self._table).values(id=message_id, aggregate=aggregate, kind=kind, payload=sealed)
         )
         return message_id
+
+    def sealed(self, kind: str, payload: Mapping[str, Any]) -> tuple[uuid.UUID, bytes]:
+        """A new message's id and sealed payload, for a caller that writes the row in a statement
+        of its own (`add` does it for the others)."""
+        if kind not in self._receivers:
+            raise ValueError(f"no receiver for outbox messages of kind {kind!r}")
+        message_id = uuid.uuid4()
+        return message_id, self._sealer.seal(message_id.bytes, json.dumps(dict(payload)).encode())
 
     def notify(self) -> None:
         """Wakes this process's relay: a message committed and is due now."""

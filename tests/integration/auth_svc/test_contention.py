@@ -92,9 +92,7 @@ async def test_a_double_submit_gets_the_first_answer_and_sends_one_mail(stack: S
             "SELECT count(*) FROM invite.holds WHERE canonical_email = $1", canonical_email(email)
         )
         mails = await connection.fetchval(
-            "SELECT count(*) FROM auth.outbox o JOIN auth.users u ON o.aggregate = u.id::text"
-            " WHERE u.canonical_email = $1",
-            canonical_email(email),
+            "SELECT count(*) FROM auth.outbox WHERE aggregate = $1", canonical_email(email)
         )
     finally:
         await connection.close()
