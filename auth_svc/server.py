@@ -399,6 +399,7 @@ def add_servicers(server: grpc.aio.Server, runtime: ServiceRuntime) -> None:
     kek = load_kek(settings)
     outbox = Outbox(
         runtime.engine,
+        runtime.driver,
         models.outbox,
         Sealer(derive_key(kek, "auth outbox seal v1")),
         receivers(runtime.peers),

@@ -239,11 +239,8 @@ class AuthStore:
 
     async def start_session(self, user_id: uuid.UUID, token: NewToken) -> None:
         async with self._driver.connection() as connection:
-            await connection.execute(
-                _START_SESSION.sql,
-                *_START_SESSION.arguments(
-                    {"id": uuid.uuid4(), "digest": token.digest, "user_id": user_id, "expire_time": token.expire_time}
-                ),
+            await _START_SESSION.execute(
+                connection, id=uuid.uuid4(), digest=token.digest, user_id=user_id, expire_time=token.expire_time
             )
 
     async def rotate(self, digest: bytes, successor: NewToken) -> tuple[Rotation, uuid.UUID | None]:

@@ -127,3 +127,12 @@ class DriverStatement:
 
     async def fetchval(self, connection: asyncpg.Connection, **values: Any) -> Any:
         return await connection.fetchval(self.sql, *self.arguments(values))
+
+    async def fetch(self, connection: asyncpg.Connection, **values: Any) -> list[asyncpg.Record]:
+        rows: list[asyncpg.Record] = await connection.fetch(self.sql, *self.arguments(values))
+        return rows
+
+    async def execute(self, connection: asyncpg.Connection, **values: Any) -> str:
+        """Runs the statement; answers its command tag (`UPDATE 3`)."""
+        tag: str = await connection.execute(self.sql, *self.arguments(values))
+        return tag

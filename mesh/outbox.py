@@ -49,9 +49,10 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from mesh.db import DriverPool, DriverStatement
 from mesh.metrics import Metrics
 from mesh.retries import full_jitter
 from mesh.sealing import Sealer
@@ -115,6 +116,7 @@ class Outbox:
     def __init__(
         self,
         engine: AsyncEngine,
+        driver: DriverPool,
         table: Table,
         sealer: Sealer,
         receivers: Mapping[str, Deliver],
@@ -122,6 +124,7 @@ class Outbox:
         timings: RelayTimings | None = None,
     ) -> None:
         self._engine = engine
+        self._driver = driver
         self._table = table
         self._sealer = sealer
         self._receivers = dict(receivers)
@@ -134,7 +137,13 @@ class Outbox:
         )
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
-        self._lease_sql = _lease_statement(table)
+        # The relay's two statements of every batch run straight on the driver (mesh.db).
+        self._lease = DriverStatement(_lease_statement(table))
+        self._mark_delivered = DriverStatement(
+            update(table)
+            .where(table.c.id == func.any(bindparam("ids", type_=ARRAY(UUID(as_uuid=True)))))
+            .values(deliver_time=func.now(), payload=None, lease_until=None, last_error=None)
+        )
 
     async def add(
         self, connection: AsyncConnection, aggregate: str, kind: str, payload: Mapping[str, Any]
@@ -178,33 +187,26 @@ class Outbox:
 
     async def relay_once(self) -> int:
         """Leases one batch and delivers it; answers how many messages it leased."""
-        async with self._engine.begin() as connection:
-            rows = (
-                await connection.execute(
-                    self._lease_sql,
-                    {"batch": self._timings.batch, "lease": datetime.timedelta(seconds=self._timings.lease)},
-                )
-            ).all()
+        async with self._driver.connection() as connection:
+            rows = await self._lease.fetch(
+                connection, batch=self._timings.batch, lease=datetime.timedelta(seconds=self._timings.lease)
+            )
         if not rows:
             return 0
         messages = []
         for row in rows:
             try:
-                payload = json.loads(self._sealer.unseal(row.id.bytes, row.payload))
+                payload = json.loads(self._sealer.unseal(row["id"].bytes, row["payload"]))
             except Exception:  # sealed under another key, or tampered with: nobody can deliver it
-                log.error("outbox message does not open; set aside", message_id=str(row.id), kind=row.kind)
-                await self._give_up(row.id, row.kind, "payload does not open")
+                log.error("outbox message does not open; set aside", message_id=str(row["id"]), kind=row["kind"])
+                await self._give_up(row["id"], row["kind"], "payload does not open")
                 continue
-            messages.append(Message(row.id, row.aggregate, row.kind, payload, row.attempts))
+            messages.append(Message(row["id"], row["aggregate"], row["kind"], payload, row["attempts"]))
         outcomes = await asyncio.gather(*(self._deliver(message) for message in messages))
         delivered = [message_id for message_id, done in outcomes if done]
         if delivered:
-            async with self._engine.begin() as connection:
-                await connection.execute(
-                    update(self._table)
-                    .where(self._table.c.id.in_(delivered))
-                    .values(deliver_time=func.now(), payload=None, lease_until=None, last_error=None)
-                )
+            async with self._driver.connection() as connection:
+                await self._mark_delivered.execute(connection, ids=delivered)
         return len(rows)
 
     async def purge_delivered(self, older_than: datetime.timedelta) -> int:

@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import MetaData, Table, func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from mesh.db import create_engine
+from mesh.db import DriverPool, create_engine
 from mesh.metrics import Metrics
 from mesh.outbox import Message, Outbox, RelayTimings, Undeliverable, outbox_table
 from mesh.sealing import Sealer
@@ -50,11 +50,12 @@ class Receiver:
 @dataclass
 class Schema:
     engine: AsyncEngine
+    driver: DriverPool
     table: Table
     sealer: Sealer
 
     def outbox(self, receivers: Mapping[str, Callable[[Message], Awaitable[None]]]) -> Outbox:
-        return Outbox(self.engine, self.table, self.sealer, receivers, Metrics(), FAST)
+        return Outbox(self.engine, self.driver, self.table, self.sealer, receivers, Metrics(), FAST)
 
     async def write(self, outbox: Outbox, rows: list[tuple[str, int]], kind: str = "note") -> None:
         async with self.engine.begin() as connection:
@@ -71,14 +72,17 @@ class Schema:
 @pytest.fixture
 async def schema(migrated_database_url: str) -> AsyncIterator[Schema]:
     name = f"outbox_test_{secrets.token_hex(4)}"
-    engine = create_engine(Settings(database_url=migrated_database_url), name, "outbox-tests")
+    settings = Settings(database_url=migrated_database_url)
+    engine = create_engine(settings, name, "outbox-tests")
+    driver = DriverPool(settings, name, "outbox-tests")
     table = outbox_table(MetaData(schema=name))
     async with engine.begin() as connection:
         await connection.execute(text(f'CREATE SCHEMA "{name}"'))
         await connection.run_sync(table.metadata.create_all)
     try:
-        yield Schema(engine, table, Sealer(secrets.token_bytes(32)))
+        yield Schema(engine, driver, table, Sealer(secrets.token_bytes(32)))
     finally:
+        await driver.close()
         async with engine.begin() as connection:
             await connection.execute(text(f'DROP SCHEMA "{name}" CASCADE'))
         await engine.dispose()
