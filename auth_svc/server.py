@@ -15,7 +15,6 @@ from typing import Any
 
 import grpc
 import structlog
-from google.protobuf.timestamp_pb2 import Timestamp
 from invitemesh.auth.v1 import auth_service_pb2 as pb
 from invitemesh.auth.v1 import auth_service_pb2_grpc
 from invitemesh.invite.v1 import invite_service_pb2 as invite_pb
@@ -60,6 +59,7 @@ from mesh.peers import client_address
 from mesh.sealing import Sealer, derive_key
 from mesh.server import ServiceRuntime
 from mesh.settings import Settings
+from mesh.timestamps import optional_timestamp, timestamp
 
 log = structlog.get_logger("auth_svc.server")
 MAX_CODE = 64
@@ -119,7 +119,7 @@ class AuthService(auth_service_pb2_grpc.AuthServiceServicer):
         return pb.RegisterResponse.FromString(answer)
 
     async def _register(self, address: str, canonical: str, password: str, invite_code: str) -> pb.RegisterResponse:
-        answer = pb.RegisterResponse(verification_expire_time=_timestamp(self._code_expiry()))
+        answer = pb.RegisterResponse(verification_expire_time=timestamp(self._code_expiry()))
         password_hash = await self._passwords.hash(password)
         existing = await self._store.user_by_email(canonical)
         if existing is not None and existing.state is not UserState.PENDING_VERIFICATION:
@@ -162,12 +162,7 @@ class AuthService(auth_service_pb2_grpc.AuthServiceServicer):
     async def ResendVerification(
         self, request: pb.ResendVerificationRequest, context: Any
     ) -> pb.ResendVerificationResponse:
-        violations: list[FieldViolation] = []
-        address, canonical = _email("email", request.email, violations)
-        if violations:
-            raise InvalidArgument(violations)
-        assert address is not None and canonical is not None
-        await self._spend_client_budget(context)
+        canonical = await self._email_alone(request.email, context)
         user = await self._store.user_by_email(canonical)
         if (
             user is not None
@@ -228,12 +223,7 @@ class AuthService(auth_service_pb2_grpc.AuthServiceServicer):
     async def RequestPasswordReset(
         self, request: pb.RequestPasswordResetRequest, context: Any
     ) -> pb.RequestPasswordResetResponse:
-        violations: list[FieldViolation] = []
-        _, canonical = _email("email", request.email, violations)
-        if violations:
-            raise InvalidArgument(violations)
-        assert canonical is not None
-        await self._spend_client_budget(context)
+        canonical = await self._email_alone(request.email, context)
         user = await self._store.user_by_email(canonical)
         if user is not None and user.state is UserState.ACTIVE and await self._per_address.allow(canonical):
             token = new_opaque_token()
@@ -279,6 +269,15 @@ class AuthService(auth_service_pb2_grpc.AuthServiceServicer):
 
     # Helpers
 
+    async def _email_alone(self, email: str, context: Any) -> str:
+        """The canonical email of a request whose only field it is, after the client's budget."""
+        violations: list[FieldViolation] = []
+        _, canonical = _email("email", email, violations)
+        if canonical is None:
+            raise InvalidArgument(violations)
+        await self._spend_client_budget(context)
+        return canonical
+
     async def _spend_client_budget(self, context: Any) -> None:
         client = client_address(context)
         if wait := await self._per_client.wait_after(client):
@@ -314,9 +313,9 @@ class AuthService(auth_service_pb2_grpc.AuthServiceServicer):
         access = (await self._keys.ready()).access_token(user_id)
         return pb.Session(
             access_token=access.token,
-            access_token_expire_time=_timestamp(access.expire_time),
+            access_token_expire_time=timestamp(access.expire_time),
             refresh_token=refresh,
-            refresh_token_expire_time=_timestamp(token.expire_time),
+            refresh_token_expire_time=timestamp(token.expire_time),
         )
 
 
@@ -374,24 +373,16 @@ def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
-def _timestamp(moment: datetime.datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(moment)
-    return stamp
-
-
 def _user(user: UserRecord) -> pb.User:
     referrer = user.referrer_user_id or user.referrer_admin_id
-    message = pb.User(
+    return pb.User(
         id=str(user.id),
         email=user.email,
         state=int(user.state),  # type: ignore[arg-type]
         referrer_id=str(referrer) if referrer else "",
-        create_time=_timestamp(user.create_time),
+        create_time=timestamp(user.create_time),
+        verify_time=optional_timestamp(user.verify_time),
     )
-    if user.verify_time is not None:
-        message.verify_time.CopyFrom(_timestamp(user.verify_time))
-    return message
 
 
 def add_servicers(server: grpc.aio.Server, runtime: ServiceRuntime) -> None:

@@ -10,7 +10,6 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 from invitemesh.invite.v1 import invite_service_pb2 as pb
 from invitemesh.invite.v1 import invite_service_pb2_grpc
 
@@ -36,6 +35,7 @@ from mesh.keys import load_kek
 from mesh.limits import FixedWindowLimit
 from mesh.peers import client_address
 from mesh.server import ServiceRuntime
+from mesh.timestamps import optional_timestamp
 
 MAX_MINT = 10_000
 T = TypeVar("T")
@@ -116,7 +116,7 @@ class InviteService(invite_service_pb2_grpc.InviteServiceServicer):
                 pb.Redemption(
                     hold=_hold(use.hold),
                     user_id=str(use.user_id) if use.user_id else "",
-                    create_time=_timestamp(use.create_time),
+                    create_time=optional_timestamp(use.create_time),
                 )
                 for use in redemptions
             ],
@@ -249,14 +249,6 @@ def _uuid(field: str, value: str) -> uuid.UUID:
         raise InvalidArgument([FieldViolation(field, "not a UUID")]) from None
 
 
-def _timestamp(moment: datetime.datetime | None) -> Timestamp | None:
-    if moment is None:
-        return None
-    stamp = Timestamp()
-    stamp.FromDatetime(moment)
-    return stamp
-
-
 def _owner(owner: Owner) -> pb.Owner:
     if owner.user_id is not None:
         return pb.Owner(user_id=str(owner.user_id))
@@ -268,7 +260,7 @@ def _hold(hold: HoldRecord) -> pb.Hold:
         id=str(hold.id),
         code_id=str(hold.code_id),
         state=int(hold.state),  # type: ignore[arg-type]
-        expire_time=_timestamp(hold.expire_time),
+        expire_time=optional_timestamp(hold.expire_time),
         referrer=_owner(hold.referrer),
         campaign_id=str(hold.campaign_id) if hold.campaign_id else "",
         invite_quota=hold.invite_quota,
@@ -290,9 +282,9 @@ def _campaign(campaign: Campaign) -> pb.Campaign:
         taken=campaign.taken,
         allowed_email_domains=sorted(campaign.allowed_email_domains),
         invite_quota=campaign.invite_quota,
-        start_time=_timestamp(campaign.window.start),
-        end_time=_timestamp(campaign.window.end),
-        create_time=_timestamp(campaign.create_time),
+        start_time=optional_timestamp(campaign.window.start),
+        end_time=optional_timestamp(campaign.window.end),
+        create_time=optional_timestamp(campaign.create_time),
     )
 
 
@@ -319,7 +311,7 @@ def _referral(node: ReferralNode) -> pb.ReferralNode:
     return pb.ReferralNode(
         user_id=str(node.user_id),
         code_id=str(node.code_id),
-        confirm_time=_timestamp(node.confirm_time),
+        confirm_time=optional_timestamp(node.confirm_time),
         children=[_referral(child) for child in node.children],
     )
 
@@ -341,7 +333,7 @@ def _minted(code: MintedCode) -> pb.InviteCode:
         max_uses=code.max_uses or 0,
         owner=_owner(code.owner),
         campaign_id=str(code.campaign_id) if code.campaign_id else "",
-        expire_time=_timestamp(code.expire_time),
+        expire_time=optional_timestamp(code.expire_time),
     )
 
 

@@ -11,7 +11,6 @@ from typing import Any, TypeVar
 
 import grpc
 import structlog
-from google.protobuf.timestamp_pb2 import Timestamp
 from invitemesh.mail.v1 import mail_service_pb2 as pb
 from invitemesh.mail.v1 import mail_service_pb2_grpc
 from redis.exceptions import RedisError
@@ -29,6 +28,7 @@ from mesh.errors import FailedPrecondition, FieldViolation, InvalidArgument, Una
 from mesh.keys import load_kek
 from mesh.sealing import Sealer, derive_key
 from mesh.server import ServiceRuntime
+from mesh.timestamps import optional_timestamp
 
 log = structlog.get_logger("mail_svc.server")
 DEFAULT_PAGE = 50
@@ -192,14 +192,6 @@ def _moment(request: Any, field: str) -> datetime.datetime | None:
     return getattr(request, field).ToDatetime(datetime.UTC) if request.HasField(field) else None
 
 
-def _timestamp(moment: datetime.datetime | None) -> Timestamp | None:
-    if moment is None:
-        return None
-    stamp = Timestamp()
-    stamp.FromDatetime(moment)
-    return stamp
-
-
 def _email(record: EmailRecord) -> pb.Email:
     return pb.Email(
         id=str(record.id),
@@ -209,8 +201,8 @@ def _email(record: EmailRecord) -> pb.Email:
         status=int(record.status),  # type: ignore[arg-type]
         attempts=record.attempts,
         last_error=record.last_error or "",
-        create_time=_timestamp(record.create_time),
-        send_time=_timestamp(record.send_time),
+        create_time=optional_timestamp(record.create_time),
+        send_time=optional_timestamp(record.send_time),
         masked_text_body=record.masked_text,
     )
 

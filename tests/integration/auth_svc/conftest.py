@@ -8,7 +8,7 @@ import base64
 import re
 import secrets
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -153,14 +153,6 @@ class Stack:
 
 def someone() -> str:
     return f"ada.{uuid.uuid4().hex[:10]}@example.com"
-
-
-@pytest.fixture
-def relay() -> Iterator[ScriptedRelay]:
-    relay = ScriptedRelay()
-    relay.start()
-    yield relay
-    relay.stop()
 
 
 def stack_trust(tmp_path: Path, database_url: str, redis_url: str, smtp_url: str, **more: Any) -> Trust:

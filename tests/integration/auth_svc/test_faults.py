@@ -20,14 +20,7 @@ from mesh.emails import canonical_email
 from mesh.embedded import wait_for_port
 from tests.conftest import eventually
 from tests.integration.auth_svc.conftest import PASSWORD, Stack, StackFactory, someone
-
-
-async def _scalar(database_url: str, query: str, *args: object) -> object:
-    connection = await asyncpg.connect(database_url)
-    try:
-        return await connection.fetchval(query, *args)
-    finally:
-        await connection.close()
+from tests.integration.conftest import fetchval
 
 
 async def test_invite_svc_down_during_verify_confirms_the_hold_once_it_is_back(stack: Stack) -> None:
@@ -42,15 +35,15 @@ async def test_invite_svc_down_during_verify_confirms_the_hold_once_it_is_back(s
 
     assert verified.user.state == pb.USER_STATE_ACTIVE
     hold_state = "SELECT state FROM invite.holds WHERE canonical_email = $1 AND state IN (1, 2)"
-    assert await _scalar(stack.database_url, hold_state, canonical_email(email)) == 1  # still only held
+    assert await fetchval(stack.database_url, hold_state, canonical_email(email)) == 1  # still only held
     await stack.start("invite_svc")
 
     async def confirmed() -> bool:
-        return await _scalar(stack.database_url, hold_state, canonical_email(email)) == 2
+        return await fetchval(stack.database_url, hold_state, canonical_email(email)) == 2
 
     async def own_codes_minted() -> bool:
         owned = "SELECT count(*) FROM invite.codes WHERE owner_user_id = $1"
-        return await _scalar(stack.database_url, owned, uuid.UUID(verified.user.id)) == 2
+        return await fetchval(stack.database_url, owned, uuid.UUID(verified.user.id)) == 2
 
     await eventually(confirmed, within=30, what="the hold confirmed")
     await eventually(own_codes_minted, within=30, what="the user's own codes")
@@ -93,7 +86,7 @@ async def test_auth_svc_killed_between_hold_and_commit_leaves_a_hold_that_lapses
                 held = "SELECT state FROM invite.holds WHERE canonical_email = $1 ORDER BY create_time DESC LIMIT 1"
 
                 async def hold_taken() -> bool:
-                    return await _scalar(stack.database_url, held, canonical_email(email)) == 1
+                    return await fetchval(stack.database_url, held, canonical_email(email)) == 1
 
                 await eventually(hold_taken, what="the hold taken")
                 process.send_signal(signal.SIGKILL)
@@ -110,10 +103,10 @@ async def test_auth_svc_killed_between_hold_and_commit_leaves_a_hold_that_lapses
             await blocker.close()
 
         async def hold_lapsed() -> bool:
-            return await _scalar(stack.database_url, held, canonical_email(email)) == 4
+            return await fetchval(stack.database_url, held, canonical_email(email)) == 4
 
         await eventually(hold_lapsed, what="the hold expired")
         users = "SELECT count(*) FROM auth.users WHERE canonical_email = $1"
-        assert await _scalar(stack.database_url, users, canonical_email(email)) == 0
+        assert await fetchval(stack.database_url, users, canonical_email(email)) == 0
         check = await stack.invites.CheckCode(invite_pb.CheckCodeRequest(code=code))
         assert check.valid, "the code's one use came back"

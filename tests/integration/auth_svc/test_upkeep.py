@@ -3,20 +3,12 @@ password at its next sign-in, and the access-token key rotates without breaking 
 
 from __future__ import annotations
 
-import asyncpg
 from invitemesh.auth.v1 import auth_service_pb2 as pb
 
 from mesh.emails import canonical_email
 from tests.conftest import eventually
 from tests.integration.auth_svc.conftest import PASSWORD, Stack, StackFactory, someone
-
-
-async def _fetchval(database_url: str, query: str, *args: object) -> object:
-    connection = await asyncpg.connect(database_url)
-    try:
-        return await connection.fetchval(query, *args)
-    finally:
-        await connection.close()
+from tests.integration.conftest import fetchval
 
 
 async def test_a_registration_not_verified_in_time_is_removed_and_its_use_returns(stack_with: StackFactory) -> None:
@@ -25,10 +17,10 @@ async def test_a_registration_not_verified_in_time_is_removed_and_its_use_return
         email = someone()
         await stack.register(email, code)
         users = "SELECT count(*) FROM auth.users WHERE canonical_email = $1"
-        assert await _fetchval(stack.database_url, users, canonical_email(email)) == 1
+        assert await fetchval(stack.database_url, users, canonical_email(email)) == 1
 
         async def removed() -> bool:
-            return await _fetchval(stack.database_url, users, canonical_email(email)) == 0
+            return await fetchval(stack.database_url, users, canonical_email(email)) == 0
 
         await eventually(removed, what="the lapsed registration removed")
         # The code's one use came back: somebody else can register with it.
@@ -38,13 +30,13 @@ async def test_a_registration_not_verified_in_time_is_removed_and_its_use_return
 async def test_a_password_is_rehashed_at_sign_in_when_the_parameters_rose(stack: Stack) -> None:
     email, _ = await stack.signed_up()
     stored = "SELECT password_hash FROM auth.users WHERE canonical_email = $1"
-    assert ",t=2," in str(await _fetchval(stack.database_url, stored, canonical_email(email)))
+    assert ",t=2," in str(await fetchval(stack.database_url, stored, canonical_email(email)))
     await stack.stop("auth_svc")
     await stack.start("auth_svc", auth_argon2_time_cost=3)
 
     await stack.auth.Login(pb.LoginRequest(email=email, password=PASSWORD))
 
-    assert ",t=3," in str(await _fetchval(stack.database_url, stored, canonical_email(email)))
+    assert ",t=3," in str(await fetchval(stack.database_url, stored, canonical_email(email)))
     await stack.auth.Login(pb.LoginRequest(email=email, password=PASSWORD))
 
 

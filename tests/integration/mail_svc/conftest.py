@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import secrets
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,14 +37,6 @@ FAST = {
     "mail_breaker_reset": 0.5,
     "mail_from": "invitemesh tests <no-reply@tests.invitemesh>",
 }
-
-
-@pytest.fixture
-def relay() -> Iterator[ScriptedRelay]:
-    relay = ScriptedRelay()
-    relay.start()
-    yield relay
-    relay.stop()
 
 
 def mail_trust(state_dir: Path, database_url: str, redis_url: str, smtp_url: str, **more: Any) -> Trust:
