@@ -26,6 +26,7 @@ from invite_svc.server import add_servicers as add_invite
 from mail_svc.server import add_servicers as add_mail
 from mesh.channels import open_channel
 from mesh.embedded import free_port
+from mesh.peers import EXTERNAL_ADDRESS
 from mesh.server import AddServicers, MeshServer
 from mesh.services import AUTH, INVITE, MAIL, ServiceSpec
 from mesh.settings import Settings
@@ -131,8 +132,13 @@ class Stack:
         assert found, "no six-digit code in the verification mail"
         return found.group(1)
 
-    async def register(self, email: str, code: str, password: str = PASSWORD) -> pb.RegisterResponse:
-        return await self.auth.Register(pb.RegisterRequest(email=email, password=password, invite_code=code))
+    async def register(
+        self, email: str, code: str, password: str = PASSWORD, client: str | None = None
+    ) -> pb.RegisterResponse:
+        """Registers, as the client address `client` says when given (as Envoy would pass it on)."""
+        metadata = ((EXTERNAL_ADDRESS, client),) if client else None
+        request = pb.RegisterRequest(email=email, password=password, invite_code=code)
+        return await self.auth.Register(request, metadata=metadata)
 
     async def signed_up(self, email: str | None = None) -> tuple[str, pb.VerifyEmailResponse]:
         """A new active account (registered with a fresh code, verified): its email and session."""

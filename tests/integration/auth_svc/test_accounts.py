@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+import uuid
 
 import asyncpg
 import grpc
@@ -216,3 +217,25 @@ async def test_failed_sign_ins_slow_down_then_stop_with_a_retry_time(stack_with:
         assert error_info(limited.value).reason == "RATE_LIMITED"  # type: ignore[union-attr]
         retry = retry_info(limited.value)
         assert retry is not None and retry.retry_delay.seconds > 0
+
+
+async def test_registrations_are_budgeted_per_email_and_per_client(stack_with: StackFactory) -> None:
+    # A client address of this test's own: budgets live in Redis, which other tests share.
+    client = f"2001:db8::{uuid.uuid4().hex[:4]}:{uuid.uuid4().hex[:4]}"
+    async with stack_with(auth_emails_per_hour=2, auth_registrations_per_hour=5) as stack:
+        codes = await stack.mint(count=6)
+        email = someone()
+        for code in codes[:2]:
+            await stack.register(email, code, client=client)
+
+        with pytest.raises(grpc.aio.AioRpcError) as per_email:
+            await stack.register(email, codes[2], client=client)
+        await stack.register(someone(), codes[3], client=client)
+        await stack.register(someone(), codes[4], client=client)
+        with pytest.raises(grpc.aio.AioRpcError) as per_client:
+            await stack.register(someone(), codes[5], client=client)
+
+    for limited in (per_email, per_client):
+        assert limited.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert error_info(limited.value).reason == "RATE_LIMITED"  # type: ignore[union-attr]
+        assert retry_info(limited.value) is not None

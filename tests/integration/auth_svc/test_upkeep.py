@@ -3,6 +3,10 @@ password at its next sign-in, and the access-token key rotates without breaking 
 
 from __future__ import annotations
 
+import re
+import uuid
+
+import asyncpg
 from invitemesh.auth.v1 import auth_service_pb2 as pb
 
 from mesh.emails import canonical_email
@@ -53,3 +57,30 @@ async def test_a_rotated_key_keeps_verifying_the_tokens_it_signed(stack: Stack) 
 
     assert before < published
     assert me.user.id == verified.user.id
+
+
+async def test_spent_and_long_expired_tokens_are_deleted(stack_with: StackFactory) -> None:
+    async with stack_with(auth_jobs_interval=0.2) as stack:
+        email, verified = await stack.signed_up()
+        await stack.auth.RequestPasswordReset(pb.RequestPasswordResetRequest(email=email))
+        token = re.search(r"#token=([A-Za-z0-9_-]+)", (await stack.mail_to(email, 2))[-1].text).group(1)  # type: ignore[union-attr]
+        await stack.auth.ResetPassword(pb.ResetPasswordRequest(token=token, new_password="a brand new passphrase"))
+        user_id = uuid.UUID(verified.user.id)
+        connection = await asyncpg.connect(stack.database_url)
+        try:
+            await connection.execute(
+                "UPDATE auth.refresh_tokens SET expire_time = now() - interval '2 days' WHERE user_id = $1", user_id
+            )
+        finally:
+            await connection.close()
+
+        async def swept() -> bool:
+            tokens = await fetchval(
+                stack.database_url, "SELECT count(*) FROM auth.refresh_tokens WHERE user_id = $1", user_id
+            )
+            resets = await fetchval(
+                stack.database_url, "SELECT count(*) FROM auth.password_resets WHERE user_id = $1", user_id
+            )
+            return tokens == resets == 0
+
+        await eventually(swept, what="spent tokens deleted")
