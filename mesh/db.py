@@ -90,6 +90,7 @@ class DriverPool:
                     max_size=self._size,
                     server_settings=self._server_settings,
                     timeout=_CONNECT_TIMEOUT,
+                    reset=_end_open_transaction,
                 )
             return self._pool
 
@@ -97,6 +98,15 @@ class DriverPool:
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
+
+
+async def _end_open_transaction(connection: asyncpg.Connection) -> None:
+    """What a connection needs on its way back to the pool. asyncpg's default reset is a whole
+    statement (RESET ALL, UNLISTEN *, CLOSE ALL, advisory unlocks) on every release, a round trip
+    per call on the busiest paths; driver statements change no session state, so only a
+    transaction left open (a caller interrupted inside one) needs undoing."""
+    if connection.is_in_transaction():
+        await connection.execute("ROLLBACK")
 
 
 _DIALECT = PGDialect_asyncpg(paramstyle="numeric_dollar")  # type: ignore[no-untyped-call]

@@ -57,3 +57,22 @@ async def test_a_driver_statement_binds_by_name_and_keeps_the_values_core_bound(
         await driver.close()
 
     assert row is not None and (row["difference"], row["fallback"]) == (3, 7)
+
+
+async def test_a_driver_connection_comes_back_from_the_pool_without_an_open_transaction(
+    migrated_database_url: str,
+) -> None:
+    driver = DriverPool(_settings(migrated_database_url).model_copy(update={"db_pool_size": 1}), "invite", "t")
+    try:
+        async with driver.connection() as connection:
+            await connection.execute("BEGIN")
+            await connection.execute("SET LOCAL statement_timeout = 42")
+            first = connection.get_server_pid()
+        async with driver.connection() as connection:
+            again = (connection.get_server_pid(), connection.is_in_transaction())
+            timeout = await connection.fetchval("SELECT current_setting('statement_timeout')")
+    finally:
+        await driver.close()
+
+    assert again == (first, False)
+    assert timeout == "1234ms"
