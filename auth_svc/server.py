@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import hashlib
 import uuid
 from typing import Any
 
@@ -56,7 +55,7 @@ from mesh.keys import load_kek
 from mesh.limits import FixedWindowLimit
 from mesh.outbox import Outbox, RelayTimings
 from mesh.peers import client_address
-from mesh.sealing import Sealer, derive_key
+from mesh.sealing import Sealer, derive_key, keyed_hash
 from mesh.server import ServiceRuntime
 from mesh.settings import Settings
 from mesh.timestamps import optional_timestamp, timestamp
@@ -108,9 +107,10 @@ class AuthService(auth_service_pb2_grpc.AuthServiceServicer):
         await self._spend_client_budget(context)
         if wait := await self._per_address.wait_after(canonical):
             raise RateLimited("too many registrations for this email", wait)
-        fingerprint = hashlib.sha256(
-            b"\0".join((self._code_key, request.password.encode(), request.invite_code.encode()))
-        ).digest()
+        # Keyed (and labelled apart from code digests): the mark sits in Redis for seconds, and
+        # must not be a plain hash of a password.
+        submitted = (b"double-submit", request.password.encode(), request.invite_code.encode())
+        fingerprint = keyed_hash(self._code_key, b"\0".join(submitted))
 
         async def register() -> bytes:
             return (await self._register(address, canonical, request.password, request.invite_code)).SerializeToString()
