@@ -150,8 +150,14 @@ class MeshServer:
             task.cancel()
         for worker in self.runtime.workers:
             await worker.stop()
-        await asyncio.gather(*self._worker_tasks, *self._background, return_exceptions=True)
-        await self._server.stop(self.settings.grace_period if grace is None else grace)
+        # The server refuses new calls from this moment on, while in-flight calls, workers and
+        # background tasks finish side by side.
+        await asyncio.gather(
+            self._server.stop(self.settings.grace_period if grace is None else grace),
+            *self._worker_tasks,
+            *self._background,
+            return_exceptions=True,
+        )
         await self.runtime.peers.close()
         if self._signatures is not None:
             await self._signatures.close()
