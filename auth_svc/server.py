@@ -49,8 +49,17 @@ from auth_svc.store import (
 from auth_svc.submissions import FirstSubmission
 from auth_svc.throttle import SignInThrottle
 from mesh.access import current_principal
+from mesh.cursors import PageTokens, page_size
 from mesh.emails import InvalidEmail, canonical_email, checked_address
-from mesh.errors import FieldViolation, InvalidArgument, PermissionDenied, RateLimited, Unauthenticated
+from mesh.errors import (
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    RateLimited,
+    Unauthenticated,
+)
 from mesh.keys import load_kek
 from mesh.limits import FixedWindowLimit
 from mesh.outbox import Outbox, RelayTimings
@@ -63,6 +72,7 @@ from mesh.timestamps import optional_timestamp, timestamp
 log = structlog.get_logger("auth_svc.server")
 MAX_CODE = 64
 MAX_TOKEN = 128
+MAX_REASON = 500
 
 
 class AuthService(auth_service_pb2_grpc.AuthServiceServicer):
@@ -78,6 +88,7 @@ class AuthService(auth_service_pb2_grpc.AuthServiceServicer):
         per_client: FixedWindowLimit,
         per_address: FixedWindowLimit,
         code_key: bytes,
+        pages: PageTokens,
     ) -> None:
         self._settings = settings
         self._store = store
@@ -89,6 +100,7 @@ class AuthService(auth_service_pb2_grpc.AuthServiceServicer):
         self._per_client = per_client
         self._per_address = per_address
         self._code_key = code_key
+        self._pages = pages
         self._refresh_ttl = datetime.timedelta(seconds=settings.auth_refresh_ttl)
         self._verification_ttl = datetime.timedelta(seconds=settings.auth_verification_ttl)
 
@@ -267,6 +279,55 @@ class AuthService(auth_service_pb2_grpc.AuthServiceServicer):
     async def GetJwks(self, request: pb.GetJwksRequest, context: Any) -> pb.GetJwksResponse:
         return pb.GetJwksResponse(keys=(await self._keys.ready()).published())
 
+    # For other services (admin_svc, chain_svc)
+
+    async def GetUser(self, request: pb.GetUserRequest, context: Any) -> pb.GetUserResponse:
+        user = await self._store.user(_user_id(request.user_id))
+        if user is None:
+            raise _no_such_user()
+        return pb.GetUserResponse(user=_user(user))
+
+    async def ListUsers(self, request: pb.ListUsersRequest, context: Any) -> pb.ListUsersResponse:
+        violations: list[FieldViolation] = []
+        size = page_size(request.page_size, violations)
+        state = None
+        if request.state:
+            try:
+                state = UserState(request.state)
+            except ValueError:
+                violations.append(FieldViolation("state", "not a user state"))
+        query = f"state={state}"
+        after = self._pages.keyset_after(request.page_token, query, violations)
+        if violations:
+            raise InvalidArgument(violations)
+        page = await self._store.page(size, after, state)
+        return pb.ListUsersResponse(
+            users=[_user(user) for user in page],
+            next_page_token=self._pages.keyset_next([(user.create_time, user.id) for user in page], size, query),
+        )
+
+    async def SuspendUser(self, request: pb.SuspendUserRequest, context: Any) -> pb.SuspendUserResponse:
+        if len(request.reason) > MAX_REASON:
+            raise InvalidArgument([FieldViolation("reason", f"at most {MAX_REASON} characters")])
+        user = await self._changed(request.user_id, UserState.SUSPENDED)
+        log.info("user suspended; sessions revoked", user_id=str(user.id))
+        return pb.SuspendUserResponse(user=_user(user))
+
+    async def ReactivateUser(self, request: pb.ReactivateUserRequest, context: Any) -> pb.ReactivateUserResponse:
+        user = await self._changed(request.user_id, UserState.ACTIVE)
+        log.info("user reactivated", user_id=str(user.id))
+        return pb.ReactivateUserResponse(user=_user(user))
+
+    async def _changed(self, user_id: str, to: UserState) -> UserRecord:
+        """Suspends or reactivates (doing it twice answers the same); a pending account is neither."""
+        wanted = _user_id(user_id)
+        changed = await self._store.change_state(wanted, _VERIFIED, to)
+        if changed is not None:
+            return changed
+        if await self._store.user(wanted) is None:
+            raise _no_such_user()
+        raise FailedPrecondition("USER_NOT_VERIFIED", "the account has not proven its email yet")
+
     # Helpers
 
     async def _email_alone(self, email: str, context: Any) -> str:
@@ -329,6 +390,20 @@ def _email(field: str, value: str, violations: list[FieldViolation]) -> tuple[st
     except InvalidEmail:
         violations.append(FieldViolation(field, "not an email address"))
         return None, None
+
+
+_VERIFIED = frozenset({UserState.ACTIVE, UserState.SUSPENDED})
+
+
+def _user_id(value: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise InvalidArgument([FieldViolation("user_id", "not a UUID")]) from None
+
+
+def _no_such_user() -> NotFound:
+    return NotFound("USER_NOT_FOUND", "no such user")
 
 
 def _opaque_token(field: str, value: str) -> str:
@@ -417,7 +492,7 @@ def add_servicers(server: grpc.aio.Server, runtime: ServiceRuntime) -> None:
     runtime.workers.append(outbox)
     runtime.jobs.append(sweep_job(store, outbox, keys, settings.auth_jobs_interval))
     hour = 3600
-    service = AuthService(  # type: ignore[abstract]
+    service = AuthService(
         settings,
         store,
         Passwords(settings.auth_argon2_memory_kib, settings.auth_argon2_time_cost, settings.auth_argon2_parallelism),
@@ -434,5 +509,6 @@ def add_servicers(server: grpc.aio.Server, runtime: ServiceRuntime) -> None:
         FixedWindowLimit(runtime.redis, runtime.keys, "requests", settings.auth_registrations_per_hour, hour),
         FixedWindowLimit(runtime.redis, runtime.keys, "mails", settings.auth_emails_per_hour, hour),
         derive_key(kek, "auth verification code v1"),
+        PageTokens(derive_key(kek, "auth page-token v1")),
     )
     auth_service_pb2_grpc.add_AuthServiceServicer_to_server(service, server)

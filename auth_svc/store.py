@@ -28,6 +28,7 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    tuple_,
     update,
 )
 from sqlalchemy.dialects.postgresql import UUID
@@ -37,6 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from auth_svc.domain import TokenState, UserState
 from auth_svc.models import outbox, password_resets, refresh_tokens, signing_keys, users, verification_codes
 from auth_svc.sessions import StoredKey
+from mesh.cursors import Keyset
 from mesh.db import DriverPool, DriverStatement
 from mesh.outbox import Outbox
 
@@ -222,6 +224,38 @@ class AuthStore:
     async def set_password_hash(self, user_id: uuid.UUID, password_hash: str) -> None:
         async with self._engine.begin() as connection:
             await connection.execute(update(users).where(users.c.id == user_id).values(password_hash=password_hash))
+
+    async def page(self, limit: int, after: Keyset | None, state: UserState | None) -> list[UserRecord]:
+        """Users newest first, keyset-paginated on (create_time, id)."""
+        query = select(users).order_by(users.c.create_time.desc(), users.c.id.desc()).limit(limit)
+        if state is not None:
+            query = query.where(users.c.state == int(state))
+        if after is not None:
+            query = query.where(tuple_(users.c.create_time, users.c.id) < tuple_(*after))
+        async with self._engine.connect() as connection:
+            return [_user(row) for row in await connection.execute(query)]
+
+    async def change_state(
+        self, user_id: uuid.UUID, allowed_from: frozenset[UserState], to: UserState
+    ) -> UserRecord | None:
+        """Moves an account from one of `allowed_from` to `to`; leaving ACTIVE revokes every
+        session. None when the account is unknown or in another state."""
+        async with self._engine.begin() as connection:
+            row = (
+                await connection.execute(
+                    update(users)
+                    .where(users.c.id == user_id, users.c.state.in_([int(state) for state in allowed_from]))
+                    .values(state=int(to))
+                    .returning(*users.c)
+                )
+            ).first()
+            if row is not None and to is not UserState.ACTIVE:
+                await connection.execute(
+                    update(refresh_tokens)
+                    .where(refresh_tokens.c.user_id == user_id, refresh_tokens.c.state != int(TokenState.REVOKED))
+                    .values(state=int(TokenState.REVOKED))
+                )
+        return _user(row) if row else None
 
     async def expire_pending(self, batch: int = PURGE_BATCH) -> int:
         """Deletes pending registrations whose hold has lapsed (invite_svc returns the use itself)."""

@@ -22,7 +22,7 @@ from mail_svc.jobs import sweep_job
 from mail_svc.store import EmailFilter, EmailRecord, MailStore, NewEmail
 from mail_svc.stream import Job, MailStream
 from mail_svc.templates import BadVariables, Renderer, Template, email_id_of, message_id, mime_message
-from mesh.cursors import InvalidPageToken, PageTokens
+from mesh.cursors import PageTokens, page_size
 from mesh.emails import MAX_ADDRESS, checked_address
 from mesh.errors import FailedPrecondition, FieldViolation, InvalidArgument, Unauthenticated
 from mesh.keys import load_kek
@@ -31,8 +31,6 @@ from mesh.server import ServiceRuntime
 from mesh.timestamps import optional_timestamp
 
 log = structlog.get_logger("mail_svc.server")
-DEFAULT_PAGE = 50
-MAX_PAGE = 500
 MAX_KEY = 200
 E = TypeVar("E", bound=IntEnum)
 
@@ -93,9 +91,7 @@ class MailService(mail_service_pb2_grpc.MailServiceServicer):
 
     async def ListEmails(self, request: pb.ListEmailsRequest, context: Any) -> pb.ListEmailsResponse:
         violations: list[FieldViolation] = []
-        page_size = request.page_size or DEFAULT_PAGE
-        if not 0 < page_size <= MAX_PAGE:
-            violations.append(FieldViolation("page_size", f"between 1 and {MAX_PAGE}"))
+        size = page_size(request.page_size, violations)
         status = None
         if request.status:
             status = _enum(EmailStatus, request.status, "status", violations)
@@ -108,20 +104,13 @@ class MailService(mail_service_pb2_grpc.MailServiceServicer):
             end=_moment(request, "end_time"),
         )
         query = f"{only.status}|{(only.recipient or '').lower()}|{only.start}|{only.end}"
-        after = None
-        if request.page_token:
-            try:
-                moment, email_id = self._pages.position(request.page_token, query)
-                after = (datetime.datetime.fromisoformat(moment), uuid.UUID(email_id))
-            except (InvalidPageToken, ValueError):
-                violations.append(FieldViolation("page_token", "not a token this query gave out"))
+        after = self._pages.keyset_after(request.page_token, query, violations)
         if violations:
             raise InvalidArgument(violations)
-        page = await self._store.page(page_size, after, only)
-        last = page[-1] if len(page) == page_size else None
+        page = await self._store.page(size, after, only)
         return pb.ListEmailsResponse(
             emails=[_email(record) for record in page],
-            next_page_token=self._pages.issue((last.create_time.isoformat(), str(last.id)), query) if last else "",
+            next_page_token=self._pages.keyset_next([(e.create_time, e.id) for e in page], size, query),
         )
 
     async def GetEmailStats(self, request: pb.GetEmailStatsRequest, context: Any) -> pb.GetEmailStatsResponse:

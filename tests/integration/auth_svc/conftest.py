@@ -8,7 +8,7 @@ import base64
 import re
 import secrets
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +26,7 @@ from invite_svc.server import add_servicers as add_invite
 from mail_svc.server import add_servicers as add_mail
 from mesh.channels import open_channel
 from mesh.embedded import free_port
+from mesh.errors import error_info
 from mesh.peers import EXTERNAL_ADDRESS
 from mesh.server import AddServicers, MeshServer
 from mesh.services import AUTH, INVITE, MAIL, ServiceSpec
@@ -94,6 +95,10 @@ class Stack:
     def auth(self) -> auth_service_pb2_grpc.AuthServiceAsyncStub:
         return auth_service_pb2_grpc.AuthServiceStub(self._channel("auth_svc"))
 
+    def auth_as(self, caller: str) -> auth_service_pb2_grpc.AuthServiceAsyncStub:
+        """auth_svc as another service calls it, signed."""
+        return auth_service_pb2_grpc.AuthServiceStub(self._channel("auth_svc", caller))
+
     @property
     def invites(self) -> invite_service_pb2_grpc.InviteServiceAsyncStub:
         """invite_svc as admin_svc calls it."""
@@ -155,6 +160,14 @@ class Stack:
             await channel.close(None)
         for service in list(self.servers):
             await self.stop(service)
+
+
+async def refusal(call: Awaitable[object]) -> tuple[grpc.StatusCode, str]:
+    """The code and `ErrorInfo.reason` a call is refused with (the test fails if it is answered)."""
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await call
+    info = error_info(raised.value)
+    return raised.value.code(), info.reason if info else ""
 
 
 def someone() -> str:

@@ -4,25 +4,16 @@ register, read the mail, verify, sign in, refresh, and what reuse of a refresh t
 from __future__ import annotations
 
 import grpc
-import pytest
 from invitemesh.auth.v1 import auth_service_pb2 as pb
 from invitemesh.invite.v1 import invite_service_pb2 as invite_pb
 from invitemesh.invite.v1 import invite_service_pb2_grpc
 
-from mesh.errors import error_info
 from tests.conftest import eventually
-from tests.integration.auth_svc.conftest import PASSWORD, Stack, someone
+from tests.integration.auth_svc.conftest import PASSWORD, Stack, refusal, someone
 
 
 def _bearer(token: str) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {token}"),)
-
-
-async def _refused(call: object) -> tuple[grpc.StatusCode, str]:
-    with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await call  # type: ignore[misc]
-    info = error_info(raised.value)
-    return raised.value.code(), info.reason if info else ""
 
 
 async def test_register_verify_sign_in_refresh_and_reuse_revokes_the_family(stack: Stack) -> None:
@@ -61,19 +52,19 @@ async def test_register_verify_sign_in_refresh_and_reuse_revokes_the_family(stac
     renewed = await stack.auth.Refresh(pb.RefreshRequest(refresh_token=first))
     assert renewed.session.refresh_token != first
 
-    assert await _refused(stack.auth.Refresh(pb.RefreshRequest(refresh_token=first))) == (
+    assert await refusal(stack.auth.Refresh(pb.RefreshRequest(refresh_token=first))) == (
         grpc.StatusCode.UNAUTHENTICATED,
         "REFRESH_TOKEN_REUSED",
     )
     # The reuse revoked the whole family, so the newest token of it is dead too.
-    assert await _refused(stack.auth.Refresh(pb.RefreshRequest(refresh_token=renewed.session.refresh_token))) == (
+    assert await refusal(stack.auth.Refresh(pb.RefreshRequest(refresh_token=renewed.session.refresh_token))) == (
         grpc.StatusCode.UNAUTHENTICATED,
         "REFRESH_TOKEN_INVALID",
     )
 
     other = await stack.auth.Login(pb.LoginRequest(email=email, password=PASSWORD))
     await stack.auth.Logout(pb.LogoutRequest(refresh_token=other.session.refresh_token))
-    assert await _refused(stack.auth.Refresh(pb.RefreshRequest(refresh_token=other.session.refresh_token))) == (
+    assert await refusal(stack.auth.Refresh(pb.RefreshRequest(refresh_token=other.session.refresh_token))) == (
         grpc.StatusCode.UNAUTHENTICATED,
         "REFRESH_TOKEN_INVALID",
     )
