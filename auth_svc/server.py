@@ -18,6 +18,7 @@ from invitemesh.auth.v1 import auth_service_pb2 as pb
 from invitemesh.auth.v1 import auth_service_pb2_grpc
 from invitemesh.invite.v1 import invite_service_pb2 as invite_pb
 from invitemesh.mail.v1 import mail_service_pb2 as mail_pb
+from prometheus_client import Counter
 
 from auth_svc import models
 from auth_svc.domain import (
@@ -55,6 +56,7 @@ from mesh.errors import (
     FailedPrecondition,
     FieldViolation,
     InvalidArgument,
+    MeshError,
     NotFound,
     PermissionDenied,
     RateLimited,
@@ -89,6 +91,7 @@ class AuthService(auth_service_pb2_grpc.AuthServiceServicer):
         per_address: FixedWindowLimit,
         code_key: bytes,
         pages: PageTokens,
+        registrations: Counter,
     ) -> None:
         self._settings = settings
         self._store = store
@@ -101,12 +104,21 @@ class AuthService(auth_service_pb2_grpc.AuthServiceServicer):
         self._per_address = per_address
         self._code_key = code_key
         self._pages = pages
+        self._registrations = registrations
+        """Registrations by outcome: pending, duplicate, superseded, or the refusal's reason."""
         self._refresh_ttl = datetime.timedelta(seconds=settings.auth_refresh_ttl)
         self._verification_ttl = datetime.timedelta(seconds=settings.auth_verification_ttl)
 
     # Registration
 
     async def Register(self, request: pb.RegisterRequest, context: Any) -> pb.RegisterResponse:
+        try:
+            return await self._registration(request, context)
+        except MeshError as refusal:
+            self._registrations.labels(refusal.reason).inc()
+            raise
+
+    async def _registration(self, request: pb.RegisterRequest, context: Any) -> pb.RegisterResponse:
         violations: list[FieldViolation] = []
         address, canonical = _email("email", request.email, violations)
         if (problem := password_problem(request.password)) is not None:
@@ -136,6 +148,7 @@ class AuthService(auth_service_pb2_grpc.AuthServiceServicer):
         existing = await self._store.user_by_email(canonical)
         if existing is not None and existing.state is not UserState.PENDING_VERIFICATION:
             await self._notify_owner(existing)
+            self._registrations.labels("duplicate").inc()
             return answer
         hold = await self._invites.hold(invite_code, address)
         try:
@@ -148,6 +161,7 @@ class AuthService(auth_service_pb2_grpc.AuthServiceServicer):
         if user is None:
             # An account for this email became active, or a newer registration won, meanwhile.
             await self._invites.release(hold.id)
+        self._registrations.labels("pending" if user else "superseded").inc()
         return answer
 
     async def VerifyEmail(self, request: pb.VerifyEmailRequest, context: Any) -> pb.VerifyEmailResponse:
@@ -510,5 +524,11 @@ def add_servicers(server: grpc.aio.Server, runtime: ServiceRuntime) -> None:
         FixedWindowLimit(runtime.redis, runtime.keys, "mails", settings.auth_emails_per_hour, hour),
         derive_key(kek, "auth verification code v1"),
         PageTokens(derive_key(kek, "auth page-token v1")),
+        Counter(
+            "mesh_registrations",
+            "Registrations by outcome: pending, duplicate, superseded, or the reason of a refusal.",
+            ["outcome"],
+            registry=runtime.metrics.registry,
+        ),
     )
     auth_service_pb2_grpc.add_AuthServiceServicer_to_server(service, server)

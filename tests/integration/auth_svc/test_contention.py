@@ -97,3 +97,18 @@ async def test_a_double_submit_gets_the_first_answer_and_sends_one_mail(stack: S
     finally:
         await connection.close()
     assert holds == 1 and mails == 1
+
+
+async def test_registrations_are_counted_by_outcome(stack: Stack) -> None:
+    registry = stack.servers["auth_svc"].metrics.registry
+
+    def counted(outcome: str) -> float:
+        return registry.get_sample_value("mesh_registrations_total", {"outcome": outcome}) or 0.0
+
+    (code,) = await stack.mint(max_uses=1)
+    await stack.register(someone(), code)
+    await _outcomes([stack.register(someone(), code)])
+    email, _ = await stack.signed_up()
+    await stack.register(email, (await stack.mint())[0])
+
+    assert (counted("pending"), counted("INVITE_CODE_EXHAUSTED"), counted("duplicate")) == (2.0, 1.0, 1.0)
