@@ -132,6 +132,14 @@ class Settings(BaseSettings):
     def _smtp_url(cls, url: str | None) -> str | None:
         return _require_scheme(url, ("smtp", "smtps"))
 
+    @field_validator("auth_reset_url", "auth_sign_in_url")
+    @classmethod
+    def _page_url(cls, url: str) -> str:
+        # Mailed as links: a scheme the mail templates refuse would fail every such mail later.
+        if _require_scheme(url, ("http", "https")) is None or not urlsplit(url).netloc:
+            raise ValueError("an http or https URL with a host")
+        return url
+
     @field_validator("otlp_endpoint")
     @classmethod
     def _otlp_endpoint(cls, url: str | None) -> str | None:

@@ -40,6 +40,9 @@ def test_defaults_run_everything_embedded(monkeypatch: pytest.MonkeyPatch) -> No
         ("MESH_EDGE_PORT", "70000"),
         ("MESH_LOG_LEVEL", "LOUD"),
         ("MESH_GRACE_PERIOD", "0"),
+        ("MESH_AUTH_RESET_URL", "javascript:alert(1)"),
+        ("MESH_AUTH_SIGN_IN_URL", "https://"),
+        ("MESH_AUTH_ARGON2_MEMORY_KIB", "4096"),
     ],
 )
 def test_rejects_bad_values(monkeypatch: pytest.MonkeyPatch, variable: str, value: str) -> None:
