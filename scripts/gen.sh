@@ -9,12 +9,15 @@ wkt=$("$py" -c 'import grpc_tools, os; print(os.path.join(os.path.dirname(grpc_t
 protos=$(find protos -name '*.proto' | LC_ALL=C sort)
 protoc=("$py" -m grpc_tools.protoc -Iprotos -Ithird_party -I"$wkt")
 
-rm -rf gen/invitemesh
+# Envoy's rate limit service, as far as ratelimit_svc serves it (third_party/envoy says why).
+envoy_protos=$(find third_party/envoy_ratelimit -name '*.proto' | sed 's|^third_party/||' | LC_ALL=C sort)
+
+rm -rf gen/invitemesh gen/envoy_ratelimit
 mkdir -p gen
 "${protoc[@]}" \
   --plugin=protoc-gen-mypy="$bin/protoc-gen-mypy" --plugin=protoc-gen-mypy_grpc="$bin/protoc-gen-mypy_grpc" \
-  --python_out=gen --grpc_python_out=gen --mypy_out=gen --mypy_grpc_out=gen $protos
-find gen/invitemesh -type d -exec touch {}/__init__.py \;
+  --python_out=gen --grpc_python_out=gen --mypy_out=gen --mypy_grpc_out=gen $protos $envoy_protos
+find gen/invitemesh gen/envoy_ratelimit -type d -exec touch {}/__init__.py \;
 
 # Envoy turns grpc-status-details-bin into JSON only if it knows the detail types.
 "${protoc[@]}" --include_imports --descriptor_set_out=envoy/invitemesh.pb \
