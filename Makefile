@@ -34,7 +34,7 @@ check-gen: gen
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy mesh auth_svc invite_svc mail_svc admin_svc chain_svc tests bench
+	$(VENV)/bin/mypy mesh auth_svc invite_svc mail_svc admin_svc chain_svc ratelimit_svc tests bench
 	$(VENV)/bin/buf lint
 
 bench: $(VENV)/.installed-dev

@@ -27,11 +27,14 @@ if TYPE_CHECKING:
 
 SIGNATURE_HEADERS = ("x-mesh-caller", "x-mesh-ts", "x-mesh-nonce", "x-mesh-signature")
 # Infrastructure every server exposes to anyone who can reach it; they carry no invitemesh data.
+# Envoy's rate limit service is among them: Envoy cannot sign its calls. It is reachable only on
+# the mesh's own network (and, with MESH_TLS=1, only with a certificate of the mesh's CA).
 _OPEN_SERVICES = frozenset(
     {
         "grpc.health.v1.Health",
         "grpc.reflection.v1alpha.ServerReflection",
         "grpc.reflection.v1.ServerReflection",
+        "envoy.service.ratelimit.v3.RateLimitService",
     }
 )
 

@@ -37,3 +37,5 @@ ADMIN = ServiceSpec("admin_svc", "admin", "invitemesh.admin.v1.AdminService", 4)
 CHAIN = ServiceSpec("chain_svc", "chain", "invitemesh.chain.v1.ChainService", 5)
 
 SERVICES: tuple[ServiceSpec, ...] = (AUTH, INVITE, MAIL, ADMIN, CHAIN)
+# Envoy's rate limit service: built, not yet started by `meshctl up` nor called by Envoy (issue 7).
+RATELIMIT = ServiceSpec("ratelimit_svc", "ratelimit", "envoy.service.ratelimit.v3.RateLimitService", 6)

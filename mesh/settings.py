@@ -85,6 +85,8 @@ class Settings(BaseSettings):
     auth_signing_key_max_age: float = Field(default=30 * 86400.0, gt=0)
     auth_jobs_interval: float = Field(default=30.0, gt=0)
 
+    ratelimit_rules_cache: float = Field(default=5.0, ge=0)
+
     outbox_interval: float = Field(default=1.0, gt=0)
     outbox_lease: float = Field(default=30.0, gt=0)
     outbox_backoff_base: float = Field(default=1.0, gt=0)

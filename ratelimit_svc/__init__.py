@@ -1,0 +1,1 @@
+"""ratelimit_svc: Envoy's global rate limit service (DESIGN §4)."""

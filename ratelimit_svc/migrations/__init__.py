@@ -1,0 +1,1 @@
+"""Alembic revisions of the `ratelimit` schema (run by `meshctl migrate`)."""

@@ -1,0 +1,142 @@
+"""ratelimit_svc as Envoy calls it, over real gRPC with real PostgreSQL and Redis: counts per
+route and client, exact under concurrency, rules edited while serving, and each rule's failure
+mode while Redis is away."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import asyncpg
+import pytest
+from envoy_ratelimit import ratelimit_pb2, rls_pb2, rls_pb2_grpc
+
+from mesh.channels import open_channel
+from mesh.embedded import EmbeddedRedis
+from mesh.migrate import upgrade
+from mesh.server import MeshServer
+from mesh.services import RATELIMIT
+from ratelimit_svc.domain import CLIENT_KEY, ROUTE_KEY, Unit
+from ratelimit_svc.server import add_servicers
+from tests.conftest import eventually
+from tests.integration.mesh.trust_fixtures import make_trust
+
+OK = rls_pb2.RateLimitResponse.OK
+OVER_LIMIT = rls_pb2.RateLimitResponse.OVER_LIMIT
+Ask = Callable[[str, str], Awaitable[rls_pb2.RateLimitResponse]]
+
+
+@pytest.fixture(scope="session")
+async def ratelimit_database_url(migrated_database_url: str) -> str:
+    await asyncio.to_thread(upgrade, RATELIMIT, migrated_database_url)
+    return migrated_database_url
+
+
+async def _put_rule(database_url: str, route: str, requests: int, unit: Unit, fail_closed: bool = False) -> None:
+    connection = await asyncpg.connect(database_url)
+    try:
+        await connection.execute(
+            "INSERT INTO ratelimit.rules (route, requests_per_unit, unit, fail_closed) VALUES ($1, $2, $3, $4)"
+            " ON CONFLICT (route) DO UPDATE SET requests_per_unit = $2, unit = $3, fail_closed = $4",
+            route,
+            requests,
+            int(unit),
+            fail_closed,
+        )
+    finally:
+        await connection.close()
+
+
+@asynccontextmanager
+async def serving(tmp_path: Path, database_url: str, redis_url: str) -> AsyncIterator[Ask]:
+    trust = make_trust(tmp_path, database_url, redis_url, ratelimit_rules_cache=0.2)
+    server = MeshServer(RATELIMIT, add_servicers, trust.settings)
+    await server.start()
+    try:
+        async with open_channel(f"127.0.0.1:{server.port}", trust.settings) as channel:
+            stub = rls_pb2_grpc.RateLimitServiceStub(channel)
+
+            async def ask(route: str, client: str) -> rls_pb2.RateLimitResponse:
+                entries = [
+                    ratelimit_pb2.RateLimitDescriptor.Entry(key=ROUTE_KEY, value=route),
+                    ratelimit_pb2.RateLimitDescriptor.Entry(key=CLIENT_KEY, value=client),
+                ]
+                request = rls_pb2.RateLimitRequest(
+                    domain="invitemesh", descriptors=[ratelimit_pb2.RateLimitDescriptor(entries=entries)]
+                )
+                return await stub.ShouldRateLimit(request, timeout=5)
+
+            yield ask
+    finally:
+        await server.stop(0)
+
+
+def _route() -> str:
+    return f"/invitemesh.test.v1.Test/Method{uuid.uuid4().hex[:8]}"
+
+
+def _client() -> str:
+    return f"2001:db8::{uuid.uuid4().hex[:4]}"
+
+
+async def test_a_client_gets_its_limit_then_over_limit_and_another_client_is_unaffected(
+    tmp_path: Path, ratelimit_database_url: str, redis_url: str
+) -> None:
+    route, client = _route(), _client()
+    await _put_rule(ratelimit_database_url, route, 5, Unit.HOUR)
+    async with serving(tmp_path, ratelimit_database_url, redis_url) as ask:
+        answers = [await ask(route, client) for _ in range(7)]
+        other = await ask(route, _client())
+
+    assert [answer.overall_code for answer in answers] == [OK] * 5 + [OVER_LIMIT] * 2
+    assert [answer.statuses[0].limit_remaining for answer in answers] == [4, 3, 2, 1, 0, 0, 0]
+    status = answers[-1].statuses[0]
+    assert (status.current_limit.requests_per_unit, int(status.current_limit.unit)) == (5, int(Unit.HOUR))
+    assert 0 < status.duration_until_reset.ToSeconds() <= 3600
+    assert other.overall_code == OK
+
+
+async def test_concurrent_requests_get_exactly_the_limit(
+    tmp_path: Path, ratelimit_database_url: str, redis_url: str
+) -> None:
+    route, client = _route(), _client()
+    await _put_rule(ratelimit_database_url, route, 30, Unit.HOUR)
+    async with serving(tmp_path, ratelimit_database_url, redis_url) as ask:
+        answers = await asyncio.gather(*(ask(route, client) for _ in range(100)))
+
+    assert sum(answer.overall_code == OK for answer in answers) == 30
+
+
+async def test_a_route_without_a_rule_falls_under_the_default_and_an_edited_rule_applies_soon(
+    tmp_path: Path, ratelimit_database_url: str, redis_url: str
+) -> None:
+    route, client = _route(), _client()
+    async with serving(tmp_path, ratelimit_database_url, redis_url) as ask:
+        default = await ask(route, client)
+        await _put_rule(ratelimit_database_url, route, 1, Unit.HOUR)
+
+        async def own_rule_in_force() -> bool:
+            return bool((await ask(route, client)).overall_code == OVER_LIMIT)
+
+        await eventually(own_rule_in_force, what="the edited rule in force")
+
+    assert default.overall_code == OK
+    assert default.statuses[0].current_limit.name == "*"
+
+
+async def test_with_redis_away_a_guessing_target_closes_and_other_routes_stay_open(
+    tmp_path: Path, ratelimit_database_url: str, own_redis: EmbeddedRedis
+) -> None:
+    ordinary = _route()
+    async with serving(tmp_path, ratelimit_database_url, own_redis.url) as ask:
+        assert (await ask("/invitemesh.invite.v1.InviteService/CheckCode", _client())).overall_code == OK
+        own_redis.stop()
+
+        check = await ask("/invitemesh.invite.v1.InviteService/CheckCode", _client())
+        other = await ask(ordinary, _client())
+
+    assert check.overall_code == OVER_LIMIT
+    assert other.overall_code == OK
