@@ -22,16 +22,19 @@ from invitemesh.invite.v1 import invite_service_pb2 as pb
 from invitemesh.invite.v1 import invite_service_pb2_grpc
 
 from mesh.channels import open_channel
+from mesh.db import create_engine
 from mesh.keys import KeyringError, Keystore, TrustFile, load_kek
 from mesh.logs import configure_logging
 from mesh.migrate import upgrade_all
 from mesh.probes import degraded
-from mesh.services import SERVICES
+from mesh.services import RATELIMIT, SERVICES
 from mesh.settings import Settings
 from mesh.signing import signer_for
 from mesh.smtp_sink import read_mail
 from mesh.stack import Part, Stack, StackFile, probe, process_alive, stop_pid
 from mesh.tls import make_dev_certs
+from ratelimit_svc.domain import ANY_ROUTE, Rule, Unit
+from ratelimit_svc.store import RuleStore
 
 _DETACH_TIMEOUT = 180.0
 
@@ -69,6 +72,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     mint.add_argument("--expires-in", type=_duration, help="for example 30m, 12h, 7d, 2w")
     mint.add_argument("--campaign", help="campaign name; made when missing")
     mint.add_argument("--json", action="store_true")
+    limits = commands.add_parser("ratelimits", help="the edge's rate-limit rules (served by ratelimit_svc)")
+    limit_commands = limits.add_subparsers(dest="ratelimits_command", required=True)
+    put = limit_commands.add_parser("set", help="set the rule of one route, or of every other route (*)")
+    put.add_argument("route", help="a gRPC method, such as /invitemesh.invite.v1.InviteService/CheckCode, or *")
+    put.add_argument("requests", type=int, help="requests per client address per unit")
+    put.add_argument("--per", choices=[unit.name.lower() for unit in Unit], default="minute")
+    put.add_argument("--fail-closed", action="store_true", help="refuse while the counters are unreachable")
+    listing = limit_commands.add_parser("list", help="the rules in force: stored ones over the defaults")
+    listing.add_argument("--json", action="store_true")
     certs = commands.add_parser("certs", help="a dev CA and certificates for mutual TLS (MESH_TLS=1)")
     certs.add_argument("names", nargs="*", help="more certificate names beyond every service, envoy and meshctl")
     mail = commands.add_parser("mail", help="messages caught by the dev SMTP sink")
@@ -89,6 +101,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "keys": lambda: _keys(settings, args),
         "certs": lambda: _certs(settings, args.names),
         "invites": lambda: asyncio.run(_mint(settings, args)),
+        "ratelimits": lambda: asyncio.run(_ratelimits(settings, args)),
         "mail": lambda: _mail_list(settings, args.to, args.json),
     }
     sys.exit(handlers[args.command]())
@@ -239,15 +252,54 @@ def _logs(settings: Settings, name: str, follow: bool) -> int:
     return 0
 
 
-def _migrate(settings: Settings) -> int:
+def _database_url(settings: Settings) -> str | None:
+    """MESH_DATABASE_URL, else the running stack's embedded PostgreSQL (None, said why, if neither)."""
     found = _running(settings)
     postgres = found.part("postgres") if found is not None else None
     database_url = settings.database_url or (postgres.address if postgres is not None else None)
     if not database_url:
         print("set MESH_DATABASE_URL or start the stack with `meshctl up`", file=sys.stderr)
+    return database_url
+
+
+def _migrate(settings: Settings) -> int:
+    database_url = _database_url(settings)
+    if not database_url:
         return 1
     asyncio.run(upgrade_all(SERVICES, database_url))
     print("migrated: " + ", ".join(spec.schema for spec in SERVICES))
+    return 0
+
+
+async def _ratelimits(settings: Settings, args: argparse.Namespace) -> int:
+    database_url = _database_url(settings)
+    if not database_url:
+        return 1
+    if args.ratelimits_command == "set" and (
+        args.requests < 0 or not (args.route == ANY_ROUTE or (args.route.count("/") == 2 and args.route[0] == "/"))
+    ):
+        print(
+            "meshctl ratelimits: a route is /package.Service/Method or *, and requests are 0 or more", file=sys.stderr
+        )
+        return 2
+    engine = create_engine(settings.model_copy(update={"database_url": database_url}), RATELIMIT.schema, "meshctl")
+    try:
+        rules = RuleStore(engine, cache_seconds=0)
+        if args.ratelimits_command == "set":
+            await rules.put(Rule(args.route, args.requests, Unit[args.per.upper()], args.fail_closed))
+        in_force = sorted((await rules.in_force()).values(), key=lambda rule: rule.route)
+    finally:
+        await engine.dispose()
+    if args.ratelimits_command == "list" and args.json:
+        listed = [
+            {"route": r.route, "requestsPerUnit": r.requests_per_unit, "unit": r.unit.name, "failClosed": r.fail_closed}
+            for r in in_force
+        ]
+        print(json.dumps(listed, indent=2))
+    else:
+        for rule in in_force:
+            closed = "  fails closed" if rule.fail_closed else ""
+            print(f"{rule.route:<52} {rule.requests_per_unit:>7} per {rule.unit.name.lower()}{closed}")
     return 0
 
 

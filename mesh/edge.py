@@ -11,7 +11,7 @@ from typing import Any
 
 from mesh.access import Audience, access_rule
 from mesh.contracts import SERVICE_DESCRIPTORS, full_method_name
-from mesh.services import SERVICES
+from mesh.services import CONTRACT_SERVICES, SERVICES
 from mesh.tls import dns_name
 
 DESCRIPTOR_SET = Path(__file__).resolve().parent.parent / "envoy" / "invitemesh.pb"
@@ -93,7 +93,7 @@ def _http_connection_manager(descriptor_set: Path) -> dict[str, Any]:
                         "@type": "type.googleapis.com/envoy.extensions.filters.http.grpc_json_transcoder.v3"
                         ".GrpcJsonTranscoder",
                         "proto_descriptor": str(descriptor_set),
-                        "services": [spec.grpc_service for spec in SERVICES],
+                        "services": [spec.grpc_service for spec in CONTRACT_SERVICES],
                         "convert_grpc_status": True,
                         "print_options": {"always_print_primitive_fields": True},
                         "request_validation_options": {"reject_unknown_method": True},

@@ -36,6 +36,9 @@ MAIL = ServiceSpec("mail_svc", "mail", "invitemesh.mail.v1.MailService", 3)
 ADMIN = ServiceSpec("admin_svc", "admin", "invitemesh.admin.v1.AdminService", 4)
 CHAIN = ServiceSpec("chain_svc", "chain", "invitemesh.chain.v1.ChainService", 5)
 
-SERVICES: tuple[ServiceSpec, ...] = (AUTH, INVITE, MAIL, ADMIN, CHAIN)
-# Envoy's rate limit service: built, not yet started by `meshctl up` nor called by Envoy (issue 7).
 RATELIMIT = ServiceSpec("ratelimit_svc", "ratelimit", "envoy.service.ratelimit.v3.RateLimitService", 6)
+
+CONTRACT_SERVICES: tuple[ServiceSpec, ...] = (AUTH, INVITE, MAIL, ADMIN, CHAIN)
+"""The services of invitemesh's own contracts (protos/), the ones Envoy transcodes and routes to."""
+SERVICES: tuple[ServiceSpec, ...] = (*CONTRACT_SERVICES, RATELIMIT)
+"""Every service process of the mesh; ratelimit_svc serves Envoy's own contract."""

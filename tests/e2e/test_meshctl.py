@@ -106,6 +106,19 @@ def test_a_registration_through_envoy_is_mailed_verified_and_signed_in(mesh: Mes
     assert all(key["kty"] == "EC" and key["crv"] == "P-256" and key["alg"] == "ES256" for key in published)
 
 
+def test_rate_limit_rules_are_set_and_listed_over_the_defaults(mesh: Mesh) -> None:
+    route = "/invitemesh.auth.v1.AuthService/Login"
+    mesh.ctl("ratelimits", "set", route, "7", "--per", "hour", "--fail-closed")
+    refused = mesh.ctl("ratelimits", "set", "not a route", "7", check=False)
+
+    rules = {rule["route"]: rule for rule in json.loads(mesh.ctl("ratelimits", "list", "--json").stdout)}
+
+    assert rules[route] == {"route": route, "requestsPerUnit": 7, "unit": "HOUR", "failClosed": True}
+    assert rules["*"]["failClosed"] is False
+    assert rules["/invitemesh.invite.v1.InviteService/CheckCode"]["failClosed"] is True
+    assert refused.returncode == 2
+
+
 def test_checking_an_unknown_code_through_envoy_says_not_valid(mesh: Mesh) -> None:
     code = invite_codes.display(invite_codes.generate())
 

@@ -1,7 +1,7 @@
 from mesh.access import Audience, access_rule
 from mesh.contracts import SERVICE_DESCRIPTORS, full_method_name
 from mesh.edge import DESCRIPTOR_SET, edge_routes, envoy_config
-from mesh.services import SERVICES
+from mesh.services import CONTRACT_SERVICES, SERVICES
 
 
 def test_routes_every_outside_method_and_no_internal_one() -> None:
@@ -28,7 +28,7 @@ def test_config_transcodes_every_service_and_converts_error_details() -> None:
 
     manager = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     transcoder = manager["http_filters"][0]["typed_config"]
-    assert set(transcoder["services"]) == {spec.grpc_service for spec in SERVICES}
+    assert set(transcoder["services"]) == {spec.grpc_service for spec in CONTRACT_SERVICES}
     assert transcoder["convert_grpc_status"] is True
     assert transcoder["proto_descriptor"] == str(DESCRIPTOR_SET)
     assert DESCRIPTOR_SET.exists()
