@@ -11,11 +11,13 @@ from typing import Any
 
 from mesh.access import Audience, access_rule
 from mesh.contracts import SERVICE_DESCRIPTORS, full_method_name
-from mesh.services import CONTRACT_SERVICES, SERVICES
+from mesh.errors import DOMAIN
+from mesh.services import CONTRACT_SERVICES, RATELIMIT, SERVICES
 from mesh.tls import dns_name
 
 DESCRIPTOR_SET = Path(__file__).resolve().parent.parent / "envoy" / "invitemesh.pb"
 _UPSTREAM_TIMEOUT = "15s"
+RATE_LIMIT_DOMAIN = "invitemesh"
 
 
 def edge_routes() -> list[dict[str, Any]]:
@@ -31,7 +33,19 @@ def edge_routes() -> list[dict[str, Any]]:
             routes.append(
                 {
                     "match": {"path": path},
-                    "route": {"cluster": cluster_of[service.full_name], "timeout": _UPSTREAM_TIMEOUT},
+                    "route": {
+                        "cluster": cluster_of[service.full_name],
+                        "timeout": _UPSTREAM_TIMEOUT,
+                        # What ratelimit_svc counts: this method, per client address.
+                        "rate_limits": [
+                            {
+                                "actions": [
+                                    {"generic_key": {"descriptor_key": "route", "descriptor_value": path}},
+                                    {"remote_address": {}},
+                                ]
+                            }
+                        ],
+                    },
                 }
             )
     return routes
@@ -86,6 +100,7 @@ def _http_connection_manager(descriptor_set: Path) -> dict[str, Any]:
                 "name": "edge",
                 "virtual_hosts": [{"name": "invitemesh", "domains": ["*"], "routes": edge_routes()}],
             },
+            "local_reply_config": {"mappers": [_rate_limited_reply()]},
             "http_filters": [
                 {
                     "name": "envoy.filters.http.grpc_json_transcoder",
@@ -100,10 +115,49 @@ def _http_connection_manager(descriptor_set: Path) -> dict[str, Any]:
                     },
                 },
                 {
+                    # After the transcoder: a REST request has its gRPC method's route by now.
+                    "name": "envoy.filters.http.ratelimit",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit",
+                        "domain": RATE_LIMIT_DOMAIN,
+                        "timeout": "0.5s",
+                        # ratelimit_svc unreachable: requests pass (each rule's own failure mode
+                        # applies when the service answers but its counters are away).
+                        "failure_mode_deny": False,
+                        "enable_x_ratelimit_headers": "DRAFT_VERSION_03",
+                        "rate_limited_as_resource_exhausted": True,
+                        "rate_limit_service": {
+                            "grpc_service": {"envoy_grpc": {"cluster_name": RATELIMIT.name}},
+                            "transport_api_version": "V3",
+                        },
+                    },
+                },
+                {
                     "name": "envoy.filters.http.router",
                     "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
                 },
             ],
+        },
+    }
+
+
+def _rate_limited_reply() -> dict[str, Any]:
+    """Envoy's own 429 as a `google.rpc.Status` in JSON, like every refusal a service makes."""
+    return {
+        "filter": {
+            "status_code_filter": {
+                "comparison": {"op": "EQ", "value": {"default_value": 429, "runtime_key": "edge.rate_limited_status"}}
+            }
+        },
+        "body_format_override": {
+            "json_format": {
+                "code": 8,
+                "message": "too many requests from this address; see x-ratelimit-reset",
+                "details": [
+                    {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "RATE_LIMITED", "domain": DOMAIN}
+                ],
+            },
+            "content_type": "application/json",
         },
     }
 

@@ -4,6 +4,7 @@ and gRPC, the SMTP sink, logs, down."""
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import os
 import smtplib
@@ -117,6 +118,37 @@ def test_rate_limit_rules_are_set_and_listed_over_the_defaults(mesh: Mesh) -> No
     assert rules["*"]["failClosed"] is False
     assert rules["/invitemesh.invite.v1.InviteService/CheckCode"]["failClosed"] is True
     assert refused.returncode == 2
+
+
+def _resend_from(mesh: Mesh, source: str) -> tuple[int, dict[str, str], bytes]:
+    host, port = mesh.edge.rsplit(":", 1)
+    connection = http.client.HTTPConnection(host, int(port), timeout=10, source_address=(source, 0))
+    try:
+        body = json.dumps({"email": "nobody@example.com"})
+        connection.request("POST", "/v1/registrations:resend", body, {"content-type": "application/json"})
+        answer = connection.getresponse()
+        return answer.status, {k.lower(): v for k, v in answer.getheaders()}, answer.read()
+    finally:
+        connection.close()
+
+
+def test_over_its_limit_a_client_gets_a_json_429_with_rate_limit_headers_and_others_do_not(mesh: Mesh) -> None:
+    mesh.ctl("ratelimits", "set", "/invitemesh.auth.v1.AuthService/ResendVerification", "2", "--per", "minute")
+    deadline = time.monotonic() + 30
+    # ratelimit_svc reads the edited rule within MESH_RATELIMIT_RULES_CACHE seconds.
+    while (answer := _resend_from(mesh, "127.0.0.1"))[0] != 429:
+        assert answer[0] == 200, answer
+        assert time.monotonic() < deadline, "the edited rule never applied"
+        time.sleep(0.5)
+    _, headers, body = answer
+
+    assert headers["content-type"] == "application/json"
+    assert headers["x-ratelimit-limit"].startswith("2")
+    assert headers["x-ratelimit-remaining"] == "0"
+    assert int(headers["x-ratelimit-reset"]) <= 60
+    refusal = json.loads(body)
+    assert (refusal["code"], refusal["details"][0]["reason"]) == (8, "RATE_LIMITED")
+    assert _resend_from(mesh, "127.0.0.2")[0] == 200
 
 
 def test_checking_an_unknown_code_through_envoy_says_not_valid(mesh: Mesh) -> None:
