@@ -144,26 +144,27 @@ class MeshServer:
 
     async def stop(self, grace: float | None = None) -> None:
         """Refuses new calls at once and lets in-flight ones finish within `grace` seconds."""
-        await self.health.servicer.enter_graceful_shutdown()
         self._stopping.set()
         for task in self._background:
             task.cancel()
-        for worker in self.runtime.workers:
-            await worker.stop()
-        # The server refuses new calls from this moment on, while in-flight calls, workers and
-        # background tasks finish side by side.
-        await asyncio.gather(
-            self._server.stop(self.settings.grace_period if grace is None else grace),
-            *self._worker_tasks,
-            *self._background,
-            return_exceptions=True,
-        )
+        winding_down = asyncio.ensure_future(self._wind_down())
+        # Awaited here, not scheduled: its first step, which refuses every new call, runs before
+        # this coroutine yields to anything else.
+        await self._server.stop(self.settings.grace_period if grace is None else grace)
+        await winding_down
         await self.runtime.peers.close()
         if self._signatures is not None:
             await self._signatures.close()
         await self.runtime.driver.close()
         await self.runtime.engine.dispose()
         await self.runtime.redis.aclose()
+
+    async def _wind_down(self) -> None:
+        """Health says NOT_SERVING, workers finish what they hold, background tasks end."""
+        await self.health.servicer.enter_graceful_shutdown()
+        for worker in self.runtime.workers:
+            await worker.stop()
+        await asyncio.gather(*self._worker_tasks, *self._background, return_exceptions=True)
 
 
 def _signer(spec: ServiceSpec, settings: Settings, trust: TrustStore) -> CallSigner | None:
