@@ -4,6 +4,7 @@ replica, rotated when the signing key is older than `MESH_AUTH_SIGNING_KEY_MAX_A
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime
 
 import structlog
@@ -22,6 +23,9 @@ class StoredKeyRing:
         self._ring = ring
         self._max_age = max_age
         self._lock = asyncio.Lock()
+        self._private: dict[str, SigningKey | None] = {}
+        """Keys opened once, by kid (None: does not open with this KEK), so a refresh decrypts
+        only keys it has not seen."""
 
     async def ready(self) -> KeyRing:
         if not self._ring.loaded:
@@ -44,9 +48,14 @@ class StoredKeyRing:
     def _opened(self, stored: list[StoredKey]) -> list[SigningKey]:
         keys = []
         for key in stored:
-            try:
-                keys.append(opened(key, self._kek))
-            except KeyringError:
-                # Sealed under another KEK: it cannot sign here, and its tokens stop verifying.
-                log.error("an access-token key does not open with this KEK; it is left out", kid=key.kid)
+            if key.kid not in self._private:
+                try:
+                    self._private[key.kid] = opened(key, self._kek)
+                except KeyringError:
+                    # Sealed under another KEK: it cannot sign here, and its tokens stop verifying.
+                    log.error("an access-token key does not open with this KEK; it is left out", kid=key.kid)
+                    self._private[key.kid] = None
+            if (known := self._private[key.kid]) is not None:
+                # A rotation by another replica changes only when the key was retired.
+                keys.append(dataclasses.replace(known, retire_time=key.retire_time))
         return keys

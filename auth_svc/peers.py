@@ -5,6 +5,7 @@ ones go through a breaker so an invite_svc that is down answers fast instead of 
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Awaitable
 from typing import TypeVar
@@ -37,11 +38,27 @@ _FOR_GOOD = frozenset(
 )
 
 
+class PeerStubs:
+    """auth_svc's stubs of its peers, each made once, on first use (a peer's address is only
+    needed when it is called)."""
+
+    def __init__(self, peers: Peers) -> None:
+        self._peers = peers
+
+    @functools.cached_property
+    def invites(self) -> invite_service_pb2_grpc.InviteServiceAsyncStub:
+        return invite_service_pb2_grpc.InviteServiceStub(self._peers.channel("invite_svc"))
+
+    @functools.cached_property
+    def mail(self) -> mail_service_pb2_grpc.MailServiceAsyncStub:
+        return mail_service_pb2_grpc.MailServiceStub(self._peers.channel("mail_svc"))
+
+
 class Invites:
     """HoldCode and ReleaseHold, inline in a registration."""
 
-    def __init__(self, peers: Peers, metrics: Metrics, failures: int = 5, reset: float = 10.0) -> None:
-        self._peers = peers
+    def __init__(self, stubs: PeerStubs, metrics: Metrics, failures: int = 5, reset: float = 10.0) -> None:
+        self._stubs = stubs
         self._breaker = AsyncBreaker(
             "invite_svc",
             failures,
@@ -50,16 +67,13 @@ class Invites:
             states=metrics.breaker_state,
         )
 
-    def _stub(self) -> invite_service_pb2_grpc.InviteServiceAsyncStub:
-        return invite_service_pb2_grpc.InviteServiceStub(self._peers.channel("invite_svc"))
-
     async def hold(self, code: str, email: str) -> invite_pb.Hold:
         """One use of `code` held for `email`; invite_svc's refusal is passed on as it was given
         (its bad-input violation named after our field, `invite_code`)."""
         request = invite_pb.HoldCodeRequest(code=code, email=email, request_id=uuid.uuid4().hex)
         try:
             async with self._breaker.guard():
-                return (await self._stub().HoldCode(request, timeout=DEADLINE)).hold
+                return (await self._stubs.invites.HoldCode(request, timeout=DEADLINE)).hold
         except BreakerOpen:
             raise _invites_unavailable() from None
         except grpc.aio.AioRpcError as error:
@@ -77,7 +91,7 @@ class Invites:
     async def release(self, hold_id: str) -> None:
         """Gives a hold back; if that fails, the hold lapses at its time to live anyway."""
         try:
-            await self._stub().ReleaseHold(invite_pb.ReleaseHoldRequest(hold_id=hold_id), timeout=DEADLINE)
+            await self._stubs.invites.ReleaseHold(invite_pb.ReleaseHoldRequest(hold_id=hold_id), timeout=DEADLINE)
         except grpc.aio.AioRpcError as error:
             log.warning("could not release a hold; it lapses on its own", hold_id=hold_id, code=error.code().name)
 
@@ -86,14 +100,8 @@ def _invites_unavailable() -> Unavailable:
     return Unavailable("INVITE_SERVICE_UNAVAILABLE", "invite codes cannot be checked right now; try again shortly")
 
 
-def receivers(peers: Peers) -> dict[str, Deliver]:
+def receivers(stubs: PeerStubs) -> dict[str, Deliver]:
     """The outbox's receivers. Each is idempotent through the message id."""
-
-    def invites() -> invite_service_pb2_grpc.InviteServiceAsyncStub:
-        return invite_service_pb2_grpc.InviteServiceStub(peers.channel("invite_svc"))
-
-    def mail() -> mail_service_pb2_grpc.MailServiceAsyncStub:
-        return mail_service_pb2_grpc.MailServiceStub(peers.channel("mail_svc"))
 
     async def send_email(message: Message) -> None:
         payload = message.payload
@@ -103,11 +111,11 @@ def receivers(peers: Peers) -> dict[str, Deliver]:
             variables=payload["variables"],
             idempotency_key=str(message.id),
         )
-        await _delivered(mail().SendEmail(request, timeout=DEADLINE))
+        await _delivered(stubs.mail.SendEmail(request, timeout=DEADLINE))
 
     async def confirm_hold(message: Message) -> None:
         request = invite_pb.ConfirmHoldRequest(hold_id=message.payload["hold_id"], user_id=message.payload["user_id"])
-        await _delivered(invites().ConfirmHold(request, timeout=DEADLINE))
+        await _delivered(stubs.invites.ConfirmHold(request, timeout=DEADLINE))
 
     async def mint_codes(message: Message) -> None:
         payload = message.payload
@@ -118,7 +126,7 @@ def receivers(peers: Peers) -> dict[str, Deliver]:
             campaign_id=payload["campaign_id"],
             request_id=str(message.id),
         )
-        minted = await _delivered(invites().MintCodes(request, timeout=DEADLINE))
+        minted = await _delivered(stubs.invites.MintCodes(request, timeout=DEADLINE))
         codes = "\n".join(code.code for code in minted.codes)
         mail_request = mail_pb.SendEmailRequest(
             template=mail_pb.EMAIL_TEMPLATE_INVITE_CODES,
@@ -126,7 +134,7 @@ def receivers(peers: Peers) -> dict[str, Deliver]:
             variables={"codes": codes},
             idempotency_key=f"{message.id}:codes",
         )
-        await _delivered(mail().SendEmail(mail_request, timeout=DEADLINE))
+        await _delivered(stubs.mail.SendEmail(mail_request, timeout=DEADLINE))
 
     return {SEND_EMAIL: send_email, CONFIRM_HOLD: confirm_hold, MINT_CODES: mint_codes}
 

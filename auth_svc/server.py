@@ -33,7 +33,7 @@ from auth_svc.domain import (
 from auth_svc.jobs import sweep_job
 from auth_svc.keyring import StoredKeyRing
 from auth_svc.passwords import Passwords
-from auth_svc.peers import Invites, receivers
+from auth_svc.peers import Invites, PeerStubs, receivers
 from auth_svc.sessions import KeyRing, new_opaque_token, token_digest
 from auth_svc.store import (
     CONFIRM_HOLD,
@@ -477,12 +477,13 @@ def _user(user: UserRecord) -> pb.User:
 def add_servicers(server: grpc.aio.Server, runtime: ServiceRuntime) -> None:
     settings = runtime.settings
     kek = load_kek(settings)
+    stubs = PeerStubs(runtime.peers)
     outbox = Outbox(
         runtime.engine,
         runtime.driver,
         models.outbox,
         Sealer(derive_key(kek, "auth outbox seal v1")),
-        receivers(runtime.peers),
+        receivers(stubs),
         runtime.metrics,
         RelayTimings(
             interval=settings.outbox_interval,
@@ -511,7 +512,7 @@ def add_servicers(server: grpc.aio.Server, runtime: ServiceRuntime) -> None:
         store,
         Passwords(settings.auth_argon2_memory_kib, settings.auth_argon2_time_cost, settings.auth_argon2_parallelism),
         keys,
-        Invites(runtime.peers, runtime.metrics),
+        Invites(stubs, runtime.metrics),
         FirstSubmission(runtime.redis, runtime.keys),
         SignInThrottle(
             runtime.redis,

@@ -22,6 +22,9 @@ from mesh.keys import decrypt_private_key, encrypt_private_key, key_id
 from mesh.tokens import ALGORITHM, AUDIENCE, USER_ISSUER
 
 _SEAL_CONTEXT = "auth_svc access-token key"
+_LEEWAY = datetime.timedelta(minutes=1)
+"""How much longer a retired key stays published than its last token lives: room for the
+verifiers' clock skew and their cached key sets."""
 
 
 @dataclass(frozen=True)
@@ -93,9 +96,6 @@ class KeyRing:
             for key in self._keys
             if key.retire_time is None or key.retire_time + self._access_ttl + _LEEWAY > moment
         ]
-
-
-_LEEWAY = datetime.timedelta(minutes=1)
 
 
 def _jwk(key: SigningKey) -> pb.JsonWebKey:

@@ -100,14 +100,7 @@ def serve_here(spec: ServiceSpec, add_servicers: AddServicers) -> None:
 @asynccontextmanager
 async def server_process(module: str, settings: Settings, env: Mapping[str, str] | None = None) -> AsyncIterator[str]:
     """`python -m <module> --serve` with these settings (and `env`); answers its address."""
-    env = {
-        **os.environ,
-        **(env or {}),
-        "MESH_STATE_DIR": str(settings.state_dir),
-        "MESH_DATABASE_URL": settings.database_url or "",
-        "MESH_REDIS_URL": settings.redis_url or "",
-        "MESH_LOG_LEVEL": "WARNING",
-    }
+    env = {**os.environ, **(env or {}), **settings.environment(), "MESH_LOG_LEVEL": "WARNING"}
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", module, "--serve", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env
     )

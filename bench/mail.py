@@ -166,13 +166,10 @@ async def mail_service(
 async def pipeline(settings: Settings, sink: Sink, messages: int, workers: int, senders: int) -> float:
     env = {
         **os.environ,
-        "MESH_STATE_DIR": str(settings.state_dir),
-        "MESH_DATABASE_URL": settings.database_url or "",
-        "MESH_REDIS_URL": settings.redis_url or "",
+        **settings.environment(),
         "MESH_SMTP_URL": sink.url,
         "MESH_MAIL_STREAM": f"bench-{secrets.token_hex(4)}",
         "MESH_MAIL_FROM": SENDER,
-        "MESH_LOG_LEVEL": "WARNING",
     }
     async with mail_service(settings, {**env, "MESH_MAIL_SENDERS": "0"}) as mail:
 

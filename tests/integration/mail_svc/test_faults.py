@@ -73,26 +73,8 @@ async def test_redis_coming_back_without_its_data_loses_no_email(
 
 
 def _worker_env(settings: Settings) -> dict[str, str]:
-    named = {
-        "MESH_STATE_DIR": str(settings.state_dir),
-        "MESH_DATABASE_URL": settings.database_url or "",
-        "MESH_REDIS_URL": settings.redis_url or "",
-        "MESH_SMTP_URL": settings.smtp_url or "",
-        "MESH_LOG_LEVEL": "WARNING",
-        "MESH_MAIL_SENDERS": "4",
-    }
-    timings = {
-        f"MESH_{name.upper()}": str(getattr(settings, name))
-        for name in (
-            "mail_stream",
-            "mail_from",
-            "mail_smtp_timeout",
-            "mail_reclaim_idle",
-            "mail_backoff_base",
-            "mail_backoff_cap",
-        )
-    }
-    return {**os.environ, **named, **timings}
+    """The in-process service's settings, for a sender process of its own (4 senders, quiet)."""
+    return {**os.environ, **settings.environment(), "MESH_MAIL_SENDERS": "4", "MESH_LOG_LEVEL": "WARNING"}
 
 
 @contextmanager
