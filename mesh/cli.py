@@ -71,6 +71,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     mint.add_argument("--max-uses", type=int, default=1, help="0 for unlimited")
     mint.add_argument("--expires-in", type=_duration, help="for example 30m, 12h, 7d, 2w")
     mint.add_argument("--campaign", help="campaign name; made when missing")
+    mint.add_argument(
+        "--invite-quota", type=int, default=0, help="codes each person the campaign brings in gets (new campaigns)"
+    )
     mint.add_argument("--json", action="store_true")
     limits = commands.add_parser("ratelimits", help="the edge's rate-limit rules (served by ratelimit_svc)")
     limit_commands = limits.add_subparsers(dest="ratelimits_command", required=True)
@@ -356,7 +359,7 @@ async def _mint(settings: Settings, args: argparse.Namespace) -> int:
         stub = invite_service_pb2_grpc.InviteServiceStub(channel)
         campaign_id = ""
         if args.campaign:
-            wanted = pb.Campaign(display_name=args.campaign)
+            wanted = pb.Campaign(display_name=args.campaign, invite_quota=args.invite_quota)
             creation = pb.CreateCampaignRequest(campaign=wanted, request_id=f"meshctl:{args.campaign}")
             try:
                 campaign_id = (await stub.CreateCampaign(creation)).campaign.id
