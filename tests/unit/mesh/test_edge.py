@@ -1,13 +1,32 @@
 from typing import Any
 
+import pytest
+
 from mesh.access import Audience, access_rule
 from mesh.contracts import SERVICE_DESCRIPTORS, full_method_name
-from mesh.edge import DESCRIPTOR_SET, edge_routes, envoy_config
+from mesh.edge import DESCRIPTOR_SET, NO_ROUTE_CLUSTER, EdgeLimits, edge_limits, edge_routes, envoy_config
 from mesh.services import CONTRACT_SERVICES, RATELIMIT, SERVICES
+from mesh.settings import Settings
+
+UPSTREAMS = {spec.name: ("127.0.0.1", 1) for spec in SERVICES}
+
+
+def _method_routes() -> list[dict[str, Any]]:
+    return [route for route in edge_routes() if "path" in route["match"]]
+
+
+def _manager(**arguments: Any) -> dict[str, Any]:
+    config = envoy_config(host="127.0.0.1", port=8080, admin_port=9901, upstreams=UPSTREAMS, **arguments)
+    return dict(config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"])
+
+
+def _filter(manager: dict[str, Any], name: str) -> dict[str, Any]:
+    (found,) = [f["typed_config"] for f in manager["http_filters"] if f["name"] == name]
+    return dict(found)
 
 
 def test_routes_every_outside_method_and_no_internal_one() -> None:
-    routed = {route["match"]["path"] for route in edge_routes()}
+    routed = {route["match"]["path"] for route in _method_routes()}
     methods = {full_method_name(m) for service in SERVICE_DESCRIPTORS for m in service.methods}
     internal = {m for m in methods if access_rule(m).audience is Audience.INTERNAL}  # type: ignore[union-attr]
 
@@ -16,46 +35,94 @@ def test_routes_every_outside_method_and_no_internal_one() -> None:
     assert "/invitemesh.invite.v1.InviteService/CheckCode" in routed
 
 
-def test_each_route_goes_to_its_services_cluster() -> None:
+def test_each_route_goes_to_its_services_cluster_and_anything_else_nowhere() -> None:
     cluster_of = {spec.grpc_service: spec.name for spec in SERVICES}
-    for route in edge_routes():
+    for route in _method_routes():
         service = route["match"]["path"].split("/")[1]
         assert route["route"]["cluster"] == cluster_of[service]
+    last = edge_routes()[-1]
+    assert last["match"] == {"prefix": "/"}
+    assert last["route"]["cluster"] == NO_ROUTE_CLUSTER not in UPSTREAMS
+
+
+def test_password_hashing_methods_get_a_longer_upstream_timeout() -> None:
+    timeouts = {route["match"]["path"]: route["route"]["timeout"] for route in _method_routes()}
+
+    assert timeouts["/invitemesh.auth.v1.AuthService/Login"] == "15s"
+    assert timeouts["/invitemesh.invite.v1.InviteService/CheckCode"] == "5s"
 
 
 def test_config_transcodes_every_service_and_converts_error_details() -> None:
-    config = envoy_config(
-        host="127.0.0.1", port=8080, admin_port=9901, upstreams={spec.name: ("127.0.0.1", 1) for spec in SERVICES}
-    )
+    manager = _manager()
 
-    manager = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     transcoder = _filter(manager, "envoy.filters.http.grpc_json_transcoder")
     assert set(transcoder["services"]) == {spec.grpc_service for spec in CONTRACT_SERVICES}
     assert transcoder["convert_grpc_status"] is True
     assert transcoder["proto_descriptor"] == str(DESCRIPTOR_SET)
     assert DESCRIPTOR_SET.exists()
-    assert {c["name"] for c in config["static_resources"]["clusters"]} == {spec.name for spec in SERVICES}
 
 
-def _filter(manager: dict[str, Any], name: str) -> dict[str, Any]:
-    (found,) = [f["typed_config"] for f in manager["http_filters"] if f["name"] == name]
-    return dict(found)
+def test_a_cluster_per_service_each_health_checked_over_grpc() -> None:
+    config = envoy_config(host="127.0.0.1", port=8080, admin_port=9901, upstreams=UPSTREAMS)
+
+    clusters = config["static_resources"]["clusters"]
+    assert {c["name"] for c in clusters} == {spec.name for spec in SERVICES}
+    assert all(c["health_checks"][0]["grpc_health_check"] == {} for c in clusters)
 
 
 def test_every_route_is_counted_per_method_and_client_by_ratelimit_svc() -> None:
-    config = envoy_config(
-        host="127.0.0.1", port=8080, admin_port=9901, upstreams={spec.name: ("127.0.0.1", 1) for spec in SERVICES}
-    )
-    manager = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    manager = _manager()
 
     limiter = _filter(manager, "envoy.filters.http.ratelimit")
     assert limiter["rate_limit_service"]["grpc_service"]["envoy_grpc"]["cluster_name"] == RATELIMIT.name
     assert [f["name"] for f in manager["http_filters"]][-1] == "envoy.filters.http.router"
-    for route in edge_routes():
+    for route in _method_routes():
         (limits,) = route["route"]["rate_limits"]
         assert limits["actions"] == [
             {"generic_key": {"descriptor_key": "route", "descriptor_value": route["match"]["path"]}},
             {"remote_address": {}},
         ]
-    (mapper,) = manager["local_reply_config"]["mappers"]
-    assert mapper["body_format_override"]["json_format"]["details"][0]["reason"] == "RATE_LIMITED"
+
+
+def test_every_local_reply_is_a_json_status_with_an_error_info() -> None:
+    mappers = _manager()["local_reply_config"]["mappers"]
+
+    for mapper in mappers:
+        body = mapper["body_format_override"]
+        assert body["content_type"] == "application/json"
+        assert body["json_format"]["details"][0]["@type"] == "type.googleapis.com/google.rpc.ErrorInfo"
+    # The last one catches whatever the others do not.
+    assert mappers[-1]["filter"]["status_code_filter"]["comparison"]["op"] == "GE"
+
+
+def test_the_admin_interface_listens_on_loopback_whatever_the_host() -> None:
+    config = envoy_config(host="0.0.0.0", port=8080, admin_port=9901, upstreams=UPSTREAMS)
+
+    assert config["admin"]["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 9901}
+    assert config["static_resources"]["listeners"][0]["address"]["socket_address"]["address"] == "0.0.0.0"
+
+
+def test_cors_allows_the_configured_origins_only() -> None:
+    with_origins = _manager(limits=EdgeLimits(cors_origins=("https://app.example.com",)))
+    without = _manager()
+
+    (host,) = with_origins["route_config"]["virtual_hosts"]
+    policy = host["typed_per_filter_config"]["envoy.filters.http.cors"]
+    assert policy["allow_origin_string_match"] == [{"exact": "https://app.example.com"}]
+    assert "typed_per_filter_config" not in without["route_config"]["virtual_hosts"][0]
+
+
+def test_edge_limits_come_from_the_settings() -> None:
+    settings = Settings(
+        edge_cors_origins=["https://a.example"], edge_max_request_bytes=2048, edge_backstop_per_second=9
+    )
+
+    assert edge_limits(settings) == EdgeLimits(
+        max_request_bytes=2048, max_request_headers_kb=16, backstop_per_second=9, cors_origins=("https://a.example",)
+    )
+
+
+@pytest.mark.parametrize("origin", ["app.example.com", "https://app.example.com/", "ftp://x.example", "*"])
+def test_an_origin_must_be_a_scheme_and_a_host(origin: str) -> None:
+    with pytest.raises(ValueError, match="an origin"):
+        Settings(edge_cors_origins=[origin])

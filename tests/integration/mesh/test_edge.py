@@ -1,0 +1,144 @@
+"""The edge's rendered configuration in a real Envoy, on its own: its services are not running
+(nothing listens on their ports) and neither is ratelimit_svc. What Envoy answers by itself is
+tested here; tests/e2e has the same edge in front of the whole stack."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from mesh.edge import HEALTH_PATH, EdgeLimits, envoy_binary, render_envoy_config
+from mesh.services import SERVICES
+from tests.edge_envoy import RunningEnvoy, free_port, running_envoy
+
+CHECK_CODE = "/v1/invites:check"
+
+
+@pytest.fixture(scope="module")
+def nowhere() -> dict[str, tuple[str, int]]:
+    """Every service at a port nothing listens on."""
+    return {spec.name: ("127.0.0.1", free_port()) for spec in SERVICES}
+
+
+@pytest.fixture(scope="module")
+def edge(tmp_path_factory: pytest.TempPathFactory, nowhere: dict[str, tuple[str, int]]) -> Iterator[RunningEnvoy]:
+    with running_envoy(tmp_path_factory.mktemp("edge"), nowhere) as envoy:
+        yield envoy
+
+
+def request(
+    envoy: RunningEnvoy, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    address = urlsplit(envoy.url)
+    connection = http.client.HTTPConnection(address.hostname or "", address.port, timeout=10)
+    try:
+        connection.request(method, path, body, {"content-type": "application/json", **(headers or {})})
+        answer = connection.getresponse()
+        return answer.status, {k.lower(): v for k, v in answer.getheaders()}, answer.read()
+    finally:
+        connection.close()
+
+
+def refusal(answer: tuple[int, dict[str, str], bytes]) -> tuple[int, int, str]:
+    """HTTP status, google.rpc.Status code and ErrorInfo reason of a JSON refusal."""
+    status, headers, body = answer
+    assert headers["content-type"] == "application/json", body
+    parsed: dict[str, Any] = json.loads(body)
+    info = next(d for d in parsed["details"] if d["@type"] == "type.googleapis.com/google.rpc.ErrorInfo")
+    return status, parsed["code"], info["reason"]
+
+
+def test_the_rendered_configuration_passes_envoys_own_validation(tmp_path: Path) -> None:
+    upstreams = {spec.name: ("127.0.0.1", 1) for spec in SERVICES}
+    config = tmp_path / "envoy.yaml"
+    limits = EdgeLimits(cors_origins=("https://app.example.com",))
+    host = "0.0.0.0"
+    config.write_text(render_envoy_config(host=host, port=8080, admin_port=9901, upstreams=upstreams, limits=limits))
+
+    checked = subprocess.run(
+        [envoy_binary(), "--mode", "validate", "-c", str(config)], capture_output=True, text=True, timeout=60
+    )
+
+    assert checked.returncode == 0, checked.stderr
+    assert "OK" in checked.stdout + checked.stderr
+
+
+def test_an_unknown_route_is_a_json_404(edge: RunningEnvoy) -> None:
+    assert refusal(request(edge, "GET", "/v1/nothing-here")) == (404, 5, "ROUTE_NOT_FOUND")
+    assert refusal(request(edge, "DELETE", CHECK_CODE)) == (404, 5, "ROUTE_NOT_FOUND")
+
+
+def test_a_body_that_is_not_json_for_the_method_is_a_json_400(edge: RunningEnvoy) -> None:
+    assert refusal(request(edge, "POST", CHECK_CODE, b'{"code": "ABCD')) == (400, 3, "MALFORMED_REQUEST")
+    assert refusal(request(edge, "POST", CHECK_CODE, b'{"code": 5}')) == (400, 3, "MALFORMED_REQUEST")
+
+
+def test_an_unknown_query_parameter_is_a_json_400(edge: RunningEnvoy) -> None:
+    assert refusal(request(edge, "GET", "/v1/users/me?pageSiz=10")) == (400, 3, "MALFORMED_REQUEST")
+
+
+def test_a_body_over_the_limit_is_a_json_413(edge: RunningEnvoy) -> None:
+    body = json.dumps({"code": "A" * (EdgeLimits().max_request_bytes + 1)}).encode()
+
+    assert refusal(request(edge, "POST", CHECK_CODE, body)) == (413, 3, "REQUEST_TOO_LARGE")
+
+
+def test_headers_over_the_limit_are_a_json_431(edge: RunningEnvoy) -> None:
+    headers = {f"x-filler-{n}": "f" * 1000 for n in range(EdgeLimits().max_request_headers_kb + 1)}
+
+    assert refusal(request(edge, "POST", CHECK_CODE, b"{}", headers)) == (431, 3, "REQUEST_HEADERS_TOO_LARGE")
+
+
+def test_a_service_that_is_down_is_a_json_503_and_an_unreachable_rate_limiter_lets_the_call_through(
+    edge: RunningEnvoy,
+) -> None:
+    # A refusal by the rate limiter would be a 429 (or a 500 had it failed closed): the call
+    # went on to invite_svc, which is not there.
+    assert refusal(request(edge, "POST", CHECK_CODE, b'{"code": "ABCD-EFGH-JKLM"}')) == (503, 14, "SERVICE_UNAVAILABLE")
+
+
+def test_the_health_route_fails_while_the_services_are_down(edge: RunningEnvoy) -> None:
+    status, _, _ = request(edge, "GET", HEALTH_PATH)
+
+    assert status == 503
+
+
+def test_every_answer_carries_a_request_id_of_the_edges_own(edge: RunningEnvoy) -> None:
+    _, first, _ = request(edge, "GET", "/v1/nothing-here", headers={"x-request-id": "chosen-by-the-client"})
+    _, second, _ = request(edge, "GET", "/v1/nothing-here")
+
+    assert first["x-request-id"] != "chosen-by-the-client"
+    assert len({first["x-request-id"], second["x-request-id"]}) == 2
+
+
+def test_the_access_log_is_json_without_query_strings_or_credentials(edge: RunningEnvoy) -> None:
+    _, headers, _ = request(
+        edge, "GET", "/v1/users/me?token=s3cret-in-query", headers={"authorization": "Bearer s3cret-token"}
+    )
+    request_id = headers["x-request-id"]
+
+    line = edge.access_log_line(request_id)
+    assert (line["method"], line["path"], line["status"]) == ("GET", "/v1/users/me", 400)
+    assert "s3cret" not in edge.access_log.read_text()
+
+
+def test_over_the_backstop_envoy_refuses_by_itself_with_a_retry_delay(
+    tmp_path: Path, nowhere: dict[str, tuple[str, int]]
+) -> None:
+    with running_envoy(tmp_path, nowhere, EdgeLimits(backstop_per_second=2)) as envoy:
+        answers = [request(envoy, "GET", "/v1/nothing-here") for _ in range(10)]
+
+    # Two tokens for the whole edge, two more each second: ten quick requests cannot all pass.
+    refused = [answer for answer in answers if answer[0] == 429]
+    assert refused, [status for status, _, _ in answers]
+    assert {status for status, _, _ in answers} == {404, 429}
+    assert refusal(refused[0]) == (429, 8, "RATE_LIMITED")
+    details = json.loads(refused[0][2])["details"]
+    assert {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "1s"} in details
