@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import itertools
 import os
-import sys
 import threading
 import time
 import uuid
@@ -30,10 +29,9 @@ from invitemesh.auth.v1 import auth_service_pb2_grpc
 from invitemesh.invite.v1 import invite_service_pb2 as invite_pb
 from invitemesh.invite.v1 import invite_service_pb2_grpc
 
-from bench.harness import backends, calls_per_second, listed, median, signed_channel
+from bench.harness import backends, calls_per_second, listed, median, running_services, signed_channel
 from mesh.channels import open_channel
 from mesh.emails import canonical_email
-from mesh.embedded import free_port, wait_for_port
 from mesh.settings import Settings
 
 PASSWORD = "a long passphrase for the benchmark"  # noqa: S105 (the benchmark accounts' own)
@@ -74,31 +72,16 @@ def hashes_per_second(settings: Settings, seconds: float) -> float:
 
 
 @asynccontextmanager
-async def running_services(settings: Settings) -> AsyncIterator[Settings]:
+async def auth_services(settings: Settings) -> AsyncIterator[Settings]:
     """The three services, each `python -m <service>` in its own process, as deployed."""
-    addresses = {name: f"127.0.0.1:{free_port()}" for name in SERVICES}
-    deployed = settings.model_copy(
-        update={
-            "service_addresses": addresses,
-            "mail_senders": 0,
-            "auth_registrations_per_hour": 10**9,
-            "auth_emails_per_hour": 10**9,
-            "auth_login_failures_per_client": 10**9,
-        }
-    )
-    processes = []
-    try:
-        for name in SERVICES:
-            port = addresses[name].rpartition(":")[2]
-            environment = {**os.environ, **deployed.environment(), "MESH_GRPC_PORT": port}
-            processes.append(await asyncio.create_subprocess_exec(sys.executable, "-m", name, env=environment))
-            await asyncio.to_thread(wait_for_port, "127.0.0.1", int(port), 60)
+    overrides = {
+        "mail_senders": 0,
+        "auth_registrations_per_hour": 10**9,
+        "auth_emails_per_hour": 10**9,
+        "auth_login_failures_per_client": 10**9,
+    }
+    async with running_services(settings, SERVICES, overrides) as deployed:
         yield deployed
-    finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            await process.wait()
 
 
 async def hot_code(settings: Settings) -> str:
@@ -128,7 +111,7 @@ async def active_accounts(settings: Settings, count: int) -> list[str]:
 
 async def measure(args: argparse.Namespace, settings: Settings) -> None:
     rates: dict[str, list[float]] = {"hash": [], "register": [], "login": [], "refresh": []}
-    async with running_services(settings) as deployed:
+    async with auth_services(settings) as deployed:
         code = await hot_code(deployed)
         accounts = itertools.cycle(await active_accounts(deployed, ACCOUNTS))
         serial = itertools.count()

@@ -11,7 +11,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ from typing import Any
 import grpc
 
 from mesh.channels import open_channel
-from mesh.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from mesh.embedded import EmbeddedPostgres, EmbeddedRedis, free_port, wait_for_port
 from mesh.keys import Keystore, load_kek
 from mesh.logs import configure_logging
 from mesh.migrate import upgrade_all
@@ -95,6 +95,29 @@ def serve_here(spec: ServiceSpec, add_servicers: AddServicers) -> None:
         await server.stop(0)
 
     asyncio.run(serve())
+
+
+@asynccontextmanager
+async def running_services(
+    settings: Settings, names: Sequence[str], overrides: Mapping[str, Any]
+) -> AsyncIterator[Settings]:
+    """Each service `python -m <name>` in its own process, as deployed, with `overrides`;
+    answers the settings that reach them."""
+    addresses = {name: f"127.0.0.1:{free_port()}" for name in names}
+    deployed = settings.model_copy(update={"service_addresses": addresses, **overrides})
+    processes = []
+    try:
+        for name in names:
+            port = addresses[name].rpartition(":")[2]
+            environment = {**os.environ, **deployed.environment(), "MESH_GRPC_PORT": port}
+            processes.append(await asyncio.create_subprocess_exec(sys.executable, "-m", name, env=environment))
+            await asyncio.to_thread(wait_for_port, "127.0.0.1", int(port), 60)
+        yield deployed
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            await process.wait()
 
 
 @asynccontextmanager

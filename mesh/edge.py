@@ -6,7 +6,12 @@ get a route, so an internal method is unreachable through the edge over REST and
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping, Sequence
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +21,7 @@ import yaml
 
 from mesh.access import Audience, access_rule
 from mesh.contracts import SERVICE_DESCRIPTORS, full_method_name
+from mesh.embedded import free_port
 from mesh.errors import DOMAIN
 from mesh.services import CONTRACT_SERVICES, RATELIMIT, SERVICES
 from mesh.settings import Settings
@@ -160,6 +166,54 @@ def render_envoy_config(
 def envoy_config(**arguments: Any) -> dict[str, Any]:
     """`render_envoy_config` read back, for looking into."""
     return dict(yaml.safe_load(render_envoy_config(**arguments)))
+
+
+@dataclass(frozen=True)
+class RunningEdge:
+    address: str
+    admin: str
+    stdout: Path
+
+
+@contextmanager
+def running_edge(
+    directory: Path, upstreams: Mapping[str, tuple[str, int]], limits: EdgeLimits = DEFAULT_LIMITS
+) -> Iterator[RunningEdge]:
+    """Envoy with the edge's configuration on free loopback ports, for tests and benchmarks."""
+    port, admin_port = free_port(), free_port()
+    config = directory / "envoy.yaml"
+    config.write_text(
+        render_envoy_config(host="127.0.0.1", port=port, admin_port=admin_port, upstreams=upstreams, limits=limits)
+    )
+    edge = RunningEdge(f"127.0.0.1:{port}", f"{EDGE_ADMIN_HOST}:{admin_port}", directory / "envoy.out")
+    with open(edge.stdout, "wb") as out, open(directory / "envoy.err", "wb") as err:
+        process = subprocess.Popen(
+            [envoy_binary(), "-c", str(config), "--disable-hot-restart", "--log-level", "warn"],
+            stdout=out,
+            stderr=err,
+            stdin=subprocess.DEVNULL,
+        )
+    try:
+        _wait_until_ready(edge, process)
+        yield edge
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def _wait_until_ready(edge: RunningEdge, process: subprocess.Popen[bytes], within: float = 30.0) -> None:
+    deadline = time.monotonic() + within
+    while process.poll() is None:
+        try:
+            with urllib.request.urlopen(f"http://{edge.admin}/ready", timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError):
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"envoy not ready after {within:.0f}s")
+        time.sleep(0.1)
+    raise RuntimeError(f"envoy exited with {process.returncode}")
 
 
 @dataclass(frozen=True)

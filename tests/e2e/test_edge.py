@@ -24,12 +24,11 @@ from invitemesh.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
 from invitemesh.invite.v1 import invite_service_pb2, invite_service_pb2_grpc
 
 from invite_svc import codes as invite_codes
-from mesh.edge import DESCRIPTOR_SET
-from mesh.embedded import wait_for_port
+from mesh.edge import DESCRIPTOR_SET, running_edge
+from mesh.embedded import free_port, wait_for_port
 from mesh.errors import error_info
 from mesh.services import RATELIMIT, SERVICES
 from tests.e2e.conftest import Mesh, running_mesh
-from tests.edge_envoy import free_port, running_envoy
 
 pytestmark = pytest.mark.e2e
 
@@ -333,8 +332,8 @@ def limiter_without_redis(mesh: Mesh, tmp_path: Path) -> Iterator[str]:
         wait_for_port("127.0.0.1", port, timeout=30)
         upstreams = {name: _host_port(parts[name]["address"]) for name in (spec.name for spec in SERVICES)}
         upstreams[RATELIMIT.name] = ("127.0.0.1", port)
-        with running_envoy(tmp_path, upstreams) as envoy:
-            yield envoy.url.removeprefix("http://")
+        with running_edge(tmp_path, upstreams) as edge:
+            yield edge.address
     finally:
         limiter.terminate()
         limiter.wait(timeout=30)

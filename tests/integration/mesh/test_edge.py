@@ -7,16 +7,16 @@ from __future__ import annotations
 import http.client
 import json
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 
-from mesh.edge import HEALTH_PATH, EdgeLimits, envoy_binary, render_envoy_config
+from mesh.edge import HEALTH_PATH, EdgeLimits, RunningEdge, envoy_binary, render_envoy_config, running_edge
+from mesh.embedded import free_port
 from mesh.services import SERVICES
-from tests.edge_envoy import RunningEnvoy, free_port, running_envoy
 
 CHECK_CODE = "/v1/invites:check"
 
@@ -28,16 +28,16 @@ def nowhere() -> dict[str, tuple[str, int]]:
 
 
 @pytest.fixture(scope="module")
-def edge(tmp_path_factory: pytest.TempPathFactory, nowhere: dict[str, tuple[str, int]]) -> Iterator[RunningEnvoy]:
-    with running_envoy(tmp_path_factory.mktemp("edge"), nowhere) as envoy:
+def edge(tmp_path_factory: pytest.TempPathFactory, nowhere: dict[str, tuple[str, int]]) -> Iterator[RunningEdge]:
+    with running_edge(tmp_path_factory.mktemp("edge"), nowhere) as envoy:
         yield envoy
 
 
 def request(
-    envoy: RunningEnvoy, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
+    envoy: RunningEdge, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
 ) -> tuple[int, dict[str, str], bytes]:
-    address = urlsplit(envoy.url)
-    connection = http.client.HTTPConnection(address.hostname or "", address.port, timeout=10)
+    host, port = envoy.address.rsplit(":", 1)
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
     try:
         connection.request(method, path, body, {"content-type": "application/json", **(headers or {})})
         answer = connection.getresponse()
@@ -55,6 +55,17 @@ def refusal(answer: tuple[int, dict[str, str], bytes]) -> tuple[int, int, str]:
     return status, parsed["code"], info["reason"]
 
 
+def access_log_line(edge: RunningEdge, request_id: str, within: float = 15.0) -> dict[str, Any]:
+    """The access log's line for a request; Envoy writes it after the answer, buffered."""
+    deadline = time.monotonic() + within
+    while True:
+        lines = [json.loads(line) for line in edge.stdout.read_text().splitlines() if line.startswith("{")]
+        if found := [line for line in lines if line["request_id"] == request_id]:
+            return dict(found[0])
+        assert time.monotonic() < deadline, f"no access log line for {request_id}"
+        time.sleep(0.1)
+
+
 def test_the_rendered_configuration_passes_envoys_own_validation(tmp_path: Path) -> None:
     upstreams = {spec.name: ("127.0.0.1", 1) for spec in SERVICES}
     config = tmp_path / "envoy.yaml"
@@ -70,47 +81,47 @@ def test_the_rendered_configuration_passes_envoys_own_validation(tmp_path: Path)
     assert "OK" in checked.stdout + checked.stderr
 
 
-def test_an_unknown_route_is_a_json_404(edge: RunningEnvoy) -> None:
+def test_an_unknown_route_is_a_json_404(edge: RunningEdge) -> None:
     assert refusal(request(edge, "GET", "/v1/nothing-here")) == (404, 5, "ROUTE_NOT_FOUND")
     assert refusal(request(edge, "DELETE", CHECK_CODE)) == (404, 5, "ROUTE_NOT_FOUND")
 
 
-def test_a_body_that_is_not_json_for_the_method_is_a_json_400(edge: RunningEnvoy) -> None:
+def test_a_body_that_is_not_json_for_the_method_is_a_json_400(edge: RunningEdge) -> None:
     assert refusal(request(edge, "POST", CHECK_CODE, b'{"code": "ABCD')) == (400, 3, "MALFORMED_REQUEST")
     assert refusal(request(edge, "POST", CHECK_CODE, b'{"code": 5}')) == (400, 3, "MALFORMED_REQUEST")
 
 
-def test_an_unknown_query_parameter_is_a_json_400(edge: RunningEnvoy) -> None:
+def test_an_unknown_query_parameter_is_a_json_400(edge: RunningEdge) -> None:
     assert refusal(request(edge, "GET", "/v1/users/me?pageSiz=10")) == (400, 3, "MALFORMED_REQUEST")
 
 
-def test_a_body_over_the_limit_is_a_json_413(edge: RunningEnvoy) -> None:
+def test_a_body_over_the_limit_is_a_json_413(edge: RunningEdge) -> None:
     body = json.dumps({"code": "A" * (EdgeLimits().max_request_bytes + 1)}).encode()
 
     assert refusal(request(edge, "POST", CHECK_CODE, body)) == (413, 3, "REQUEST_TOO_LARGE")
 
 
-def test_headers_over_the_limit_are_a_json_431(edge: RunningEnvoy) -> None:
+def test_headers_over_the_limit_are_a_json_431(edge: RunningEdge) -> None:
     headers = {f"x-filler-{n}": "f" * 1000 for n in range(EdgeLimits().max_request_headers_kb + 1)}
 
     assert refusal(request(edge, "POST", CHECK_CODE, b"{}", headers)) == (431, 3, "REQUEST_HEADERS_TOO_LARGE")
 
 
 def test_a_service_that_is_down_is_a_json_503_and_an_unreachable_rate_limiter_lets_the_call_through(
-    edge: RunningEnvoy,
+    edge: RunningEdge,
 ) -> None:
     # A refusal by the rate limiter would be a 429 (or a 500 had it failed closed): the call
     # went on to invite_svc, which is not there.
     assert refusal(request(edge, "POST", CHECK_CODE, b'{"code": "ABCD-EFGH-JKLM"}')) == (503, 14, "SERVICE_UNAVAILABLE")
 
 
-def test_the_health_route_fails_while_the_services_are_down(edge: RunningEnvoy) -> None:
+def test_the_health_route_fails_while_the_services_are_down(edge: RunningEdge) -> None:
     status, _, _ = request(edge, "GET", HEALTH_PATH)
 
     assert status == 503
 
 
-def test_every_answer_carries_a_request_id_of_the_edges_own(edge: RunningEnvoy) -> None:
+def test_every_answer_carries_a_request_id_of_the_edges_own(edge: RunningEdge) -> None:
     _, first, _ = request(edge, "GET", "/v1/nothing-here", headers={"x-request-id": "chosen-by-the-client"})
     _, second, _ = request(edge, "GET", "/v1/nothing-here")
 
@@ -118,21 +129,21 @@ def test_every_answer_carries_a_request_id_of_the_edges_own(edge: RunningEnvoy) 
     assert len({first["x-request-id"], second["x-request-id"]}) == 2
 
 
-def test_the_access_log_is_json_without_query_strings_or_credentials(edge: RunningEnvoy) -> None:
+def test_the_access_log_is_json_without_query_strings_or_credentials(edge: RunningEdge) -> None:
     _, headers, _ = request(
         edge, "GET", "/v1/users/me?token=s3cret-in-query", headers={"authorization": "Bearer s3cret-token"}
     )
     request_id = headers["x-request-id"]
 
-    line = edge.access_log_line(request_id)
+    line = access_log_line(edge, request_id)
     assert (line["method"], line["path"], line["status"]) == ("GET", "/v1/users/me", 400)
-    assert "s3cret" not in edge.access_log.read_text()
+    assert "s3cret" not in edge.stdout.read_text()
 
 
 def test_over_the_backstop_envoy_refuses_by_itself_with_a_retry_delay(
     tmp_path: Path, nowhere: dict[str, tuple[str, int]]
 ) -> None:
-    with running_envoy(tmp_path, nowhere, EdgeLimits(backstop_per_second=2)) as envoy:
+    with running_edge(tmp_path, nowhere, EdgeLimits(backstop_per_second=2)) as envoy:
         answers = [request(envoy, "GET", "/v1/nothing-here") for _ in range(10)]
 
     # Two tokens for the whole edge, two more each second: ten quick requests cannot all pass.
