@@ -43,3 +43,4 @@ bench: $(VENV)/.installed-dev
 	$(PY) -m bench.mail
 	$(PY) -m bench.mail_stats
 	$(PY) -m bench.auth
+	$(PY) -m bench.edge

@@ -1,0 +1,189 @@
+"""What the edge costs: CheckCode requests per second four ways, in one run.
+
+invite_svc and ratelimit_svc run as deployed, each in a process of its own, with Envoy (the
+edge's own rendered configuration) in front. Each round measures, back to back, with
+`--concurrency` clients calling as fast as they can: gRPC straight to invite_svc; gRPC through
+Envoy; REST/JSON through Envoy; REST/JSON through Envoy with ratelimit_svc in the path (its
+CheckCode rule set high enough never to refuse). Without the rate-limit service means Envoy's
+rate-limit filter turned off at run time, as its `edge.rate_limit_enabled` runtime key allows.
+Each way prints its median and its ratio to direct gRPC in the same round.
+
+    .venv/bin/python -m bench.edge [--rounds 3] [--seconds 4] [--concurrency 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import tempfile
+import urllib.request
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+
+import grpc
+from invitemesh.invite.v1 import invite_service_pb2 as pb
+from invitemesh.invite.v1 import invite_service_pb2_grpc
+
+from bench.harness import Call, backends, calls_per_second, listed, median, running_services
+from invite_svc import codes
+from mesh.db import create_engine
+from mesh.edge import EdgeLimits, RunningEdge, running_edge
+from mesh.embedded import free_port
+from mesh.services import INVITE, RATELIMIT, SERVICES
+from mesh.settings import Settings
+from ratelimit_svc.domain import Rule, Unit
+from ratelimit_svc.store import RuleStore
+
+CHECK_CODE = "/invitemesh.invite.v1.InviteService/CheckCode"
+NEVER = 10**9
+TARGET = 0.5
+WAYS = ("direct gRPC", "gRPC via Envoy", "REST via Envoy", "REST via Envoy+RLS")
+
+
+class RestConnection:
+    """One keep-alive HTTP/1.1 connection posting JSON; small, so the client costs little."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader, self._writer = reader, writer
+
+    @classmethod
+    async def open(cls, address: str) -> RestConnection:
+        host, port = address.rsplit(":", 1)
+        return cls(*await asyncio.open_connection(host, int(port)))
+
+    async def post(self, path: str, body: bytes) -> tuple[int, dict[str, str]]:
+        head = (
+            f"POST {path} HTTP/1.1\r\nhost: edge\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(body)}\r\n\r\n"
+        )
+        self._writer.write(head.encode() + body)
+        status = int((await self._reader.readline()).split()[1])
+        headers = {}
+        while (line := await self._reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode().partition(":")
+            headers[name.strip().lower()] = value.strip()
+        if headers.get("transfer-encoding") == "chunked":
+            while (size := int(await self._reader.readline(), 16)) > 0:
+                await self._reader.readexactly(size + 2)
+            await self._reader.readline()
+        else:
+            await self._reader.readexactly(int(headers.get("content-length", "0")))
+        return status, headers
+
+    async def close(self) -> None:
+        self._writer.close()
+        await self._writer.wait_closed()
+
+
+def _turn_rate_limiting(edge: RunningEdge, on: bool) -> None:
+    request = urllib.request.Request(
+        f"http://{edge.admin}/runtime_modify?edge.rate_limit_enabled={100 if on else 0}", method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310
+        assert answer.status == 200
+
+
+async def _rule_that_never_refuses(settings: Settings) -> None:
+    engine = create_engine(settings, RATELIMIT.schema, "bench")
+    try:
+        await RuleStore(engine, cache_seconds=0).put(Rule(CHECK_CODE, NEVER, Unit.MINUTE, fail_closed=True))
+    finally:
+        await engine.dispose()
+
+
+@asynccontextmanager
+async def _rest_pool(address: str, size: int) -> AsyncIterator[asyncio.Queue[RestConnection]]:
+    """Open connections; a caller takes one for each call and puts it back."""
+    pool: asyncio.Queue[RestConnection] = asyncio.Queue()
+    connections = [await RestConnection.open(address) for _ in range(size)]
+    for connection in connections:
+        pool.put_nowait(connection)
+    try:
+        yield pool
+    finally:
+        for connection in connections:
+            await connection.close()
+
+
+def _rest_call(pool: asyncio.Queue[RestConnection], body: bytes, *, rate_limited: bool) -> Call:
+    async def call() -> None:
+        connection = pool.get_nowait()
+        try:
+            status, headers = await connection.post("/v1/invites:check", body)
+        finally:
+            pool.put_nowait(connection)
+        # Proof of the path taken: only ratelimit_svc's answers carry the x-ratelimit headers.
+        assert status == 200 and ("x-ratelimit-limit" in headers) == rate_limited, (status, headers)
+
+    return call
+
+
+def _grpc_call(channel: grpc.aio.Channel, request: pb.CheckCodeRequest) -> Call:
+    stub = invite_service_pb2_grpc.InviteServiceStub(channel)
+
+    async def call() -> None:
+        await stub.CheckCode(request)
+
+    return call
+
+
+async def measure(args: argparse.Namespace, settings: Settings) -> None:
+    await _rule_that_never_refuses(settings)
+    overrides = {"invite_checks_per_minute": NEVER, "ratelimit_rules_cache": 60.0}
+    code = codes.display(codes.generate())
+    request = pb.CheckCodeRequest(code=code)
+    body = json.dumps({"code": code}).encode()
+    rates: dict[str, list[float]] = {way: [] for way in WAYS}
+    async with (
+        running_services(settings, [INVITE.name, RATELIMIT.name], overrides) as deployed,
+        AsyncExitStack() as stack,
+    ):
+        upstreams = {spec.name: ("127.0.0.1", free_port()) for spec in SERVICES}
+        for name, address in deployed.service_addresses.items():
+            host, port = address.rsplit(":", 1)
+            upstreams[name] = (host, int(port))
+        directory = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        edge = stack.enter_context(running_edge(directory, upstreams, EdgeLimits(backstop_per_second=NEVER)))
+        direct = await stack.enter_async_context(grpc.aio.insecure_channel(deployed.service_addresses[INVITE.name]))
+        via_envoy = await stack.enter_async_context(grpc.aio.insecure_channel(edge.address))
+        pool = await stack.enter_async_context(_rest_pool(edge.address, args.concurrency))
+        calls = {
+            WAYS[0]: _grpc_call(direct, request),
+            WAYS[1]: _grpc_call(via_envoy, request),
+            WAYS[2]: _rest_call(pool, body, rate_limited=False),
+            WAYS[3]: _rest_call(pool, body, rate_limited=True),
+        }
+        for _ in range(args.rounds + 1):  # the first round warms every path up and is not counted
+            for way, call in calls.items():
+                await asyncio.to_thread(_turn_rate_limiting, edge, way == WAYS[3])
+                rates[way].append(await calls_per_second(call, args.seconds, args.concurrency))
+    _report(args, {way: values[1:] for way, values in rates.items()})
+
+
+def _report(args: argparse.Namespace, rates: dict[str, list[float]]) -> None:
+    print(f"CheckCode, {args.concurrency} clients, {args.rounds} rounds of {args.seconds:g} s")
+    direct = rates[WAYS[0]]
+    for way, values in rates.items():
+        line = f"{way:<20} requests/s median {median(values):7.0f}   rounds {listed(values)}"
+        if way != WAYS[0]:
+            ratios = [value / base for value, base in zip(values, direct, strict=True)]
+            line += f"   ratio to direct median {median(ratios):.2f} (rounds {listed(ratios, 2)})"
+            if way == WAYS[3]:
+                line += f"   target >= {TARGET:.2f}"
+        print(line)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--concurrency", type=int, default=32)
+    args = parser.parse_args()
+    with backends() as settings:
+        asyncio.run(measure(args, settings))
+
+
+if __name__ == "__main__":
+    main()
