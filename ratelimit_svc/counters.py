@@ -10,27 +10,35 @@ import redis.asyncio as aioredis
 
 from mesh.redis import KeySpace
 
+# Every descriptor of a request in one script: one round trip. Their keys share a Cluster slot,
+# as each is tagged with the client address and one request comes from one client.
 _COUNT = """
-local count = redis.call('INCRBY', KEYS[1], ARGV[1])
-if count == tonumber(ARGV[1]) then
-    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+local counts = {}
+for i, key in ipairs(KEYS) do
+    local hits = tonumber(ARGV[2 * i - 1])
+    local count = redis.call('INCRBY', key, hits)
+    if count == hits then
+        redis.call('PEXPIRE', key, ARGV[2 * i])
+    end
+    counts[i] = count
 end
-return count
+return counts
 """
 
 
 class Counters:
     def __init__(self, redis: aioredis.Redis, keys: KeySpace) -> None:
         self._keys = keys
+        # EVALSHA, loading the script only when Redis does not know it (a restart, a flush).
         self._count = redis.register_script(_COUNT)
-        self._redis = redis
 
     def key(self, client: str, route: str, window: int) -> str:
         return self._keys.tagged(client, "hits", route, str(window))
 
     async def add(self, hits: Sequence[tuple[str, int, int]]) -> list[int]:
-        """Adds each (key, hits, lifetime in ms) in one round trip; answers the new counts."""
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for key, count, lifetime_ms in hits:
-                await self._count(keys=[key], args=[count, lifetime_ms], client=pipe)
-            return [int(count) for count in await pipe.execute()]
+        """Adds each (key, hits, lifetime in ms) in one atomic step; answers the new counts."""
+        if not hits:
+            return []
+        arguments = [value for _, count, lifetime_ms in hits for value in (count, lifetime_ms)]
+        counts = await self._count(keys=[key for key, _, _ in hits], args=arguments)
+        return [int(count) for count in counts]

@@ -26,7 +26,7 @@ from tests.integration.mesh.trust_fixtures import make_trust
 
 OK = rls_pb2.RateLimitResponse.OK
 OVER_LIMIT = rls_pb2.RateLimitResponse.OVER_LIMIT
-Ask = Callable[[str, str], Awaitable[rls_pb2.RateLimitResponse]]
+Ask = Callable[..., Awaitable[rls_pb2.RateLimitResponse]]
 
 
 @pytest.fixture(scope="session")
@@ -59,14 +59,17 @@ async def serving(tmp_path: Path, database_url: str, redis_url: str) -> AsyncIte
         async with open_channel(f"127.0.0.1:{server.port}", trust.settings) as channel:
             stub = rls_pb2_grpc.RateLimitServiceStub(channel)
 
-            async def ask(route: str, client: str) -> rls_pb2.RateLimitResponse:
-                entries = [
-                    ratelimit_pb2.RateLimitDescriptor.Entry(key=ROUTE_KEY, value=route),
-                    ratelimit_pb2.RateLimitDescriptor.Entry(key=CLIENT_KEY, value=client),
+            async def ask(route: str, client: str, *more_routes: str) -> rls_pb2.RateLimitResponse:
+                descriptors = [
+                    ratelimit_pb2.RateLimitDescriptor(
+                        entries=[
+                            ratelimit_pb2.RateLimitDescriptor.Entry(key=ROUTE_KEY, value=described),
+                            ratelimit_pb2.RateLimitDescriptor.Entry(key=CLIENT_KEY, value=client),
+                        ]
+                    )
+                    for described in (route, *more_routes)
                 ]
-                request = rls_pb2.RateLimitRequest(
-                    domain="invitemesh", descriptors=[ratelimit_pb2.RateLimitDescriptor(entries=entries)]
-                )
+                request = rls_pb2.RateLimitRequest(domain="invitemesh", descriptors=descriptors)
                 return await stub.ShouldRateLimit(request, timeout=5)
 
             yield ask
@@ -97,6 +100,20 @@ async def test_a_client_gets_its_limit_then_over_limit_and_another_client_is_una
     assert (status.current_limit.requests_per_unit, int(status.current_limit.unit)) == (5, int(Unit.HOUR))
     assert 0 < status.duration_until_reset.ToSeconds() <= 3600
     assert other.overall_code == OK
+
+
+async def test_each_descriptor_of_a_request_is_counted_and_one_over_its_limit_refuses_the_request(
+    tmp_path: Path, ratelimit_database_url: str, redis_url: str
+) -> None:
+    tight, loose, client = _route(), _route(), _client()
+    await _put_rule(ratelimit_database_url, tight, 2, Unit.HOUR)
+    await _put_rule(ratelimit_database_url, loose, 100, Unit.HOUR)
+    async with serving(tmp_path, ratelimit_database_url, redis_url) as ask:
+        answers = [await ask(tight, client, loose) for _ in range(3)]
+
+    assert [answer.overall_code for answer in answers] == [OK, OK, OVER_LIMIT]
+    assert [[status.code for status in answer.statuses] for answer in answers][-1] == [OVER_LIMIT, OK]
+    assert [answer.statuses[1].limit_remaining for answer in answers] == [99, 98, 97]
 
 
 async def test_concurrent_requests_get_exactly_the_limit(
