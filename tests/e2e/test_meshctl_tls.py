@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -41,6 +42,18 @@ def test_envoy_reaches_services_over_mutual_tls(mesh: Mesh) -> None:
     # The service's own refusal: the request crossed Envoy's mutual-TLS upstream and back.
     assert raised.value.code == 400
     assert json.loads(raised.value.read())["details"][0]["reason"] == "INVITE_CODE_AMBIGUOUS_SYMBOL"
+
+
+def test_envoys_health_checks_pass_over_mutual_tls(mesh: Mesh) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://{mesh.edge}/healthz", timeout=10) as answer:
+                assert answer.status == 200
+                return
+        except urllib.error.HTTPError as unhealthy:
+            assert unhealthy.code == 503 and time.monotonic() < deadline, "Envoy's gRPC health checks never passed"
+        time.sleep(0.5)
 
 
 async def test_a_plaintext_client_cannot_reach_a_service(mesh: Mesh) -> None:
