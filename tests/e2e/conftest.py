@@ -37,6 +37,12 @@ def _free_port_base() -> int:
     raise RuntimeError("no free port range")
 
 
+def loopback_client() -> str:
+    """A client address of its own: the edge counts requests per address, and a Redis given by
+    MESH_REDIS_URL keeps those counts from one test run to the next."""
+    return f"127.{random.randint(1, 254)}.{random.randint(0, 255)}.{random.randint(1, 254)}"
+
+
 class Mesh:
     def __init__(self, state_dir: Path, port_base: int) -> None:
         self.state_dir = state_dir

@@ -28,11 +28,12 @@ from mesh.edge import DESCRIPTOR_SET, running_edge
 from mesh.embedded import free_port, wait_for_port
 from mesh.errors import error_info
 from mesh.services import RATELIMIT, SERVICES
-from tests.e2e.conftest import Mesh, running_mesh
+from tests.e2e.conftest import Mesh, loopback_client, running_mesh
 
 pytestmark = pytest.mark.e2e
 
 ORIGIN = "https://app.example.com"
+CLIENT = loopback_client()
 PASSWORD = "a long passphrase of mine"
 
 
@@ -68,7 +69,7 @@ def call(
     headers: dict[str, str] | None = None,
 ) -> Answer:
     host, port = edge.rsplit(":", 1)
-    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    connection = http.client.HTTPConnection(host, int(port), timeout=30, source_address=(CLIENT, 0))
     sent = {"content-type": "application/json", **(headers or {})}
     if token is not None:
         sent["authorization"] = f"Bearer {token}"
@@ -247,7 +248,7 @@ def test_a_grpc_web_call_through_envoy(mesh: Mesh) -> None:
     ).SerializeToString()
     framed = b"\x00" + struct.pack(">I", len(message)) + message
     host, port = mesh.edge.rsplit(":", 1)
-    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    connection = http.client.HTTPConnection(host, int(port), timeout=10, source_address=(CLIENT, 0))
     try:
         connection.request(
             "POST",
