@@ -29,7 +29,7 @@ from invitemesh.auth.v1 import auth_service_pb2_grpc
 from invitemesh.invite.v1 import invite_service_pb2 as invite_pb
 from invitemesh.invite.v1 import invite_service_pb2_grpc
 
-from bench.harness import backends, calls_per_second, listed, median, running_services, signed_channel
+from bench.harness import calls_per_second, listed, median, run_rounds, running_services, signed_channel
 from mesh.channels import open_channel
 from mesh.emails import canonical_email
 from mesh.settings import Settings
@@ -167,13 +167,7 @@ def _report(settings: Settings, concurrency: int, rates: dict[str, list[float]])
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--concurrency", type=int, default=16)
-    args = parser.parse_args()
-    with backends() as settings:
-        asyncio.run(measure(args, settings))
+    run_rounds(__doc__, (3, 5.0, 16), measure)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ import grpc
 from invitemesh.invite.v1 import invite_service_pb2 as pb
 from invitemesh.invite.v1 import invite_service_pb2_grpc
 
-from bench.harness import Call, backends, calls_per_second, listed, median, running_services
+from bench.harness import Call, calls_per_second, listed, median, run_rounds, running_services
 from invite_svc import codes
 from mesh.db import create_engine
 from mesh.edge import EdgeLimits, RunningEdge, running_edge
@@ -176,13 +176,7 @@ def _report(args: argparse.Namespace, rates: dict[str, list[float]]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=float, default=4.0)
-    parser.add_argument("--concurrency", type=int, default=32)
-    args = parser.parse_args()
-    with backends() as settings:
-        asyncio.run(measure(args, settings))
+    run_rounds(__doc__, (3, 4.0, 32), measure)
 
 
 if __name__ == "__main__":

