@@ -3,10 +3,16 @@ accepted once across every replica of a service (DESIGN §5).
 
 It sits on the path of every internal call, so it speaks RESP itself on one connection of its own
 instead of going through redis-py's per-command machinery, which cost more CPU per call than the
-ECDSA verification it follows (bench/signing.py measures both). Every command issued in one turn
-of the event loop leaves as one write (auto-pipelining: a busy service sends batches, an idle one
-sends at once, nothing waits for a timer), and hiredis parses the replies, which Redis returns in
-order.
+ECDSA verification it follows (bench/signing.py measures both), and hiredis parses the replies,
+which Redis returns in order.
+
+Commands leave in batches, at most one write per `flush_interval`: a sighting that comes after a
+quiet spell is written at once, and the ones that follow it within the interval wait for the
+next write. grpc.aio hands a server one new call per event-loop turn, so writing once per turn
+made every sighting a write, a read and a Redis wake-up of its own: under load those cost more
+than the signature check. A busy service now waits at most `flush_interval` per sighting, and an
+idle one not at all. The interval is a deployment choice (`MESH_NONCE_FLUSH_INTERVAL`); 0 writes
+once per loop turn.
 
 Failure is loud, never silent: a lost connection, a Redis that stops answering for `timeout`
 seconds or an error reply fails every waiting sighting with a `RedisError`, and the next sighting
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from collections import deque
 from typing import Any
 
@@ -29,12 +36,13 @@ from redis.asyncio.connection import AbstractConnection, SSLConnection, UnixDoma
 class NonceLedger:
     """Answers True for the first sighting of a key and False for every later one."""
 
-    def __init__(self, redis: aioredis.Redis, ttl: int, timeout: float = 2.0) -> None:
+    def __init__(self, redis: aioredis.Redis, ttl: int, timeout: float = 2.0, flush_interval: float = 0.0) -> None:
         # A connection object of the client's pool describes where and how to connect (host or
         # socket path, TLS, credentials, database); it is never connected itself.
         self._endpoint: AbstractConnection = redis.connection_pool.make_connection()  # type: ignore[no-untyped-call]
         self._ttl = str(ttl).encode()
         self._timeout = timeout
+        self._flush_interval = flush_interval
         self._pipeline: _Pipeline | None = None
         self._connecting = asyncio.Lock()
 
@@ -73,7 +81,7 @@ class NonceLedger:
         endpoint = self._endpoint
 
         def pipeline() -> _Pipeline:
-            return _Pipeline(loop, self._timeout)
+            return _Pipeline(loop, self._timeout, self._flush_interval)
 
         if isinstance(endpoint, UnixDomainSocketConnection):
             _, opened = await loop.create_unix_connection(pipeline, endpoint.path)
@@ -100,14 +108,17 @@ def _handshake(endpoint: AbstractConnection) -> list[tuple[str | bytes | int, ..
 
 
 class _Pipeline(asyncio.Protocol):
-    """One Redis connection: commands out in one write per loop turn, replies back in order."""
+    """One Redis connection: commands out in at most one write per flush interval, replies back
+    in order."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float, flush_interval: float) -> None:
         self._loop = loop
         self._timeout = timeout
+        self._flush_interval = flush_interval
         self._parser = hiredis.Reader()
         self._transport: asyncio.Transport | None = None
         self._outgoing: list[bytes] = []
+        self._last_flush = -math.inf
         self._waiting: deque[asyncio.Future[Any]] = deque()
         self._failure: exceptions.RedisError | None = None
         self._last_reply = 0.0
@@ -131,11 +142,16 @@ class _Pipeline(asyncio.Protocol):
                 self._watchdog = self._loop.call_later(self._timeout, self._check_progress)
         self._waiting.append(reply)
         if not self._outgoing:
-            self._loop.call_soon(self._flush)
+            due = self._last_flush + self._flush_interval
+            if due <= self._loop.time():
+                self._loop.call_soon(self._flush)
+            else:
+                self._loop.call_at(due, self._flush)
         self._outgoing.append(command)
         return reply
 
     def _flush(self) -> None:
+        self._last_flush = self._loop.time()
         if self._transport is not None and self._failure is None:
             self._transport.write(b"".join(self._outgoing))
         self._outgoing.clear()

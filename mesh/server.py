@@ -93,7 +93,7 @@ class MeshServer:
         self._signatures: SignatureVerifier | None = None
         if calls is None:
             calls = self._signatures = SignatureVerifier(
-                trust, self.runtime.redis, self.runtime.keys, settings.clock_skew
+                trust, self.runtime.redis, self.runtime.keys, settings.clock_skew, settings.nonce_flush_interval
             )
         self._server = grpc.aio.server(
             interceptors=[

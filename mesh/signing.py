@@ -170,14 +170,20 @@ class SignatureVerifier:
     """The `CallVerifier` of a service: answers the verified caller or refuses the call."""
 
     def __init__(
-        self, trust: TrustStore, redis: aioredis.Redis, keys: KeySpace, clock_skew: float, clock: Clock = time.time
+        self,
+        trust: TrustStore,
+        redis: aioredis.Redis,
+        keys: KeySpace,
+        clock_skew: float,
+        nonce_flush_interval: float,
+        clock: Clock = time.time,
     ) -> None:
         self._trust = trust
         self._keys = keys
         self._clock_skew = clock_skew
         self._clock = clock
         # A nonce must outlive the window in which its timestamp is accepted, on both sides.
-        self._nonces = NonceLedger(redis, math.ceil(2 * clock_skew) + 5)
+        self._nonces = NonceLedger(redis, math.ceil(2 * clock_skew) + 5, flush_interval=nonce_flush_interval)
 
     async def close(self) -> None:
         await self._nonces.close()

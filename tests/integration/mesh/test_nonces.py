@@ -38,6 +38,37 @@ async def test_each_concurrent_sighting_is_answered_exactly(redis_url: str) -> N
     await redis.aclose()
 
 
+async def test_a_quiet_ledger_writes_a_sighting_at_once(redis_url: str) -> None:
+    redis = create_redis(Settings(redis_url=redis_url))
+    ledger = NonceLedger(redis, ttl=60, flush_interval=60)
+
+    # Nothing was written for longer than the interval (ever), so nothing holds this sighting back.
+    async with asyncio.timeout(20):
+        assert await ledger.first_sighting(_keys(1, 1)[0]) is True
+    await ledger.close()
+    await redis.aclose()
+
+
+async def test_sightings_within_the_flush_interval_leave_in_one_write(own_redis: EmbeddedRedis) -> None:
+    redis = create_redis(Settings(redis_url=own_redis.url))
+    ledger = NonceLedger(redis, ttl=60, flush_interval=1.0)
+    await ledger.first_sighting(_keys(1, 1)[0])  # connects, and starts an interval with its write
+    reads_before = (await redis.info("stats"))["total_reads_processed"]
+
+    # One sighting per event-loop turn, as grpc.aio hands a server its calls.
+    sightings = []
+    for key in _keys(20, 20):
+        sightings.append(asyncio.ensure_future(ledger.first_sighting(key)))
+        await asyncio.sleep(0)
+    answers = await asyncio.gather(*sightings)
+
+    assert answers == [True] * 20
+    reads = (await redis.info("stats"))["total_reads_processed"] - reads_before
+    assert reads <= 2  # the batch, and this INFO; one write per sighting would be 21
+    await ledger.close()
+    await redis.aclose()
+
+
 async def test_a_silent_store_fails_the_waiting_sightings_within_the_timeout(own_redis: EmbeddedRedis) -> None:
     redis = create_redis(Settings(redis_url=own_redis.url))
     ledger = NonceLedger(redis, ttl=60, timeout=0.5)
