@@ -117,8 +117,10 @@ async def test_unknown_caller_is_refused(hold: RawHold, tmp_path: Path) -> None:
     assert await _refusal(hold(BODY, evil)) == (UNAUTHENTICATED, "CALLER_UNKNOWN")
 
 
-@pytest.mark.parametrize("skew", [-31, 31])
-async def test_timestamp_outside_the_window_is_refused(hold: RawHold, trust: Trust, skew: int) -> None:
+@pytest.mark.parametrize("direction", [-1, 1])
+async def test_timestamp_outside_the_window_is_refused(hold: RawHold, trust: Trust, direction: int) -> None:
+    # Timestamps travel as whole seconds: a clock one second past the window can truncate onto its edge.
+    skew = direction * (trust.settings.clock_skew + 2)
     signed = trust.signer("auth_svc", clock=lambda: time.time() + skew).metadata(HOLD, BODY)
 
     assert await _refusal(hold(BODY, signed)) == (UNAUTHENTICATED, "CALL_SIGNATURE_STALE")
