@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import uvloop
 
 from mesh.channels import open_channel
 from mesh.embedded import EmbeddedPostgres, EmbeddedRedis, free_port, wait_for_port
@@ -78,14 +79,14 @@ def run(
         serve_here(spec, add_servicers)
         return
     with backends() as settings:
-        asyncio.run(measure(args, settings))
+        uvloop.run(measure(args, settings))
 
 
 def run_rounds(description: str | None, defaults: tuple[int, float, int], measure: Measure) -> None:
     """The command line of a benchmark that starts its servers by itself."""
     args = _closed_loop_arguments(description, defaults).parse_args()
     with backends() as settings:
-        asyncio.run(measure(args, settings))
+        uvloop.run(measure(args, settings))
 
 
 def _closed_loop_arguments(description: str | None, defaults: tuple[int, float, int]) -> argparse.ArgumentParser:
@@ -109,7 +110,7 @@ def serve_here(spec: ServiceSpec, add_servicers: AddServicers) -> None:
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
         await server.stop(0)
 
-    asyncio.run(serve())
+    uvloop.run(serve())
 
 
 @asynccontextmanager

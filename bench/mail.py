@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 
 import aiosmtplib
+import uvloop
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from invitemesh.mail.v1 import mail_service_pb2 as pb
@@ -227,7 +228,7 @@ def main() -> None:
         sink(args.sink)
     else:
         with backends() as settings:
-            asyncio.run(measure(args, settings))
+            uvloop.run(measure(args, settings))
 
 
 if __name__ == "__main__":

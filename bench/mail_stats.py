@@ -8,12 +8,12 @@ them (sequential scans), in the same run. The log is filled straight with SQL.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime
 import statistics
 import time
 
 import asyncpg
+import uvloop
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from bench.harness import backends
@@ -93,7 +93,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     with backends() as settings:
-        asyncio.run(measure(args, settings))
+        uvloop.run(measure(args, settings))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import asyncio
 import signal
 
 import structlog
+import uvloop
 
 from mail_svc.delivery import delivery_for
 from mail_svc.store import MailStore
@@ -45,7 +46,7 @@ async def work(settings: Settings) -> None:
 def main() -> None:
     settings = Settings()
     configure_logging(f"{MAIL.name}.worker", settings.log_level)
-    asyncio.run(work(settings))
+    uvloop.run(work(settings))
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import math
 from collections import deque
-from typing import Any
+from typing import Any, cast
 
 import hiredis
 import redis.asyncio as aioredis
@@ -129,8 +129,8 @@ class _Pipeline(asyncio.Protocol):
         return self._failure is not None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # A stream transport, though uvloop's is no subclass of asyncio.Transport.
+        self._transport = cast(asyncio.Transport, transport)
 
     def send(self, command: bytes) -> asyncio.Future[Any]:
         if self._failure is not None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import grpc
 import redis.asyncio as aioredis
 import structlog
+import uvloop
 from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -194,4 +195,4 @@ async def serve(spec: ServiceSpec, add_servicers: AddServicers, settings: Settin
 
 
 def run(spec: ServiceSpec, add_servicers: AddServicers) -> None:
-    asyncio.run(serve(spec, add_servicers))
+    uvloop.run(serve(spec, add_servicers))
