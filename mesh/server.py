@@ -29,7 +29,7 @@ from mesh.redis import KeySpace, create_redis
 from mesh.services import ServiceSpec
 from mesh.settings import Settings
 from mesh.signing import CallSigner, SignatureVerifier, signer_for
-from mesh.telemetry import configure_tracing, server_tracing
+from mesh.telemetry import configure_tracing, otlp_exporter, server_tracing
 from mesh.tls import server_credentials
 from mesh.tokens import FetchKeys, verifier_for
 
@@ -180,7 +180,7 @@ async def serve(spec: ServiceSpec, add_servicers: AddServicers, settings: Settin
     """Serves until SIGTERM or SIGINT, then drains in-flight calls for `MESH_GRACE_PERIOD` seconds."""
     settings = settings or Settings()
     configure_logging(spec.name, settings.log_level)
-    configure_tracing(spec.name, settings.otlp_endpoint)
+    configure_tracing(spec.name, otlp_exporter(settings.otlp_endpoint))
     server = MeshServer(spec, add_servicers, settings)
     await server.start()
     log.info("serving", port=server.port, metrics_port=server.metrics_port)

@@ -18,7 +18,6 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from invitemesh.admin.v1 import admin_service_pb2, admin_service_pb2_grpc
 from invitemesh.invite.v1 import invite_service_pb2, invite_service_pb2_grpc
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
@@ -248,7 +247,7 @@ async def test_health_follows_redis_down_and_back(migrated_database_url: str, ow
 
 async def test_trace_continues_from_client_to_server(migrated_database_url: str, redis_url: str) -> None:
     exporter = InMemorySpanExporter()
-    configure_tracing("tests", None).add_span_processor(SimpleSpanProcessor(exporter))
+    provider = configure_tracing("tests", exporter)
     settings = settings_for(migrated_database_url, redis_url)
     server = MeshServer(INVITE, add_invite_servicers, settings)
     await server.start()
@@ -258,6 +257,7 @@ async def test_trace_continues_from_client_to_server(migrated_database_url: str,
             await _code_and_reason(stub.CheckCode(invite_service_pb2.CheckCodeRequest(code="X")))
     finally:
         await server.stop(0)
+    provider.force_flush()
 
     spans = [s for s in exporter.get_finished_spans() if s.name.endswith("InviteService/CheckCode")]
     client = next(s for s in spans if s.kind is SpanKind.CLIENT)

@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from invitemesh.invite.v1 import invite_service_pb2, invite_service_pb2_grpc
@@ -34,32 +35,56 @@ class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
         return trace_service_pb2.ExportTraceServiceResponse()
 
 
+async def _service(
+    database_url: str, redis_url: str, state_dir: Path, **env: str
+) -> tuple[asyncio.subprocess.Process, int]:
+    """The slow invite service as deployed (`serve()`, JSON logs on stderr), and its port."""
+    service = await asyncio.create_subprocess_exec(
+        sys.executable, str(SLOW_SERVICE),
+        stderr=asyncio.subprocess.PIPE,
+        env={
+            **os.environ,
+            "MESH_DATABASE_URL": database_url,
+            "MESH_REDIS_URL": redis_url,
+            "MESH_STATE_DIR": str(state_dir),
+            "PYTHONPATH": str(Path.cwd()),
+            **env,
+        },
+    )  # fmt: skip
+    try:
+        serving = await _logged(service, "serving")
+    except BaseException:
+        service.kill()
+        await service.wait()
+        raise
+    return service, int(serving["port"])
+
+
+async def _logged(service: asyncio.subprocess.Process, event: str) -> dict[str, Any]:
+    assert service.stderr is not None
+    while True:
+        line = await asyncio.wait_for(service.stderr.readline(), 30)
+        assert line, f"the service exited before logging {event!r}"
+        if line.startswith(b"{") and (logged := json.loads(line))["event"] == event:
+            return cast(dict[str, Any], logged)
+
+
+async def _stopped(service: asyncio.subprocess.Process) -> None:
+    if service.returncode is None:
+        service.kill()
+        await service.wait()
+
+
 async def test_spans_reach_the_otlp_endpoint(migrated_database_url: str, redis_url: str, tmp_path: Path) -> None:
     receiver = Receiver()
     collector = grpc.aio.server()
     trace_service_pb2_grpc.add_TraceServiceServicer_to_server(receiver, collector)  # type: ignore[no-untyped-call]
     collector_port = collector.add_insecure_port("127.0.0.1:0")
     await collector.start()
-    service = await asyncio.create_subprocess_exec(
-        sys.executable, str(SLOW_SERVICE),
-        stderr=asyncio.subprocess.PIPE,
-        env={
-            **os.environ,
-            "MESH_DATABASE_URL": migrated_database_url,
-            "MESH_REDIS_URL": redis_url,
-            "MESH_STATE_DIR": str(tmp_path),
-            "MESH_OTLP_ENDPOINT": f"http://127.0.0.1:{collector_port}",
-            "PYTHONPATH": str(Path.cwd()),
-        },
-    )  # fmt: skip
+    service, port = await _service(
+        migrated_database_url, redis_url, tmp_path, MESH_OTLP_ENDPOINT=f"http://127.0.0.1:{collector_port}"
+    )
     try:
-        assert service.stderr is not None
-        port = None
-        while port is None:
-            line = await asyncio.wait_for(service.stderr.readline(), 30)
-            assert line, "the service exited before serving"
-            if b'"serving"' in line:
-                port = json.loads(line)["port"]
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             await invite_service_pb2_grpc.InviteServiceStub(channel).CheckCode(
                 invite_service_pb2.CheckCodeRequest(code="X")
@@ -72,7 +97,25 @@ async def test_spans_reach_the_otlp_endpoint(migrated_database_url: str, redis_u
 
         await eventually(exported, what="the CheckCode span at the collector")
     finally:
-        if service.returncode is None:
-            service.kill()
-            await service.wait()
+        await _stopped(service)
         await collector.stop(0)
+
+
+async def test_without_an_exporter_a_call_logs_the_trace_it_came_with(
+    migrated_database_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    trace_id, parent_id = secrets.token_hex(16), secrets.token_hex(8)
+    service, port = await _service(migrated_database_url, redis_url, tmp_path, MESH_LOG_LEVEL="INFO")
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            await invite_service_pb2_grpc.InviteServiceStub(channel).CheckCode(
+                invite_service_pb2.CheckCodeRequest(code="X"),
+                metadata=(("traceparent", f"00-{trace_id}-{parent_id}-01"),),
+            )
+        logged = await _logged(service, "rpc")
+    finally:
+        await _stopped(service)
+
+    assert logged["method"] == "/invitemesh.invite.v1.InviteService/CheckCode"
+    assert logged["trace_id"] == trace_id
+    assert logged["span_id"] != parent_id
