@@ -32,6 +32,7 @@ from mesh.timestamps import optional_timestamp
 
 log = structlog.get_logger("mail_svc.server")
 MAX_KEY = 200
+MAX_BATCH = 100
 E = TypeVar("E", bound=IntEnum)
 
 
@@ -55,6 +56,26 @@ class MailService(mail_service_pb2_grpc.MailServiceServicer):
 
     async def SendEmail(self, request: pb.SendEmailRequest, context: Any) -> pb.SendEmailResponse:
         violations: list[FieldViolation] = []
+        new = self._new_email(request, violations)
+        if new is None:
+            raise InvalidArgument(violations)
+        return pb.SendEmailResponse(email=(await self._log_and_queue([new]))[0])
+
+    async def BatchSendEmails(self, request: pb.BatchSendEmailsRequest, context: Any) -> pb.BatchSendEmailsResponse:
+        if not 0 < len(request.requests) <= MAX_BATCH:
+            raise InvalidArgument([FieldViolation("requests", f"from 1 to {MAX_BATCH} emails")])
+        news, violations = [], []
+        for index, one in enumerate(request.requests):
+            own: list[FieldViolation] = []
+            if (new := self._new_email(one, own)) is not None:
+                news.append(new)
+            violations += [FieldViolation(f"requests[{index}].{v.field}", v.description) for v in own]
+        if violations:
+            raise InvalidArgument(violations)
+        return pb.BatchSendEmailsResponse(emails=await self._log_and_queue(news))
+
+    def _new_email(self, request: pb.SendEmailRequest, violations: list[FieldViolation]) -> NewEmail | None:
+        """The email `request` asks for, rendered and sealed; None, with `violations`, if it is bad."""
         template = _enum(Template, request.template, "template", violations)
         recipient = checked_address("to", request.to, violations)
         if not 0 < len(request.idempotency_key) <= MAX_KEY:
@@ -66,11 +87,11 @@ class MailService(mail_service_pb2_grpc.MailServiceServicer):
             except BadVariables as bad:
                 violations += bad.violations
         if violations:
-            raise InvalidArgument(violations)
+            return None
         assert template is not None and recipient is not None and rendered is not None
         email_id = uuid.uuid4()
         message = mime_message(email_id, self._sender, recipient, rendered)
-        new = NewEmail(
+        return NewEmail(
             id=email_id,
             idempotency_key=request.idempotency_key,
             template=template,
@@ -80,14 +101,21 @@ class MailService(mail_service_pb2_grpc.MailServiceServicer):
             sealed_message=self._sealer.seal(email_id.bytes, message),
             masked_text=rendered.masked_text,
         )
-        record, logged = await self._store.log(new)
-        if logged and record.status is EmailStatus.PENDING:
+
+    async def _log_and_queue(self, news: list[NewEmail]) -> list[pb.Email]:
+        logged = await self._store.log(news)
+        jobs = [
+            Job(new.id, new.recipient, new.sealed_message)
+            for new, (record, fresh) in zip(news, logged, strict=True)
+            if fresh and record.status is EmailStatus.PENDING
+        ]
+        if jobs:
             try:
-                await self._stream.enqueue([Job(new.id, recipient, new.sealed_message)])
+                await self._stream.enqueue(jobs)
             except RedisError:
-                # Logged is enough: the sweeper enqueues it once the stream is back.
-                log.warning("email logged but not enqueued", email_id=str(new.id))
-        return pb.SendEmailResponse(email=_email(record))
+                # Logged is enough: the sweeper enqueues them once the stream is back.
+                log.warning("emails logged but not enqueued", email_ids=[str(job.email_id) for job in jobs])
+        return [_email(record) for record, _ in logged]
 
     async def ListEmails(self, request: pb.ListEmailsRequest, context: Any) -> pb.ListEmailsResponse:
         violations: list[FieldViolation] = []

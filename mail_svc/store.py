@@ -100,25 +100,34 @@ class MailStore:
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._driver = driver
 
-    async def log(self, new: NewEmail) -> tuple[EmailRecord, bool]:
-        """The logged email and whether this call logged it (False: the idempotency key had been used)."""
-        values = {
-            "id": new.id,
-            "key": new.idempotency_key,
-            "template": int(new.template),
-            "recipient": new.recipient,
-            "subject": new.subject,
-            "message_id": new.message_id,
-            "sealed": new.sealed_message,
-            "masked": new.masked_text,
-        }
+    async def log(self, news: Sequence[NewEmail]) -> list[tuple[EmailRecord, bool]]:
+        """Each email as logged, in order, and whether this call logged it (False: its
+        idempotency key had been used, by an earlier call or earlier in `news`). One atomic step."""
+        rows = [
+            {
+                "id": new.id,
+                "key": new.idempotency_key,
+                "template": int(new.template),
+                "recipient": new.recipient,
+                "subject": new.subject,
+                "message_id": new.message_id,
+                "sealed": new.sealed_message,
+                "masked": new.masked_text,
+            }
+            for new in news
+        ]
         async with self._driver.connection() as connection:
-            row = await _LOG.fetchrow(connection, **values)
-            if row is not None:
-                return _record(row), True
-            row = await _BY_KEY.fetchrow(connection, key=new.idempotency_key)
-        assert row is not None
-        return _record(row), False
+            logged = {row["id"]: row for row in await _LOG.fetchmany(connection, rows)}
+            missing = [new.idempotency_key for new in news if new.id not in logged]
+            earlier = (
+                {row["idempotency_key"]: row for row in await _BY_KEYS.fetch(connection, keys=missing)}
+                if missing
+                else {}
+            )
+        return [
+            (_record(logged[new.id]), True) if new.id in logged else (_record(earlier[new.idempotency_key]), False)
+            for new in news
+        ]
 
     async def claim(self, email_id: uuid.UUID, lease: datetime.timedelta) -> int | None:
         """Takes a due email for one attempt, for at most `lease`, and answers which attempt it
@@ -283,7 +292,11 @@ _LOG = DriverStatement(
     .on_conflict_do_nothing(index_elements=["idempotency_key"])
     .returning(*_RECORD_COLUMNS)
 )
-_BY_KEY = DriverStatement(select(*_RECORD_COLUMNS).where(emails.c.idempotency_key == _param("key", Text)))
+_BY_KEYS = DriverStatement(
+    select(*_RECORD_COLUMNS, emails.c.idempotency_key).where(
+        emails.c.idempotency_key == any_(_param("keys", ARRAY(Text)))
+    )
+)
 _LEASE_OVER = emails.c.lease_until < _NOW
 _ABANDONED = and_(_SENDING, _LEASE_OVER, emails.c.handed_over.is_(False))
 _CLAIM = DriverStatement(

@@ -10,7 +10,7 @@ asyncpg (`DriverStatement`) and run on connections of a `DriverPool`, straight f
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -141,6 +141,14 @@ class DriverStatement:
     async def fetch(self, connection: asyncpg.Connection, **values: Any) -> list[asyncpg.Record]:
         rows: list[asyncpg.Record] = await connection.fetch(self.sql, *self.arguments(values))
         return rows
+
+    async def fetchmany(
+        self, connection: asyncpg.Connection, rows: Sequence[Mapping[str, Any]]
+    ) -> list[asyncpg.Record]:
+        """Runs the statement once per `rows` entry, in one round trip and one transaction;
+        answers every execution's rows together."""
+        records: list[asyncpg.Record] = await connection.fetchmany(self.sql, [self.arguments(row) for row in rows])
+        return records
 
     async def execute(self, connection: asyncpg.Connection, **values: Any) -> str:
         """Runs the statement; answers its command tag (`UPDATE 3`)."""

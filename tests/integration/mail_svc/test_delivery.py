@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import cast
 
 import pytest
+from invitemesh.mail.v1 import mail_service_pb2 as pb
 
 from mail_svc.domain import EmailStatus
 from mesh.probes import degraded
@@ -138,6 +139,35 @@ async def test_the_same_idempotency_key_sends_once(mail: Mail, relay: ScriptedRe
     await _settled(mail, later.id, EmailStatus.SENT)
     assert relay.deliveries(f"<{first.id}@tests.invitemesh>") == 1
     assert sum(1 for received in relay.received if received.recipient == to) == 1
+
+
+def _verification(key: str, code: str) -> pb.SendEmailRequest:
+    return pb.SendEmailRequest(
+        template=pb.EMAIL_TEMPLATE_VERIFICATION, to=someone(), variables={"code": code}, idempotency_key=key
+    )
+
+
+async def test_a_batch_is_answered_in_order_and_each_of_its_emails_is_sent_once(
+    mail: Mail, relay: ScriptedRelay
+) -> None:
+    first, second = uuid.uuid4().hex, uuid.uuid4().hex
+    # The first key twice in one batch: the second use answers the first email.
+    requests = [_verification(first, "111111"), _verification(second, "222222"), _verification(first, "333333")]
+    batch = pb.BatchSendEmailsRequest(requests=requests)
+
+    answered = (await mail.auth.BatchSendEmails(batch)).emails
+    again = (await mail.auth.BatchSendEmails(batch)).emails
+
+    assert [email.to for email in answered] == [requests[0].to, requests[1].to, requests[0].to]
+    assert answered[2].id == answered[0].id
+    assert [email.id for email in again] == [email.id for email in answered]
+    for email in answered[:2]:
+        await _settled(mail, email.id, EmailStatus.SENT)
+    # A later email is sent after anything the repeats could have queued: then count.
+    later = await mail.send()
+    await _settled(mail, later.id, EmailStatus.SENT)
+    assert [relay.deliveries(f"<{email.id}@tests.invitemesh>") for email in answered[:2]] == [1, 1]
+    assert not [received for received in relay.received if "333333" in received.text]
 
 
 async def test_the_service_stops_promptly_while_its_senders_are_busy_and_more_emails_wait(

@@ -76,6 +76,30 @@ async def test_bad_input_is_refused_with_the_field_named_and_nothing_is_logged(
         await connection.close()
 
 
+async def test_a_batch_with_one_bad_request_is_refused_whole_naming_it_and_logs_nothing(mail: Mail) -> None:
+    keys = [uuid.uuid4().hex for _ in range(3)]
+    requests = [
+        pb.SendEmailRequest(
+            template=pb.EMAIL_TEMPLATE_VERIFICATION, to=someone(), variables={"code": "123456"}, idempotency_key=key
+        )
+        for key in keys
+    ]
+    requests[1].to = "not an address"
+
+    refused = await _refusal(mail.auth.BatchSendEmails(pb.BatchSendEmailsRequest(requests=requests)))
+    too_many = await _refusal(mail.auth.BatchSendEmails(pb.BatchSendEmailsRequest(requests=requests[:1] * 101)))
+    empty = await _refusal(mail.auth.BatchSendEmails(pb.BatchSendEmailsRequest()))
+
+    assert refused == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT", ["requests[1].to"])
+    assert too_many[2] == empty[2] == ["requests"]
+    connection = await asyncpg.connect(mail.database_url)
+    try:
+        logged = "SELECT count(*) FROM mail.emails WHERE idempotency_key = ANY($1)"
+        assert await connection.fetchval(logged, keys) == 0
+    finally:
+        await connection.close()
+
+
 async def test_an_internationalised_domain_is_sent_in_ascii(mail: Mail) -> None:
     email = await mail.send(to="Ada@Bücher.example")
 

@@ -236,6 +236,54 @@ class SendEmailResponse(_message.Message):
 Global___SendEmailResponse: _TypeAlias = SendEmailResponse  # noqa: Y015
 
 @_typing.final
+class BatchSendEmailsRequest(_message.Message):
+    """Request for BatchSendEmails."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def requests(self) -> _containers.RepeatedCompositeFieldContainer[Global___SendEmailRequest]:
+        """The emails to send, at most 100."""
+
+    def __init__(
+        self,
+        *,
+        requests: _abc.Iterable[Global___SendEmailRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["requests", b"requests"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchSendEmailsRequest: _TypeAlias = BatchSendEmailsRequest  # noqa: Y015
+
+@_typing.final
+class BatchSendEmailsResponse(_message.Message):
+    """Response for BatchSendEmails."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EMAILS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def emails(self) -> _containers.RepeatedCompositeFieldContainer[Global___Email]:
+        """The logged emails, in the order of the requests."""
+
+    def __init__(
+        self,
+        *,
+        emails: _abc.Iterable[Global___Email] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["emails", b"emails"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchSendEmailsResponse: _TypeAlias = BatchSendEmailsResponse  # noqa: Y015
+
+@_typing.final
 class ListEmailsRequest(_message.Message):
     """Request for ListEmails."""
 

@@ -41,6 +41,11 @@ class MailServiceStub:
                 request_serializer=invitemesh_dot_mail_dot_v1_dot_mail__service__pb2.SendEmailRequest.SerializeToString,
                 response_deserializer=invitemesh_dot_mail_dot_v1_dot_mail__service__pb2.SendEmailResponse.FromString,
                 _registered_method=True)
+        self.BatchSendEmails = channel.unary_unary(
+                '/invitemesh.mail.v1.MailService/BatchSendEmails',
+                request_serializer=invitemesh_dot_mail_dot_v1_dot_mail__service__pb2.BatchSendEmailsRequest.SerializeToString,
+                response_deserializer=invitemesh_dot_mail_dot_v1_dot_mail__service__pb2.BatchSendEmailsResponse.FromString,
+                _registered_method=True)
         self.ListEmails = channel.unary_unary(
                 '/invitemesh.mail.v1.MailService/ListEmails',
                 request_serializer=invitemesh_dot_mail_dot_v1_dot_mail__service__pb2.ListEmailsRequest.SerializeToString,
@@ -66,6 +71,15 @@ class MailServiceServicer:
     def SendEmail(self, request, context):
         """Logs an email as PENDING and queues it. The same `idempotency_key` again
         returns the first email and sends nothing new.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BatchSendEmails(self, request, context):
+        """Logs and queues several emails in one call, each as SendEmail would, and
+        answers them in the order asked. All or nothing: one invalid request
+        refuses the batch, its field violations naming it (`requests[2].to`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -100,6 +114,11 @@ def add_MailServiceServicer_to_server(servicer, server):
                     servicer.SendEmail,
                     request_deserializer=invitemesh_dot_mail_dot_v1_dot_mail__service__pb2.SendEmailRequest.FromString,
                     response_serializer=invitemesh_dot_mail_dot_v1_dot_mail__service__pb2.SendEmailResponse.SerializeToString,
+            ),
+            'BatchSendEmails': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchSendEmails,
+                    request_deserializer=invitemesh_dot_mail_dot_v1_dot_mail__service__pb2.BatchSendEmailsRequest.FromString,
+                    response_serializer=invitemesh_dot_mail_dot_v1_dot_mail__service__pb2.BatchSendEmailsResponse.SerializeToString,
             ),
             'ListEmails': grpc.unary_unary_rpc_method_handler(
                     servicer.ListEmails,
@@ -146,6 +165,33 @@ class MailService:
             '/invitemesh.mail.v1.MailService/SendEmail',
             invitemesh_dot_mail_dot_v1_dot_mail__service__pb2.SendEmailRequest.SerializeToString,
             invitemesh_dot_mail_dot_v1_dot_mail__service__pb2.SendEmailResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchSendEmails(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/invitemesh.mail.v1.MailService/BatchSendEmails',
+            invitemesh_dot_mail_dot_v1_dot_mail__service__pb2.BatchSendEmailsRequest.SerializeToString,
+            invitemesh_dot_mail_dot_v1_dot_mail__service__pb2.BatchSendEmailsResponse.FromString,
             options,
             channel_credentials,
             insecure,

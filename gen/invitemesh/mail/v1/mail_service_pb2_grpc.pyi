@@ -39,6 +39,11 @@ class MailServiceStub:
     """Logs an email as PENDING and queues it. The same `idempotency_key` again
     returns the first email and sends nothing new.
     """
+    BatchSendEmails: _grpc.UnaryUnaryMultiCallable[_mail_service_pb2.BatchSendEmailsRequest, _mail_service_pb2.BatchSendEmailsResponse]
+    """Logs and queues several emails in one call, each as SendEmail would, and
+    answers them in the order asked. All or nothing: one invalid request
+    refuses the batch, its field violations naming it (`requests[2].to`).
+    """
     ListEmails: _grpc.UnaryUnaryMultiCallable[_mail_service_pb2.ListEmailsRequest, _mail_service_pb2.ListEmailsResponse]
     """Lists the email log, newest first, with keyset pagination."""
     GetEmailStats: _grpc.UnaryUnaryMultiCallable[_mail_service_pb2.GetEmailStatsRequest, _mail_service_pb2.GetEmailStatsResponse]
@@ -58,6 +63,11 @@ class MailServiceAsyncStub(MailServiceStub):
     SendEmail: _aio.UnaryUnaryMultiCallable[_mail_service_pb2.SendEmailRequest, _mail_service_pb2.SendEmailResponse]  # type: ignore[assignment]
     """Logs an email as PENDING and queues it. The same `idempotency_key` again
     returns the first email and sends nothing new.
+    """
+    BatchSendEmails: _aio.UnaryUnaryMultiCallable[_mail_service_pb2.BatchSendEmailsRequest, _mail_service_pb2.BatchSendEmailsResponse]  # type: ignore[assignment]
+    """Logs and queues several emails in one call, each as SendEmail would, and
+    answers them in the order asked. All or nothing: one invalid request
+    refuses the batch, its field violations naming it (`requests[2].to`).
     """
     ListEmails: _aio.UnaryUnaryMultiCallable[_mail_service_pb2.ListEmailsRequest, _mail_service_pb2.ListEmailsResponse]  # type: ignore[assignment]
     """Lists the email log, newest first, with keyset pagination."""
@@ -81,6 +91,17 @@ class MailServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_mail_service_pb2.SendEmailResponse, _abc.Awaitable[_mail_service_pb2.SendEmailResponse]]:
         """Logs an email as PENDING and queues it. The same `idempotency_key` again
         returns the first email and sends nothing new.
+        """
+
+    @_abc_1.abstractmethod
+    def BatchSendEmails(
+        self,
+        request: _mail_service_pb2.BatchSendEmailsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_mail_service_pb2.BatchSendEmailsResponse, _abc.Awaitable[_mail_service_pb2.BatchSendEmailsResponse]]:
+        """Logs and queues several emails in one call, each as SendEmail would, and
+        answers them in the order asked. All or nothing: one invalid request
+        refuses the batch, its field violations naming it (`requests[2].to`).
         """
 
     @_abc_1.abstractmethod
