@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import functools
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from typing import TypeVar
 
 import grpc
@@ -22,7 +22,7 @@ from mesh.breakers import AsyncBreaker, BreakerOpen
 from mesh.channels import Peers
 from mesh.errors import FieldViolation, InvalidArgument, PassedOn, Unavailable, error_info, field_violations, status_of
 from mesh.metrics import Metrics
-from mesh.outbox import Deliver, Message, Undeliverable
+from mesh.outbox import Deliver, DeliverTogether, Message, Undeliverable
 
 log = structlog.get_logger("auth_svc.peers")
 T = TypeVar("T")
@@ -104,14 +104,7 @@ def receivers(stubs: PeerStubs) -> dict[str, Deliver]:
     """The outbox's receivers. Each is idempotent through the message id."""
 
     async def send_email(message: Message) -> None:
-        payload = message.payload
-        request = mail_pb.SendEmailRequest(
-            template=payload["template"],
-            to=payload["to"],
-            variables=payload["variables"],
-            idempotency_key=str(message.id),
-        )
-        await _delivered(stubs.mail.SendEmail(request, timeout=DEADLINE))
+        await _delivered(stubs.mail.SendEmail(_email_request(message), timeout=DEADLINE))
 
     async def confirm_hold(message: Message) -> None:
         request = invite_pb.ConfirmHoldRequest(hold_id=message.payload["hold_id"], user_id=message.payload["user_id"])
@@ -137,6 +130,23 @@ def receivers(stubs: PeerStubs) -> dict[str, Deliver]:
         await _delivered(stubs.mail.SendEmail(mail_request, timeout=DEADLINE))
 
     return {SEND_EMAIL: send_email, CONFIRM_HOLD: confirm_hold, MINT_CODES: mint_codes}
+
+
+def together(stubs: PeerStubs) -> dict[str, DeliverTogether]:
+    """The outbox's batch receivers: emails go to mail_svc several in one call."""
+
+    async def send_emails(messages: Sequence[Message]) -> None:
+        request = mail_pb.BatchSendEmailsRequest(requests=[_email_request(message) for message in messages])
+        await _delivered(stubs.mail.BatchSendEmails(request, timeout=DEADLINE))
+
+    return {SEND_EMAIL: send_emails}
+
+
+def _email_request(message: Message) -> mail_pb.SendEmailRequest:
+    payload = message.payload
+    return mail_pb.SendEmailRequest(
+        template=payload["template"], to=payload["to"], variables=payload["variables"], idempotency_key=str(message.id)
+    )
 
 
 async def _delivered(call: Awaitable[T]) -> T:

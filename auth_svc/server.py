@@ -33,7 +33,7 @@ from auth_svc.domain import (
 from auth_svc.jobs import sweep_job
 from auth_svc.keyring import StoredKeyRing
 from auth_svc.passwords import Passwords
-from auth_svc.peers import Invites, PeerStubs, receivers
+from auth_svc.peers import Invites, PeerStubs, receivers, together
 from auth_svc.sessions import KeyRing, new_opaque_token, token_digest
 from auth_svc.store import (
     CONFIRM_HOLD,
@@ -490,7 +490,9 @@ def add_servicers(server: grpc.aio.Server, runtime: ServiceRuntime) -> None:
             lease=settings.outbox_lease,
             backoff_base=settings.outbox_backoff_base,
             backoff_cap=settings.outbox_backoff_cap,
+            linger=settings.outbox_linger,
         ),
+        together=together(stubs),
     )
     store = AuthStore(runtime.engine, runtime.driver, outbox)
     keys = StoredKeyRing(

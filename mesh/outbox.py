@@ -5,7 +5,9 @@ The change and the promise to tell others commit or vanish together. The relay, 
 replicas at once:
 - leases a batch with `FOR UPDATE SKIP LOCKED`, taking only the oldest pending message of each
   aggregate, so one aggregate's messages arrive in the order they were written;
-- delivers each outside any transaction. Receivers are idempotent by the message id, so a relay
+- delivers each outside any transaction, messages of a kind that has a batch receiver together
+  in one call (a relay woken by a commit first lingers a moment, so that messages committed close
+  together leave together). Receivers are idempotent by the message id, so a relay
   that dies between delivering and marking only repeats a delivery, and a lease that runs out
   (`lease` seconds) hands the message to another replica;
 - marks delivered messages and drops their payload; a failed delivery waits an exponential
@@ -21,7 +23,7 @@ import asyncio
 import datetime
 import json
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,6 +100,10 @@ class Undeliverable(Exception):
 
 
 Deliver = Callable[[Message], Awaitable[None]]
+DeliverTogether = Callable[[Sequence[Message]], Awaitable[None]]
+"""Delivers several messages of one kind in one call, all or none; `Undeliverable` when the
+receiver refuses the batch for good (the relay then delivers them one by one, so only a bad one
+is set aside)."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +114,8 @@ class RelayTimings:
     backoff_base: float = 1.0
     backoff_cap: float = 300.0
     batch: int = 100
+    linger: float = 0.0
+    """Seconds a relay woken by a commit waits before leasing, for more messages to join the batch."""
 
 
 class Outbox:
@@ -122,12 +130,14 @@ class Outbox:
         receivers: Mapping[str, Deliver],
         metrics: Metrics,
         timings: RelayTimings | None = None,
+        together: Mapping[str, DeliverTogether] | None = None,
     ) -> None:
         self._engine = engine
         self._driver = driver
         self._table = table
         self._sealer = sealer
         self._receivers = dict(receivers)
+        self._together = dict(together or {})
         self._timings = timings or RelayTimings()
         self._outcomes = Counter(
             "mesh_outbox_deliveries",
@@ -169,18 +179,27 @@ class Outbox:
 
     async def run(self) -> None:
         while not self._stopping.is_set():
+            # Cleared before the look, so a commit during it wakes the next one.
+            self._wake.clear()
             try:
                 delivered = await self.relay_once()
             except Exception:  # the database is away: look again later
                 log.exception("outbox relay failed")
                 delivered = 0
-            if delivered < self._timings.batch:
-                self._wake.clear()
-                stop = asyncio.ensure_future(self._stopping.wait())
-                wake = asyncio.ensure_future(self._wake.wait())
-                await asyncio.wait({stop, wake}, timeout=self._timings.interval, return_when=asyncio.FIRST_COMPLETED)
-                stop.cancel()
-                wake.cancel()
+            if delivered >= self._timings.batch:
+                continue  # more are waiting
+            if await self._wait(self._timings.interval, until_woken=True) and self._timings.linger:
+                await self._wait(self._timings.linger, until_woken=False)
+
+    async def _wait(self, seconds: float, *, until_woken: bool) -> bool:
+        """Waits `seconds`, cut short by the stop and, if `until_woken`, by a commit's wake-up;
+        answers whether a commit woke the relay."""
+        events = (self._stopping, self._wake) if until_woken else (self._stopping,)
+        waiters = {asyncio.ensure_future(event.wait()) for event in events}
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in waiters:
+            waiter.cancel()
+        return self._wake.is_set() and not self._stopping.is_set()
 
     async def stop(self) -> None:
         self._stopping.set()
@@ -202,8 +221,12 @@ class Outbox:
                 await self._give_up(row["id"], row["kind"], "payload does not open")
                 continue
             messages.append(Message(row["id"], row["aggregate"], row["kind"], payload, row["attempts"]))
-        outcomes = await asyncio.gather(*(self._deliver(message) for message in messages))
-        delivered = [message_id for message_id, done in outcomes if done]
+        alone, together = _grouped(messages, self._together)
+        outcomes = await asyncio.gather(
+            *(self._deliver(message) for message in alone),
+            *(self._deliver_together(kind, group) for kind, group in together.items()),
+        )
+        delivered = [message_id for outcome in outcomes for message_id, done in outcome if done]
         if delivered:
             async with self._driver.connection() as connection:
                 await self._mark_delivered.execute(connection, ids=delivered)
@@ -216,36 +239,51 @@ class Outbox:
             )
         return int(result.rowcount)
 
-    async def _deliver(self, message: Message) -> tuple[uuid.UUID, bool]:
+    async def _deliver(self, message: Message) -> list[tuple[uuid.UUID, bool]]:
         try:
             await self._receivers[message.kind](message)
         except Undeliverable as refusal:
             log.error("outbox message refused", message_id=str(message.id), kind=message.kind, why=str(refusal))
             await self._give_up(message.id, message.kind, str(refusal))
-            return message.id, False
+            return [(message.id, False)]
         except Exception as error:
-            delay = full_jitter(message.attempts, self._timings.backoff_base, self._timings.backoff_cap)
-            log.warning(
-                "outbox delivery failed; will retry",
-                message_id=str(message.id),
-                kind=message.kind,
-                attempts=message.attempts,
-                error=type(error).__name__,
-            )
-            self._outcomes.labels(message.kind, "retry").inc()
-            async with self._engine.begin() as connection:
-                await connection.execute(
-                    update(self._table)
-                    .where(self._table.c.id == message.id)
-                    .values(
-                        lease_until=None,
-                        next_attempt_time=func.now() + datetime.timedelta(seconds=delay),
-                        last_error=type(error).__name__,
-                    )
-                )
-            return message.id, False
+            return [await self._retry_later(message, error)]
         self._outcomes.labels(message.kind, "delivered").inc()
-        return message.id, True
+        return [(message.id, True)]
+
+    async def _deliver_together(self, kind: str, messages: Sequence[Message]) -> list[tuple[uuid.UUID, bool]]:
+        try:
+            await self._together[kind](messages)
+        except Undeliverable:
+            # Refused as a batch: one by one, only the message at fault is set aside.
+            alone = await asyncio.gather(*(self._deliver(message) for message in messages))
+            return [outcome for outcomes in alone for outcome in outcomes]
+        except Exception as error:
+            return [await self._retry_later(message, error) for message in messages]
+        self._outcomes.labels(kind, "delivered").inc(len(messages))
+        return [(message.id, True) for message in messages]
+
+    async def _retry_later(self, message: Message, error: Exception) -> tuple[uuid.UUID, bool]:
+        delay = full_jitter(message.attempts, self._timings.backoff_base, self._timings.backoff_cap)
+        log.warning(
+            "outbox delivery failed; will retry",
+            message_id=str(message.id),
+            kind=message.kind,
+            attempts=message.attempts,
+            error=type(error).__name__,
+        )
+        self._outcomes.labels(message.kind, "retry").inc()
+        async with self._engine.begin() as connection:
+            await connection.execute(
+                update(self._table)
+                .where(self._table.c.id == message.id)
+                .values(
+                    lease_until=None,
+                    next_attempt_time=func.now() + datetime.timedelta(seconds=delay),
+                    last_error=type(error).__name__,
+                )
+            )
+        return message.id, False
 
     async def _give_up(self, message_id: uuid.UUID, kind: str, why: str) -> None:
         self._outcomes.labels(kind, "given_up").inc()
@@ -255,6 +293,18 @@ class Outbox:
                 .where(self._table.c.id == message_id)
                 .values(give_up_time=func.now(), lease_until=None, payload=None, last_error=why[:500])
             )
+
+
+def _grouped(
+    messages: Sequence[Message], together: Mapping[str, DeliverTogether]
+) -> tuple[list[Message], dict[str, list[Message]]]:
+    """The messages to deliver alone, and per kind those to deliver together (two or more of a
+    kind that has a batch receiver)."""
+    by_kind: dict[str, list[Message]] = {}
+    for message in messages:
+        by_kind.setdefault(message.kind, []).append(message)
+    alone = [message for kind, group in by_kind.items() if kind not in together or len(group) == 1 for message in group]
+    return alone, {kind: group for kind, group in by_kind.items() if kind in together and len(group) > 1}
 
 
 def _lease_statement(table: Table) -> Any:

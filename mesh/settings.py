@@ -96,6 +96,7 @@ class Settings(BaseSettings):
     outbox_lease: float = Field(default=30.0, gt=0)
     outbox_backoff_base: float = Field(default=1.0, gt=0)
     outbox_backoff_cap: float = Field(default=300.0, gt=0)
+    outbox_linger: float = Field(default=0.05, ge=0, le=5)
 
     grace_period: float = Field(default=10.0, gt=0)
     health_interval: float = Field(default=2.0, gt=0)

@@ -5,11 +5,12 @@ back the aggregate; a relay that vanished mid-delivery is replaced once its leas
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import secrets
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -19,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mesh.db import DriverPool, create_engine
 from mesh.metrics import Metrics
-from mesh.outbox import Message, Outbox, RelayTimings, Undeliverable, outbox_table
+from mesh.outbox import DeliverTogether, Message, Outbox, RelayTimings, Undeliverable, outbox_table
 from mesh.sealing import Sealer
 from mesh.settings import Settings
 from tests.conftest import eventually
@@ -54,8 +55,13 @@ class Schema:
     table: Table
     sealer: Sealer
 
-    def outbox(self, receivers: Mapping[str, Callable[[Message], Awaitable[None]]]) -> Outbox:
-        return Outbox(self.engine, self.driver, self.table, self.sealer, receivers, Metrics(), FAST)
+    def outbox(
+        self,
+        receivers: Mapping[str, Callable[[Message], Awaitable[None]]],
+        together: Mapping[str, DeliverTogether] | None = None,
+        timings: RelayTimings = FAST,
+    ) -> Outbox:
+        return Outbox(self.engine, self.driver, self.table, self.sealer, receivers, Metrics(), timings, together)
 
     async def write(self, outbox: Outbox, rows: list[tuple[str, int]], kind: str = "note") -> None:
         async with self.engine.begin() as connection:
@@ -163,6 +169,78 @@ async def test_a_refusal_for_good_is_set_aside_and_the_aggregate_goes_on(schema:
             )
         ).all()
     assert [(row.payload, row.last_error) for row in set_aside] == [(None, "no such hold")]
+
+
+@dataclass
+class BatchReceiver:
+    """Records the batches that arrive; `refuse` decides per call whether this one fails."""
+
+    batches: list[list[int]] = field(default_factory=list)
+    refuse: Callable[[], Exception | None] = lambda: None
+
+    async def __call__(self, messages: Sequence[Message]) -> None:
+        if (error := self.refuse()) is not None:
+            raise error
+        self.batches.append([message.payload["n"] for message in messages])
+
+
+async def test_messages_committed_within_the_linger_reach_the_batch_receiver_in_one_call(schema: Schema) -> None:
+    alone, together = Receiver(), BatchReceiver()
+    outbox = schema.outbox({"note": alone}, {"note": together}, dataclasses.replace(FAST, interval=5.0, linger=1.0))
+
+    async with relaying(outbox):
+        await schema.write(outbox, [("user-0", 0)])
+
+        async def settled() -> bool:
+            return await schema.pending() == 0
+
+        await eventually(settled, what="the first message delivered")
+        for n in range(1, 5):  # four commits, each waking the relay
+            await schema.write(outbox, [(f"user-{n}", n)])
+
+        await eventually(settled, what="the four messages delivered")
+
+    assert together.batches == [[1, 2, 3, 4]]
+    assert [message.payload["n"] for message in alone.seen] == [0]
+
+
+async def test_a_batch_refused_for_good_goes_one_by_one_and_only_the_bad_message_is_set_aside(
+    schema: Schema,
+) -> None:
+    alone = Receiver(refuse=lambda message: Undeliverable("bad address") if message.payload["n"] == 1 else None)
+    together = BatchReceiver(refuse=lambda: Undeliverable("one of them is bad"))
+    outbox = schema.outbox({"note": alone}, {"note": together})
+
+    async with relaying(outbox):
+        await schema.write(outbox, [("a", 0), ("b", 1), ("c", 2)])
+
+        async def settled() -> bool:
+            return await schema.pending() == 0
+
+        await eventually(settled, what="every message delivered or set aside")
+
+    assert sorted(message.payload["n"] for message in alone.seen) == [0, 2]
+    async with schema.engine.connect() as connection:
+        set_aside = await connection.scalar(
+            select(func.count()).where(schema.table.c.give_up_time.is_not(None), schema.table.c.aggregate == "b")
+        )
+    assert set_aside == 1
+
+
+async def test_a_batch_that_fails_on_the_way_is_tried_again_whole(schema: Schema) -> None:
+    failures = iter([ConnectionError("peer away")])
+    together = BatchReceiver(refuse=lambda: next(failures, None))
+    outbox = schema.outbox({"note": Receiver()}, {"note": together})
+
+    async with relaying(outbox):
+        await schema.write(outbox, [("a", 0), ("b", 1)])
+
+        async def delivered() -> bool:
+            return await schema.pending() == 0
+
+        await eventually(delivered, what="the batch delivered after its retry")
+
+    assert together.batches == [[0, 1]]
 
 
 async def test_a_message_leased_by_a_relay_that_vanished_is_delivered_after_its_lease(schema: Schema) -> None:
