@@ -63,7 +63,7 @@ from mesh.errors import (
     Unauthenticated,
 )
 from mesh.keys import load_kek
-from mesh.limits import FixedWindowLimit
+from mesh.limits import FixedWindowLimit, spend_together
 from mesh.outbox import Outbox, RelayTimings
 from mesh.peers import client_address
 from mesh.sealing import Sealer, derive_key, keyed_hash
@@ -128,9 +128,13 @@ class AuthService(auth_service_pb2_grpc.AuthServiceServicer):
         if violations:
             raise InvalidArgument(violations)
         assert address is not None and canonical is not None
-        await self._spend_client_budget(context)
-        if wait := await self._per_address.wait_after(canonical):
-            raise RateLimited("too many registrations for this email", wait)
+        client_wait, address_wait = await spend_together(
+            [(self._per_client, client_address(context)), (self._per_address, canonical)]
+        )
+        if client_wait:
+            raise _too_many_from_client(client_wait)
+        if address_wait:
+            raise RateLimited("too many registrations for this email", address_wait)
         # Keyed (and labelled apart from code digests): the mark sits in Redis for seconds, and
         # must not be a plain hash of a password.
         submitted = (b"double-submit", request.password.encode(), request.invite_code.encode())
@@ -354,9 +358,8 @@ class AuthService(auth_service_pb2_grpc.AuthServiceServicer):
         return canonical
 
     async def _spend_client_budget(self, context: Any) -> None:
-        client = client_address(context)
-        if wait := await self._per_client.wait_after(client):
-            raise RateLimited("too many requests from this address", wait)
+        if wait := await self._per_client.wait_after(client_address(context)):
+            raise _too_many_from_client(wait)
 
     async def _notify_owner(self, owner: UserRecord) -> None:
         mail = Mail(
@@ -424,6 +427,10 @@ def _opaque_token(field: str, value: str) -> str:
     if not 0 < len(value) <= MAX_TOKEN:
         raise InvalidArgument([FieldViolation(field, "required")])
     return value
+
+
+def _too_many_from_client(wait: float) -> RateLimited:
+    return RateLimited("too many requests from this address", wait)
 
 
 def _wrong_code() -> Unauthenticated:

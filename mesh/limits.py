@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 import redis.asyncio as aioredis
 import structlog
@@ -32,15 +33,43 @@ class FixedWindowLimit:
         Fails open when Redis is unreachable: a budget guards cost, not correctness, and the
         caller's own checks still apply.
         """
-        now = time.time()
-        window = int(now) // self._window
-        key = self._keys.tagged(subject, self._name, str(window))
-        try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.set(key, 0, ex=self._window * 2, nx=True)
+        return (await spend_together([(self, subject)]))[0]
+
+
+async def spend_together(charges: Sequence[tuple[FixedWindowLimit, str]]) -> list[float]:
+    """Counts one request against each budget for its subject, in one round trip to the first
+    budget's Redis; answers each one's `wait_after`.
+
+    Checks come in order: once a budget is spent, the request is refused there, and the budgets
+    after it are given their count back, as if they had not been asked.
+    """
+    now = time.time()
+    windows = [int(now) // limit._window for limit, _ in charges]
+    keys = [
+        limit._keys.tagged(subject, limit._name, str(window))
+        for (limit, subject), window in zip(charges, windows, strict=True)
+    ]
+    try:
+        async with charges[0][0]._redis.pipeline(transaction=False) as pipe:
+            for (limit, _), key in zip(charges, keys, strict=True):
+                pipe.set(key, 0, ex=limit._window * 2, nx=True)
                 pipe.incr(key)
-                _, count = await pipe.execute()
+            counts = (await pipe.execute())[1::2]
+    except RedisError:
+        log.warning("request budget unavailable, allowing", budgets=[limit._name for limit, _ in charges])
+        return [0.0] * len(charges)
+    waits = [
+        0.0 if int(count) <= limit._limit else (window + 1) * limit._window - now
+        for (limit, _), count, window in zip(charges, counts, windows, strict=True)
+    ]
+    refused = next((index for index, wait in enumerate(waits) if wait), len(waits))
+    if unasked := keys[refused + 1 :]:
+        try:
+            async with charges[0][0]._redis.pipeline(transaction=False) as pipe:
+                for key in unasked:
+                    pipe.decr(key)
+                await pipe.execute()
         except RedisError:
-            log.warning("request budget unavailable, allowing", budget=self._name)
-            return 0.0
-        return 0.0 if int(count) <= self._limit else (window + 1) * self._window - now
+            log.warning("could not give back a request budget count; it lapses with its window")
+        waits[refused + 1 :] = [0.0] * len(unasked)
+    return waits
