@@ -1,11 +1,12 @@
-"""What happens around every served call: a request id in the log context, domain errors
-turned into `google.rpc.Status`, and the RPC metrics."""
+"""What happens around every served call: a request id (and, unless OpenTelemetry does it, the
+trace) in the log context, domain errors turned into `google.rpc.Status`, and the RPC metrics."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 import uuid
+from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -15,6 +16,7 @@ from grpc_status import rpc_status
 from mesh.errors import Internal, MeshError, Unimplemented
 from mesh.handlers import with_behavior
 from mesh.metrics import Metrics
+from mesh.telemetry import continued_trace
 
 if TYPE_CHECKING:
     from mesh.handlers import Behavior, Context, Continuation, Handler
@@ -24,8 +26,11 @@ REQUEST_ID_HEADER = "x-request-id"
 
 
 class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, metrics: Metrics, continues_traces: bool = False) -> None:
+        """`continues_traces`: put the caller's trace in the call context here (mesh.telemetry),
+        where no OpenTelemetry interceptor does."""
         self._metrics = metrics
+        self._continues_traces = continues_traces
 
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
@@ -40,7 +45,8 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             request_id = _request_id(context)
             started = time.perf_counter()
             code = grpc.StatusCode.OK
-            with structlog.contextvars.bound_contextvars(request_id=request_id, method=method):
+            traced = continued_trace(context.invocation_metadata()) if self._continues_traces else nullcontext()
+            with traced, structlog.contextvars.bound_contextvars(request_id=request_id, method=method):
                 try:
                     return await behavior(request, context)
                 except MeshError as error:

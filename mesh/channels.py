@@ -21,13 +21,14 @@ def open_channel(
     target: str, settings: Settings, identity: str = "meshctl", signer: CallSigner | None = None
 ) -> grpc.aio.Channel:
     """A channel to `target`; `identity` names the TLS certificate presented, `signer` signs."""
-    interceptors: list[Any] = client_tracing()
+    exporting = settings.otlp_endpoint is not None
+    interceptors: list[Any] = client_tracing() if exporting else []
     if settings.tls:
         credentials = channel_credentials(settings.resolved_certs_dir, identity)
         channel = grpc.aio.secure_channel(target, credentials, _OPTIONS, interceptors=interceptors)
     else:
         channel = grpc.aio.insecure_channel(target, _OPTIONS, interceptors=interceptors)
-    return SignedChannel(channel, signer) if signer else channel
+    return SignedChannel(channel, signer, passes_trace=not exporting) if signer else channel
 
 
 class Peers:

@@ -96,10 +96,11 @@ class MeshServer:
             calls = self._signatures = SignatureVerifier(
                 trust, self.runtime.redis, self.runtime.keys, settings.clock_skew, settings.nonce_flush_interval
             )
+        exporting = settings.otlp_endpoint is not None
         self._server = grpc.aio.server(
             interceptors=[
-                server_tracing(),
-                CallInterceptor(self.metrics),
+                *([server_tracing()] if exporting else []),
+                CallInterceptor(self.metrics, continues_traces=not exporting),
                 AccessInterceptor(
                     calls,
                     tokens

@@ -29,6 +29,7 @@ from mesh.keys import Keystore, TrustStore, load_kek
 from mesh.nonces import NonceLedger
 from mesh.redis import KeySpace
 from mesh.settings import Settings
+from mesh.telemetry import trace_header
 
 log = structlog.get_logger("mesh.signing")
 
@@ -95,9 +96,12 @@ class SignedChannel(grpc.aio.Channel):
     streaming calls pass through unsigned (and an internal streaming method would refuse them).
     """
 
-    def __init__(self, inner: grpc.aio.Channel, signer: CallSigner) -> None:
+    def __init__(self, inner: grpc.aio.Channel, signer: CallSigner, passes_trace: bool = False) -> None:
+        """`passes_trace`: add the current trace to each call (mesh.telemetry), where no
+        OpenTelemetry interceptor on `inner` does."""
         self._inner = inner
         self._signer = signer
+        self._passes_trace = passes_trace
 
     def unary_unary(
         self,
@@ -107,7 +111,7 @@ class SignedChannel(grpc.aio.Channel):
         _registered_method: bool | None = False,
     ) -> grpc.aio.UnaryUnaryMultiCallable:  # type: ignore[type-arg]
         raw = self._inner.unary_unary(method, None, response_deserializer, _registered_method)  # type: ignore[call-arg]
-        return _SignedUnaryUnary(raw, method, request_serializer or bytes, self._signer)
+        return _SignedUnaryUnary(raw, method, request_serializer or bytes, self._signer, self._passes_trace)
 
     def unary_stream(self, *args: Any, **kwargs: Any) -> Any:
         return self._inner.unary_stream(*args, **kwargs)
@@ -138,11 +142,14 @@ class SignedChannel(grpc.aio.Channel):
 
 
 class _SignedUnaryUnary(grpc.aio.UnaryUnaryMultiCallable):  # type: ignore[type-arg]
-    def __init__(self, raw: Any, method: str, serialize: Callable[[Any], bytes], signer: CallSigner) -> None:
+    def __init__(
+        self, raw: Any, method: str, serialize: Callable[[Any], bytes], signer: CallSigner, passes_trace: bool
+    ) -> None:
         self._raw = raw
         self._method = method
         self._serialize = serialize
         self._signer = signer
+        self._passes_trace = passes_trace
 
     def __call__(  # type: ignore[override]
         self,
@@ -159,7 +166,11 @@ class _SignedUnaryUnary(grpc.aio.UnaryUnaryMultiCallable):  # type: ignore[type-
         return self._raw(
             body,
             timeout=timeout,
-            metadata=(*given, *self._signer.metadata(self._method, body)),
+            metadata=(
+                *given,
+                *(trace_header() if self._passes_trace else ()),
+                *self._signer.metadata(self._method, body),
+            ),
             credentials=credentials,
             wait_for_ready=wait_for_ready,
             compression=compression,

@@ -248,7 +248,9 @@ async def test_health_follows_redis_down_and_back(migrated_database_url: str, ow
 async def test_trace_continues_from_client_to_server(migrated_database_url: str, redis_url: str) -> None:
     exporter = InMemorySpanExporter()
     provider = configure_tracing("tests", exporter)
-    settings = settings_for(migrated_database_url, redis_url)
+    # An endpoint makes the server and the channel trace with OpenTelemetry; this process's
+    # provider sends the spans to the exporter above, not there.
+    settings = settings_for(migrated_database_url, redis_url, otlp_endpoint="http://127.0.0.1:4317")
     server = MeshServer(INVITE, add_invite_servicers, settings)
     await server.start()
     try:

@@ -24,6 +24,7 @@ from mesh.errors import error_info
 from mesh.keys import Keystore, TrustStore
 from mesh.server import MeshServer
 from mesh.signing import CALLER, NONCE, SIGNATURE, TIMESTAMP, CallSigner
+from mesh.telemetry import TRACEPARENT, continued_trace
 from tests.conftest import eventually
 from tests.integration.mesh.trust_fixtures import Trust, WhoAmI, make_trust, who_am_i_server
 
@@ -81,6 +82,22 @@ async def test_signed_call_reaches_the_handler_as_its_caller(served: tuple[MeshS
 
     assert answer.hold.id == "auth_svc"
     assert servicer.handled == 1
+
+
+async def test_a_signed_call_made_while_serving_one_passes_its_trace_on(
+    served: tuple[MeshServer, WhoAmI], trust: Trust
+) -> None:
+    server, servicer = served
+    trace_id = secrets.randbits(128) | 1
+    async with open_channel(
+        f"127.0.0.1:{server.port}", trust.settings, "auth_svc", trust.signer("auth_svc")
+    ) as channel:
+        with continued_trace([(TRACEPARENT, f"00-{trace_id:032x}-{secrets.randbits(64) | 1:016x}-00")]):
+            await invite_service_pb2_grpc.InviteServiceStub(channel).HoldCode(REQUEST)
+        await invite_service_pb2_grpc.InviteServiceStub(channel).HoldCode(REQUEST)
+
+    assert servicer.traces[0] == trace_id
+    assert servicer.traces[1] not in (0, trace_id)  # outside any call: the server starts a trace
 
 
 async def test_other_body_is_refused(hold: RawHold, trust: Trust) -> None:

@@ -1,4 +1,5 @@
-"""A mesh's worth of keys in a temporary state dir, and a server that answers with who called."""
+"""A mesh's worth of keys in a temporary state dir, and a server that answers with who called
+(and notes the trace each call ran in)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 
 import grpc
 from invitemesh.invite.v1 import invite_service_pb2, invite_service_pb2_grpc
+from opentelemetry import trace
 
 from mesh.access import current_principal
 from mesh.keys import Keystore, TrustStore, load_kek
@@ -24,9 +26,11 @@ class WhoAmI(invite_service_pb2_grpc.InviteServiceServicer):
 
     def __init__(self) -> None:
         self.handled = 0
+        self.traces: list[int] = []
 
     async def HoldCode(self, request: Any, context: Any) -> invite_service_pb2.HoldCodeResponse:
         self.handled += 1
+        self.traces.append(trace.get_current_span().get_span_context().trace_id)
         return invite_service_pb2.HoldCodeResponse(hold=invite_service_pb2.Hold(id=current_principal.get().id))
 
     async def ListMyCodes(self, request: Any, context: Any) -> invite_service_pb2.ListMyCodesResponse:
