@@ -107,7 +107,7 @@ class MeshServer:
                     or verifier_for(
                         self.runtime.peers,
                         settings.jwks_refresh_interval,
-                        lambda: next(iter(self.runtime.own_user_keys), None),
+                        self._own_user_keys,
                     ),
                 ),
             ]
