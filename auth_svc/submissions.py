@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 
 from mesh.errors import MeshError, PassedOn
 from mesh.redis import KeySpace
+from mesh.redis_pipe import RedisPipe
 
 log = structlog.get_logger("auth_svc.submissions")
 _IN_FLIGHT = b"in-flight"
@@ -38,9 +39,16 @@ return false
 
 class FirstSubmission:
     def __init__(
-        self, redis: aioredis.Redis, keys: KeySpace, in_flight_ttl: float = 30.0, answer_ttl: float = 5.0
+        self,
+        redis: aioredis.Redis,
+        pipe: RedisPipe,
+        keys: KeySpace,
+        in_flight_ttl: float = 30.0,
+        answer_ttl: float = 5.0,
     ) -> None:
-        self._redis = redis
+        """`pipe` carries every command of a registration's common path; `redis` the rare
+        take-over script."""
+        self._pipe = pipe
         self._keys = keys
         self._in_flight_ms = int(in_flight_ttl * 1000)
         self._answer_ms = int(answer_ttl * 1000)
@@ -54,8 +62,8 @@ class FirstSubmission:
         mark = base64.b64encode(fingerprint) + b"|"
         deadline = time.monotonic() + self._patience
         try:
-            while not await self._redis.set(key, mark + _IN_FLIGHT, nx=True, px=self._in_flight_ms):
-                seen = cast(bytes | None, await self._redis.get(key))
+            while not await self._pipe.execute("SET", key, mark + _IN_FLIGHT, "PX", self._in_flight_ms, "NX"):
+                seen = cast(bytes | None, await self._pipe.execute("GET", key))
                 if seen is not None and not seen.endswith(b"|" + _IN_FLIGHT):
                     if seen.startswith(mark):
                         return _replayed(seen[len(mark) :])
@@ -82,13 +90,13 @@ class FirstSubmission:
 
     async def _record(self, key: str, value: bytes) -> None:
         try:
-            await self._redis.set(key, value, px=self._answer_ms)
+            await self._pipe.execute("SET", key, value, "PX", self._answer_ms)
         except RedisError:
             await self._forget(key)
 
     async def _forget(self, key: str) -> None:
         try:
-            await self._redis.delete(key)
+            await self._pipe.execute("DEL", key)
         except RedisError:
             log.warning("could not clear a registration mark; it lapses on its own")
 

@@ -9,19 +9,19 @@ the log says so.
 
 from __future__ import annotations
 
-import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import RedisError
 
 from mesh.errors import RateLimited
 from mesh.redis import KeySpace
+from mesh.redis_pipe import RedisPipe
 
 log = structlog.get_logger("auth_svc.throttle")
 
 
 class SignInThrottle:
-    def __init__(self, redis: aioredis.Redis, keys: KeySpace, per_account: int, per_client: int, window: float) -> None:
-        self._redis = redis
+    def __init__(self, pipe: RedisPipe, keys: KeySpace, per_account: int, per_client: int, window: float) -> None:
+        self._pipe = pipe
         self._keys = keys
         self._per_account = per_account
         self._per_client = per_client
@@ -32,11 +32,9 @@ class SignInThrottle:
         raises `RateLimited` once a budget is spent."""
         account, address = self._account(canonical_email), self._client(client)
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for key in (account, address):
-                    pipe.get(key)
-                    pipe.ttl(key)
-                account_failures, account_ttl, client_failures, client_ttl = await pipe.execute()
+            account_failures, account_ttl, client_failures, client_ttl = await self._pipe.execute_all(
+                [(command, key) for key in (account, address) for command in ("GET", "TTL")]
+            )
         except RedisError:
             log.warning("sign-in throttle unavailable, allowing")
             return 0
@@ -47,18 +45,17 @@ class SignInThrottle:
         return int(account_failures or 0)
 
     async def failed(self, canonical_email: str, client: str) -> None:
+        keys = (self._account(canonical_email), self._client(client))
+        # The window starts at the first failure: SET NX with its expiry (Redis 6.2 has no EXPIRE NX).
+        commands = [step for key in keys for step in (("SET", key, 0, "EX", self._window, "NX"), ("INCR", key))]
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for key in (self._account(canonical_email), self._client(client)):
-                    pipe.incr(key)
-                    pipe.expire(key, self._window, nx=True)
-                await pipe.execute()
+            await self._pipe.execute_all(commands)
         except RedisError:
             log.warning("sign-in throttle unavailable; a failure went uncounted")
 
     async def succeeded(self, canonical_email: str) -> None:
         try:
-            await self._redis.delete(self._account(canonical_email))
+            await self._pipe.execute("DEL", self._account(canonical_email))
         except RedisError:
             log.warning("sign-in throttle unavailable; failures stay counted")
 

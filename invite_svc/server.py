@@ -351,7 +351,7 @@ def invite_store(runtime: ServiceRuntime) -> InviteStore:
 
 
 def check_budget(runtime: ServiceRuntime) -> FixedWindowLimit:
-    return FixedWindowLimit(runtime.redis, runtime.keys, "checks", runtime.settings.invite_checks_per_minute, 60)
+    return FixedWindowLimit(runtime.pipe, runtime.keys, "checks", runtime.settings.invite_checks_per_minute, 60)
 
 
 def add_servicers(server: grpc.aio.Server, runtime: ServiceRuntime) -> None:

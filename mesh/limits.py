@@ -5,18 +5,18 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import RedisError
 
 from mesh.redis import KeySpace
+from mesh.redis_pipe import RedisPipe
 
 log = structlog.get_logger("mesh.limits")
 
 
 class FixedWindowLimit:
-    def __init__(self, redis: aioredis.Redis, keys: KeySpace, name: str, limit: int, window: int) -> None:
-        self._redis = redis
+    def __init__(self, pipe: RedisPipe, keys: KeySpace, name: str, limit: int, window: int) -> None:
+        self._pipe = pipe
         self._keys = keys
         self._name = name
         self._limit = limit
@@ -37,8 +37,8 @@ class FixedWindowLimit:
 
 
 async def spend_together(charges: Sequence[tuple[FixedWindowLimit, str]]) -> list[float]:
-    """Counts one request against each budget for its subject, in one round trip to the first
-    budget's Redis; answers each one's `wait_after`.
+    """Counts one request against each budget for its subject, in one round trip through the
+    first budget's pipe; answers each one's `wait_after`.
 
     Checks come in order: once a budget is spent, the request is refused there, and the budgets
     after it are given their count back, as if they had not been asked.
@@ -49,12 +49,12 @@ async def spend_together(charges: Sequence[tuple[FixedWindowLimit, str]]) -> lis
         limit._keys.tagged(subject, limit._name, str(window))
         for (limit, subject), window in zip(charges, windows, strict=True)
     ]
+    pipe = charges[0][0]._pipe
+    commands: list[tuple[str | int, ...]] = []
+    for (limit, _), key in zip(charges, keys, strict=True):
+        commands += [("SET", key, 0, "EX", limit._window * 2, "NX"), ("INCR", key)]
     try:
-        async with charges[0][0]._redis.pipeline(transaction=False) as pipe:
-            for (limit, _), key in zip(charges, keys, strict=True):
-                pipe.set(key, 0, ex=limit._window * 2, nx=True)
-                pipe.incr(key)
-            counts = (await pipe.execute())[1::2]
+        counts = (await pipe.execute_all(commands))[1::2]
     except RedisError:
         log.warning("request budget unavailable, allowing", budgets=[limit._name for limit, _ in charges])
         return [0.0] * len(charges)
@@ -65,10 +65,7 @@ async def spend_together(charges: Sequence[tuple[FixedWindowLimit, str]]) -> lis
     refused = next((index for index, wait in enumerate(waits) if wait), len(waits))
     if unasked := keys[refused + 1 :]:
         try:
-            async with charges[0][0]._redis.pipeline(transaction=False) as pipe:
-                for key in unasked:
-                    pipe.decr(key)
-                await pipe.execute()
+            await pipe.execute_all([("DECR", key) for key in unasked])
         except RedisError:
             log.warning("could not give back a request budget count; it lapses with its window")
         waits[refused + 1 :] = [0.0] * len(unasked)

@@ -26,6 +26,7 @@ from mesh.keys import KeyringError, TrustStore
 from mesh.logs import configure_logging
 from mesh.metrics import Metrics
 from mesh.redis import KeySpace, create_redis
+from mesh.redis_pipe import RedisPipe
 from mesh.services import ServiceSpec
 from mesh.settings import Settings
 from mesh.signing import CallSigner, SignatureVerifier, signer_for
@@ -46,6 +47,8 @@ class ServiceRuntime:
     driver: DriverPool
     """Straight asyncpg connections for the few statements on a service's busiest path (mesh.db)."""
     redis: aioredis.Redis
+    pipe: RedisPipe
+    """Redis without redis-py's per-command cost, for the commands on a service's busiest paths."""
     keys: KeySpace
     metrics: Metrics
     peers: Peers
@@ -80,7 +83,8 @@ class MeshServer:
             settings=settings,
             engine=create_engine(settings, spec.schema, spec.name),
             driver=DriverPool(settings, spec.schema, spec.name),
-            redis=create_redis(settings),
+            redis=(redis := create_redis(settings)),
+            pipe=RedisPipe(redis),
             keys=KeySpace(spec.redis_prefix),
             metrics=self.metrics,
             peers=Peers(settings, spec.name, _signer(spec, settings, trust)),
@@ -159,6 +163,7 @@ class MeshServer:
             await self._signatures.close()
         await self.runtime.driver.close()
         await self.runtime.engine.dispose()
+        await self.runtime.pipe.close()
         await self.runtime.redis.aclose()
 
     async def _wind_down(self) -> None:

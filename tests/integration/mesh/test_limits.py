@@ -11,23 +11,26 @@ import redis.asyncio as aioredis
 
 from mesh.limits import FixedWindowLimit, spend_together
 from mesh.redis import KeySpace
+from mesh.redis_pipe import RedisPipe
 
 
 @pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+async def pipe(redis_url: str) -> AsyncIterator[RedisPipe]:
     client = aioredis.Redis.from_url(redis_url)
+    pipe = RedisPipe(client)
     try:
-        yield client
+        yield pipe
     finally:
+        await pipe.close()
         await client.aclose()
 
 
-def _limit(redis: aioredis.Redis, name: str, limit: int) -> FixedWindowLimit:
-    return FixedWindowLimit(redis, KeySpace(f"limits-{uuid.uuid4().hex[:8]}"), name, limit, 3600)
+def _limit(pipe: RedisPipe, name: str, limit: int) -> FixedWindowLimit:
+    return FixedWindowLimit(pipe, KeySpace(f"limits-{uuid.uuid4().hex[:8]}"), name, limit, 3600)
 
 
-async def test_a_budget_refuses_past_its_limit_with_the_wait_until_its_window_renews(redis: aioredis.Redis) -> None:
-    limit = _limit(redis, "requests", 2)
+async def test_a_budget_refuses_past_its_limit_with_the_wait_until_its_window_renews(pipe: RedisPipe) -> None:
+    limit = _limit(pipe, "requests", 2)
 
     waits = [await limit.wait_after("client") for _ in range(3)]
 
@@ -37,9 +40,9 @@ async def test_a_budget_refuses_past_its_limit_with_the_wait_until_its_window_re
 
 
 async def test_budgets_spent_together_refuse_at_the_first_spent_and_the_later_keep_their_count(
-    redis: aioredis.Redis,
+    pipe: RedisPipe,
 ) -> None:
-    per_client, per_email = _limit(redis, "requests", 1), _limit(redis, "mails", 5)
+    per_client, per_email = _limit(pipe, "requests", 1), _limit(pipe, "mails", 5)
 
     first = await spend_together([(per_client, "client"), (per_email, "ada@example.com")])
     refused = [await spend_together([(per_client, "client"), (per_email, "ada@example.com")]) for _ in range(10)]

@@ -1,0 +1,207 @@
+"""Redis spoken directly, for the few commands on a service's busiest paths: one connection of
+its own, commands from concurrent callers batched into one write, replies parsed by hiredis and
+matched in order.
+
+redis-py's per-command machinery (a pooled connection checked out and back, retries, a parser
+object, a write and a read per command) costs more CPU than the work around these commands:
+the nonce check of every signed call (mesh.nonces), request budgets (mesh.limits) and the
+double-submit marks of registrations. A pipe writes at most once per `flush_interval` (0: once
+per event-loop turn): a command after a quiet spell leaves at once, the ones that follow within
+the interval leave together in the next write.
+
+Failure is loud, never silent: a lost connection or a Redis that stops answering for `timeout`
+seconds fails every waiting command with a `RedisError`, and the next command connects again.
+An error reply fails only its own command.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+from collections import deque
+from collections.abc import Sequence
+from typing import Any, cast
+
+import hiredis
+import redis.asyncio as aioredis
+from redis import exceptions
+from redis.asyncio.connection import AbstractConnection, SSLConnection, UnixDomainSocketConnection
+
+Argument = str | bytes | int
+
+
+class RedisPipe:
+    """Sends commands to the Redis `redis` connects to, over a connection of its own."""
+
+    def __init__(self, redis: aioredis.Redis, timeout: float = 2.0, flush_interval: float = 0.0) -> None:
+        # A connection object of the client's pool describes where and how to connect (host or
+        # socket path, TLS, credentials, database); it is never connected itself.
+        self._endpoint: AbstractConnection = redis.connection_pool.make_connection()  # type: ignore[no-untyped-call]
+        self._timeout = timeout
+        self._flush_interval = flush_interval
+        self._pipeline: _Pipeline | None = None
+        self._connecting = asyncio.Lock()
+
+    async def execute(self, *command: Argument) -> Any:
+        """The reply to `command` (bytes, int, None or a list of those)."""
+        pipeline = self._pipeline
+        if pipeline is None or pipeline.broken:
+            pipeline = await self._connect()
+        return await pipeline.send(_packed(*command))
+
+    async def execute_all(self, commands: Sequence[Sequence[Argument]]) -> list[Any]:
+        """The replies to `commands`, sent together and in this order."""
+        pipeline = self._pipeline
+        if pipeline is None or pipeline.broken:
+            pipeline = await self._connect()
+        return list(await asyncio.gather(*(pipeline.send(_packed(*command)) for command in commands)))
+
+    async def close(self) -> None:
+        pipeline, self._pipeline = self._pipeline, None
+        if pipeline is not None:
+            pipeline.close()
+
+    async def _connect(self) -> _Pipeline:
+        async with self._connecting:
+            if self._pipeline is not None and not self._pipeline.broken:
+                return self._pipeline
+            try:
+                async with asyncio.timeout(self._timeout):
+                    pipeline = await self._open()
+                    try:
+                        for command in _handshake(self._endpoint):
+                            await pipeline.send(_packed(*command))
+                    except BaseException:
+                        pipeline.close()
+                        raise
+            except (OSError, TimeoutError):
+                raise exceptions.ConnectionError("cannot reach Redis") from None
+            self._pipeline = pipeline
+            return pipeline
+
+    async def _open(self) -> _Pipeline:
+        loop = asyncio.get_running_loop()
+        endpoint = self._endpoint
+
+        def pipeline() -> _Pipeline:
+            return _Pipeline(loop, self._timeout, self._flush_interval)
+
+        if isinstance(endpoint, UnixDomainSocketConnection):
+            _, opened = await loop.create_unix_connection(pipeline, endpoint.path)
+        else:
+            tls = endpoint.ssl_context.get() if isinstance(endpoint, SSLConnection) else None
+            _, opened = await loop.create_connection(pipeline, endpoint.host, endpoint.port, ssl=tls)  # type: ignore[attr-defined]
+        return opened
+
+
+def _packed(*command: Argument) -> bytes:
+    return hiredis.pack_command(command)  # type: ignore[arg-type,no-any-return]
+
+
+def _handshake(endpoint: AbstractConnection) -> list[tuple[Argument, ...]]:
+    """The commands that make a fresh connection act as the client's would: AUTH, SELECT."""
+    commands: list[tuple[Argument, ...]] = []
+    if endpoint.credential_provider is not None:
+        commands.append(("AUTH", *endpoint.credential_provider.get_credentials()))
+    elif endpoint.password:
+        commands.append(("AUTH", *([endpoint.username] if endpoint.username else []), endpoint.password))
+    if endpoint.db:
+        commands.append(("SELECT", endpoint.db))
+    return commands
+
+
+class _Pipeline(asyncio.Protocol):
+    """One Redis connection: commands out in at most one write per flush interval, replies back
+    in order."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float, flush_interval: float) -> None:
+        self._loop = loop
+        self._timeout = timeout
+        self._flush_interval = flush_interval
+        self._parser = hiredis.Reader()
+        self._transport: asyncio.Transport | None = None
+        self._outgoing: list[bytes] = []
+        self._last_flush = -math.inf
+        self._waiting: deque[asyncio.Future[Any]] = deque()
+        self._failure: exceptions.RedisError | None = None
+        self._last_reply = 0.0
+        self._watchdog: asyncio.TimerHandle | None = None
+
+    @property
+    def broken(self) -> bool:
+        return self._failure is not None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # A stream transport, though uvloop's is no subclass of asyncio.Transport.
+        self._transport = cast(asyncio.Transport, transport)
+
+    def send(self, command: bytes) -> asyncio.Future[Any]:
+        if self._failure is not None:
+            raise self._failure
+        reply = self._loop.create_future()
+        if not self._waiting:
+            self._last_reply = self._loop.time()
+            if self._watchdog is None:
+                self._watchdog = self._loop.call_later(self._timeout, self._check_progress)
+        self._waiting.append(reply)
+        if not self._outgoing:
+            due = self._last_flush + self._flush_interval
+            if due <= self._loop.time():
+                self._loop.call_soon(self._flush)
+            else:
+                self._loop.call_at(due, self._flush)
+        self._outgoing.append(command)
+        return reply
+
+    def _flush(self) -> None:
+        self._last_flush = self._loop.time()
+        if self._transport is not None and self._failure is None:
+            self._transport.write(b"".join(self._outgoing))
+        self._outgoing.clear()
+
+    def data_received(self, data: bytes) -> None:
+        self._parser.feed(data)
+        self._last_reply = self._loop.time()
+        try:
+            while (reply := self._parser.gets()) is not False:
+                waiter = self._waiting.popleft()
+                if waiter.done():  # its caller was cancelled; the reply is still its own
+                    continue
+                if isinstance(reply, hiredis.ReplyError):
+                    waiter.set_exception(exceptions.ResponseError(str(reply)))
+                else:
+                    waiter.set_result(reply)
+        except (hiredis.ProtocolError, IndexError):
+            self._fail(exceptions.ConnectionError("Redis answered out of protocol"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._transport = None
+        self._fail(exceptions.ConnectionError("connection to Redis lost"))
+
+    def close(self) -> None:
+        self._fail(exceptions.ConnectionError("the Redis pipe is closed"))
+
+    def _check_progress(self) -> None:
+        self._watchdog = None
+        if not self._waiting:
+            return
+        silent_until = self._last_reply + self._timeout
+        if self._loop.time() >= silent_until:
+            self._fail(exceptions.TimeoutError("Redis did not answer in time"))
+        else:
+            self._watchdog = self._loop.call_at(silent_until, self._check_progress)
+
+    def _fail(self, failure: exceptions.RedisError) -> None:
+        if self._failure is None:
+            self._failure = failure
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+        while self._waiting:
+            waiter = self._waiting.popleft()
+            if not waiter.done():
+                waiter.set_exception(failure)
+        if self._transport is not None:
+            with contextlib.suppress(RuntimeError):
+                self._transport.abort()
