@@ -1,11 +1,13 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
 import pytest
+import redis.asyncio as aioredis
 
 from mesh.migrate import upgrade_all
+from mesh.redis_pipe import RedisPipe
 from mesh.services import SERVICES
 from tests.integration.mail_svc.relay import ScriptedRelay
 
@@ -14,6 +16,17 @@ from tests.integration.mail_svc.relay import ScriptedRelay
 async def migrated_database_url(database_url: str) -> str:
     await upgrade_all(SERVICES, database_url)
     return database_url
+
+
+@pytest.fixture
+async def pipe(redis_url: str) -> AsyncIterator[RedisPipe]:
+    client = aioredis.Redis.from_url(redis_url)
+    pipe = RedisPipe(client)
+    try:
+        yield pipe
+    finally:
+        await pipe.close()
+        await client.aclose()
 
 
 @pytest.fixture

@@ -25,16 +25,12 @@ async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
         await client.aclose()
 
 
-async def test_failed_sign_ins_count_in_a_window_that_ends_on_its_own(redis: aioredis.Redis) -> None:
+async def test_failed_sign_ins_count_in_a_window_that_ends_on_its_own(redis: aioredis.Redis, pipe: RedisPipe) -> None:
     keys = KeySpace(f"throttle-{uuid.uuid4().hex[:8]}")
-    pipe = RedisPipe(redis)
     throttle = SignInThrottle(pipe, keys, per_account=10, per_client=100, window=WINDOW)
-    try:
-        for _ in range(3):
-            await throttle.failed("ada@example.com", "192.0.2.7")
-        counted = await throttle.admit("ada@example.com", "192.0.2.7")
-    finally:
-        await pipe.close()
+    for _ in range(3):
+        await throttle.failed("ada@example.com", "192.0.2.7")
+    counted = await throttle.admit("ada@example.com", "192.0.2.7")
 
     assert counted == 3
     for subject in ("ada@example.com", "192.0.2.7"):

@@ -4,25 +4,10 @@ several counted together in order."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-
-import pytest
-import redis.asyncio as aioredis
 
 from mesh.limits import FixedWindowLimit, spend_together
 from mesh.redis import KeySpace
 from mesh.redis_pipe import RedisPipe
-
-
-@pytest.fixture
-async def pipe(redis_url: str) -> AsyncIterator[RedisPipe]:
-    client = aioredis.Redis.from_url(redis_url)
-    pipe = RedisPipe(client)
-    try:
-        yield pipe
-    finally:
-        await pipe.close()
-        await client.aclose()
 
 
 def _limit(pipe: RedisPipe, name: str, limit: int) -> FixedWindowLimit:

@@ -5,24 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 
-import pytest
-import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from mesh.redis_pipe import RedisPipe
-
-
-@pytest.fixture
-async def pipe(redis_url: str) -> AsyncIterator[RedisPipe]:
-    client = aioredis.Redis.from_url(redis_url)
-    pipe = RedisPipe(client)
-    try:
-        yield pipe
-    finally:
-        await pipe.close()
-        await client.aclose()
 
 
 async def test_commands_sent_together_are_answered_in_their_order(pipe: RedisPipe) -> None:
