@@ -86,6 +86,8 @@ async def test_auth_svc_killed_between_hold_and_commit_leaves_a_hold_that_lapses
                 held = "SELECT state FROM invite.holds WHERE canonical_email = $1 ORDER BY create_time DESC LIMIT 1"
 
                 async def hold_taken() -> bool:
+                    if registering.done():
+                        registering.result()  # answered before its hold showed: fail with the answer
                     return await fetchval(stack.database_url, held, canonical_email(email)) == 1
 
                 await eventually(hold_taken, what="the hold taken")
