@@ -9,7 +9,6 @@ them on in its own internal calls, so a request can be followed across the servi
 
 from __future__ import annotations
 
-import random
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -21,7 +20,9 @@ from opentelemetry.instrumentation.grpc import aio_client_interceptors, aio_serv
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, DEFAULT_ON
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 
 def configure_tracing(service: str, exporter: SpanExporter | None) -> TracerProvider:
@@ -54,18 +55,21 @@ def client_tracing() -> list[Any]:
 
 
 TRACEPARENT = "traceparent"
+_W3C = TraceContextTextMapPropagator()
+_IDS = RandomIdGenerator()
 
 
 @contextmanager
 def continued_trace(metadata: Iterable[tuple[str, Any]] | None) -> Iterator[None]:
     """For the duration of a served call: the caller's trace, or a new one, as the current
     span context, with a span id of its own; nothing recorded."""
-    parent = _parent(metadata)
+    carried = {key: value for key, value in metadata or () if key == TRACEPARENT and isinstance(value, str)}
+    parent = trace.get_current_span(_W3C.extract(carried)).get_span_context()
     span = trace.SpanContext(
-        trace_id=parent.trace_id if parent else _nonzero_bits(128),
-        span_id=_nonzero_bits(64),
+        trace_id=parent.trace_id if parent.is_valid else _IDS.generate_trace_id(),
+        span_id=_IDS.generate_span_id(),
         is_remote=False,
-        trace_flags=parent.trace_flags if parent else trace.TraceFlags(0),
+        trace_flags=parent.trace_flags if parent.is_valid else trace.TraceFlags(0),
     )
     token = otel_context.attach(trace.set_span_in_context(trace.NonRecordingSpan(span)))
     try:
@@ -76,31 +80,6 @@ def continued_trace(metadata: Iterable[tuple[str, Any]] | None) -> Iterator[None
 
 def trace_header() -> tuple[tuple[str, str], ...]:
     """The current trace as call metadata (`traceparent`), or nothing outside any."""
-    current = trace.get_current_span().get_span_context()
-    if not current.is_valid:
-        return ()
-    return ((TRACEPARENT, f"00-{current.trace_id:032x}-{current.span_id:016x}-{current.trace_flags:02x}"),)
-
-
-def _parent(metadata: Iterable[tuple[str, Any]] | None) -> trace.SpanContext | None:
-    for key, value in metadata or ():
-        if key != TRACEPARENT or not isinstance(value, str):
-            continue
-        parts = value.split("-")
-        if len(parts) != 4 or [len(part) for part in parts] != [2, 32, 16, 2] or parts[0] == "ff":
-            return None
-        try:
-            trace_id, span_id, flags = int(parts[1], 16), int(parts[2], 16), int(parts[3], 16)
-        except ValueError:
-            return None
-        if not trace_id or not span_id:
-            return None
-        return trace.SpanContext(trace_id, span_id, is_remote=True, trace_flags=trace.TraceFlags(flags & 1))
-    return None
-
-
-def _nonzero_bits(bits: int) -> int:
-    # Trace ids are no secrets: OpenTelemetry's own generator draws them the same way.
-    while not (value := random.getrandbits(bits)):
-        pass
-    return value
+    carrier: dict[str, str] = {}
+    _W3C.inject(carrier)
+    return tuple(carrier.items())
