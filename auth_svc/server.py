@@ -522,7 +522,7 @@ def add_servicers(server: grpc.aio.Server, runtime: ServiceRuntime) -> None:
         Passwords(settings.auth_argon2_memory_kib, settings.auth_argon2_time_cost, settings.auth_argon2_parallelism),
         keys,
         Invites(stubs, runtime.metrics),
-        FirstSubmission(runtime.redis, runtime.pipe, runtime.keys),
+        FirstSubmission(runtime.pipe, runtime.keys),
         SignInThrottle(
             runtime.pipe,
             runtime.keys,

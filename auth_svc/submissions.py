@@ -17,7 +17,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import cast
 
-import redis.asyncio as aioredis
 import structlog
 from google.rpc import status_pb2
 from redis.exceptions import RedisError
@@ -38,22 +37,12 @@ return false
 
 
 class FirstSubmission:
-    def __init__(
-        self,
-        redis: aioredis.Redis,
-        pipe: RedisPipe,
-        keys: KeySpace,
-        in_flight_ttl: float = 30.0,
-        answer_ttl: float = 5.0,
-    ) -> None:
-        """`pipe` carries every command of a registration's common path; `redis` the rare
-        take-over script."""
+    def __init__(self, pipe: RedisPipe, keys: KeySpace, in_flight_ttl: float = 30.0, answer_ttl: float = 5.0) -> None:
         self._pipe = pipe
         self._keys = keys
         self._in_flight_ms = int(in_flight_ttl * 1000)
         self._answer_ms = int(answer_ttl * 1000)
         self._patience = in_flight_ttl
-        self._take_over = redis.register_script(_TAKE_OVER)
 
     async def answer(self, email: str, fingerprint: bytes, work: Callable[[], Awaitable[bytes]]) -> bytes:
         """Runs `work` (which answers a serialized response) unless the same submission is in
@@ -68,7 +57,10 @@ class FirstSubmission:
                     if seen.startswith(mark):
                         return _replayed(seen[len(mark) :])
                     # Another submission's answer: this one is new work, and takes the mark over.
-                    if await self._take_over(keys=[key], args=[seen, mark + _IN_FLIGHT, self._in_flight_ms]):
+                    # Rare (a changed submission just after an answer), so the script text goes each time.
+                    if await self._pipe.execute(
+                        "EVAL", _TAKE_OVER, 1, key, seen, mark + _IN_FLIGHT, self._in_flight_ms
+                    ):
                         break
                 if time.monotonic() > deadline:
                     log.warning("registration still in flight after waiting; running this one too")
