@@ -149,6 +149,15 @@ class Outbox:
         self._stopping = asyncio.Event()
         # The relay's two statements of every batch run straight on the driver (mesh.db).
         self._lease = DriverStatement(_lease_statement(table))
+        self._retry = (
+            update(table)
+            .where(table.c.id == bindparam("message_id"))
+            .values(
+                lease_until=None,
+                next_attempt_time=func.now() + bindparam("delay", type_=Interval()),
+                last_error=bindparam("error"),
+            )
+        )
         self._mark_delivered = DriverStatement(
             update(table)
             .where(table.c.id == func.any(bindparam("ids", type_=ARRAY(UUID(as_uuid=True)))))
@@ -247,7 +256,7 @@ class Outbox:
             await self._give_up(message.id, message.kind, str(refusal))
             return [(message.id, False)]
         except Exception as error:
-            return [await self._retry_later(message, error)]
+            return await self._retry_later([message], error)
         self._outcomes.labels(message.kind, "delivered").inc()
         return [(message.id, True)]
 
@@ -259,31 +268,27 @@ class Outbox:
             alone = await asyncio.gather(*(self._deliver(message) for message in messages))
             return [outcome for outcomes in alone for outcome in outcomes]
         except Exception as error:
-            return [await self._retry_later(message, error) for message in messages]
+            return await self._retry_later(messages, error)
         self._outcomes.labels(kind, "delivered").inc(len(messages))
         return [(message.id, True) for message in messages]
 
-    async def _retry_later(self, message: Message, error: Exception) -> tuple[uuid.UUID, bool]:
-        delay = full_jitter(message.attempts, self._timings.backoff_base, self._timings.backoff_cap)
-        log.warning(
-            "outbox delivery failed; will retry",
-            message_id=str(message.id),
-            kind=message.kind,
-            attempts=message.attempts,
-            error=type(error).__name__,
-        )
-        self._outcomes.labels(message.kind, "retry").inc()
-        async with self._engine.begin() as connection:
-            await connection.execute(
-                update(self._table)
-                .where(self._table.c.id == message.id)
-                .values(
-                    lease_until=None,
-                    next_attempt_time=func.now() + datetime.timedelta(seconds=delay),
-                    last_error=type(error).__name__,
-                )
+    async def _retry_later(self, messages: Sequence[Message], error: Exception) -> list[tuple[uuid.UUID, bool]]:
+        """Each message waits a backoff of its own (one statement for a whole failed batch)."""
+        retries, why = [], type(error).__name__
+        for message in messages:
+            delay = full_jitter(message.attempts, self._timings.backoff_base, self._timings.backoff_cap)
+            log.warning(
+                "outbox delivery failed; will retry",
+                message_id=str(message.id),
+                kind=message.kind,
+                attempts=message.attempts,
+                error=why,
             )
-        return message.id, False
+            self._outcomes.labels(message.kind, "retry").inc()
+            retries.append({"message_id": message.id, "delay": datetime.timedelta(seconds=delay), "error": why})
+        async with self._engine.begin() as connection:
+            await connection.execute(self._retry, retries)
+        return [(message.id, False) for message in messages]
 
     async def _give_up(self, message_id: uuid.UUID, kind: str, why: str) -> None:
         self._outcomes.labels(kind, "given_up").inc()
