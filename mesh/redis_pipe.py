@@ -1,6 +1,6 @@
 """Redis spoken directly, for the few commands on a service's busiest paths: one connection of
-its own, commands from concurrent callers batched into one write, replies parsed by hiredis and
-matched in order.
+its own, commands from concurrent callers gathered into one write (mesh.pipelining), replies
+parsed by hiredis and matched in order.
 
 redis-py's per-command machinery (a pooled connection checked out and back, retries, a parser
 object, a write and a read per command) costs more CPU than the work around these commands:
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 from collections import deque
 from collections.abc import Sequence
 from typing import Any, cast
@@ -27,6 +26,8 @@ import hiredis
 import redis.asyncio as aioredis
 from redis import exceptions
 from redis.asyncio.connection import AbstractConnection, SSLConnection, UnixDomainSocketConnection
+
+from mesh.pipelining import BatchedWrites, SilenceWatch
 
 Argument = str | bytes | int
 
@@ -117,16 +118,17 @@ class _Pipeline(asyncio.Protocol):
 
     def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float, flush_interval: float) -> None:
         self._loop = loop
-        self._timeout = timeout
-        self._flush_interval = flush_interval
         self._parser = hiredis.Reader()
         self._transport: asyncio.Transport | None = None
-        self._outgoing: list[bytes] = []
-        self._last_flush = -math.inf
+        self._writes = BatchedWrites(loop, flush_interval)
         self._waiting: deque[asyncio.Future[Any]] = deque()
         self._failure: exceptions.RedisError | None = None
-        self._last_reply = 0.0
-        self._watchdog: asyncio.TimerHandle | None = None
+        self._silence = SilenceWatch(
+            loop,
+            timeout,
+            lambda: bool(self._waiting),
+            lambda: self._fail(exceptions.TimeoutError("Redis did not answer in time")),
+        )
 
     @property
     def broken(self) -> bool:
@@ -134,35 +136,21 @@ class _Pipeline(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # A stream transport, though uvloop's is no subclass of asyncio.Transport.
-        self._transport = cast(asyncio.Transport, transport)
+        self._transport = self._writes.transport = cast(asyncio.Transport, transport)
 
     def send(self, command: bytes) -> asyncio.Future[Any]:
         if self._failure is not None:
             raise self._failure
         reply = self._loop.create_future()
         if not self._waiting:
-            self._last_reply = self._loop.time()
-            if self._watchdog is None:
-                self._watchdog = self._loop.call_later(self._timeout, self._check_progress)
+            self._silence.asked()
         self._waiting.append(reply)
-        if not self._outgoing:
-            due = self._last_flush + self._flush_interval
-            if due <= self._loop.time():
-                self._loop.call_soon(self._flush)
-            else:
-                self._loop.call_at(due, self._flush)
-        self._outgoing.append(command)
+        self._writes.add(command)
         return reply
-
-    def _flush(self) -> None:
-        self._last_flush = self._loop.time()
-        if self._transport is not None and self._failure is None:
-            self._transport.write(b"".join(self._outgoing))
-        self._outgoing.clear()
 
     def data_received(self, data: bytes) -> None:
         self._parser.feed(data)
-        self._last_reply = self._loop.time()
+        self._silence.answered()
         try:
             while (reply := self._parser.gets()) is not False:
                 waiter = self._waiting.popleft()
@@ -176,28 +164,17 @@ class _Pipeline(asyncio.Protocol):
             self._fail(exceptions.ConnectionError("Redis answered out of protocol"))
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._transport = None
+        self._transport = self._writes.transport = None
         self._fail(exceptions.ConnectionError("connection to Redis lost"))
 
     def close(self) -> None:
         self._fail(exceptions.ConnectionError("the Redis pipe is closed"))
 
-    def _check_progress(self) -> None:
-        self._watchdog = None
-        if not self._waiting:
-            return
-        silent_until = self._last_reply + self._timeout
-        if self._loop.time() >= silent_until:
-            self._fail(exceptions.TimeoutError("Redis did not answer in time"))
-        else:
-            self._watchdog = self._loop.call_at(silent_until, self._check_progress)
-
     def _fail(self, failure: exceptions.RedisError) -> None:
         if self._failure is None:
             self._failure = failure
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-            self._watchdog = None
+        self._writes.transport = None
+        self._silence.stop()
         while self._waiting:
             waiter = self._waiting.popleft()
             if not waiter.done():
