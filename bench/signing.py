@@ -1,9 +1,11 @@
 """Signed internal calls per second against unsigned calls, on the same server in the same run.
 
-The server runs in a process of its own (as in deployment); this process is the load. Rounds
-alternate unsigned (public CheckCode) and signed (internal ReleaseHold, signed as auth_svc: ECDSA
-sign here, verify plus a Redis SET NX nonce check there), and the ratio is taken per round pair,
-so a noisy neighbour slows both sides of a pair alike.
+The server runs in a process of its own, with its settings' defaults (as in deployment); this
+process is the load. Rounds alternate unsigned (public CheckCode) and signed (internal
+ReleaseHold, signed as auth_svc: ECDSA sign here; there, the verify in the server's signature
+helper process and a Redis SET NX nonce check), and the ratio is taken per round pair, so a noisy
+neighbour slows both sides of a pair alike. `MESH_SIGNATURE_HELPER=0` measures the verify on the
+server's event loop instead.
 
     .venv/bin/python -m bench.signing [--rounds 5] [--seconds 3] [--concurrency 32]
 """

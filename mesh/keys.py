@@ -193,6 +193,17 @@ class Keystore:
         return kid, decrypt_private_key(text, self.kek, service, kid)
 
 
+@dataclass(frozen=True)
+class TrustedKey:
+    key: ec.EllipticCurvePublicKey
+    point: bytes
+    """The key as an uncompressed X9.62 point, as signature checks take it (mesh.signature_checks)."""
+
+    @classmethod
+    def of(cls, key: ec.EllipticCurvePublicKey) -> TrustedKey:
+        return cls(key, key.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint))
+
+
 class TrustStore:
     """The trust file as verifiers and signers see it, re-read when it changes (checked at most
     once per `reload_interval`), so rotation needs no restart."""
@@ -202,7 +213,7 @@ class TrustStore:
         self._reload_interval = reload_interval
         self._checked_at = float("-inf")
         self._stamp: tuple[int, int] | None = None
-        self._public: dict[str, dict[str, ec.EllipticCurvePublicKey]] = {}
+        self._public: dict[str, dict[str, TrustedKey]] = {}
         self._trust = TrustFile()
 
     def _refresh(self) -> None:
@@ -219,12 +230,12 @@ class TrustStore:
             return
         trust = TrustFile.read(self._trust_path)
         self._public = {
-            service: {kid: _load_public(pem) for kid, pem in trust.public_keys(service).items()}
+            service: {kid: TrustedKey.of(_load_public(pem)) for kid, pem in trust.public_keys(service).items()}
             for service in trust.services
         }
         self._trust, self._stamp = trust, stamp
 
-    def public_key(self, service: str, kid: str) -> ec.EllipticCurvePublicKey | None:
+    def trusted_key(self, service: str, kid: str) -> TrustedKey | None:
         self._refresh()
         return self._public.get(service, {}).get(kid)
 

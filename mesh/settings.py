@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     keys_dir: Path | None = None
     clock_skew: float = Field(default=30.0, gt=0)
     nonce_flush_interval: float = Field(default=0.002, ge=0, le=0.1)
+    signature_helper: bool = True
+    signature_flush_interval: float = Field(default=0.002, ge=0, le=0.1)
     trust_reload_interval: float = Field(default=1.0, gt=0)
     jwks_refresh_interval: float = Field(default=10.0, gt=0)
     service_addresses: dict[str, str] = Field(default_factory=dict)

@@ -2,8 +2,9 @@
 
 The caller signs `method, caller, timestamp, nonce, sha256(request bytes)` with its ECDSA P-256
 key; the callee checks the caller is known, the timestamp is within the clock window, the
-signature is valid for this exact method and body, and the nonce was never seen (Redis SET NX).
-Which callers may call a method is the access option's business (mesh.access).
+signature is valid for this exact method and body (checked off the event loop where it can be,
+mesh.signature_checks), and the nonce was never seen (Redis SET NX). Which callers may call a
+method is the access option's business (mesh.access).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from typing import Any
 import grpc
 import redis.asyncio as aioredis
 import structlog
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from redis.exceptions import RedisError
@@ -29,6 +29,7 @@ from mesh.keys import Keystore, TrustStore, load_kek
 from mesh.nonces import NonceLedger
 from mesh.redis import KeySpace
 from mesh.settings import Settings
+from mesh.signature_checks import SignatureChecks
 from mesh.telemetry import trace_header
 
 log = structlog.get_logger("mesh.signing")
@@ -187,16 +188,19 @@ class SignatureVerifier:
         keys: KeySpace,
         clock_skew: float,
         nonce_flush_interval: float,
+        checks: SignatureChecks,
         clock: Clock = time.time,
     ) -> None:
         self._trust = trust
         self._keys = keys
         self._clock_skew = clock_skew
+        self._checks = checks
         self._clock = clock
         # A nonce must outlive the window in which its timestamp is accepted, on both sides.
         self._nonces = NonceLedger(redis, math.ceil(2 * clock_skew) + 5, flush_interval=nonce_flush_interval)
 
     async def close(self) -> None:
+        await self._checks.close()
         await self._nonces.close()
 
     async def verify_call(self, method: str, metadata: Mapping[str, str], body: bytes) -> str:
@@ -210,17 +214,18 @@ class SignatureVerifier:
         if stale:
             raise _refused("CALL_SIGNATURE_STALE", "call timestamp outside the accepted window", caller, method)
         kid, _, encoded = metadata[SIGNATURE].partition(".")
-        public_key = self._trust.public_key(caller, kid)
-        if public_key is None or not 16 <= len(nonce) <= 64:
+        trusted = self._trust.trusted_key(caller, kid)
+        if trusted is None or not 16 <= len(nonce) <= 64:
             raise _refused("CALL_SIGNATURE_INVALID", "call signature does not verify", caller, method)
         try:
             signature = base64.b64decode(encoded, altchars=b"-_", validate=True)
-            # Only the canonical encoding: unused trailing bits must not give a second valid form.
-            if base64.urlsafe_b64encode(signature).decode() != encoded:
-                raise ValueError("non-canonical signature encoding")
-            public_key.verify(signature, signed_payload(method, caller, timestamp, nonce, body), _ECDSA)
-        except (InvalidSignature, ValueError):
-            raise _refused("CALL_SIGNATURE_INVALID", "call signature does not verify", caller, method) from None
+        except ValueError:
+            signature = b""
+        digest = hashlib.sha256(signed_payload(method, caller, timestamp, nonce, body)).digest()
+        # Only the canonical encoding: unused trailing bits must not give a second valid form.
+        canonical = base64.urlsafe_b64encode(signature).decode() == encoded
+        if not canonical or not await self._checks.valid(trusted, signature, digest):
+            raise _refused("CALL_SIGNATURE_INVALID", "call signature does not verify", caller, method)
         try:
             fresh = await self._nonces.first_sighting(self._keys.key("nonce", caller, nonce))
         except RedisError:

@@ -72,7 +72,7 @@ async def test_rotating_a_callers_key_under_load_fails_no_call(
         new_kid = trust.keystore.add("auth_svc")
 
         async def server_trusts_new_key() -> bool:
-            return server.trust.public_key("auth_svc", new_kid) is not None
+            return server.trust.trusted_key("auth_svc", new_kid) is not None
 
         await eventually(server_trusts_new_key, what="verifier reloading the trust file")
         trust.keystore.activate("auth_svc", new_kid)
@@ -90,7 +90,7 @@ async def test_rotating_a_callers_key_under_load_fails_no_call(
         trust.keystore.retire("auth_svc", old_kid)
 
         async def server_forgot_old_key() -> bool:
-            return server.trust.public_key("auth_svc", old_kid) is None
+            return server.trust.trusted_key("auth_svc", old_kid) is None
 
         await eventually(server_forgot_old_key, what="verifier dropping the old key")
         settled = calls

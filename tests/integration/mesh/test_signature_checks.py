@@ -1,0 +1,128 @@
+"""Signature checks in a real helper process: the same verdicts as in process, and no check lost
+or wrong when the helper is killed, hangs or is not wanted."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import signal
+from collections.abc import AsyncIterator
+
+import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from mesh.keys import TrustedKey
+from mesh.signature_checks import SignatureChecks
+from tests.conftest import eventually
+
+SIGNER = ec.generate_private_key(ec.SECP256R1())
+KEY = TrustedKey.of(SIGNER.public_key())
+OTHER_KEY = TrustedKey.of(ec.generate_private_key(ec.SECP256R1()).public_key())
+
+
+def signed(payload: bytes) -> tuple[bytes, bytes]:
+    return SIGNER.sign(payload, ec.ECDSA(hashes.SHA256())), hashlib.sha256(payload).digest()
+
+
+SIGNATURE, DIGEST = signed(b"a signed payload")
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            state = stat.read().rpartition(")")[2].split()[0]
+    except OSError:  # reaped: gone from /proc, or going while read
+        return False
+    return state != "Z"  # a killed child not yet reaped is a zombie
+
+
+@pytest.fixture
+async def checks() -> AsyncIterator[SignatureChecks]:
+    checks = SignatureChecks(flush_interval=0.002, silence_allowed=0.5, restart_delay=0.1)
+    await checks.start()
+    assert checks.helper_pid is not None
+    yield checks
+    await checks.close()
+
+
+async def test_the_helper_gives_the_verdicts_a_check_in_process_gives(checks: SignatureChecks) -> None:
+    payloads = [f"call {n}".encode() for n in range(50)]
+    cases = [(KEY, *signed(payload)) for payload in payloads]
+    cases += [(OTHER_KEY, *signed(payload)) for payload in payloads[:5]]
+    cases += [(KEY, signature, hashlib.sha256(b"other").digest()) for signature, _ in map(signed, payloads[:5])]
+    cases += [(KEY, SIGNATURE[:-2], DIGEST), (KEY, b"", DIGEST), (KEY, SIGNATURE + bytes(200), DIGEST)]
+
+    verdicts = await asyncio.gather(*(checks.valid(key, signature, digest) for key, signature, digest in cases))
+
+    assert verdicts == [True] * 50 + [False] * 13
+    assert checks.helper_pid is not None
+
+
+async def test_the_helper_starts_on_first_use_and_ends_when_closed() -> None:
+    checks = SignatureChecks(flush_interval=0.0)
+    assert checks.helper_pid is None
+
+    assert await checks.valid(KEY, SIGNATURE, DIGEST)  # in process while the helper starts
+    await eventually(lambda: _true(checks.helper_pid is not None), what="helper started")
+    pid = checks.helper_pid
+    assert pid is not None and alive(pid)
+    assert await checks.valid(KEY, SIGNATURE, DIGEST)
+
+    await checks.close()
+    assert not alive(pid)
+    assert checks.helper_pid is None
+    assert await checks.valid(KEY, SIGNATURE, DIGEST)  # closed: in process, no new helper
+    assert checks.helper_pid is None
+
+
+async def test_checks_in_flight_when_the_helper_is_killed_are_made_in_process(checks: SignatureChecks) -> None:
+    pid = checks.helper_pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)  # it takes records but answers none
+    cases = [(KEY, *signed(f"call {n}".encode())) for n in range(20)] + [(OTHER_KEY, SIGNATURE, DIGEST)]
+    pending = [asyncio.ensure_future(checks.valid(*case)) for case in cases]
+    await asyncio.sleep(0.05)  # the records leave within the 2 ms flush interval
+    assert not any(check.done() for check in pending)
+
+    os.kill(pid, signal.SIGKILL)
+    verdicts = await asyncio.wait_for(asyncio.gather(*pending), 5.0)
+
+    assert verdicts == [True] * 20 + [False]
+    await eventually(lambda: _true(not alive(pid)), what="killed helper reaped")
+
+
+async def test_a_helper_that_hangs_is_replaced_and_its_checks_made_in_process(checks: SignatureChecks) -> None:
+    pid = checks.helper_pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+
+    verdicts = await asyncio.wait_for(
+        asyncio.gather(checks.valid(KEY, SIGNATURE, DIGEST), checks.valid(OTHER_KEY, SIGNATURE, DIGEST)), 5.0
+    )
+
+    assert list(verdicts) == [True, False]  # after `silence_allowed`, in process
+    await eventually(lambda: _true(not alive(pid)), what="hung helper ended")
+
+    async def replaced() -> bool:
+        await checks.valid(KEY, SIGNATURE, DIGEST)
+        return checks.helper_pid not in (None, pid)
+
+    await eventually(replaced, what="a new helper")
+    assert await checks.valid(KEY, SIGNATURE, DIGEST)
+    assert not await checks.valid(KEY, SIGNATURE, hashlib.sha256(b"other").digest())
+
+
+async def test_not_offloaded_no_helper_ever_starts() -> None:
+    checks = SignatureChecks(flush_interval=0.0, offloaded=False)
+    await checks.start()
+
+    assert await checks.valid(KEY, SIGNATURE, DIGEST)
+    assert not await checks.valid(OTHER_KEY, SIGNATURE, DIGEST)
+    assert checks.helper_pid is None
+    await checks.close()
+
+
+async def _true(value: bool) -> bool:
+    return value
