@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import os
 import signal
+import sys
 from collections.abc import AsyncIterator
 
 import pytest
@@ -122,6 +123,36 @@ async def test_not_offloaded_no_helper_ever_starts() -> None:
     assert not await checks.valid(OTHER_KEY, SIGNATURE, DIGEST)
     assert checks.helper_pid is None
     await checks.close()
+
+
+async def test_the_helper_ends_with_a_service_that_is_killed() -> None:
+    service = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _SERVICE_WITH_A_HELPER, stdout=asyncio.subprocess.PIPE
+    )
+    assert service.stdout is not None
+    while not (line := await asyncio.wait_for(service.stdout.readline(), 30.0)).startswith(b"helper "):
+        assert line, "the service ended before its helper started"
+    helper_pid = int(line.split()[1])
+    assert alive(helper_pid)
+
+    service.kill()
+    await service.wait()
+
+    await eventually(lambda: _true(not alive(helper_pid)), what="the orphaned helper to end")
+
+
+_SERVICE_WITH_A_HELPER = """
+import asyncio
+from mesh.signature_checks import SignatureChecks
+
+async def serve():
+    checks = SignatureChecks(flush_interval=0.0)
+    await checks.start()
+    print("helper", checks.helper_pid, flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(serve())
+"""
 
 
 async def _true(value: bool) -> bool:
