@@ -88,7 +88,7 @@ class SignatureChecks:
     async def start(self) -> None:
         """Starts the helper now rather than on first use; returns once it runs, or could not
         start (then checks stay in process until the next try)."""
-        if self._offloaded and self.helper_pid is None:
+        if self._offloaded and not self._closed and self.helper_pid is None:
             await (self._starting or self._begin_start())
 
     async def close(self) -> None:

@@ -75,6 +75,7 @@ async def test_the_helper_starts_on_first_use_and_ends_when_closed() -> None:
     assert not alive(pid)
     assert checks.helper_pid is None
     assert await checks.valid(KEY, SIGNATURE, DIGEST)  # closed: in process, no new helper
+    await checks.start()
     assert checks.helper_pid is None
 
 
