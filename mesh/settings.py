@@ -47,7 +47,6 @@ class Settings(BaseSettings):
     kek: SecretStr | None = None
     keys_dir: Path | None = None
     clock_skew: float = Field(default=30.0, gt=0)
-    nonce_flush_interval: float = Field(default=0.002, ge=0, le=0.1)
     signature_helper: bool = True
     signature_flush_interval: float = Field(default=0.002, ge=0, le=0.1)
     trust_reload_interval: float = Field(default=1.0, gt=0)
