@@ -13,6 +13,7 @@ import structlog
 from redis.exceptions import RedisError
 
 from mesh.errors import RateLimited
+from mesh.limits import counted_in_window
 from mesh.redis import KeySpace
 from mesh.redis_pipe import RedisPipe
 
@@ -46,10 +47,8 @@ class SignInThrottle:
 
     async def failed(self, canonical_email: str, client: str) -> None:
         keys = (self._account(canonical_email), self._client(client))
-        # The window starts at the first failure: SET NX with its expiry (Redis 6.2 has no EXPIRE NX).
-        commands = [step for key in keys for step in (("SET", key, 0, "EX", self._window, "NX"), ("INCR", key))]
         try:
-            await self._pipe.execute_all(commands)
+            await self._pipe.execute_all([step for key in keys for step in counted_in_window(key, self._window)])
         except RedisError:
             log.warning("sign-in throttle unavailable; a failure went uncounted")
 

@@ -14,6 +14,12 @@ from mesh.redis_pipe import RedisPipe
 log = structlog.get_logger("mesh.limits")
 
 
+def counted_in_window(key: str, seconds: int) -> list[tuple[str | int, ...]]:
+    """The commands that count one more on `key`, whose window (and expiry) starts with its first
+    count: SET NX with the expiry, then INCR, since Redis 6.2 has no EXPIRE NX."""
+    return [("SET", key, 0, "EX", seconds, "NX"), ("INCR", key)]
+
+
 class FixedWindowLimit:
     def __init__(self, pipe: RedisPipe, keys: KeySpace, name: str, limit: int, window: int) -> None:
         self._pipe = pipe
@@ -52,7 +58,7 @@ async def spend_together(charges: Sequence[tuple[FixedWindowLimit, str]]) -> lis
     pipe = charges[0][0]._pipe
     commands: list[tuple[str | int, ...]] = []
     for (limit, _), key in zip(charges, keys, strict=True):
-        commands += [("SET", key, 0, "EX", limit._window * 2, "NX"), ("INCR", key)]
+        commands += counted_in_window(key, limit._window * 2)
     try:
         counts = (await pipe.execute_all(commands))[1::2]
     except RedisError:

@@ -5,9 +5,7 @@ parsed by hiredis and matched in order.
 redis-py's per-command machinery (a pooled connection checked out and back, retries, a parser
 object, a write and a read per command) costs more CPU than the work around these commands:
 the nonce check of every signed call (mesh.nonces), request budgets (mesh.limits) and the
-double-submit marks of registrations. A pipe writes at most once per `flush_interval` (0: once
-per event-loop turn): a command after a quiet spell leaves at once, the ones that follow within
-the interval leave together in the next write.
+double-submit marks of registrations. A pipe gathers its writes per `flush_interval`.
 
 Failure is loud, never silent: a lost connection or a Redis that stops answering for `timeout`
 seconds fails every waiting command with a `RedisError`, and the next command connects again.
@@ -46,22 +44,23 @@ class RedisPipe:
 
     async def execute(self, *command: Argument) -> Any:
         """The reply to `command` (bytes, int, None or a list of those)."""
-        pipeline = self._pipeline
-        if pipeline is None or pipeline.broken:
-            pipeline = await self._connect()
-        return await pipeline.send(_packed(*command))
+        return await (await self._connected()).send(_packed(*command))
 
     async def execute_all(self, commands: Sequence[Sequence[Argument]]) -> list[Any]:
         """The replies to `commands`, sent together and in this order."""
-        pipeline = self._pipeline
-        if pipeline is None or pipeline.broken:
-            pipeline = await self._connect()
+        pipeline = await self._connected()
         return list(await asyncio.gather(*(pipeline.send(_packed(*command)) for command in commands)))
 
     async def close(self) -> None:
         pipeline, self._pipeline = self._pipeline, None
         if pipeline is not None:
             pipeline.close()
+
+    async def _connected(self) -> _Pipeline:
+        pipeline = self._pipeline
+        if pipeline is None or pipeline.broken:
+            pipeline = await self._connect()
+        return pipeline
 
     async def _connect(self) -> _Pipeline:
         async with self._connecting:

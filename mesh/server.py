@@ -105,9 +105,6 @@ class MeshServer:
                 self.runtime.redis,
                 self.runtime.keys,
                 settings.clock_skew,
-                # The helper's verdicts arrive a batch at a time, and the nonces of a batch leave
-                # together; without it, the nonce writes must be gathered themselves.
-                0.0 if settings.signature_helper else settings.signature_flush_interval,
                 self.signature_checks,
             )
         exporting = settings.otlp_endpoint is not None

@@ -23,7 +23,7 @@ import signal
 import subprocess
 import sys
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import structlog
 from cryptography.exceptions import InvalidSignature
@@ -69,6 +69,15 @@ class SignatureChecks:
         self._starting: asyncio.Task[None] | None = None
         self._next_start = float("-inf")
         self._closed = False
+
+    @property
+    def offloaded(self) -> bool:
+        """Whether checks go to a helper, gathered, so that verdicts come back a batch at a time."""
+        return self._offloaded
+
+    @property
+    def flush_interval(self) -> float:
+        return self._flush_interval
 
     @property
     def helper_pid(self) -> int | None:
@@ -175,8 +184,7 @@ class _Helper(asyncio.Protocol):
         if not self._pending:
             self._silence.asked()
         self._pending.append((verdict, key.key, signature, digest))
-        point = key.point
-        self._writes.add(b"".join((bytes((len(point),)), point, bytes((len(signature),)), signature, digest)))
+        self._writes.add(record(key.point, signature, digest))
         return verdict
 
     def data_received(self, data: bytes) -> None:
@@ -226,6 +234,11 @@ class _WriteSide(asyncio.BaseProtocol):
         self._helper.lost()
 
 
+def record(point: bytes, signature: bytes, digest: bytes) -> bytes:
+    """One check as the helper reads it: each field but the fixed-size digest after its length."""
+    return b"".join((bytes((len(point),)), point, bytes((len(signature),)), signature, digest))
+
+
 def _record_at(buffer: bytes, offset: int) -> tuple[bytes, bytes, bytes, int] | None:
     """The (point, signature, digest) record at `offset` and the offset after it, or None while
     the record is incomplete."""
@@ -246,7 +259,7 @@ def _record_at(buffer: bytes, offset: int) -> tuple[bytes, bytes, bytes, int] | 
     )
 
 
-def _verdict(keys: dict[bytes, Any], point: bytes, signature: bytes, digest: bytes) -> int:
+def _verdict(keys: dict[bytes, ec.EllipticCurvePublicKey], point: bytes, signature: bytes, digest: bytes) -> int:
     key = keys.get(point)
     if key is None:
         try:

@@ -187,7 +187,6 @@ class SignatureVerifier:
         redis: aioredis.Redis,
         keys: KeySpace,
         clock_skew: float,
-        nonce_flush_interval: float,
         checks: SignatureChecks,
         clock: Clock = time.time,
     ) -> None:
@@ -196,8 +195,11 @@ class SignatureVerifier:
         self._clock_skew = clock_skew
         self._checks = checks
         self._clock = clock
+        # Verdicts gathered into batches send their nonces together, at once; checks made one by
+        # one need the nonce writes gathered themselves.
+        nonce_interval = 0.0 if checks.offloaded else checks.flush_interval
         # A nonce must outlive the window in which its timestamp is accepted, on both sides.
-        self._nonces = NonceLedger(redis, math.ceil(2 * clock_skew) + 5, flush_interval=nonce_flush_interval)
+        self._nonces = NonceLedger(redis, math.ceil(2 * clock_skew) + 5, flush_interval=nonce_interval)
 
     async def close(self) -> None:
         await self._checks.close()

@@ -4,10 +4,13 @@ or wrong when the helper is killed, hangs or is not wanted."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import hashlib
 import os
 import signal
+import struct
 import sys
+import termios
 from collections.abc import AsyncIterator
 
 import pytest
@@ -15,7 +18,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from mesh.keys import TrustedKey
-from mesh.signature_checks import SignatureChecks
+from mesh.signature_checks import SignatureChecks, record
 from tests.conftest import eventually
 
 SIGNER = ec.generate_private_key(ec.SECP256R1())
@@ -28,6 +31,15 @@ def signed(payload: bytes) -> tuple[bytes, bytes]:
 
 
 SIGNATURE, DIGEST = signed(b"a signed payload")
+
+
+def waiting_for(pid: int) -> int:
+    """Bytes in the pipe to `pid`'s stdin that it has not read."""
+    pipe = os.open(f"/proc/{pid}/fd/0", os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        return int(struct.unpack("i", fcntl.ioctl(pipe, termios.FIONREAD, bytes(4)))[0])
+    finally:
+        os.close(pipe)
 
 
 def alive(pid: int) -> bool:
@@ -85,7 +97,12 @@ async def test_checks_in_flight_when_the_helper_is_killed_are_made_in_process(ch
     os.kill(pid, signal.SIGSTOP)  # it takes records but answers none
     cases = [(KEY, *signed(f"call {n}".encode())) for n in range(20)] + [(OTHER_KEY, SIGNATURE, DIGEST)]
     pending = [asyncio.ensure_future(checks.valid(*case)) for case in cases]
-    await asyncio.sleep(0.05)  # the records leave within the 2 ms flush interval
+    sent = sum(len(record(key.point, signature, digest)) for key, signature, digest in cases)
+
+    async def all_at_the_helper() -> bool:
+        return waiting_for(pid) == sent
+
+    await eventually(all_at_the_helper, what="every record in the helper's pipe")
     assert not any(check.done() for check in pending)
 
     os.kill(pid, signal.SIGKILL)

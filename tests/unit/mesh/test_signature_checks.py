@@ -9,7 +9,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from mesh.keys import TrustedKey
-from mesh.signature_checks import _record_at, serve_checks, signature_valid
+from mesh.signature_checks import _record_at, record, serve_checks, signature_valid
 
 KEY = ec.generate_private_key(ec.SECP256R1())
 OTHER_KEY = ec.generate_private_key(ec.SECP256R1())
@@ -17,10 +17,6 @@ PAYLOAD = b"invitemesh-call-v1\n/invitemesh.invite.v1.InviteService/HoldCode\nau
 DIGEST = hashlib.sha256(PAYLOAD).digest()
 SIGNATURE = KEY.sign(PAYLOAD, ec.ECDSA(hashes.SHA256()))
 POINT = TrustedKey.of(KEY.public_key()).point
-
-
-def record(point: bytes, signature: bytes, digest: bytes) -> bytes:
-    return bytes((len(point),)) + point + bytes((len(signature),)) + signature + digest
 
 
 def verdicts(records: bytes) -> bytes:
