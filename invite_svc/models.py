@@ -86,7 +86,16 @@ holds = Table(
     Column("expire_time", DateTime(timezone=True), nullable=False),
     Column("create_time", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("finish_time", DateTime(timezone=True)),
-    # One live hold or confirmed use per person, enforced here rather than by read-then-write.
-    Index("holds_one_live_per_email", "canonical_email", unique=True, postgresql_where=text("state IN (1, 2)")),
+    # One confirmed use per person, enforced here rather than by read-then-write. A person may hold
+    # several codes at once (each pending registration its own), but a code only once: a second
+    # registration with the same code shares the live hold.
+    Index("holds_one_use_per_email", "canonical_email", unique=True, postgresql_where=text("state = 2")),
+    Index(
+        "holds_one_live_per_email_and_code",
+        "canonical_email",
+        "code_id",
+        unique=True,
+        postgresql_where=text("state = 1"),
+    ),
     Index("holds_due_to_expire", "expire_time", postgresql_where=text("state = 1")),
 )

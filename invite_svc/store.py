@@ -6,10 +6,11 @@ can never pass the limit. A hold takes one use from a random slot with room, ski
 another transaction has locked (`FOR UPDATE SKIP LOCKED`): 64 clients on one hot code work on 32
 rows in parallel instead of queueing on one, and nobody reads a version and retries. No hold ever
 waits on a lock (so no lock cycle can form): when every slot with room is busy it pauses a
-moment and looks again; only when no slot has room is the code exhausted. Taking the use,
-releasing the person's previous hold and inserting the new one happen in one transaction; one
-live hold or use per person is a partial unique index. Uses return to their counter in a fixed
-order (campaign before code, slots sorted), so concurrent returns cannot deadlock either.
+moment and looks again; only when no slot has room is the code exhausted. A person may hold
+several codes at once (each pending registration holds its own) but one code only once: holding
+it again renews the live hold instead of taking a second use. One live hold per person and code,
+and one confirmed use per person, are partial unique indexes. Uses return to their counter in a
+fixed order (campaign before code, slots sorted), so concurrent returns cannot deadlock either.
 
 Speed. A person's first hold on a code outside a campaign is one autocommit statement (take a use
 and insert the hold) after a read of the code's terms, cached for a moment; both run straight on
@@ -30,9 +31,23 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-from sqlalchemy import Column, Table, and_, bindparam, exists, func, insert, literal, select, text, tuple_, update
+from sqlalchemy import (
+    Column,
+    Interval,
+    Table,
+    and_,
+    bindparam,
+    exists,
+    func,
+    insert,
+    literal,
+    select,
+    text,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as upsert
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from invite_svc import codes as code_format
@@ -66,7 +81,6 @@ CONTEXT_TTL = 2.0
 CONTEXT_CACHE_SIZE = 10_000
 MAX_REDEMPTIONS = 1000
 _BUSY_PATIENCE = 3.0
-_DEADLOCK = "40P01"
 
 
 @dataclass(frozen=True)
@@ -324,15 +338,18 @@ class InviteStore:
                 raise Refusal(EXHAUSTED, "this invite code has no uses left")
 
     async def hold(self, code: str, canonical_email: str, request_id: str) -> HoldRecord:
+        """One use of `code` held for the person; their own live hold of the same code is renewed
+        and answered instead. Whether the person has used a code already is not asked here: a hold
+        must not tell (ConfirmHold refuses a second use)."""
         lookup = self._sealer.lookup(code)
         try:
             held = await self._hold_alone(lookup, canonical_email, request_id)
         except asyncpg.UniqueViolationError as error:
             if error.constraint_name == "holds_request_id_key":
                 return await self._hold_by_request(request_id)
-            if error.constraint_name != "holds_one_live_per_email":
+            if error.constraint_name != _ONE_LIVE_PER_EMAIL_AND_CODE:
                 raise
-            held = None  # the person holds or used a code already: the transaction sorts it out
+            held = None  # the person holds this code already: the transaction renews that hold
         if held is not None:
             return held
         for _ in range(_ATTEMPTS):
@@ -341,14 +358,10 @@ class InviteStore:
             except IntegrityError as error:
                 if _constraint(error) == "holds_request_id_key":
                     return await self._hold_by_request(request_id)
-                if _constraint(error) != "holds_one_live_per_email":
+                if _constraint(error) != _ONE_LIVE_PER_EMAIL_AND_CODE:
                     raise
-                # Another hold for this person committed meanwhile: this one replaces it.
-            except DBAPIError as error:
-                # A rare cycle through a replaced hold's give-back: PostgreSQL broke it, go again.
-                if _sqlstate(error) != _DEADLOCK:
-                    raise
-        raise Refusal(ALREADY_REDEEMED, "this email is redeeming another code right now")
+                # The same person's hold of this code committed meanwhile: renew that one.
+        raise Refusal(BUSY, "this invite code is very busy right now; try again")
 
     async def _code_terms(self, lookup: bytes) -> Any:
         """A code's terms, cached for CONTEXT_TTL: a hot code is read once, not once per hold.
@@ -367,9 +380,10 @@ class InviteStore:
         return row
 
     async def _hold_alone(self, lookup: bytes, canonical_email: str, request_id: str) -> HoldRecord | None:
-        """The common hold, a person's first, on a code outside any campaign: one atomic statement
-        with no transaction around it. Answers None when the hold needs the transaction; a unique
-        violation (same request, or the person holds or used a code) is raised for hold() to read."""
+        """The common hold, a person's first of the code, on a code outside any campaign: one
+        atomic statement with no transaction around it. Answers None when the hold needs the
+        transaction (a campaign, no use left); a unique violation (same request, or the person
+        holds the code) is raised for hold() to read."""
         context = await self._code_terms(lookup)
         refuse_hold(_terms(context), email_domain(canonical_email), datetime.datetime.now(datetime.UTC))
         if context["campaign_capacity"]:
@@ -386,7 +400,7 @@ class InviteStore:
         async with self._driver.connection() as connection:
             while (row := await statement.fetchrow(connection, **values)) is None:
                 if not await _CODE_HAS_ROOM.fetchval(connection, owner=context["id"]):
-                    raise Refusal(EXHAUSTED, "this invite code has no uses left")
+                    return None  # exhausted, unless the person's own live hold has the last use
                 if time.monotonic() > deadline:
                     raise Refusal(BUSY, "this invite code is very busy right now; try again")
                 await asyncio.sleep(random.uniform(0, pause))  # noqa: S311 - jitter, not a secret
@@ -398,8 +412,15 @@ class InviteStore:
             context = await _decide(connection, lookup, canonical_email, request_id)
             if isinstance(context, HoldRecord):
                 return context
-            replaced = await connection.execute(_REPLACE_LIVE_HOLD, {"email": canonical_email})
-            await _give_back(connection, [previous._mapping for previous in replaced])
+            # First, before any slot is locked: the renewal may wait on the expiry sweep's lock of
+            # the hold, and the sweep may wait on slots, so a slot held here could close a cycle.
+            renewed = (
+                await connection.execute(
+                    _RENEW_LIVE_HOLD, {"email": canonical_email, "held_code_id": context["id"], "ttl": self._hold_ttl}
+                )
+            ).first()
+            if renewed is not None:
+                return _held(context, renewed.id, renewed.expire_time)
             # Campaign before code, always: one lock order keeps concurrent holds from deadlocking.
             campaign_slot = None
             if context["campaign_capacity"]:
@@ -436,12 +457,17 @@ class InviteStore:
     async def confirm(self, hold_id: uuid.UUID, user_id: uuid.UUID | None = None) -> HoldRecord:
         """The hold becomes a confirmed use of `user_id`; confirming twice answers the same."""
         async with self._engine.begin() as connection:
-            confirmed = await connection.execute(
-                update(holds)
-                .where(holds.c.id == hold_id, holds.c.state == HoldState.HELD, holds.c.expire_time > func.now())
-                .values(state=HoldState.CONFIRMED, finish_time=func.now(), user_id=user_id)
-                .returning(holds.c.id)
-            )
+            try:
+                confirmed = await connection.execute(
+                    update(holds)
+                    .where(holds.c.id == hold_id, holds.c.state == HoldState.HELD, holds.c.expire_time > func.now())
+                    .values(state=HoldState.CONFIRMED, finish_time=func.now(), user_id=user_id)
+                    .returning(holds.c.id)
+                )
+            except IntegrityError as error:
+                if _constraint(error) != "holds_one_use_per_email":
+                    raise
+                raise Refusal(ALREADY_REDEEMED, "this email has already redeemed an invite") from None
             if confirmed.first() is None:
                 current = await _hold_by_id(connection, hold_id)
                 if current.state is HoldState.RELEASED:
@@ -612,19 +638,21 @@ _CODE_CONTEXT = (
     .where(codes.c.lookup == bindparam("lookup"))
 )
 # Everything a hold in a transaction needs to decide, in one round trip: the code's terms and
-# what this person and this request already did.
+# whether this request was made before.
 _HOLD_CONTEXT = _CODE_CONTEXT.add_columns(
     func.now().label("now"),
-    exists()
-    .where(holds.c.canonical_email == bindparam("email"), holds.c.state == HoldState.CONFIRMED)
-    .label("redeemed"),
     select(holds.c.id).where(holds.c.request_id == bindparam("request_id")).scalar_subquery().label("earlier"),
 )
-_REPLACE_LIVE_HOLD = (
+_ONE_LIVE_PER_EMAIL_AND_CODE = "holds_one_live_per_email_and_code"
+_RENEW_LIVE_HOLD = (
     update(holds)
-    .where(holds.c.canonical_email == bindparam("email"), holds.c.state == HoldState.HELD)
-    .values(state=HoldState.RELEASED, finish_time=func.now())
-    .returning(holds.c.code_id, holds.c.code_slot, holds.c.campaign_id, holds.c.campaign_slot)
+    .where(
+        holds.c.canonical_email == bindparam("email"),
+        holds.c.code_id == bindparam("held_code_id"),
+        holds.c.state == HoldState.HELD,
+    )
+    .values(expire_time=func.now() + bindparam("ttl", type_=Interval))
+    .returning(holds.c.id, holds.c.expire_time)
 )
 _INSERT_HOLD = insert(holds)
 # One use taken and the hold written in one statement: both happen, or (no slot free) neither.
@@ -702,8 +730,6 @@ async def _decide(
     if context["earlier"] is not None:
         return await _hold_by_id(connection, context["earlier"])
     refuse_hold(_terms(context), email_domain(canonical_email), context["now"])
-    if context["redeemed"]:
-        raise Refusal(ALREADY_REDEEMED, "this email has already redeemed an invite")
     return context
 
 
@@ -769,10 +795,6 @@ async def _give_back(connection: AsyncConnection, rows: Sequence[Any]) -> None:
     uses = Counter((r["code_id"], r["code_slot"]) for r in rows if r["code_slot"] is not None)
     await CAMPAIGN_SPOTS.give_back(connection, spots)
     await CODE_USES.give_back(connection, uses)
-
-
-def _sqlstate(error: DBAPIError) -> str:
-    return str(getattr(getattr(error.orig, "__cause__", None), "sqlstate", "") or "")
 
 
 def _constraint(error: IntegrityError) -> str:

@@ -1,5 +1,5 @@
-"""Holds against a real PostgreSQL with real concurrency: exact uses, one live hold per person,
-exact campaign capacity, expiry that returns each use once."""
+"""Holds against a real PostgreSQL with real concurrency: exact uses, one live hold per person and
+code, one confirmed use per person, exact campaign capacity, expiry that returns each use once."""
 
 from __future__ import annotations
 
@@ -78,23 +78,31 @@ async def test_500_concurrent_holds_on_37_uses_take_exactly_37(store: InviteStor
     assert await _taken(migrated_database_url, minted.id) == (37, 37)
 
 
-async def test_50_concurrent_holds_of_one_email_on_different_codes_leave_one_live(
+async def test_50_concurrent_holds_of_one_email_on_one_code_take_one_use_and_answer_one_hold(
     store: InviteStore, migrated_database_url: str
 ) -> None:
-    minted = await store.mint(50, 5, ADMIN)
+    (minted,) = await store.mint(1, 5, ADMIN)
     email = _email()
 
-    await asyncio.gather(*(_outcome(store.hold(code.code, email, uuid.uuid4().hex)) for code in minted))
+    held = await asyncio.gather(*(store.hold(minted.code, email, uuid.uuid4().hex) for _ in range(50)))
 
+    assert len({hold.id for hold in held}) == 1
+    assert await _taken(migrated_database_url, minted.id) == (1, 1)
+
+
+async def test_one_email_holds_different_codes_side_by_side(store: InviteStore, migrated_database_url: str) -> None:
+    minted = await store.mint(20, 5, ADMIN)
+    email = _email()
+
+    held = await asyncio.gather(*(store.hold(code.code, email, uuid.uuid4().hex) for code in minted))
+
+    assert len({hold.id for hold in held}) == 20
     connection = await asyncpg.connect(migrated_database_url)
-    live = await connection.fetchval(
-        "SELECT count(*) FROM invite.holds WHERE canonical_email = $1 AND state = 1", email
-    )
     taken = await connection.fetchval(
         "SELECT sum(taken) FROM invite.code_slots WHERE code_id = ANY($1::uuid[])", [code.id for code in minted]
     )
     await connection.close()
-    assert (live, taken) == (1, 1)
+    assert taken == 20
 
 
 async def test_campaign_capacity_is_exact_across_many_codes(store: InviteStore, migrated_database_url: str) -> None:
@@ -125,29 +133,37 @@ async def test_holds_are_idempotent_by_request_id(store: InviteStore) -> None:
     assert first == again
 
 
-async def test_a_second_hold_for_the_same_email_releases_the_first(store: InviteStore) -> None:
+async def test_holding_a_code_again_renews_the_live_hold_and_leaves_other_holds_alone(store: InviteStore) -> None:
     first_code, second_code = await store.mint(2, 1, ADMIN)
     email = _email()
 
     first = await store.hold(first_code.code, email, uuid.uuid4().hex)
-    await store.hold(second_code.code, email, uuid.uuid4().hex)
+    second = await store.hold(second_code.code, email, uuid.uuid4().hex)
+    again = await store.hold(first_code.code, email, uuid.uuid4().hex)
 
-    assert (await store.release(first.id)).state is HoldState.RELEASED
-    assert await _outcome(store.hold(first_code.code, _email(), uuid.uuid4().hex)) == "HELD"
+    assert again.id == first.id and again.expire_time > first.expire_time
+    assert second.id != first.id
+    # Both one-use codes stay taken by this person's two holds.
+    assert await _outcome(store.hold(first_code.code, _email(), uuid.uuid4().hex)) == EXHAUSTED
+    assert await _outcome(store.hold(second_code.code, _email(), uuid.uuid4().hex)) == EXHAUSTED
 
 
-async def test_confirm_release_and_redeemed_email(store: InviteStore) -> None:
-    (minted,) = await store.mint(1, 2, ADMIN)
+async def test_a_redeemed_email_holds_like_anyone_but_cannot_use_a_second_code(store: InviteStore) -> None:
+    (minted,) = await store.mint(1, 3, ADMIN)
     email = _email()
     hold = await store.hold(minted.code, email, uuid.uuid4().hex)
 
     confirmed = await store.confirm(hold.id)
+    second = await store.hold(minted.code, email, uuid.uuid4().hex)
 
     assert confirmed.state is HoldState.CONFIRMED
     assert (await store.confirm(hold.id)).state is HoldState.CONFIRMED
     assert (await store.release(hold.id)).state is HoldState.CONFIRMED
     assert confirmed.referrer == ADMIN
-    assert await _outcome(store.hold(minted.code, email, uuid.uuid4().hex)) == ALREADY_REDEEMED
+    assert second.state is HoldState.HELD and second.id != hold.id
+    with pytest.raises(Refusal) as refused:
+        await store.confirm(second.id)
+    assert refused.value.reason == ALREADY_REDEEMED
 
 
 async def test_release_is_idempotent_and_returns_the_use_once(store: InviteStore, migrated_database_url: str) -> None:

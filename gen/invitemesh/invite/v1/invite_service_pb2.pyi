@@ -61,7 +61,7 @@ class _HoldStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_HoldState.V
     HOLD_STATE_CONFIRMED: _HoldState.ValueType  # 2
     """Became a confirmed use."""
     HOLD_STATE_RELEASED: _HoldState.ValueType  # 3
-    """Given back, by request or because a newer hold replaced it."""
+    """Given back by request."""
     HOLD_STATE_EXPIRED: _HoldState.ValueType  # 4
     """Lapsed at its time to live."""
 
@@ -75,7 +75,7 @@ HOLD_STATE_HELD: HoldState.ValueType  # 1
 HOLD_STATE_CONFIRMED: HoldState.ValueType  # 2
 """Became a confirmed use."""
 HOLD_STATE_RELEASED: HoldState.ValueType  # 3
-"""Given back, by request or because a newer hold replaced it."""
+"""Given back by request."""
 HOLD_STATE_EXPIRED: HoldState.ValueType  # 4
 """Lapsed at its time to live."""
 Global___HoldState: _TypeAlias = HoldState  # noqa: Y015

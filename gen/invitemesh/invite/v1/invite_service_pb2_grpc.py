@@ -125,16 +125,18 @@ class InviteServiceServicer:
     def HoldCode(self, request, context):
         """Takes one use of a code as a hold with a time to live, in one atomic step
         that checks state, expiry, validity window, email domain, the code's uses and
-        the campaign's capacity. A canonical email has at most one live hold or
-        confirmed use; a second hold for the same email releases the first.
-        Idempotent by `request_id`.
+        the campaign's capacity. A canonical email may hold several codes at once
+        (one per pending registration) but each code once: holding it again renews
+        and answers the live hold. Whether the email has used a code already is not
+        checked here, so the answer never tells. Idempotent by `request_id`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ConfirmHold(self, request, context):
-        """Turns a live hold into a confirmed use. Idempotent by `hold_id`.
+        """Turns a live hold into a confirmed use; a canonical email uses one code at
+        most (`INVITE_EMAIL_ALREADY_REDEEMED`). Idempotent by `hold_id`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

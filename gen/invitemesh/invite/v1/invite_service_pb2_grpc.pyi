@@ -46,12 +46,15 @@ class InviteServiceStub:
     HoldCode: _grpc.UnaryUnaryMultiCallable[_invite_service_pb2.HoldCodeRequest, _invite_service_pb2.HoldCodeResponse]
     """Takes one use of a code as a hold with a time to live, in one atomic step
     that checks state, expiry, validity window, email domain, the code's uses and
-    the campaign's capacity. A canonical email has at most one live hold or
-    confirmed use; a second hold for the same email releases the first.
-    Idempotent by `request_id`.
+    the campaign's capacity. A canonical email may hold several codes at once
+    (one per pending registration) but each code once: holding it again renews
+    and answers the live hold. Whether the email has used a code already is not
+    checked here, so the answer never tells. Idempotent by `request_id`.
     """
     ConfirmHold: _grpc.UnaryUnaryMultiCallable[_invite_service_pb2.ConfirmHoldRequest, _invite_service_pb2.ConfirmHoldResponse]
-    """Turns a live hold into a confirmed use. Idempotent by `hold_id`."""
+    """Turns a live hold into a confirmed use; a canonical email uses one code at
+    most (`INVITE_EMAIL_ALREADY_REDEEMED`). Idempotent by `hold_id`.
+    """
     ReleaseHold: _grpc.UnaryUnaryMultiCallable[_invite_service_pb2.ReleaseHoldRequest, _invite_service_pb2.ReleaseHoldResponse]
     """Gives a held use back to its code. Idempotent by `hold_id`."""
     MintCodes: _grpc.UnaryUnaryMultiCallable[_invite_service_pb2.MintCodesRequest, _invite_service_pb2.MintCodesResponse]
@@ -89,12 +92,15 @@ class InviteServiceAsyncStub(InviteServiceStub):
     HoldCode: _aio.UnaryUnaryMultiCallable[_invite_service_pb2.HoldCodeRequest, _invite_service_pb2.HoldCodeResponse]  # type: ignore[assignment]
     """Takes one use of a code as a hold with a time to live, in one atomic step
     that checks state, expiry, validity window, email domain, the code's uses and
-    the campaign's capacity. A canonical email has at most one live hold or
-    confirmed use; a second hold for the same email releases the first.
-    Idempotent by `request_id`.
+    the campaign's capacity. A canonical email may hold several codes at once
+    (one per pending registration) but each code once: holding it again renews
+    and answers the live hold. Whether the email has used a code already is not
+    checked here, so the answer never tells. Idempotent by `request_id`.
     """
     ConfirmHold: _aio.UnaryUnaryMultiCallable[_invite_service_pb2.ConfirmHoldRequest, _invite_service_pb2.ConfirmHoldResponse]  # type: ignore[assignment]
-    """Turns a live hold into a confirmed use. Idempotent by `hold_id`."""
+    """Turns a live hold into a confirmed use; a canonical email uses one code at
+    most (`INVITE_EMAIL_ALREADY_REDEEMED`). Idempotent by `hold_id`.
+    """
     ReleaseHold: _aio.UnaryUnaryMultiCallable[_invite_service_pb2.ReleaseHoldRequest, _invite_service_pb2.ReleaseHoldResponse]  # type: ignore[assignment]
     """Gives a held use back to its code. Idempotent by `hold_id`."""
     MintCodes: _aio.UnaryUnaryMultiCallable[_invite_service_pb2.MintCodesRequest, _invite_service_pb2.MintCodesResponse]  # type: ignore[assignment]
@@ -147,9 +153,10 @@ class InviteServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_invite_service_pb2.HoldCodeResponse, _abc.Awaitable[_invite_service_pb2.HoldCodeResponse]]:
         """Takes one use of a code as a hold with a time to live, in one atomic step
         that checks state, expiry, validity window, email domain, the code's uses and
-        the campaign's capacity. A canonical email has at most one live hold or
-        confirmed use; a second hold for the same email releases the first.
-        Idempotent by `request_id`.
+        the campaign's capacity. A canonical email may hold several codes at once
+        (one per pending registration) but each code once: holding it again renews
+        and answers the live hold. Whether the email has used a code already is not
+        checked here, so the answer never tells. Idempotent by `request_id`.
         """
 
     @_abc_1.abstractmethod
@@ -158,7 +165,9 @@ class InviteServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _invite_service_pb2.ConfirmHoldRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_invite_service_pb2.ConfirmHoldResponse, _abc.Awaitable[_invite_service_pb2.ConfirmHoldResponse]]:
-        """Turns a live hold into a confirmed use. Idempotent by `hold_id`."""
+        """Turns a live hold into a confirmed use; a canonical email uses one code at
+        most (`INVITE_EMAIL_ALREADY_REDEEMED`). Idempotent by `hold_id`.
+        """
 
     @_abc_1.abstractmethod
     def ReleaseHold(
