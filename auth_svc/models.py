@@ -27,10 +27,13 @@ users = Table(
     metadata,
     Column("id", UUID(as_uuid=True), primary_key=True),
     Column("email", Text, nullable=False),
-    # One account per person: the canonical email (mesh.emails) is the identity.
-    Column("canonical_email", Text, nullable=False, unique=True),
+    # The canonical email (mesh.emails) is the identity: one account per person, while each
+    # pending registration of it is a row of its own (state 1) until one is verified.
+    Column("canonical_email", Text, nullable=False),
     Column("password_hash", Text, nullable=False),
     Column("state", SmallInteger, nullable=False),
+    # A pending registration's flow token, as a digest: only the client that registered holds it.
+    Column("registration_digest", LargeBinary, unique=True),
     Column("referrer_user_id", UUID(as_uuid=True), index=True),
     Column("referrer_admin_id", UUID(as_uuid=True)),
     Column("hold_id", UUID(as_uuid=True)),
@@ -39,6 +42,8 @@ users = Table(
     Column("invite_quota", Integer, nullable=False, server_default="0"),
     Column("create_time", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("verify_time", DateTime(timezone=True)),
+    Index("users_one_account_per_email", "canonical_email", unique=True, postgresql_where=text("state <> 1")),
+    Index("users_pending_by_email", "canonical_email", "create_time", postgresql_where=text("state = 1")),
     Index("users_pending_until", "hold_expire_time", postgresql_where=text("state = 1")),
     Index("users_newest", text("create_time DESC"), text("id DESC")),
 )

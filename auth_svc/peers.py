@@ -1,6 +1,6 @@
 """auth_svc's calls to other services: holding and releasing invite codes while a registration
 runs, and the outbox receivers that deliver what a committed transaction promised (an email, a
-hold to confirm, a new user's own codes). Every call is signed, has a deadline, and the inline
+hold to confirm or give back, a new user's own codes). Every call is signed, has a deadline, and the inline
 ones go through a breaker so an invite_svc that is down answers fast instead of piling up calls."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from invitemesh.invite.v1 import invite_service_pb2_grpc
 from invitemesh.mail.v1 import mail_service_pb2 as mail_pb
 from invitemesh.mail.v1 import mail_service_pb2_grpc
 
-from auth_svc.store import CONFIRM_HOLD, MINT_CODES, SEND_EMAIL
+from auth_svc.store import CONFIRM_HOLD, MINT_CODES, RELEASE_HOLD, SEND_EMAIL
 from mesh.breakers import AsyncBreaker, BreakerOpen
 from mesh.channels import Peers
 from mesh.errors import FieldViolation, InvalidArgument, PassedOn, Unavailable, error_info, field_violations, status_of
@@ -110,6 +110,10 @@ def receivers(stubs: PeerStubs) -> dict[str, Deliver]:
         request = invite_pb.ConfirmHoldRequest(hold_id=message.payload["hold_id"], user_id=message.payload["user_id"])
         await _delivered(stubs.invites.ConfirmHold(request, timeout=DEADLINE))
 
+    async def release_hold(message: Message) -> None:
+        request = invite_pb.ReleaseHoldRequest(hold_id=message.payload["hold_id"])
+        await _delivered(stubs.invites.ReleaseHold(request, timeout=DEADLINE))
+
     async def mint_codes(message: Message) -> None:
         payload = message.payload
         request = invite_pb.MintCodesRequest(
@@ -129,7 +133,7 @@ def receivers(stubs: PeerStubs) -> dict[str, Deliver]:
         )
         await _delivered(stubs.mail.SendEmail(mail_request, timeout=DEADLINE))
 
-    return {SEND_EMAIL: send_email, CONFIRM_HOLD: confirm_hold, MINT_CODES: mint_codes}
+    return {SEND_EMAIL: send_email, CONFIRM_HOLD: confirm_hold, RELEASE_HOLD: release_hold, MINT_CODES: mint_codes}
 
 
 def together(stubs: PeerStubs) -> dict[str, DeliverTogether]:

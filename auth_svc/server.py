@@ -1,8 +1,15 @@
 """auth_svc's gRPC surface: maps proto to domain and back.
 
-No answer reveals whether an email has an account: registration of a known email, a resend or a
-reset request for an unknown one, all answer as the ordinary case does and take about as long
-(a password is hashed, or checked against a decoy, either way).
+No answer reveals whether an email has an account. Registration checks everything that does not
+depend on the email (input, budgets, the invite code, by holding a use of it) before it looks at
+the email, and then does the same work either way: a new or pending email gets a registration of
+its own, an account's owner a notice. Resends and reset requests spend the same budgets for every
+email and answer before they look: their mail is queued after the answer. Sign-in checks a decoy
+hash for an unknown email.
+
+A pending registration belongs to the client that made it: Register answers an opaque token
+naming it, and a verification code activates only the registration it was mailed for, named by
+that token or by its own password. A later registration of the same email is one more of its own.
 """
 
 from __future__ import annotations
@@ -10,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import grpc
@@ -38,6 +46,7 @@ from auth_svc.sessions import KeyRing, new_opaque_token, token_digest
 from auth_svc.store import (
     CONFIRM_HOLD,
     MINT_CODES,
+    RELEASE_HOLD,
     AuthStore,
     Mail,
     NewCode,
@@ -62,6 +71,7 @@ from mesh.errors import (
     RateLimited,
     Unauthenticated,
 )
+from mesh.followups import FollowUps
 from mesh.keys import load_kek
 from mesh.limits import FixedWindowLimit, spend_together
 from mesh.outbox import Outbox, RelayTimings
@@ -74,6 +84,7 @@ from mesh.timestamps import optional_timestamp, timestamp
 log = structlog.get_logger("auth_svc.server")
 MAX_CODE = 64
 MAX_TOKEN = 128
+MAX_PASSWORD = 1024
 MAX_REASON = 500
 
 
@@ -92,6 +103,7 @@ class AuthService(auth_service_pb2_grpc.AuthServiceServicer):
         code_key: bytes,
         pages: PageTokens,
         registrations: Counter,
+        follow_ups: FollowUps,
     ) -> None:
         self._settings = settings
         self._store = store
@@ -105,7 +117,8 @@ class AuthService(auth_service_pb2_grpc.AuthServiceServicer):
         self._code_key = code_key
         self._pages = pages
         self._registrations = registrations
-        """Registrations by outcome: pending, duplicate, superseded, or the refusal's reason."""
+        """Registrations by outcome: pending, duplicate, or the refusal's reason."""
+        self._follow_ups = follow_ups
         self._refresh_ttl = datetime.timedelta(seconds=settings.auth_refresh_ttl)
         self._verification_ttl = datetime.timedelta(seconds=settings.auth_verification_ttl)
 
@@ -147,43 +160,75 @@ class AuthService(auth_service_pb2_grpc.AuthServiceServicer):
         return pb.RegisterResponse.FromString(answer)
 
     async def _register(self, address: str, canonical: str, password: str, invite_code: str) -> pb.RegisterResponse:
-        answer = pb.RegisterResponse(verification_expire_time=timestamp(self._code_expiry()))
+        async def reserve(abandoned: asyncio.Event) -> pb.RegisterResponse:
+            return await self._reserve(address, canonical, password, invite_code, abandoned)
+
+        # The saga outlives a cancelled call (a client that left, a deadline that passed): a use
+        # held is either written into a registration or given back, never left to lapse.
+        return await self._follow_ups.outlasting(reserve)
+
+    async def _reserve(
+        self, address: str, canonical: str, password: str, invite_code: str, abandoned: asyncio.Event
+    ) -> pb.RegisterResponse:
+        """Holds one use of the code, then writes the registration, or mails the owner of the
+        email's account a notice; gives the use back if the write fails or the call was
+        abandoned before it."""
         password_hash = await self._passwords.hash(password)
-        existing = await self._store.user_by_email(canonical)
-        if existing is not None and existing.state is not UserState.PENDING_VERIFICATION:
-            await self._notify_owner(existing)
-            self._registrations.labels("duplicate").inc()
-            return answer
+        if abandoned.is_set():
+            raise asyncio.CancelledError
         hold = await self._invites.hold(invite_code, address)
+        token = new_opaque_token()
         try:
-            user = await self._store.register(
-                _registration(address, canonical, password_hash, hold), *self._verification(canonical, address)
+            if abandoned.is_set():
+                raise asyncio.CancelledError
+            registered = await self._store.register(
+                _registration(address, canonical, password_hash, token_digest(token), hold),
+                *self._verification(canonical, address),
             )
         except BaseException:
             await self._invites.release(hold.id)
             raise
-        if user is None:
-            # An account for this email became active, or a newer registration won, meanwhile.
-            await self._invites.release(hold.id)
-        self._registrations.labels("pending" if user else "superseded").inc()
-        return answer
+        if registered.account is not None:
+            # The hold is left to lapse, as an abandoned registration's would; the notice is
+            # queued after the answer, which so waits for no more than a new registration's.
+            self._follow_ups.start(self._notify_owner(registered.account))
+            self._registrations.labels("duplicate").inc()
+        else:
+            self._registrations.labels("pending").inc()
+        return pb.RegisterResponse(verification_expire_time=timestamp(self._code_expiry()), registration=token)
 
     async def VerifyEmail(self, request: pb.VerifyEmailRequest, context: Any) -> pb.VerifyEmailResponse:
         violations: list[FieldViolation] = []
         _, canonical = _email("email", request.email, violations)
-        if not is_verification_code(request.code.strip()):
+        code = request.code.strip()
+        if not is_verification_code(code):
             violations.append(FieldViolation("code", "the six digits from the email"))
+        proof = request.WhichOneof("proof")
+        if proof is None:
+            violations.append(
+                FieldViolation("registration", "required: the token Register answered, or else the password")
+            )
+        elif proof == "registration" and len(request.registration) > MAX_TOKEN:
+            violations.append(FieldViolation("registration", "the token Register answered"))
+        elif proof == "password" and not 0 < len(request.password) <= MAX_PASSWORD:
+            violations.append(FieldViolation("password", "the password given at registration"))
         if violations:
             raise InvalidArgument(violations)
         assert canonical is not None
-        attempt = await self._store.take_verification_attempt(canonical)
-        if attempt is None or not same_digest(attempt[1], code_digest(self._code_key, canonical, request.code.strip())):
-            raise _wrong_code()
-        pending = await self._store.user(attempt[0])
-        if pending is None:
+        mailed = code_digest(self._code_key, canonical, code)
+        if proof == "registration":
+            attempt = await self._store.take_verification_attempt(canonical, token_digest(request.registration))
+            proven = attempt if attempt is not None and same_digest(attempt.code_digest, mailed) else None
+        else:
+            attempts = await self._store.take_verification_attempts(canonical)
+            matched = next((a for a in attempts if same_digest(a.code_digest, mailed)), None)
+            # One hash checked whatever matched, so the answer takes as long either way.
+            verdict = await self._passwords.verify(matched.password_hash if matched else None, request.password)
+            proven = matched if verdict.matches else None
+        if proven is None:
             raise _wrong_code()
         refresh, token = self._new_refresh_token()
-        user = await self._store.activate(pending, _activation_work(pending), token)
+        user = await self._store.activate(proven.user_id, token, _activation_work)
         if user is None:
             raise _wrong_code()
         log.info("account active", user_id=str(user.id))
@@ -192,22 +237,29 @@ class AuthService(auth_service_pb2_grpc.AuthServiceServicer):
     async def ResendVerification(
         self, request: pb.ResendVerificationRequest, context: Any
     ) -> pb.ResendVerificationResponse:
-        canonical = await self._email_alone(request.email, context)
-        user = await self._store.user_by_email(canonical)
-        if (
-            user is not None
-            and user.state is UserState.PENDING_VERIFICATION
-            and await self._per_address.allow(canonical)
-        ):
-            await self._store.replace_code(user, *self._verification(canonical, user.email))
+        violations: list[FieldViolation] = []
+        _, canonical = _email("email", request.email, violations)
+        if len(request.registration) > MAX_TOKEN:
+            violations.append(FieldViolation("registration", "the token Register answered"))
+        if violations:
+            raise InvalidArgument(violations)
+        assert canonical is not None
+        if await self._may_mail(canonical, context):
+            digest = token_digest(request.registration) if request.registration else None
+            self._follow_ups.start(self._resend(canonical, digest))
         return pb.ResendVerificationResponse()
+
+    async def _resend(self, canonical: str, digest: bytes | None) -> None:
+        pending = await self._store.pending_registration(canonical, digest)
+        if pending is not None:
+            await self._store.replace_code(pending, *self._verification(canonical, pending.email))
 
     # Sessions
 
     async def Login(self, request: pb.LoginRequest, context: Any) -> pb.LoginResponse:
         violations: list[FieldViolation] = []
         _, canonical = _email("email", request.email, violations)
-        if not 0 < len(request.password) <= 1024:
+        if not 0 < len(request.password) <= MAX_PASSWORD:
             violations.append(FieldViolation("password", "required"))
         if violations:
             raise InvalidArgument(violations)
@@ -216,7 +268,7 @@ class AuthService(auth_service_pb2_grpc.AuthServiceServicer):
         failures = await self._sign_ins.admit(canonical, client)
         if delay := sign_in_delay(failures):
             await asyncio.sleep(delay)
-        user = await self._store.user_by_email(canonical)
+        user = await self._store.signing_in(canonical)
         verdict = await self._passwords.verify(user.password_hash if user else None, request.password)
         if user is None or not verdict.matches:
             await self._sign_ins.failed(canonical, client)
@@ -253,21 +305,29 @@ class AuthService(auth_service_pb2_grpc.AuthServiceServicer):
     async def RequestPasswordReset(
         self, request: pb.RequestPasswordResetRequest, context: Any
     ) -> pb.RequestPasswordResetResponse:
-        canonical = await self._email_alone(request.email, context)
-        user = await self._store.user_by_email(canonical)
-        if user is not None and user.state is UserState.ACTIVE and await self._per_address.allow(canonical):
-            token = new_opaque_token()
-            expire = _now() + datetime.timedelta(seconds=self._settings.auth_reset_ttl)
-            mail = Mail(
-                mail_pb.EMAIL_TEMPLATE_PASSWORD_RESET,
-                user.email,
-                {
-                    "reset_url": f"{self._settings.auth_reset_url}#token={token}",
-                    "expires_in_minutes": str(round(self._settings.auth_reset_ttl / 60)),
-                },
-            )
-            await self._store.add_reset(user, NewToken(token_digest(token), expire), mail)
+        violations: list[FieldViolation] = []
+        _, canonical = _email("email", request.email, violations)
+        if canonical is None:
+            raise InvalidArgument(violations)
+        if await self._may_mail(canonical, context):
+            self._follow_ups.start(self._reset(canonical))
         return pb.RequestPasswordResetResponse()
+
+    async def _reset(self, canonical: str) -> None:
+        user = await self._store.account(canonical)
+        if user is None or user.state is not UserState.ACTIVE:
+            return
+        token = new_opaque_token()
+        expire = _now() + datetime.timedelta(seconds=self._settings.auth_reset_ttl)
+        mail = Mail(
+            mail_pb.EMAIL_TEMPLATE_PASSWORD_RESET,
+            user.email,
+            {
+                "reset_url": f"{self._settings.auth_reset_url}#token={token}",
+                "expires_in_minutes": str(round(self._settings.auth_reset_ttl / 60)),
+            },
+        )
+        await self._store.add_reset(user, NewToken(token_digest(token), expire), mail)
 
     async def ResetPassword(self, request: pb.ResetPasswordRequest, context: Any) -> pb.ResetPasswordResponse:
         violations: list[FieldViolation] = []
@@ -348,18 +408,15 @@ class AuthService(auth_service_pb2_grpc.AuthServiceServicer):
 
     # Helpers
 
-    async def _email_alone(self, email: str, context: Any) -> str:
-        """The canonical email of a request whose only field it is, after the client's budget."""
-        violations: list[FieldViolation] = []
-        _, canonical = _email("email", email, violations)
-        if canonical is None:
-            raise InvalidArgument(violations)
-        await self._spend_client_budget(context)
-        return canonical
-
-    async def _spend_client_budget(self, context: Any) -> None:
-        if wait := await self._per_client.wait_after(client_address(context)):
-            raise _too_many_from_client(wait)
+    async def _may_mail(self, canonical: str, context: Any) -> bool:
+        """Spends the client's budget (refusing past it) and the email's mail budget, for every
+        email alike; answers whether the email's budget still allows a mail."""
+        client_wait, address_wait = await spend_together(
+            [(self._per_client, client_address(context)), (self._per_address, canonical)]
+        )
+        if client_wait:
+            raise _too_many_from_client(client_wait)
+        return not address_wait
 
     async def _notify_owner(self, owner: UserRecord) -> None:
         mail = Mail(
@@ -439,12 +496,15 @@ def _wrong_code() -> Unauthenticated:
     return Unauthenticated("VERIFICATION_CODE_INVALID", "the code is wrong, expired or used up; ask for a new one")
 
 
-def _registration(address: str, canonical: str, password_hash: str, hold: invite_pb.Hold) -> Registration:
+def _registration(
+    address: str, canonical: str, password_hash: str, digest: bytes, hold: invite_pb.Hold
+) -> Registration:
     referrer = hold.referrer
     return Registration(
         email=address,
         canonical_email=canonical,
         password_hash=password_hash,
+        registration_digest=digest,
         hold_id=uuid.UUID(hold.id),
         hold_expire_time=hold.expire_time.ToDatetime(datetime.UTC),
         referrer_user_id=uuid.UUID(referrer.user_id) if referrer.WhichOneof("kind") == "user_id" else None,
@@ -454,10 +514,12 @@ def _registration(address: str, canonical: str, password_hash: str, hold: invite
     )
 
 
-def _activation_work(user: UserRecord) -> list[Work]:
-    """What an activation promises other services: the held use confirmed, then the new user's
-    own codes minted (and mailed), in that order."""
+def _activation_work(user: UserRecord, lapsed_holds: Sequence[uuid.UUID]) -> list[Work]:
+    """What an activation promises other services: the held use confirmed, the uses held by the
+    email's other pending registrations given back, then the new user's own codes minted (and
+    mailed), in that order."""
     work = [Work(CONFIRM_HOLD, {"hold_id": str(user.hold_id), "user_id": str(user.id)})] if user.hold_id else []
+    work += [Work(RELEASE_HOLD, {"hold_id": str(hold)}) for hold in lapsed_holds]
     if user.invite_quota > 0:
         campaign = str(user.campaign_id) if user.campaign_id else ""
         mint = {"count": user.invite_quota, "campaign_id": campaign, "to": user.email, "user_id": str(user.id)}
@@ -513,7 +575,8 @@ def add_servicers(server: grpc.aio.Server, runtime: ServiceRuntime) -> None:
         return (await keys.ready()).published()
 
     runtime.own_user_keys.append(own_user_keys)
-    runtime.workers.append(outbox)
+    follow_ups = FollowUps()
+    runtime.workers.extend([outbox, follow_ups])
     runtime.jobs.append(sweep_job(store, outbox, keys, settings.auth_jobs_interval))
     hour = 3600
     service = AuthService(
@@ -536,9 +599,10 @@ def add_servicers(server: grpc.aio.Server, runtime: ServiceRuntime) -> None:
         PageTokens(derive_key(kek, "auth page-token v1")),
         Counter(
             "mesh_registrations",
-            "Registrations by outcome: pending, duplicate, superseded, or the reason of a refusal.",
+            "Registrations by outcome: pending, duplicate, or the reason of a refusal.",
             ["outcome"],
             registry=runtime.metrics.registry,
         ),
+        follow_ups,
     )
     auth_service_pb2_grpc.add_AuthServiceServicer_to_server(service, server)

@@ -1,10 +1,13 @@
 """SQL of the `auth` schema.
 
 Every rule that must hold under concurrency is one conditional statement, not a read followed by
-a write: one account per canonical email is a unique index; a newer registration replaces a
-pending one only if its hold is the newer; an attempt at a verification code is taken before the
-code is compared, so parallel guesses cannot exceed the limit; a refresh token rotates only from
-ACTIVE, so of two uses at once one wins and the other is seen as reuse.
+a write: one account per canonical email is a partial unique index, while each pending
+registration of an email is a row of its own that nothing later overwrites; a registration is
+written only where the email has no account, in the same statement that looks; an attempt at a
+verification code is taken before the code is compared, so parallel guesses cannot exceed the
+limit; of two registrations verified at once the unique index lets one become the account; a
+refresh token rotates only from ACTIVE, so of two uses at once one wins and the other is seen as
+reuse.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import datetime
 import enum
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +26,7 @@ from sqlalchemy import (
     SmallInteger,
     bindparam,
     delete,
+    exists,
     func,
     insert,
     literal,
@@ -33,6 +37,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.dialects.postgresql import insert as upsert
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from auth_svc.domain import TokenState, UserState
@@ -45,7 +50,9 @@ from mesh.outbox import Outbox
 PURGE_BATCH = 500
 SEND_EMAIL = "send_email"
 CONFIRM_HOLD = "confirm_hold"
+RELEASE_HOLD = "release_hold"
 MINT_CODES = "mint_codes"
+_ONE_ACCOUNT_PER_EMAIL = "users_one_account_per_email"
 
 
 @dataclass(frozen=True)
@@ -70,6 +77,7 @@ class Registration:
     email: str
     canonical_email: str
     password_hash: str
+    registration_digest: bytes
     hold_id: uuid.UUID
     hold_expire_time: datetime.datetime
     referrer_user_id: uuid.UUID | None
@@ -94,6 +102,24 @@ class Mail:
     template: int
     to: str
     variables: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One attempt taken at a pending registration's code: its digest to compare."""
+
+    user_id: uuid.UUID
+    code_digest: bytes
+    password_hash: str
+
+
+@dataclass(frozen=True)
+class Registered:
+    """What a registration wrote: the pending registration, or nothing because the email has an
+    account (`account`)."""
+
+    pending: UserRecord | None
+    account: UserRecord | None
 
 
 @dataclass(frozen=True)
@@ -130,18 +156,31 @@ class AuthStore:
             row = await _USER_BY_ID.fetchrow(connection, id=user_id)
         return _user(row) if row else None
 
-    async def user_by_email(self, canonical_email: str) -> UserRecord | None:
+    async def account(self, canonical_email: str) -> UserRecord | None:
+        """The account of an email (active or suspended), not its pending registrations."""
         async with self._driver.connection() as connection:
-            row = await _USER_BY_EMAIL.fetchrow(connection, canonical_email=canonical_email)
+            row = await _ACCOUNT_BY_EMAIL.fetchrow(connection, canonical_email=canonical_email)
         return _user(row) if row else None
 
-    async def register(self, registration: Registration, code: NewCode, mail: Mail) -> UserRecord | None:
-        """The pending account, its verification code and its email: one statement, so one
-        atomic step, on the driver path.
+    async def signing_in(self, canonical_email: str) -> UserRecord | None:
+        """Whom a sign-in with this email is about: its account, else its newest pending
+        registration (so that its own password can be told to verify first)."""
+        async with self._driver.connection() as connection:
+            row = await _SIGNING_IN.fetchrow(connection, canonical_email=canonical_email)
+        return _user(row) if row else None
 
-        Replaces a pending registration of the same person whose hold is older; None when the
-        email became an active account meanwhile or a newer registration won.
-        """
+    async def pending_registration(self, canonical_email: str, digest: bytes | None) -> UserRecord | None:
+        """The live pending registration of an email that `digest` names, or its newest."""
+        statement = _PENDING_NEWEST if digest is None else _PENDING_NAMED
+        named = {} if digest is None else {"digest": digest}
+        async with self._driver.connection() as connection:
+            row = await statement.fetchrow(connection, canonical_email=canonical_email, **named)
+        return _user(row) if row else None
+
+    async def register(self, registration: Registration, code: NewCode, mail: Mail) -> Registered:
+        """A pending registration with its verification code and its email, unless the email has
+        an account: one statement, so the look and the write are one atomic step, on the driver
+        path. Earlier pending registrations of the email are left as they are."""
         message_id, sealed = self._outbox.sealed(SEND_EMAIL, _mail_payload(mail))
         async with self._driver.connection() as connection:
             row = await _REGISTER.fetchrow(
@@ -155,13 +194,14 @@ class AuthStore:
                 message_id=message_id,
                 payload=sealed,
             )
-        if row is None:
-            return None
+        assert row is not None, "the statement answers the registration or the account"
+        if not row["written"]:
+            return Registered(None, _user(row))
         self._outbox.notify()
-        return _user(row)
+        return Registered(_user(row), None)
 
     async def replace_code(self, user: UserRecord, code: NewCode, mail: Mail) -> bool:
-        """A new verification code for a pending account (the old one stops working)."""
+        """A new verification code for a pending registration (its old one stops working)."""
         async with self._engine.begin() as connection:
             pending = await connection.scalar(
                 select(users.c.id)
@@ -175,46 +215,62 @@ class AuthStore:
         self._outbox.notify()
         return True
 
-    async def take_verification_attempt(self, canonical_email: str) -> tuple[uuid.UUID, bytes] | None:
-        """Spends one attempt at the pending account's live code and answers its digest to compare;
-        None when there is no such account, the code expired, or its attempts are spent."""
-        statement = (
-            update(verification_codes)
-            .where(
-                verification_codes.c.user_id == users.c.id,
-                users.c.canonical_email == canonical_email,
-                users.c.state == int(UserState.PENDING_VERIFICATION),
-                users.c.hold_expire_time > func.now(),
-                verification_codes.c.attempts_left > 0,
-                verification_codes.c.expire_time > func.now(),
-            )
-            .values(attempts_left=verification_codes.c.attempts_left - 1)
-            .returning(verification_codes.c.user_id, verification_codes.c.code_digest)
-        )
-        async with self._engine.begin() as connection:
-            row = (await connection.execute(statement)).first()
-        return (row.user_id, row.code_digest) if row else None
+    async def take_verification_attempt(self, canonical_email: str, digest: bytes) -> Attempt | None:
+        """Spends one attempt at the live code of the pending registration `digest` names and
+        answers it; None when there is none, its code expired, or its attempts are spent."""
+        async with self._driver.connection() as connection:
+            row = await _TAKE_NAMED_ATTEMPT.fetchrow(connection, canonical_email=canonical_email, digest=digest)
+        return Attempt(**row) if row else None
 
-    async def activate(self, pending: UserRecord, work: Sequence[Work], session: NewToken) -> UserRecord | None:
-        """Pending → ACTIVE with its follow-up work and a first session; None if another
-        verification won."""
-        async with self._engine.begin() as connection:
-            row = (
-                await connection.execute(
-                    update(users)
-                    .where(users.c.id == pending.id, users.c.state == int(UserState.PENDING_VERIFICATION))
-                    .values(state=int(UserState.ACTIVE), verify_time=func.now())
-                    .returning(*users.c)
+    async def take_verification_attempts(self, canonical_email: str) -> list[Attempt]:
+        """Spends one attempt at the live code of every pending registration of the email, for a
+        verification that names its registration by password: which one it is shows only once
+        the code is compared, and an attempt must be spent before that."""
+        async with self._driver.connection() as connection:
+            rows = await _TAKE_ATTEMPTS.fetch(connection, canonical_email=canonical_email)
+        return [Attempt(**row) for row in rows]
+
+    async def activate(
+        self,
+        pending_id: uuid.UUID,
+        session: NewToken,
+        follow_up: Callable[[UserRecord, list[uuid.UUID]], Sequence[Work]],
+    ) -> UserRecord | None:
+        """Pending → ACTIVE, with a first session; the email's other pending registrations are
+        removed, and `follow_up(account, their holds)` says what the outbox then owes other
+        services. None if the registration is gone or another one of the email won."""
+        try:
+            async with self._engine.begin() as connection:
+                row = (
+                    await connection.execute(
+                        update(users)
+                        .where(users.c.id == pending_id, users.c.state == int(UserState.PENDING_VERIFICATION))
+                        .values(state=int(UserState.ACTIVE), verify_time=func.now())
+                        .returning(*users.c)
+                    )
+                ).first()
+                if row is None:
+                    return None
+                account = _user(row)
+                lapsed = await connection.execute(
+                    delete(users)
+                    .where(
+                        users.c.canonical_email == account.canonical_email,
+                        users.c.state == int(UserState.PENDING_VERIFICATION),
+                    )
+                    .returning(users.c.hold_id)
                 )
-            ).first()
-            if row is None:
-                return None
-            await connection.execute(delete(verification_codes).where(verification_codes.c.user_id == pending.id))
-            for item in work:
-                await self._outbox.add(connection, pending.canonical_email, item.kind, item.payload)
-            await _insert_token(connection, pending.id, uuid.uuid4(), session)
+                others = sorted({hold for hold in lapsed.scalars() if hold and hold != account.hold_id})
+                await connection.execute(delete(verification_codes).where(verification_codes.c.user_id == pending_id))
+                for item in follow_up(account, others):
+                    await self._outbox.add(connection, account.canonical_email, item.kind, item.payload)
+                await _insert_token(connection, pending_id, uuid.uuid4(), session)
+        except IntegrityError as error:
+            if _constraint(error) != _ONE_ACCOUNT_PER_EMAIL:
+                raise
+            return None
         self._outbox.notify()
-        return _user(row)
+        return account
 
     async def notify(self, user: UserRecord, mail: Mail) -> None:
         async with self._engine.begin() as connection:
@@ -439,6 +495,7 @@ def _register_statement() -> Any:
         "canonical_email",
         "password_hash",
         "state",
+        "registration_digest",
         "hold_id",
         "hold_expire_time",
         "referrer_user_id",
@@ -446,48 +503,83 @@ def _register_statement() -> Any:
         "campaign_id",
         "invite_quota",
     )
-    new = upsert(users).values(id=bindparam("id"), **{name: bindparam(name) for name in columns})
-    account = (
-        new.on_conflict_do_update(
-            index_elements=[users.c.canonical_email],
-            set_={**{name: new.excluded[name] for name in columns}, "create_time": func.now()},
-            # Only a pending registration is replaced, and only by one holding a newer hold.
-            where=(users.c.state == int(UserState.PENDING_VERIFICATION))
-            & (users.c.hold_expire_time < new.excluded.hold_expire_time),
+    account = _ACCOUNT.cte("account")
+    registration = (
+        insert(users)
+        .from_select(
+            ["id", *columns],
+            select(*(bindparam(name, type_=users.c[name].type) for name in ("id", *columns))).where(
+                ~exists(select(account.c.id))
+            ),
         )
         .returning(*users.c)
-        .cte("account")
+        .cte("registration")
     )
-    code = upsert(verification_codes).from_select(
+    code = insert(verification_codes).from_select(
         ["user_id", "code_digest", "expire_time", "attempts_left"],
         select(
-            account.c.id,
+            registration.c.id,
             bindparam("code_digest", type_=LargeBinary),
             bindparam("code_expire_time", type_=DateTime(timezone=True)),
             bindparam("attempts_left", type_=SmallInteger),
         ),
     )
-    code = code.on_conflict_do_update(
-        index_elements=[verification_codes.c.user_id],
-        set_={name: code.excluded[name] for name in ("code_digest", "expire_time", "attempts_left")},
-    )
     mail = insert(outbox).from_select(
         ["id", "aggregate", "kind", "payload"],
         select(
             bindparam("message_id", type_=UUID(as_uuid=True)),
-            account.c.canonical_email,
+            registration.c.canonical_email,
             literal(SEND_EMAIL),
             bindparam("payload", type_=LargeBinary),
         ),
     )
-    # Every data-modifying CTE runs, and the code and the mail only for an account written.
-    return select(account).add_cte(code.cte("code"), mail.cte("mail"))
+    # Every data-modifying CTE runs, and the code and the mail only for a registration written.
+    written = select(registration, literal(True).label("written"))
+    found = select(account, literal(False).label("written"))
+    return written.union_all(found).add_cte(code.cte("code"), mail.cte("mail"))
 
 
+def _attempt_statement(*conditions: Any) -> Any:
+    """Spends one attempt at the live codes of the pending registrations `conditions` select."""
+    return (
+        update(verification_codes)
+        .where(
+            verification_codes.c.user_id == users.c.id,
+            users.c.canonical_email == bindparam("canonical_email"),
+            users.c.state == int(UserState.PENDING_VERIFICATION),
+            users.c.hold_expire_time > func.now(),
+            verification_codes.c.attempts_left > 0,
+            verification_codes.c.expire_time > func.now(),
+            *conditions,
+        )
+        .values(attempts_left=verification_codes.c.attempts_left - 1)
+        .returning(verification_codes.c.user_id, verification_codes.c.code_digest, users.c.password_hash)
+    )
+
+
+_ACCOUNT = select(users).where(
+    users.c.canonical_email == bindparam("canonical_email"),
+    users.c.state != int(UserState.PENDING_VERIFICATION),
+)
+_PENDING = select(users).where(
+    users.c.canonical_email == bindparam("canonical_email"),
+    users.c.state == int(UserState.PENDING_VERIFICATION),
+    users.c.hold_expire_time > func.now(),
+)
 _ROTATE = DriverStatement(_rotate_statement())
 _REGISTER = DriverStatement(_register_statement())
+_TAKE_NAMED_ATTEMPT = DriverStatement(_attempt_statement(users.c.registration_digest == bindparam("digest")))
+_TAKE_ATTEMPTS = DriverStatement(_attempt_statement())
 _USER_BY_ID = DriverStatement(select(users).where(users.c.id == bindparam("id")))
-_USER_BY_EMAIL = DriverStatement(select(users).where(users.c.canonical_email == bindparam("canonical_email")))
+_ACCOUNT_BY_EMAIL = DriverStatement(_ACCOUNT)
+_SIGNING_IN = DriverStatement(
+    select(users)
+    .where(users.c.canonical_email == bindparam("canonical_email"))
+    .order_by(users.c.state == int(UserState.PENDING_VERIFICATION), users.c.create_time.desc())
+    .limit(1)
+)
+_PENDING_NAMED = DriverStatement(_PENDING.where(users.c.registration_digest == bindparam("digest")))
+_PENDING_NEWEST = DriverStatement(_PENDING.order_by(users.c.create_time.desc()).limit(1))
 _START_SESSION = DriverStatement(
     insert(refresh_tokens).values(
         id=bindparam("id"),
@@ -532,6 +624,10 @@ def _user(row: Any) -> UserRecord:
 
 
 _USER_FIELDS = [name for name in UserRecord.__dataclass_fields__ if name != "state"]
+
+
+def _constraint(error: IntegrityError) -> str:
+    return str(getattr(getattr(error.orig, "__cause__", None), "constraint_name", "") or "")
 
 
 def _mail_payload(mail: Mail) -> dict[str, Any]:

@@ -99,9 +99,12 @@ def mailed(mesh: Mesh, email: str, pattern: str) -> str:
 
 def registered_and_verified(mesh: Mesh, email: str, invite_code: str) -> dict[str, Any]:
     """The session a verified registration over REST signs the person in with."""
-    ok(call(mesh.edge, "POST", "/v1/registrations", {"email": email, "password": PASSWORD, "inviteCode": invite_code}))
+    registered = ok(
+        call(mesh.edge, "POST", "/v1/registrations", {"email": email, "password": PASSWORD, "inviteCode": invite_code})
+    )
     code = mailed(mesh, email, r"\b(\d{6})\b")
-    verified = ok(call(mesh.edge, "POST", "/v1/registrations:verify", {"email": email, "code": code}))
+    proof = {"email": email, "code": code, "registration": registered["registration"]}
+    verified = ok(call(mesh.edge, "POST", "/v1/registrations:verify", proof))
     return dict(verified["session"])
 
 

@@ -145,15 +145,18 @@ class Stack:
         request = pb.RegisterRequest(email=email, password=password, invite_code=code)
         return await self.auth.Register(request, metadata=metadata)
 
+    async def verify(self, email: str, registered: pb.RegisterResponse, nth: int = 1) -> pb.VerifyEmailResponse:
+        """Verifies a registration, as the client that made it, with the `nth` mail's code."""
+        code = await self.verification_code(email, nth)
+        return await self.auth.VerifyEmail(
+            pb.VerifyEmailRequest(email=email, code=code, registration=registered.registration)
+        )
+
     async def signed_up(self, email: str | None = None) -> tuple[str, pb.VerifyEmailResponse]:
         """A new active account (registered with a fresh code, verified): its email and session."""
         email = email or someone()
         (code,) = await self.mint()
-        await self.register(email, code)
-        verified = await self.auth.VerifyEmail(
-            pb.VerifyEmailRequest(email=email, code=await self.verification_code(email))
-        )
-        return email, verified
+        return email, await self.verify(email, await self.register(email, code))
 
     async def close(self) -> None:
         for channel in self._channels:

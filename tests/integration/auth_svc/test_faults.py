@@ -27,11 +27,13 @@ async def test_invite_svc_down_during_verify_confirms_the_hold_once_it_is_back(s
     campaign = await stack.campaign(invite_quota=2)
     (code,) = await stack.mint(campaign_id=campaign)
     email = someone()
-    await stack.register(email, code)
+    registered = await stack.register(email, code)
     mailed = await stack.verification_code(email)
     await stack.stop("invite_svc")
 
-    verified = await stack.auth.VerifyEmail(pb.VerifyEmailRequest(email=email, code=mailed))
+    verified = await stack.auth.VerifyEmail(
+        pb.VerifyEmailRequest(email=email, code=mailed, registration=registered.registration)
+    )
 
     assert verified.user.state == pb.USER_STATE_ACTIVE
     hold_state = "SELECT state FROM invite.holds WHERE canonical_email = $1 AND state IN (1, 2)"

@@ -21,10 +21,7 @@ async def test_register_verify_sign_in_refresh_and_reuse_revokes_the_family(stac
     (code,) = await stack.mint(campaign_id=campaign)
     email = someone()
 
-    await stack.register(email, code)
-    verified = await stack.auth.VerifyEmail(
-        pb.VerifyEmailRequest(email=email, code=await stack.verification_code(email))
-    )
+    verified = await stack.verify(email, await stack.register(email, code))
 
     assert verified.user.state == pb.USER_STATE_ACTIVE
     assert verified.session.access_token and verified.session.refresh_token

@@ -15,11 +15,18 @@ from tests.integration.auth_svc.conftest import PASSWORD, Stack, someone
 async def test_the_flow_logs_no_secret(stack: Stack, capfd: pytest.CaptureFixture[str]) -> None:
     (invite_code,) = await stack.mint()
     email = someone()
-    await stack.register(email, invite_code)
+    registered = await stack.register(email, invite_code)
     code = await stack.verification_code(email)
-    with pytest.raises(grpc.aio.AioRpcError):  # a wrong guess first: refusals are logged too
-        await stack.auth.VerifyEmail(pb.VerifyEmailRequest(email=email, code=f"{(int(code) + 1) % 10**6:06d}"))
-    verified = await stack.auth.VerifyEmail(pb.VerifyEmailRequest(email=email, code=code))
+    wrong = f"{(int(code) + 1) % 10**6:06d}"
+    with pytest.raises(grpc.aio.AioRpcError):  # wrong guesses first: refusals are logged too
+        await stack.auth.VerifyEmail(pb.VerifyEmailRequest(email=email, code=wrong, password=PASSWORD))
+    with pytest.raises(grpc.aio.AioRpcError):
+        await stack.auth.VerifyEmail(
+            pb.VerifyEmailRequest(email=email, code=wrong, registration=registered.registration)
+        )
+    verified = await stack.auth.VerifyEmail(
+        pb.VerifyEmailRequest(email=email, code=code, registration=registered.registration)
+    )
     signed_in = await stack.auth.Login(pb.LoginRequest(email=email, password=PASSWORD))
     renewed = await stack.auth.Refresh(pb.RefreshRequest(refresh_token=signed_in.session.refresh_token))
     await stack.auth.RequestPasswordReset(pb.RequestPasswordResetRequest(email=email))
@@ -34,6 +41,7 @@ async def test_the_flow_logs_no_secret(stack: Stack, capfd: pytest.CaptureFixtur
         "password": PASSWORD,
         "new password": "brand new passphrase",
         "verification code": code,
+        "registration token": registered.registration,
         "invite code": invite_code,
         "invite code (typed form)": invite_code.replace("-", ""),
         "access token": verified.session.access_token,

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
+import importlib.util
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
 import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import Connection
+from sqlalchemy.ext.asyncio import create_async_engine
 
+from mesh.db import asyncpg_url
 from mesh.migrate import upgrade_all
-from mesh.services import SERVICES
+from mesh.services import SERVICES, ServiceSpec
 
 REVISION = """
 from alembic import op
@@ -76,3 +83,27 @@ async def test_revisions_land_in_the_services_schema_once_even_when_replicas_rac
 
 async def test_migrating_again_changes_nothing(migrated_database_url: str) -> None:
     await upgrade_all(SERVICES, migrated_database_url)
+
+
+@pytest.mark.parametrize("spec", [spec for spec in SERVICES if importlib.util.find_spec(f"{spec.name}.models")])
+async def test_the_migrated_schema_is_what_models_declare(migrated_database_url: str, spec: ServiceSpec) -> None:
+    """A revision that drifts from models.py (or a models.py change without its revision) shows."""
+    metadata = importlib.import_module(f"{spec.name}.models").metadata
+    engine = create_async_engine(asyncpg_url(migrated_database_url))
+
+    def differences(connection: Connection) -> list[object]:
+        context = MigrationContext.configure(
+            connection,
+            opts={
+                "include_schemas": True,
+                "include_name": lambda name, kind, _: kind != "schema" or name == spec.schema,
+                "include_object": lambda thing, name, kind, *_: name != "alembic_version",
+            },
+        )
+        return list(compare_metadata(context, metadata))
+
+    try:
+        async with engine.connect() as connection:
+            assert await connection.run_sync(differences) == []
+    finally:
+        await engine.dispose()

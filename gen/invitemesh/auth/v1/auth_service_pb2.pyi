@@ -131,6 +131,12 @@ class RegisterResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     VERIFICATION_EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    REGISTRATION_FIELD_NUMBER: _builtins.int
+    registration: _builtins.str
+    """Opaque token naming this registration, for VerifyEmail and
+    ResendVerification from the client that registered. Keep it private: with
+    the mailed code it activates the account.
+    """
     @_builtins.property
     def verification_expire_time(self) -> _timestamp_pb2.Timestamp:
         """When the mailed verification code expires."""
@@ -139,10 +145,11 @@ class RegisterResponse(_message.Message):
         self,
         *,
         verification_expire_time: _timestamp_pb2.Timestamp | None = ...,
+        registration: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["verification_expire_time", b"verification_expire_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["verification_expire_time", b"verification_expire_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["registration", b"registration", "verification_expire_time", b"verification_expire_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -156,21 +163,31 @@ class VerifyEmailRequest(_message.Message):
 
     EMAIL_FIELD_NUMBER: _builtins.int
     CODE_FIELD_NUMBER: _builtins.int
+    REGISTRATION_FIELD_NUMBER: _builtins.int
+    PASSWORD_FIELD_NUMBER: _builtins.int
     email: _builtins.str
     """The registered email."""
     code: _builtins.str
     """The six-digit code from the mail."""
+    registration: _builtins.str
+    """The token Register answered."""
+    password: _builtins.str
+    """The password given at registration, from a device without the token."""
     def __init__(
         self,
         *,
         email: _builtins.str = ...,
         code: _builtins.str = ...,
+        registration: _builtins.str = ...,
+        password: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["password", b"password", "proof", b"proof", "registration", b"registration"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "email", b"email"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "email", b"email", "password", b"password", "proof", b"proof", "registration", b"registration"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType_proof: _TypeAlias = _typing.Literal["registration", "password"]  # noqa: Y015
+    _WhichOneofArgType_proof: _TypeAlias = _typing.Literal["proof", b"proof"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_proof) -> _WhichOneofReturnType_proof | None: ...
 
 Global___VerifyEmailRequest: _TypeAlias = VerifyEmailRequest  # noqa: Y015
 
@@ -211,16 +228,22 @@ class ResendVerificationRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     EMAIL_FIELD_NUMBER: _builtins.int
+    REGISTRATION_FIELD_NUMBER: _builtins.int
     email: _builtins.str
     """The registered email."""
+    registration: _builtins.str
+    """The token Register answered, naming the registration to mail; unset, the
+    email's newest pending registration.
+    """
     def __init__(
         self,
         *,
         email: _builtins.str = ...,
+        registration: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["email", b"email"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["email", b"email", "registration", b"registration"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

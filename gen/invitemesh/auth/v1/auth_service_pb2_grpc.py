@@ -115,25 +115,33 @@ class AuthServiceServicer:
 
     def Register(self, request, context):
         """Reserves a spot: validates the input, holds one use of the invite code and
-        creates a pending account whose verification code is mailed. A duplicate
-        of an active account answers exactly like a new one (and mails the owner a
-        notice instead), so the answer never reveals whether an email is known.
+        creates a pending registration whose verification code is mailed. Every
+        check of the code comes before anything that depends on the email: a
+        duplicate of an active account answers exactly like a new one (and mails
+        the owner a notice instead), so the answer never reveals whether an email
+        is known. A second registration of a pending email is a registration of
+        its own: it never touches the first one's password or code.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def VerifyEmail(self, request, context):
-        """Proves the email with the mailed code; the account becomes active, the held
-        invite use is confirmed and the new user receives codes of their own.
+        """Proves the email with the mailed code, for the registration that code was
+        mailed for: the client that registered names it by the `registration` token
+        Register answered, another device by that registration's password. The
+        account becomes active, the held invite use is confirmed, the email's other
+        pending registrations lapse (their holds given back) and the new user
+        receives codes of their own.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ResendVerification(self, request, context):
-        """Mails a fresh verification code to a pending registration. Always the same
-        answer, whether or not the email is pending.
+        """Mails a fresh verification code to a pending registration: the one the
+        `registration` token names, else the email's newest. Always the same answer,
+        whether or not the email is pending; the mail is queued after answering.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -163,7 +171,7 @@ class AuthServiceServicer:
 
     def RequestPasswordReset(self, request, context):
         """Mails a password reset link if the email has an account. Always the same
-        answer.
+        answer, in the same time: the mail is queued after answering.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -37,17 +37,25 @@ class AuthServiceStub:
     def __new__(cls, channel: _aio.Channel) -> AuthServiceAsyncStub: ...
     Register: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.RegisterRequest, _auth_service_pb2.RegisterResponse]
     """Reserves a spot: validates the input, holds one use of the invite code and
-    creates a pending account whose verification code is mailed. A duplicate
-    of an active account answers exactly like a new one (and mails the owner a
-    notice instead), so the answer never reveals whether an email is known.
+    creates a pending registration whose verification code is mailed. Every
+    check of the code comes before anything that depends on the email: a
+    duplicate of an active account answers exactly like a new one (and mails
+    the owner a notice instead), so the answer never reveals whether an email
+    is known. A second registration of a pending email is a registration of
+    its own: it never touches the first one's password or code.
     """
     VerifyEmail: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.VerifyEmailRequest, _auth_service_pb2.VerifyEmailResponse]
-    """Proves the email with the mailed code; the account becomes active, the held
-    invite use is confirmed and the new user receives codes of their own.
+    """Proves the email with the mailed code, for the registration that code was
+    mailed for: the client that registered names it by the `registration` token
+    Register answered, another device by that registration's password. The
+    account becomes active, the held invite use is confirmed, the email's other
+    pending registrations lapse (their holds given back) and the new user
+    receives codes of their own.
     """
     ResendVerification: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.ResendVerificationRequest, _auth_service_pb2.ResendVerificationResponse]
-    """Mails a fresh verification code to a pending registration. Always the same
-    answer, whether or not the email is pending.
+    """Mails a fresh verification code to a pending registration: the one the
+    `registration` token names, else the email's newest. Always the same answer,
+    whether or not the email is pending; the mail is queued after answering.
     """
     Login: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.LoginRequest, _auth_service_pb2.LoginResponse]
     """Signs in: a short-lived access token and a rotating refresh token."""
@@ -59,7 +67,7 @@ class AuthServiceStub:
     """Revokes the session of a refresh token."""
     RequestPasswordReset: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.RequestPasswordResetRequest, _auth_service_pb2.RequestPasswordResetResponse]
     """Mails a password reset link if the email has an account. Always the same
-    answer.
+    answer, in the same time: the mail is queued after answering.
     """
     ResetPassword: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.ResetPasswordRequest, _auth_service_pb2.ResetPasswordResponse]
     """Sets a new password with a reset token and revokes every session."""
@@ -85,17 +93,25 @@ class AuthServiceAsyncStub(AuthServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     Register: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.RegisterRequest, _auth_service_pb2.RegisterResponse]  # type: ignore[assignment]
     """Reserves a spot: validates the input, holds one use of the invite code and
-    creates a pending account whose verification code is mailed. A duplicate
-    of an active account answers exactly like a new one (and mails the owner a
-    notice instead), so the answer never reveals whether an email is known.
+    creates a pending registration whose verification code is mailed. Every
+    check of the code comes before anything that depends on the email: a
+    duplicate of an active account answers exactly like a new one (and mails
+    the owner a notice instead), so the answer never reveals whether an email
+    is known. A second registration of a pending email is a registration of
+    its own: it never touches the first one's password or code.
     """
     VerifyEmail: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.VerifyEmailRequest, _auth_service_pb2.VerifyEmailResponse]  # type: ignore[assignment]
-    """Proves the email with the mailed code; the account becomes active, the held
-    invite use is confirmed and the new user receives codes of their own.
+    """Proves the email with the mailed code, for the registration that code was
+    mailed for: the client that registered names it by the `registration` token
+    Register answered, another device by that registration's password. The
+    account becomes active, the held invite use is confirmed, the email's other
+    pending registrations lapse (their holds given back) and the new user
+    receives codes of their own.
     """
     ResendVerification: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.ResendVerificationRequest, _auth_service_pb2.ResendVerificationResponse]  # type: ignore[assignment]
-    """Mails a fresh verification code to a pending registration. Always the same
-    answer, whether or not the email is pending.
+    """Mails a fresh verification code to a pending registration: the one the
+    `registration` token names, else the email's newest. Always the same answer,
+    whether or not the email is pending; the mail is queued after answering.
     """
     Login: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.LoginRequest, _auth_service_pb2.LoginResponse]  # type: ignore[assignment]
     """Signs in: a short-lived access token and a rotating refresh token."""
@@ -107,7 +123,7 @@ class AuthServiceAsyncStub(AuthServiceStub):
     """Revokes the session of a refresh token."""
     RequestPasswordReset: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.RequestPasswordResetRequest, _auth_service_pb2.RequestPasswordResetResponse]  # type: ignore[assignment]
     """Mails a password reset link if the email has an account. Always the same
-    answer.
+    answer, in the same time: the mail is queued after answering.
     """
     ResetPassword: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.ResetPasswordRequest, _auth_service_pb2.ResetPasswordResponse]  # type: ignore[assignment]
     """Sets a new password with a reset token and revokes every session."""
@@ -136,9 +152,12 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_auth_service_pb2.RegisterResponse, _abc.Awaitable[_auth_service_pb2.RegisterResponse]]:
         """Reserves a spot: validates the input, holds one use of the invite code and
-        creates a pending account whose verification code is mailed. A duplicate
-        of an active account answers exactly like a new one (and mails the owner a
-        notice instead), so the answer never reveals whether an email is known.
+        creates a pending registration whose verification code is mailed. Every
+        check of the code comes before anything that depends on the email: a
+        duplicate of an active account answers exactly like a new one (and mails
+        the owner a notice instead), so the answer never reveals whether an email
+        is known. A second registration of a pending email is a registration of
+        its own: it never touches the first one's password or code.
         """
 
     @_abc_1.abstractmethod
@@ -147,8 +166,12 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _auth_service_pb2.VerifyEmailRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_auth_service_pb2.VerifyEmailResponse, _abc.Awaitable[_auth_service_pb2.VerifyEmailResponse]]:
-        """Proves the email with the mailed code; the account becomes active, the held
-        invite use is confirmed and the new user receives codes of their own.
+        """Proves the email with the mailed code, for the registration that code was
+        mailed for: the client that registered names it by the `registration` token
+        Register answered, another device by that registration's password. The
+        account becomes active, the held invite use is confirmed, the email's other
+        pending registrations lapse (their holds given back) and the new user
+        receives codes of their own.
         """
 
     @_abc_1.abstractmethod
@@ -157,8 +180,9 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _auth_service_pb2.ResendVerificationRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_auth_service_pb2.ResendVerificationResponse, _abc.Awaitable[_auth_service_pb2.ResendVerificationResponse]]:
-        """Mails a fresh verification code to a pending registration. Always the same
-        answer, whether or not the email is pending.
+        """Mails a fresh verification code to a pending registration: the one the
+        `registration` token names, else the email's newest. Always the same answer,
+        whether or not the email is pending; the mail is queued after answering.
         """
 
     @_abc_1.abstractmethod
@@ -194,7 +218,7 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_auth_service_pb2.RequestPasswordResetResponse, _abc.Awaitable[_auth_service_pb2.RequestPasswordResetResponse]]:
         """Mails a password reset link if the email has an account. Always the same
-        answer.
+        answer, in the same time: the mail is queued after answering.
         """
 
     @_abc_1.abstractmethod
