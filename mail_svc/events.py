@@ -6,11 +6,15 @@ of the timestamp, then a small JSON document.
     x-mail-event-signature: v1=5d41402abc4b2a76b9719d911017c592...
     {"event": "bounced", "message_id": "<…@…>", "recipient": "ada@example.com", "bounce": "hard"}
 
-`event` is `delivered`, `bounced` (with `bounce` `hard` or `soft`) or `complained`.
+`event` is `delivered`, `bounced` (with `bounce` `hard` or `soft`) or `complained`; an optional
+`id` is the provider's id of the event. An event is applied once: the same event again within the
+window (a replay, or a provider's retry) is answered alike and changes nothing. Without an `id`,
+the signed bytes are the event's identity.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import hashlib
 import hmac
@@ -23,6 +27,7 @@ TIMESTAMP_HEADER = "x-mail-event-timestamp"
 SIGNATURE_HEADER = "x-mail-event-signature"
 TOLERANCE = 300.0
 MAX_BODY = 64 * 1024
+MAX_EVENT_ID = 200
 
 
 class EventKind(enum.Enum):
@@ -37,6 +42,8 @@ class DeliveryEvent:
     message_id: str
     recipient: str
     hard_bounce: bool = False
+    id: str = ""
+    """The provider's id of the event, or a digest of what was signed."""
 
     @property
     def suppresses(self) -> bool:
@@ -64,7 +71,10 @@ def verified(secret: bytes, timestamp: str, signed: str, body: bytes, now: float
         raise EventRefused(EVENT_SIGNATURE_INVALID, "the event timestamp is not a number") from None
     if stale:
         raise EventRefused(EVENT_STALE, "the event timestamp is outside the accepted window")
-    return parsed(body)
+    event = parsed(body)
+    if not event.id:
+        event = dataclasses.replace(event, id=hashlib.sha256(timestamp.encode() + b"." + body).hexdigest())
+    return event
 
 
 def parsed(body: bytes) -> DeliveryEvent:
@@ -73,10 +83,13 @@ def parsed(body: bytes) -> DeliveryEvent:
         kind = EventKind(document["event"])
         message_id, recipient = str(document["message_id"]), str(document["recipient"]).strip().lower()
         bounce = document.get("bounce")
+        event_id = document.get("id", "")
     except (ValueError, KeyError, TypeError):
         raise EventRefused(EVENT_MALFORMED, "the event is not a delivery event document") from None
     if kind is EventKind.BOUNCED and bounce not in ("hard", "soft"):
         raise EventRefused(EVENT_MALFORMED, "a bounce says whether it is hard or soft")
     if "@" not in recipient:
         raise EventRefused(EVENT_MALFORMED, "the event names no recipient address")
-    return DeliveryEvent(kind, message_id, recipient, hard_bounce=bounce == "hard")
+    if not isinstance(event_id, str) or len(event_id) > MAX_EVENT_ID:
+        raise EventRefused(EVENT_MALFORMED, f"an event id is a string of at most {MAX_EVENT_ID} characters")
+    return DeliveryEvent(kind, message_id, recipient, hard_bounce=bounce == "hard", id=event_id)

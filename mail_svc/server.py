@@ -19,6 +19,7 @@ from mail_svc.delivery import delivery_for, message_sealer
 from mail_svc.domain import EVENTS_NOT_CONFIGURED, EmailStatus
 from mail_svc.events import MAX_BODY, SIGNATURE_HEADER, TIMESTAMP_HEADER, EventRefused, verified
 from mail_svc.jobs import sweep_job
+from mail_svc.replays import AppliedEvents
 from mail_svc.store import EmailFilter, EmailRecord, MailStore, NewEmail
 from mail_svc.stream import Job, MailStream
 from mail_svc.templates import BadVariables, Renderer, Template, email_id_of, message_id, mime_message
@@ -45,6 +46,7 @@ class MailService(mail_service_pb2_grpc.MailServiceServicer):
         pages: PageTokens,
         sender: str,
         webhook_secret: bytes | None,
+        events_seen: AppliedEvents,
     ) -> None:
         self._store = store
         self._stream = stream
@@ -52,6 +54,7 @@ class MailService(mail_service_pb2_grpc.MailServiceServicer):
         self._pages = pages
         self._sender = sender
         self._webhook_secret = webhook_secret
+        self._events_seen = events_seen
         self._renderer = Renderer()
 
     async def SendEmail(self, request: pb.SendEmailRequest, context: Any) -> pb.SendEmailResponse:
@@ -192,7 +195,14 @@ class MailService(mail_service_pb2_grpc.MailServiceServicer):
             if refused.reason == "MAIL_EVENT_MALFORMED":
                 raise InvalidArgument([FieldViolation("body", str(refused))], reason=refused.reason) from None
             raise Unauthenticated(refused.reason, str(refused)) from None
-        await self._store.record_event(event, email_id_of(event.message_id))
+        if not await self._events_seen.first_sighting(event.id):
+            log.info("delivery event seen before; not applied again", kind=event.kind.value)
+            return pb.ReportDeliveryEventResponse()
+        try:
+            await self._store.record_event(event, email_id_of(event.message_id))
+        except BaseException:
+            await self._events_seen.forget(event.id)
+            raise
         log.info("delivery event", kind=event.kind.value, suppresses=event.suppresses)
         return pb.ReportDeliveryEventResponse()
 
@@ -230,7 +240,8 @@ def add_servicers(server: grpc.aio.Server, runtime: ServiceRuntime) -> None:
     stream = MailStream(runtime.redis, settings.mail_stream)
     pages = PageTokens(derive_key(load_kek(settings), "mail page-token v1"))
     secret = settings.mail_webhook_secret.get_secret_value().encode() if settings.mail_webhook_secret else None
-    service = MailService(store, stream, message_sealer(settings), pages, settings.mail_from, secret)
+    seen = AppliedEvents(runtime.pipe, runtime.keys)
+    service = MailService(store, stream, message_sealer(settings), pages, settings.mail_from, secret, seen)
     mail_service_pb2_grpc.add_MailServiceServicer_to_server(service, server)
     runtime.jobs.append(sweep_job(store, stream, settings.mail_sweep_interval, settings.mail_sweep_after))
     if settings.mail_senders and settings.smtp_url:

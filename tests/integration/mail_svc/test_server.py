@@ -215,14 +215,26 @@ async def test_a_days_stats_count_that_local_day_only(mail: Mail) -> None:
         assert field in (await _refusal(mail.admin.GetEmailStats(request)))[2]
 
 
-async def _report(mail: Mail, event: dict[str, str], secret: str = WEBHOOK_SECRET, skew: float = 0) -> object:
+SignedEvent = tuple[pb.ReportDeliveryEventRequest, tuple[tuple[str, str], ...]]
+
+
+def _signed(event: dict[str, str], secret: str = WEBHOOK_SECRET, skew: float = 0) -> SignedEvent:
     body = json.dumps(event).encode()
     timestamp = str(int(time.time() + skew))
     metadata = ((TIMESTAMP_HEADER, timestamp), (SIGNATURE_HEADER, signature(secret.encode(), timestamp, body)))
     request = pb.ReportDeliveryEventRequest()
     request.body.content_type = "application/json"
     request.body.data = body
+    return request, metadata
+
+
+async def _send_signed(mail: Mail, signed: SignedEvent) -> object:
+    request, metadata = signed
     return await mail.anyone.ReportDeliveryEvent(request, metadata=metadata)
+
+
+async def _report(mail: Mail, event: dict[str, str], secret: str = WEBHOOK_SECRET, skew: float = 0) -> object:
+    return await _send_signed(mail, _signed(event, secret, skew))
 
 
 async def test_a_hard_bounce_suppresses_the_address_and_a_later_email_to_it_is_not_sent(
@@ -305,3 +317,36 @@ async def test_a_valid_delivery_event_is_answered(mail: Mail) -> None:
     assert await _report(mail, {"event": "delivered", "message_id": "<a@b>", "recipient": someone()}) == (
         pb.ReportDeliveryEventResponse()
     )
+
+
+async def _lift_suppression(mail: Mail, address: str) -> None:
+    connection = await asyncpg.connect(mail.database_url)
+    try:
+        await connection.execute("DELETE FROM mail.suppressions WHERE address = $1", address)
+    finally:
+        await connection.close()
+
+
+async def test_a_replayed_event_is_answered_alike_and_changes_nothing(mail: Mail) -> None:
+    """An admin lifted a complaint's suppression; the complaint, sent again byte for byte inside its
+    window, must not put it back (security issue 14.4)."""
+    address = someone()
+    complaint = _signed({"event": "complained", "message_id": "<x@y>", "recipient": address})
+    await _send_signed(mail, complaint)
+    assert EmailStatus((await mail.send(to=address)).status) is EmailStatus.SUPPRESSED
+    await _lift_suppression(mail, address)
+
+    replayed = await _send_signed(mail, complaint)
+
+    assert replayed == pb.ReportDeliveryEventResponse()
+    assert EmailStatus((await mail.send(to=address)).status) is EmailStatus.PENDING
+
+
+async def test_an_event_with_the_providers_id_is_applied_once(mail: Mail) -> None:
+    address, event_id = someone(), uuid.uuid4().hex
+    await _report(mail, {"event": "delivered", "message_id": "<x@y>", "recipient": address, "id": event_id})
+
+    again = {"event": "complained", "message_id": "<x@y>", "recipient": address, "id": event_id}
+    await _report(mail, again, skew=-1)
+
+    assert EmailStatus((await mail.send(to=address)).status) is EmailStatus.PENDING
