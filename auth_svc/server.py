@@ -59,6 +59,7 @@ from auth_svc.store import (
 from auth_svc.submissions import FirstSubmission
 from auth_svc.throttle import SignInThrottle
 from mesh.access import current_principal
+from mesh.clients import client_address
 from mesh.cursors import PageTokens, page_size
 from mesh.emails import InvalidEmail, canonical_email, checked_address
 from mesh.errors import (
@@ -75,7 +76,6 @@ from mesh.followups import FollowUps
 from mesh.keys import load_kek
 from mesh.limits import FixedWindowLimit, spend_together
 from mesh.outbox import Outbox, RelayTimings
-from mesh.peers import client_address
 from mesh.sealing import Sealer, derive_key, keyed_hash
 from mesh.server import ServiceRuntime
 from mesh.settings import Settings
@@ -133,7 +133,7 @@ class AuthService(auth_service_pb2_grpc.AuthServiceServicer):
 
     async def _registration(self, request: pb.RegisterRequest, context: Any) -> pb.RegisterResponse:
         violations: list[FieldViolation] = []
-        address, canonical = _email("email", request.email, violations)
+        address, canonical = self._email(request.email, violations)
         if (problem := password_problem(request.password)) is not None:
             violations.append(FieldViolation("password", problem))
         if not 0 < len(request.invite_code.strip()) <= MAX_CODE:
@@ -142,7 +142,7 @@ class AuthService(auth_service_pb2_grpc.AuthServiceServicer):
             raise InvalidArgument(violations)
         assert address is not None and canonical is not None
         client_wait, address_wait = await spend_together(
-            [(self._per_client, client_address(context)), (self._per_address, canonical)]
+            [(self._per_client, client_address()), (self._per_address, canonical)]
         )
         if client_wait:
             raise _too_many_from_client(client_wait)
@@ -199,7 +199,7 @@ class AuthService(auth_service_pb2_grpc.AuthServiceServicer):
 
     async def VerifyEmail(self, request: pb.VerifyEmailRequest, context: Any) -> pb.VerifyEmailResponse:
         violations: list[FieldViolation] = []
-        _, canonical = _email("email", request.email, violations)
+        _, canonical = self._email(request.email, violations)
         code = request.code.strip()
         if not is_verification_code(code):
             violations.append(FieldViolation("code", "the six digits from the email"))
@@ -238,7 +238,7 @@ class AuthService(auth_service_pb2_grpc.AuthServiceServicer):
         self, request: pb.ResendVerificationRequest, context: Any
     ) -> pb.ResendVerificationResponse:
         violations: list[FieldViolation] = []
-        _, canonical = _email("email", request.email, violations)
+        _, canonical = self._email(request.email, violations)
         if len(request.registration) > MAX_TOKEN:
             violations.append(FieldViolation("registration", "the token Register answered"))
         if violations:
@@ -258,13 +258,13 @@ class AuthService(auth_service_pb2_grpc.AuthServiceServicer):
 
     async def Login(self, request: pb.LoginRequest, context: Any) -> pb.LoginResponse:
         violations: list[FieldViolation] = []
-        _, canonical = _email("email", request.email, violations)
+        _, canonical = self._email(request.email, violations)
         if not 0 < len(request.password) <= MAX_PASSWORD:
             violations.append(FieldViolation("password", "required"))
         if violations:
             raise InvalidArgument(violations)
         assert canonical is not None
-        client = client_address(context)
+        client = client_address()
         failures = await self._sign_ins.admit(canonical, client)
         if delay := sign_in_delay(failures):
             await asyncio.sleep(delay)
@@ -306,7 +306,7 @@ class AuthService(auth_service_pb2_grpc.AuthServiceServicer):
         self, request: pb.RequestPasswordResetRequest, context: Any
     ) -> pb.RequestPasswordResetResponse:
         violations: list[FieldViolation] = []
-        _, canonical = _email("email", request.email, violations)
+        _, canonical = self._email(request.email, violations)
         if canonical is None:
             raise InvalidArgument(violations)
         if await self._may_mail(canonical, context):
@@ -408,11 +408,22 @@ class AuthService(auth_service_pb2_grpc.AuthServiceServicer):
 
     # Helpers
 
+    def _email(self, value: str, violations: list[FieldViolation]) -> tuple[str | None, str | None]:
+        """The `email` field's address as given (in ASCII) and the person it names (canonical)."""
+        address = checked_address("email", value.strip(), violations)
+        if address is None:
+            return None, None
+        try:
+            return address, canonical_email(address, self._settings.email_strip_tags)
+        except InvalidEmail:
+            violations.append(FieldViolation("email", "not an email address"))
+            return None, None
+
     async def _may_mail(self, canonical: str, context: Any) -> bool:
         """Spends the client's budget (refusing past it) and the email's mail budget, for every
         email alike; answers whether the email's budget still allows a mail."""
         client_wait, address_wait = await spend_together(
-            [(self._per_client, client_address(context)), (self._per_address, canonical)]
+            [(self._per_client, client_address()), (self._per_address, canonical)]
         )
         if client_wait:
             raise _too_many_from_client(client_wait)
@@ -452,18 +463,6 @@ class AuthService(auth_service_pb2_grpc.AuthServiceServicer):
             refresh_token=refresh,
             refresh_token_expire_time=timestamp(token.expire_time),
         )
-
-
-def _email(field: str, value: str, violations: list[FieldViolation]) -> tuple[str | None, str | None]:
-    """The address as given (in ASCII) and the person it names (canonical)."""
-    address = checked_address(field, value.strip(), violations)
-    if address is None:
-        return None, None
-    try:
-        return address, canonical_email(address)
-    except InvalidEmail:
-        violations.append(FieldViolation(field, "not an email address"))
-        return None, None
 
 
 _VERIFIED = frozenset({UserState.ACTIVE, UserState.SUSPENDED})

@@ -28,9 +28,11 @@ from invitemesh.invite.v1 import invite_service_pb2_grpc
 
 from bench.harness import Call, calls_per_second, listed, median, run_rounds, running_services
 from invite_svc import codes
+from mesh.clients import edge_token
 from mesh.db import create_engine
 from mesh.edge import EdgeLimits, RunningEdge, running_edge
 from mesh.embedded import free_port
+from mesh.keys import load_kek
 from mesh.services import INVITE, RATELIMIT, SERVICES
 from mesh.settings import Settings
 from ratelimit_svc.domain import Rule, Unit
@@ -145,7 +147,8 @@ async def measure(args: argparse.Namespace, settings: Settings) -> None:
             host, port = address.rsplit(":", 1)
             upstreams[name] = (host, int(port))
         directory = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        edge = stack.enter_context(running_edge(directory, upstreams, EdgeLimits(backstop_per_second=NEVER)))
+        token = edge_token(load_kek(settings))
+        edge = stack.enter_context(running_edge(directory, upstreams, EdgeLimits(backstop_per_second=NEVER), token))
         direct = await stack.enter_async_context(grpc.aio.insecure_channel(deployed.service_addresses[INVITE.name]))
         via_envoy = await stack.enter_async_context(grpc.aio.insecure_channel(edge.address))
         pool = await stack.enter_async_context(_rest_pool(edge.address, args.concurrency))

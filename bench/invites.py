@@ -37,7 +37,7 @@ class WithNoOp(InviteService):
 
 
 def add_with_no_op(server: grpc.aio.Server, runtime: ServiceRuntime) -> None:
-    service = WithNoOp(invite_store(runtime), check_budget(runtime))
+    service = WithNoOp(invite_store(runtime), check_budget(runtime), runtime.settings.email_strip_tags)
     invite_service_pb2_grpc.add_InviteServiceServicer_to_server(service, server)
 
 

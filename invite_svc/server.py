@@ -20,6 +20,7 @@ from invite_svc.jobs import expiry_job
 from invite_svc.sealing import CodeSealer
 from invite_svc.store import Campaign, HoldRecord, InviteStore, MintedCode, OwnedCode, Owner, ReferralNode
 from mesh.access import current_principal
+from mesh.clients import client_address
 from mesh.emails import InvalidEmail, canonical_email
 from mesh.errors import (
     AlreadyExists,
@@ -33,7 +34,6 @@ from mesh.errors import (
 )
 from mesh.keys import load_kek
 from mesh.limits import FixedWindowLimit
-from mesh.peers import client_address
 from mesh.server import ServiceRuntime
 from mesh.timestamps import optional_timestamp
 
@@ -55,13 +55,14 @@ _REFUSAL_KINDS: dict[str, type[MeshError]] = {
 
 
 class InviteService(invite_service_pb2_grpc.InviteServiceServicer):
-    def __init__(self, store: InviteStore, checks: FixedWindowLimit) -> None:
+    def __init__(self, store: InviteStore, checks: FixedWindowLimit, strip_email_tags: bool) -> None:
         self._store = store
         self._checks = checks
+        self._strip_email_tags = strip_email_tags
 
     async def CheckCode(self, request: pb.CheckCodeRequest, context: Any) -> pb.CheckCodeResponse:
         code = _code(request.code)  # a typo costs the client no lookup budget
-        if not await self._checks.allow(client_address(context)):
+        if not await self._checks.allow(client_address()):
             raise ResourceExhausted("RATE_LIMITED", "too many code checks from this address; wait a minute")
         try:
             await self._store.check(code, datetime.datetime.now(datetime.UTC))
@@ -77,7 +78,7 @@ class InviteService(invite_service_pb2_grpc.InviteServiceServicer):
             violations.append(FieldViolation("code", invalid.description))
             reason = invalid.reason
         try:
-            email = canonical_email(request.email)
+            email = canonical_email(request.email, self._strip_email_tags)
         except InvalidEmail:
             violations.append(FieldViolation("email", "not an email address"))
         if not request.request_id:
@@ -355,5 +356,5 @@ def check_budget(runtime: ServiceRuntime) -> FixedWindowLimit:
 
 
 def add_servicers(server: grpc.aio.Server, runtime: ServiceRuntime) -> None:
-    service = InviteService(invite_store(runtime), check_budget(runtime))
+    service = InviteService(invite_store(runtime), check_budget(runtime), runtime.settings.email_strip_tags)
     invite_service_pb2_grpc.add_InviteServiceServicer_to_server(service, server)

@@ -18,6 +18,7 @@ import grpc
 from google.protobuf.message import DecodeError
 from invitemesh.mesh.v1 import access_pb2
 
+from mesh.clients import current_client
 from mesh.contracts import method_descriptor
 from mesh.errors import FieldViolation, InvalidArgument, PermissionDenied, Unauthenticated
 from mesh.handlers import with_behavior
@@ -27,16 +28,16 @@ if TYPE_CHECKING:
 
 SIGNATURE_HEADERS = ("x-mesh-caller", "x-mesh-ts", "x-mesh-nonce", "x-mesh-signature")
 # Infrastructure every server exposes to anyone who can reach it; they carry no invitemesh data.
-# Envoy's rate limit service is among them: Envoy cannot sign its calls. It is reachable only on
-# the mesh's own network (and, with MESH_TLS=1, only with a certificate of the mesh's CA).
 _OPEN_SERVICES = frozenset(
     {
         "grpc.health.v1.Health",
         "grpc.reflection.v1alpha.ServerReflection",
         "grpc.reflection.v1.ServerReflection",
-        "envoy.service.ratelimit.v3.RateLimitService",
     }
 )
+# Served to the edge alone (mesh.clients says how it is told apart): Envoy cannot sign its calls,
+# and anyone else asking its rate limit service could spend another client's budget.
+_EDGE_SERVICES = frozenset({"envoy.service.ratelimit.v3.RateLimitService"})
 
 
 class Audience(IntEnum):
@@ -115,8 +116,11 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     ) -> Handler:
         handler = await continuation(handler_call_details)
         method = handler_call_details.method
-        if handler is None or method.lstrip("/").partition("/")[0] in _OPEN_SERVICES:
+        service = method.lstrip("/").partition("/")[0]
+        if handler is None or service in _OPEN_SERVICES:
             return handler
+        if service in _EDGE_SERVICES:
+            return _edge_only(handler)
         if handler.unary_unary is None:
             # Every invitemesh method is unary; a streaming one was never declared.
             return _closed_method()
@@ -183,6 +187,17 @@ def _metadata(context: Context) -> dict[str, str]:
     if sum(key in SIGNATURE_HEADERS for key, _ in pairs) > sum(key in SIGNATURE_HEADERS for key in metadata):
         raise Unauthenticated("CALL_SIGNATURE_INVALID", "signature headers must appear once each")
     return metadata
+
+
+def _edge_only(handler: Handler) -> Handler:
+    behavior: Behavior = handler.unary_unary  # type: ignore[assignment]
+
+    async def from_the_edge(request: Any, context: Context) -> Any:
+        if not current_client.get().via_edge:
+            raise PermissionDenied("CALLER_NOT_EDGE", "only the edge may call this method")
+        return await behavior(request, context)
+
+    return with_behavior(handler, from_the_edge)
 
 
 def _closed_method() -> Handler:

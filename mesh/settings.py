@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     edge_max_request_bytes: int = Field(default=64 * 1024, ge=1024)
     edge_max_request_headers_kb: int = Field(default=16, ge=1, le=8192)
     edge_backstop_per_second: int = Field(default=2000, gt=0)
+    edge_headers_timeout: float = Field(default=5.0, gt=0)
+    edge_request_timeout: float = Field(default=5.0, gt=0)
+    edge_max_connections: int = Field(default=10_000, gt=0)
+    edge_max_heap_bytes: int = Field(default=512 * 1024 * 1024, ge=64 * 1024 * 1024)
 
     kek: SecretStr | None = None
     keys_dir: Path | None = None
@@ -58,6 +62,8 @@ class Settings(BaseSettings):
     invite_hold_ttl: float = Field(default=1800.0, gt=0)
     invite_expiry_interval: float = Field(default=5.0, gt=0)
     invite_checks_per_minute: int = Field(default=30, gt=0)
+
+    email_strip_tags: bool = True
 
     mail_from: str = "invitemesh <no-reply@invitemesh.localhost>"
     mail_stream: str = Field(default="mail", pattern=r"^[A-Za-z0-9_.:-]{1,100}$")

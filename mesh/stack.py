@@ -22,6 +22,7 @@ from typing import Any
 
 import structlog
 
+from mesh.clients import EDGE_NAME, edge_token
 from mesh.edge import EDGE_ADMIN_HOST, UpstreamTls, edge_limits, envoy_binary, render_envoy_config
 from mesh.embedded import EmbeddedPostgres, EmbeddedRedis, wait_for_port
 from mesh.keys import Keystore, load_kek
@@ -249,6 +250,7 @@ class Stack:
                 upstreams={spec.name: (host, self._port(spec.port_offset)) for spec in SERVICES},
                 limits=edge_limits(self.settings),
                 tls=self._edge_tls(),
+                edge_token=None if self.settings.tls else edge_token(load_kek(self.settings)),
             )
         )
         process = self._spawn(
@@ -271,7 +273,7 @@ class Stack:
         if not self.settings.tls:
             return None
         certs = self.settings.resolved_certs_dir
-        return UpstreamTls(cert_path(certs, "envoy"), key_path(certs, "envoy"), cert_path(certs, CA_NAME))
+        return UpstreamTls(cert_path(certs, EDGE_NAME), key_path(certs, EDGE_NAME), cert_path(certs, CA_NAME))
 
     def _log_of(self, name: str) -> Path:
         return self.logs_dir / f"{name}.log"
@@ -331,7 +333,7 @@ def prepare_trust(settings: Settings) -> None:
     if made := keystore.ensure([spec.name for spec in SERVICES]):
         log.info("made service keys", services=made)
     if settings.tls:
-        names = [*(spec.name for spec in SERVICES), "envoy", "meshctl"]
+        names = [*(spec.name for spec in SERVICES), EDGE_NAME, "meshctl"]
         if made := make_dev_certs(settings.resolved_certs_dir, names):
             log.info("made certificates", names=made)
 

@@ -24,10 +24,13 @@ from invitemesh.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
 from invitemesh.invite.v1 import invite_service_pb2, invite_service_pb2_grpc
 
 from invite_svc import codes as invite_codes
+from mesh.clients import edge_token
 from mesh.edge import DESCRIPTOR_SET, running_edge
 from mesh.embedded import free_port, wait_for_port
 from mesh.errors import error_info
+from mesh.keys import load_kek
 from mesh.services import RATELIMIT, SERVICES
+from mesh.settings import Settings
 from tests.e2e.conftest import Mesh, loopback_client, running_mesh
 
 pytestmark = pytest.mark.e2e
@@ -336,7 +339,8 @@ def limiter_without_redis(mesh: Mesh, tmp_path: Path) -> Iterator[str]:
         wait_for_port("127.0.0.1", port, timeout=30)
         upstreams = {name: _host_port(parts[name]["address"]) for name in (spec.name for spec in SERVICES)}
         upstreams[RATELIMIT.name] = ("127.0.0.1", port)
-        with running_edge(tmp_path, upstreams) as edge:
+        token = edge_token(load_kek(Settings(state_dir=mesh.state_dir)))
+        with running_edge(tmp_path, upstreams, edge_token=token) as edge:
             yield edge.address
     finally:
         limiter.terminate()

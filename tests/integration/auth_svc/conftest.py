@@ -25,9 +25,10 @@ from auth_svc.server import add_servicers as add_auth
 from invite_svc.server import add_servicers as add_invite
 from mail_svc.server import add_servicers as add_mail
 from mesh.channels import open_channel
+from mesh.clients import EDGE_TOKEN_HEADER, EXTERNAL_ADDRESS, edge_token
 from mesh.embedded import free_port
 from mesh.errors import error_info
-from mesh.peers import EXTERNAL_ADDRESS
+from mesh.keys import load_kek
 from mesh.server import AddServicers, MeshServer
 from mesh.services import AUTH, INVITE, MAIL, ServiceSpec
 from mesh.settings import Settings
@@ -140,10 +141,15 @@ class Stack:
     async def register(
         self, email: str, code: str, password: str = PASSWORD, client: str | None = None
     ) -> pb.RegisterResponse:
-        """Registers, as the client address `client` says when given (as Envoy would pass it on)."""
-        metadata = ((EXTERNAL_ADDRESS, client),) if client else None
+        """Registers, through the edge from the client address `client` when given (with the
+        headers Envoy adds), else straight from this process."""
+        metadata = self.from_the_edge(client) if client else None
         request = pb.RegisterRequest(email=email, password=password, invite_code=code)
         return await self.auth.Register(request, metadata=metadata)
+
+    def from_the_edge(self, client: str) -> tuple[tuple[str, str], ...]:
+        """The metadata of a call Envoy passes on from `client`."""
+        return ((EXTERNAL_ADDRESS, client), (EDGE_TOKEN_HEADER, edge_token(load_kek(self.settings))))
 
     async def verify(self, email: str, registered: pb.RegisterResponse, nth: int = 1) -> pb.VerifyEmailResponse:
         """Verifies a registration, as the client that made it, with the `nth` mail's code."""

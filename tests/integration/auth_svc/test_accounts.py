@@ -14,6 +14,7 @@ import pytest
 from google.protobuf.message import Message
 from invitemesh.auth.v1 import auth_service_pb2 as pb
 
+from mesh.clients import EXTERNAL_ADDRESS
 from mesh.emails import canonical_email
 from mesh.errors import error_info, field_violations, retry_info
 from tests.integration.auth_svc.conftest import PASSWORD, Stack, StackFactory, someone
@@ -251,3 +252,21 @@ async def test_registrations_are_budgeted_per_email_and_per_client(stack_with: S
         assert limited.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
         assert error_info(limited.value).reason == "RATE_LIMITED"  # type: ignore[union-attr]
         assert retry_info(limited.value) is not None
+
+
+async def test_a_caller_that_is_not_the_edge_cannot_spend_a_clients_budget(stack_with: StackFactory) -> None:
+    """Straight to auth_svc's port, claiming the victim's address as Envoy would pass it, but
+    without the edge's token: counted against the caller's own address (security issue 14.4)."""
+    victim = f"2001:db8::{uuid.uuid4().hex[:4]}:{uuid.uuid4().hex[:4]}"
+    async with stack_with(auth_registrations_per_hour=2) as stack:
+        claimed = pb.RegisterRequest(email=someone(), password=PASSWORD, invite_code="ABCD-EFGH-J")
+        for _ in range(3):
+            with pytest.raises(grpc.aio.AioRpcError):
+                await stack.auth.Register(claimed, metadata=((EXTERNAL_ADDRESS, victim),))
+        codes = await stack.mint(count=3)
+        for code in codes[:2]:
+            await stack.register(someone(), code, client=victim)
+        with pytest.raises(grpc.aio.AioRpcError) as third:
+            await stack.register(someone(), codes[2], client=victim)
+
+    assert error_info(third.value).reason == "RATE_LIMITED"  # type: ignore[union-attr]

@@ -4,15 +4,20 @@ tested here; tests/e2e has the same edge in front of the whole stack."""
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
+import socket
+import struct
 import subprocess
 import time
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from google.rpc import error_details_pb2, status_pb2
 
 from mesh.edge import HEALTH_PATH, EdgeLimits, RunningEdge, envoy_binary, render_envoy_config, running_edge
 from mesh.embedded import free_port
@@ -153,3 +158,137 @@ def test_over_the_backstop_envoy_refuses_by_itself_with_a_retry_delay(
     assert refusal(refused[0]) == (429, 8, "RATE_LIMITED")
     details = json.loads(refused[0][2])["details"]
     assert {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "1s"} in details
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", None])
+def test_a_rest_method_takes_only_json(edge: RunningEdge, content_type: str | None) -> None:
+    """Anything else a page elsewhere could post without a CORS preflight."""
+    host, port = edge.address.rsplit(":", 1)
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    headers = {"content-type": content_type} if content_type else {}
+    try:
+        connection.request("POST", CHECK_CODE, b'{"code": "ABCD-EFGH-J"}', headers)
+        answer = connection.getresponse()
+        refused = answer.status, {k.lower(): v for k, v in answer.getheaders()}, answer.read()
+    finally:
+        connection.close()
+
+    assert refusal(refused) == (415, 3, "UNSUPPORTED_MEDIA_TYPE")
+
+
+def _grpc_web(edge: RunningEdge, body: bytes, path: str = "/invitemesh.invite.v1.InviteService/CheckCode") -> Any:
+    return request(edge, "POST", path, body, {"content-type": "application/grpc-web+proto"})
+
+
+def _grpc_status(answer: tuple[int, dict[str, str], bytes]) -> tuple[int, str, str]:
+    """grpc-status, the ErrorInfo reason in grpc-status-details-bin, and grpc-message."""
+    _, headers, _ = answer
+    status = status_pb2.Status.FromString(base64.b64decode(headers["grpc-status-details-bin"]))
+    info = error_details_pb2.ErrorInfo()
+    assert status.details[0].Unpack(info)
+    assert status.code == int(headers["grpc-status"])
+    return int(headers["grpc-status"]), info.reason, urllib.parse.unquote(headers["grpc-message"])
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        b"\0" + struct.pack(">I", 0xFFFFFFF0) + b"\x0a\x01A",  # claims 4 GiB
+        b"\0" + struct.pack(">I", 100) + b"\x0a\x01A",  # claims more than it holds
+        b"\0\0\0",  # not even a prefix
+        b"\x07" + struct.pack(">I", 3) + b"\x0a\x01A",  # a flag gRPC does not have
+        b"",
+    ],
+    ids=["huge", "short", "cut", "flag", "empty"],
+)
+def test_a_malformed_grpc_web_message_is_refused_at_once_in_the_edges_own_words(
+    edge: RunningEdge, frame: bytes
+) -> None:
+    started = time.monotonic()
+    answer = _grpc_web(edge, frame)
+
+    assert time.monotonic() - started < 2, "answered at once, not at the route's timeout"
+    code, reason, message = _grpc_status(answer)
+    assert (code, reason) == (3, "MALFORMED_REQUEST")
+    assert "SERVER" not in message and "{" not in message
+
+
+def test_the_edges_own_refusals_to_grpc_clients_carry_the_same_reason_without_json(edge: RunningEdge) -> None:
+    whole = b"\0" + struct.pack(">I", 3) + b"\x0a\x01A"
+
+    down = _grpc_status(_grpc_web(edge, whole))
+    unknown = _grpc_status(_grpc_web(edge, whole, "/invitemesh.invite.v1.InviteService/NoSuchMethod"))
+
+    assert down == (14, "SERVICE_UNAVAILABLE", "the service is unavailable; try again later")
+    assert unknown == (12, "ROUTE_NOT_FOUND", "no such route")
+
+
+def test_answers_carry_no_envoy_timing_headers(edge: RunningEdge) -> None:
+    _, headers, _ = request(edge, "POST", CHECK_CODE, b'{"code": "ABCD-EFGH-J"}')
+
+    assert not [name for name in headers if name.startswith("x-envoy")], headers
+
+
+def _slow_client(edge: RunningEdge, sent: bytes) -> tuple[bytes, float]:
+    """Sends `sent` and nothing more; answers what came back before Envoy closed, and when."""
+    host, port = edge.address.rsplit(":", 1)
+    started = time.monotonic()
+    with socket.create_connection((host, int(port)), timeout=30) as raw:
+        raw.sendall(sent)
+        received = b""
+        while chunk := raw.recv(65536):
+            received += chunk
+    return received, time.monotonic() - started
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [
+        b"POST /v1/invites:check HTTP/1.1\r\nHost: edge\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 100\r\n\r\n{",
+        b"POST /v1/invites:check HTTP/1.1\r\nHost: edge\r\nX-Slow: ",
+    ],
+    ids=["body", "headers"],
+)
+def test_a_client_that_stops_half_way_is_let_go_at_the_edges_timeout(
+    tmp_path: Path, nowhere: dict[str, tuple[str, int]], sent: bytes
+) -> None:
+    limits = EdgeLimits(headers_timeout=1.0, request_timeout=1.0)
+    with running_edge(tmp_path, nowhere, limits) as envoy:
+        received, took = _slow_client(envoy, sent)
+
+    assert took < 1.0 + 3.0, f"held for {took:.1f}s"
+    if b"Content-Length: 100" in sent:
+        assert received.startswith(b"HTTP/1.1 408"), received
+        assert b"REQUEST_TIMEOUT" in received
+
+
+def test_past_its_connection_limit_the_edge_closes_new_connections(
+    tmp_path: Path, nowhere: dict[str, tuple[str, int]]
+) -> None:
+    with running_edge(tmp_path, nowhere, EdgeLimits(max_connections=5)) as envoy:
+        host, port = envoy.address.rsplit(":", 1)
+        held = [http.client.HTTPConnection(host, int(port), timeout=10) for _ in range(5)]
+        for connection in held:  # each open and counted: it got an answer and stays alive
+            connection.request("GET", "/v1/nothing-here")
+            connection.getresponse().read()
+
+        extra = http.client.HTTPConnection(host, int(port), timeout=10)
+        with pytest.raises((ConnectionError, http.client.RemoteDisconnected, OSError)):
+            extra.request("GET", "/v1/nothing-here")
+            extra.getresponse().read()
+        extra.close()
+        held.pop().close()
+
+        def admitted() -> bool:
+            try:
+                return request(envoy, "GET", "/v1/nothing-here")[0] == 404
+            except (ConnectionError, http.client.RemoteDisconnected, OSError):
+                return False
+
+        deadline = time.monotonic() + 10
+        while not admitted():
+            assert time.monotonic() < deadline, "a connection closed, yet no new one is admitted"
+            time.sleep(0.05)
+        for connection in held:
+            connection.close()

@@ -11,17 +11,21 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import asyncpg
+import grpc
 import pytest
 from envoy_ratelimit import ratelimit_pb2, rls_pb2, rls_pb2_grpc
 
 from mesh.channels import open_channel
+from mesh.clients import EDGE_TOKEN_HEADER, edge_token
 from mesh.embedded import EmbeddedRedis
+from mesh.keys import load_kek
 from mesh.migrate import upgrade
 from mesh.server import MeshServer
 from mesh.services import RATELIMIT
 from ratelimit_svc.domain import CLIENT_KEY, ROUTE_KEY, Unit
 from ratelimit_svc.server import add_servicers
 from tests.conftest import eventually
+from tests.integration.auth_svc.conftest import refusal
 from tests.integration.mesh.trust_fixtures import make_trust
 
 OK = rls_pb2.RateLimitResponse.OK
@@ -55,6 +59,7 @@ async def serving(tmp_path: Path, database_url: str, redis_url: str) -> AsyncIte
     trust = make_trust(tmp_path, database_url, redis_url, ratelimit_rules_cache=0.2)
     server = MeshServer(RATELIMIT, add_servicers, trust.settings)
     await server.start()
+    as_the_edge = ((EDGE_TOKEN_HEADER, edge_token(load_kek(trust.settings))),)
     try:
         async with open_channel(f"127.0.0.1:{server.port}", trust.settings) as channel:
             stub = rls_pb2_grpc.RateLimitServiceStub(channel)
@@ -70,7 +75,7 @@ async def serving(tmp_path: Path, database_url: str, redis_url: str) -> AsyncIte
                     for described in (route, *more_routes)
                 ]
                 request = rls_pb2.RateLimitRequest(domain="invitemesh", descriptors=descriptors)
-                return await stub.ShouldRateLimit(request, timeout=5)
+                return await stub.ShouldRateLimit(request, timeout=5, metadata=as_the_edge)
 
             yield ask
     finally:
@@ -157,3 +162,29 @@ async def test_with_redis_away_a_guessing_target_closes_and_other_routes_stay_op
 
     assert check.overall_code == OVER_LIMIT
     assert other.overall_code == OK
+
+
+async def test_only_the_edge_is_answered(tmp_path: Path, ratelimit_database_url: str, redis_url: str) -> None:
+    """Anyone else could spend a client's budget (security issue 14.4)."""
+    trust = make_trust(tmp_path, ratelimit_database_url, redis_url)
+    server = MeshServer(RATELIMIT, add_servicers, trust.settings)
+    await server.start()
+    request = rls_pb2.RateLimitRequest(
+        domain="invitemesh",
+        descriptors=[
+            ratelimit_pb2.RateLimitDescriptor(
+                entries=[ratelimit_pb2.RateLimitDescriptor.Entry(key=CLIENT_KEY, value=_client())]
+            )
+        ],
+    )
+    try:
+        async with open_channel(f"127.0.0.1:{server.port}", trust.settings) as channel:
+            stub = rls_pb2_grpc.RateLimitServiceStub(channel)
+            refusals = [
+                await refusal(stub.ShouldRateLimit(request, timeout=5, metadata=metadata))
+                for metadata in (None, ((EDGE_TOKEN_HEADER, "a guess"),))
+            ]
+    finally:
+        await server.stop(0)
+
+    assert refusals == [(grpc.StatusCode.PERMISSION_DENIED, "CALLER_NOT_EDGE")] * 2

@@ -1,6 +1,8 @@
+import base64
 from typing import Any
 
 import pytest
+from google.rpc import error_details_pb2, status_pb2
 
 from mesh.access import Audience, access_rule
 from mesh.contracts import SERVICE_DESCRIPTORS, full_method_name
@@ -84,13 +86,25 @@ def test_every_route_is_counted_per_method_and_client_by_ratelimit_svc() -> None
         ]
 
 
-def test_every_local_reply_is_a_json_status_with_an_error_info() -> None:
+def test_every_local_reply_is_a_status_with_an_error_info_as_json_or_as_grpc() -> None:
     mappers = _manager()["local_reply_config"]["mappers"]
+    grpc_mappers = [mapper for mapper in mappers if "and_filter" in mapper["filter"]]
+    json_mappers = [mapper for mapper in mappers if "status_code_filter" in mapper["filter"]]
 
-    for mapper in mappers:
+    assert mappers == grpc_mappers + json_mappers and len(grpc_mappers) == len(json_mappers)
+    for mapper in json_mappers:
         body = mapper["body_format_override"]
         assert body["content_type"] == "application/json"
         assert body["json_format"]["details"][0]["@type"] == "type.googleapis.com/google.rpc.ErrorInfo"
+    for grpc_mapper, json_mapper in zip(grpc_mappers, json_mappers, strict=True):
+        added = {entry["header"]["key"]: entry["header"]["value"] for entry in grpc_mapper["headers_to_add"]}
+        details = status_pb2.Status.FromString(base64.b64decode(added["grpc-status-details-bin"]))
+        info = error_details_pb2.ErrorInfo()
+        assert details.details[0].Unpack(info)
+        json_body = json_mapper["body_format_override"]["json_format"]
+        assert info.reason == json_body["details"][0]["reason"]
+        assert details.message == json_body["message"] == grpc_mapper["body_format_override"]["text_format"]
+        assert grpc_mapper["filter"]["and_filter"]["filters"][-1] == json_mapper["filter"]
     # The last one catches whatever the others do not.
     assert mappers[-1]["filter"]["status_code_filter"]["comparison"]["op"] == "GE"
 
@@ -119,6 +133,9 @@ def test_edge_limits_come_from_the_settings() -> None:
 
     assert edge_limits(settings) == EdgeLimits(
         max_request_bytes=2048, max_request_headers_kb=16, backstop_per_second=9, cors_origins=("https://a.example",)
+    )
+    assert edge_limits(Settings(edge_max_connections=7, edge_request_timeout=1.5)) == EdgeLimits(
+        max_connections=7, request_timeout=1.5
     )
 
 
