@@ -42,11 +42,13 @@ from auth_svc.jobs import sweep_job
 from auth_svc.keyring import StoredKeyRing
 from auth_svc.passwords import Passwords
 from auth_svc.peers import Invites, PeerStubs, receivers, together
+from auth_svc.revocations import SessionRevocations
 from auth_svc.sessions import KeyRing, new_opaque_token, token_digest
 from auth_svc.store import (
     CONFIRM_HOLD,
     MINT_CODES,
     RELEASE_HOLD,
+    REVOKE_SESSIONS,
     AuthStore,
     Mail,
     NewCode,
@@ -76,8 +78,11 @@ from mesh.followups import FollowUps
 from mesh.keys import load_kek
 from mesh.limits import FixedWindowLimit, spend_together
 from mesh.outbox import Outbox, RelayTimings
+from mesh.redis import KeySpace
+from mesh.revocations import RevokedSessions
 from mesh.sealing import Sealer, derive_key, keyed_hash
 from mesh.server import ServiceRuntime
+from mesh.services import AUTH
 from mesh.settings import Settings
 from mesh.timestamps import optional_timestamp, timestamp
 
@@ -104,6 +109,7 @@ class AuthService(auth_service_pb2_grpc.AuthServiceServicer):
         pages: PageTokens,
         registrations: Counter,
         follow_ups: FollowUps,
+        revoked: SessionRevocations,
     ) -> None:
         self._settings = settings
         self._store = store
@@ -119,6 +125,7 @@ class AuthService(auth_service_pb2_grpc.AuthServiceServicer):
         self._registrations = registrations
         """Registrations by outcome: pending, duplicate, or the refusal's reason."""
         self._follow_ups = follow_ups
+        self._revoked = revoked
         self._refresh_ttl = datetime.timedelta(seconds=settings.auth_refresh_ttl)
         self._verification_ttl = datetime.timedelta(seconds=settings.auth_verification_ttl)
 
@@ -228,11 +235,13 @@ class AuthService(auth_service_pb2_grpc.AuthServiceServicer):
         if proven is None:
             raise _wrong_code()
         refresh, token = self._new_refresh_token()
-        user = await self._store.activate(proven.user_id, token, _activation_work)
+        session_id = uuid.uuid4()
+        user = await self._store.activate(proven.user_id, session_id, token, _activation_work)
         if user is None:
             raise _wrong_code()
         log.info("account active", user_id=str(user.id))
-        return pb.VerifyEmailResponse(user=_user(user), session=await self._session(user.id, refresh, token))
+        session = await self._session(user.id, session_id, refresh, token)
+        return pb.VerifyEmailResponse(user=_user(user), session=session)
 
     async def ResendVerification(
         self, request: pb.ResendVerificationRequest, context: Any
@@ -282,22 +291,27 @@ class AuthService(auth_service_pb2_grpc.AuthServiceServicer):
         if verdict.needs_rehash:
             await self._store.set_password_hash(user.id, await self._passwords.hash(request.password))
         refresh, token = self._new_refresh_token()
-        await self._store.start_session(user.id, token)
-        return pb.LoginResponse(session=await self._session(user.id, refresh, token))
+        session_id = uuid.uuid4()
+        await self._store.start_session(user.id, session_id, token)
+        return pb.LoginResponse(session=await self._session(user.id, session_id, refresh, token))
 
     async def Refresh(self, request: pb.RefreshRequest, context: Any) -> pb.RefreshResponse:
         presented = _opaque_token("refresh_token", request.refresh_token)
         refresh, successor = self._new_refresh_token()
-        outcome, user_id = await self._store.rotate(token_digest(presented), successor)
-        if outcome is Rotation.REUSED:
+        rotated = await self._store.rotate(token_digest(presented), successor)
+        if rotated.outcome is Rotation.REUSED:
+            assert rotated.session_id is not None
+            await self._revoked.now([rotated.session_id])
             log.warning("a rotated refresh token came back; its session is revoked")
             raise Unauthenticated("REFRESH_TOKEN_REUSED", "this refresh token was already used; sign in again")
-        if user_id is None:
+        if rotated.user_id is None or rotated.session_id is None:
             raise Unauthenticated("REFRESH_TOKEN_INVALID", "the refresh token is unknown, expired or revoked")
-        return pb.RefreshResponse(session=await self._session(user_id, refresh, successor))
+        session = await self._session(rotated.user_id, rotated.session_id, refresh, successor)
+        return pb.RefreshResponse(session=session)
 
     async def Logout(self, request: pb.LogoutRequest, context: Any) -> pb.LogoutResponse:
-        await self._store.revoke_family(token_digest(_opaque_token("refresh_token", request.refresh_token)))
+        presented = _opaque_token("refresh_token", request.refresh_token)
+        await self._revoked.now(await self._store.revoke_family(token_digest(presented)))
         return pb.LogoutResponse()
 
     # Password recovery
@@ -338,11 +352,12 @@ class AuthService(auth_service_pb2_grpc.AuthServiceServicer):
         if violations:
             raise InvalidArgument(violations)
         password_hash = await self._passwords.hash(request.new_password)
-        user_id = await self._store.reset_password(token_digest(request.token), password_hash)
+        user_id, revoked = await self._store.reset_password(token_digest(request.token), password_hash)
         if user_id is None:
             raise Unauthenticated(
                 "RESET_TOKEN_INVALID", "the reset link is unknown, used or expired; ask for a new one"
             )
+        await self._revoked.now(revoked)
         log.info("password reset; sessions revoked", user_id=str(user_id))
         return pb.ResetPasswordResponse()
 
@@ -399,7 +414,8 @@ class AuthService(auth_service_pb2_grpc.AuthServiceServicer):
     async def _changed(self, user_id: str, to: UserState) -> UserRecord:
         """Suspends or reactivates (doing it twice answers the same); a pending account is neither."""
         wanted = _user_id(user_id)
-        changed = await self._store.change_state(wanted, _VERIFIED, to)
+        changed, revoked = await self._store.change_state(wanted, _VERIFIED, to)
+        await self._revoked.now(revoked)
         if changed is not None:
             return changed
         if await self._store.user(wanted) is None:
@@ -455,8 +471,8 @@ class AuthService(auth_service_pb2_grpc.AuthServiceServicer):
         token = new_opaque_token()
         return token, NewToken(token_digest(token), _now() + self._refresh_ttl)
 
-    async def _session(self, user_id: uuid.UUID, refresh: str, token: NewToken) -> pb.Session:
-        access = (await self._keys.ready()).access_token(user_id)
+    async def _session(self, user_id: uuid.UUID, session_id: uuid.UUID, refresh: str, token: NewToken) -> pb.Session:
+        access = (await self._keys.ready()).access_token(user_id, session_id)
         return pb.Session(
             access_token=access.token,
             access_token_expire_time=timestamp(access.expire_time),
@@ -546,12 +562,15 @@ def add_servicers(server: grpc.aio.Server, runtime: ServiceRuntime) -> None:
     settings = runtime.settings
     kek = load_kek(settings)
     stubs = PeerStubs(runtime.peers)
+    revocations = SessionRevocations(
+        RevokedSessions(runtime.pipe, KeySpace(AUTH.redis_prefix)), settings.auth_access_ttl
+    )
     outbox = Outbox(
         runtime.engine,
         runtime.driver,
         models.outbox,
         Sealer(derive_key(kek, "auth outbox seal v1")),
-        receivers(stubs),
+        {**receivers(stubs), REVOKE_SESSIONS: revocations.deliver},
         runtime.metrics,
         RelayTimings(
             interval=settings.outbox_interval,
@@ -603,5 +622,6 @@ def add_servicers(server: grpc.aio.Server, runtime: ServiceRuntime) -> None:
             registry=runtime.metrics.registry,
         ),
         follow_ups,
+        revocations,
     )
     auth_service_pb2_grpc.add_AuthServiceServicer_to_server(service, server)

@@ -73,7 +73,9 @@ class KeyRing:
     def loaded(self) -> bool:
         return any(key.retire_time is None for key in self._keys)
 
-    def access_token(self, user_id: uuid.UUID, now: datetime.datetime | None = None) -> AccessToken:
+    def access_token(
+        self, user_id: uuid.UUID, session_id: uuid.UUID, now: datetime.datetime | None = None
+    ) -> AccessToken:
         signing = next(key for key in reversed(self._keys) if key.retire_time is None)
         issued = now or datetime.datetime.now(datetime.UTC)
         expire = issued + self._access_ttl
@@ -81,6 +83,7 @@ class KeyRing:
             "iss": USER_ISSUER,
             "aud": AUDIENCE,
             "sub": str(user_id),
+            "sid": str(session_id),
             "iat": int(issued.timestamp()),
             "exp": int(expire.timestamp()),
             "jti": uuid.uuid4().hex,

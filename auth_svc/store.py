@@ -52,6 +52,7 @@ SEND_EMAIL = "send_email"
 CONFIRM_HOLD = "confirm_hold"
 RELEASE_HOLD = "release_hold"
 MINT_CODES = "mint_codes"
+REVOKE_SESSIONS = "revoke_sessions"
 _ONE_ACCOUNT_PER_EMAIL = "users_one_account_per_email"
 
 
@@ -135,6 +136,14 @@ class Rotation(enum.Enum):
     REUSED = "reused"
     """A rotated token came back: its whole family is revoked now."""
     INVALID = "invalid"
+
+
+@dataclass(frozen=True)
+class Rotated:
+    outcome: Rotation
+    user_id: uuid.UUID | None = None
+    session_id: uuid.UUID | None = None
+    """The token's family: the session its access tokens name, and the one revoked on reuse."""
 
 
 @dataclass(frozen=True)
@@ -233,10 +242,12 @@ class AuthStore:
     async def activate(
         self,
         pending_id: uuid.UUID,
+        session_id: uuid.UUID,
         session: NewToken,
         follow_up: Callable[[UserRecord, list[uuid.UUID]], Sequence[Work]],
     ) -> UserRecord | None:
-        """Pending → ACTIVE, with a first session; the email's other pending registrations are
+        """Pending → ACTIVE, with a first session (`session` the first refresh token of the family
+        `session_id`); the email's other pending registrations are
         removed, and `follow_up(account, their holds)` says what the outbox then owes other
         services. None if the registration is gone or another one of the email won."""
         try:
@@ -264,7 +275,7 @@ class AuthStore:
                 await connection.execute(delete(verification_codes).where(verification_codes.c.user_id == pending_id))
                 for item in follow_up(account, others):
                     await self._outbox.add(connection, account.canonical_email, item.kind, item.payload)
-                await _insert_token(connection, pending_id, uuid.uuid4(), session)
+                await _insert_token(connection, pending_id, session_id, session)
         except IntegrityError as error:
             if _constraint(error) != _ONE_ACCOUNT_PER_EMAIL:
                 raise
@@ -293,9 +304,11 @@ class AuthStore:
 
     async def change_state(
         self, user_id: uuid.UUID, allowed_from: frozenset[UserState], to: UserState
-    ) -> UserRecord | None:
+    ) -> tuple[UserRecord | None, list[uuid.UUID]]:
         """Moves an account from one of `allowed_from` to `to`; leaving ACTIVE revokes every
-        session. None when the account is unknown or in another state."""
+        session. Answers the account (None when unknown or in another state) and the sessions
+        revoked."""
+        revoked: list[uuid.UUID] = []
         async with self._engine.begin() as connection:
             row = (
                 await connection.execute(
@@ -306,12 +319,8 @@ class AuthStore:
                 )
             ).first()
             if row is not None and to is not UserState.ACTIVE:
-                await connection.execute(
-                    update(refresh_tokens)
-                    .where(refresh_tokens.c.user_id == user_id, refresh_tokens.c.state != int(TokenState.REVOKED))
-                    .values(state=int(TokenState.REVOKED))
-                )
-        return _user(row) if row else None
+                revoked = await self._revoke(connection, refresh_tokens.c.user_id == user_id)
+        return (_user(row) if row else None), revoked
 
     async def expire_pending(self, batch: int = PURGE_BATCH) -> int:
         """Deletes pending registrations whose hold has lapsed (invite_svc returns the use itself)."""
@@ -327,26 +336,27 @@ class AuthStore:
 
     # Sessions
 
-    async def start_session(self, user_id: uuid.UUID, token: NewToken) -> None:
+    async def start_session(self, user_id: uuid.UUID, session_id: uuid.UUID, token: NewToken) -> None:
+        """A new session: `token` the first refresh token of the family `session_id`."""
         async with self._driver.connection() as connection:
             await _START_SESSION.execute(
-                connection, id=uuid.uuid4(), digest=token.digest, user_id=user_id, expire_time=token.expire_time
+                connection, id=session_id, digest=token.digest, user_id=user_id, expire_time=token.expire_time
             )
 
-    async def rotate(self, digest: bytes, successor: NewToken) -> tuple[Rotation, uuid.UUID | None]:
+    async def rotate(self, digest: bytes, successor: NewToken) -> Rotated:
         """Exchanges an ACTIVE refresh token of an active account for `successor`, in its family:
         one statement on the driver path (the busiest path of the service), then, only when it
         rotated nothing, a look at why."""
         async with self._driver.connection() as connection:
-            user_id = await _ROTATE.fetchval(
+            row = await _ROTATE.fetchrow(
                 connection,
                 digest=digest,
                 id=uuid.uuid4(),
                 successor=successor.digest,
                 expire_time=successor.expire_time,
             )
-        if user_id is not None:
-            return Rotation.ROTATED, user_id
+        if row is not None:
+            return Rotated(Rotation.ROTATED, row["user_id"], row["family_id"])
         async with self._engine.begin() as connection:
             seen = (
                 await connection.execute(
@@ -354,20 +364,31 @@ class AuthStore:
                 )
             ).first()
             if seen is None or seen.state != int(TokenState.ROTATED):
-                return Rotation.INVALID, None
-            await connection.execute(
-                update(refresh_tokens)
-                .where(refresh_tokens.c.family_id == seen.family_id)
-                .values(state=int(TokenState.REVOKED))
-            )
-            return Rotation.REUSED, None
+                return Rotated(Rotation.INVALID)
+            await self._revoke(connection, refresh_tokens.c.family_id == seen.family_id)
+            return Rotated(Rotation.REUSED, session_id=seen.family_id)
 
-    async def revoke_family(self, digest: bytes) -> None:
+    async def revoke_family(self, digest: bytes) -> list[uuid.UUID]:
+        """Ends the session of a refresh token; answers it (none for an unknown token)."""
         family = select(refresh_tokens.c.family_id).where(refresh_tokens.c.digest == digest).scalar_subquery()
         async with self._engine.begin() as connection:
-            await connection.execute(
-                update(refresh_tokens).where(refresh_tokens.c.family_id == family).values(state=int(TokenState.REVOKED))
-            )
+            return await self._revoke(connection, refresh_tokens.c.family_id == family)
+
+    async def _revoke(self, connection: AsyncConnection, tokens: Any) -> list[uuid.UUID]:
+        """Revokes the refresh tokens `tokens` selects, and promises the outbox to tell every
+        verifier their sessions ended (mesh.revocations); answers those sessions."""
+        revoked = await connection.execute(
+            update(refresh_tokens)
+            .where(tokens, refresh_tokens.c.state != int(TokenState.REVOKED))
+            .values(state=int(TokenState.REVOKED))
+            .returning(refresh_tokens.c.user_id, refresh_tokens.c.family_id)
+        )
+        rows = revoked.all()
+        sessions = sorted({row.family_id for row in rows})
+        if sessions:
+            payload = {"sessions": [str(session) for session in sessions]}
+            await self._outbox.add(connection, str(rows[0].user_id), REVOKE_SESSIONS, payload)
+        return sessions
 
     # Password resets
 
@@ -379,9 +400,10 @@ class AuthStore:
             await self._mail(connection, user.canonical_email, mail)
         self._outbox.notify()
 
-    async def reset_password(self, digest: bytes, password_hash: str) -> uuid.UUID | None:
+    async def reset_password(self, digest: bytes, password_hash: str) -> tuple[uuid.UUID | None, list[uuid.UUID]]:
         """Spends a live reset token: the new password, every reset token of the account spent,
-        every session revoked. None for an unknown, spent or expired token."""
+        every session revoked. Answers the account (None for an unknown, spent or expired token)
+        and the sessions revoked."""
         async with self._engine.begin() as connection:
             user_id = await connection.scalar(
                 update(password_resets)
@@ -396,19 +418,15 @@ class AuthStore:
                 .returning(password_resets.c.user_id)
             )
             if user_id is None:
-                return None
+                return None, []
             await connection.execute(update(users).where(users.c.id == user_id).values(password_hash=password_hash))
             await connection.execute(
                 update(password_resets)
                 .where(password_resets.c.user_id == user_id, password_resets.c.use_time.is_(None))
                 .values(use_time=func.now())
             )
-            await connection.execute(
-                update(refresh_tokens)
-                .where(refresh_tokens.c.user_id == user_id, refresh_tokens.c.state != int(TokenState.REVOKED))
-                .values(state=int(TokenState.REVOKED))
-            )
-        return user_id  # type: ignore[no-any-return]
+            revoked = await self._revoke(connection, refresh_tokens.c.user_id == user_id)
+        return user_id, revoked
 
     async def purge_spent(self, keep: datetime.timedelta, batch: int = PURGE_BATCH) -> int:
         """Deletes refresh tokens and reset tokens past their expiry by more than `keep`, and spent
@@ -485,7 +503,7 @@ def _rotate_statement() -> Any:
         insert(refresh_tokens)
         .from_select(["id", "digest", "family_id", "user_id", "state", "expire_time"], successor)
         .add_cte(rotated)
-        .returning(refresh_tokens.c.user_id)
+        .returning(refresh_tokens.c.user_id, refresh_tokens.c.family_id)
     )
 
 

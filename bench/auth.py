@@ -1,11 +1,15 @@
-"""Registration, sign-in and refresh rates against the rate this machine hashes passwords at.
+"""Registration, sign-in and refresh rates against the rate this machine hashes passwords at, and
+what checking every access token against the revoked sessions costs.
 
 In one run, each round: argon2id hashes per second with the configured parameters, one thread
 per core, in this process (the physical limit of registration and login, which hash or check one
 password each); then, with auth_svc, invite_svc and mail_svc each in a process of its own (mail
 only logs and queues), `--concurrency` gRPC clients calling back to back: Register (distinct
-emails on one hot invite code), Login (existing active accounts), and Refresh (each client
-rotating its own session). Registrations and logins print their ratio to the hash rate.
+emails on one hot invite code), Login (existing active accounts), Refresh (each client rotating
+its own session), and GetMe with an access token, against that auth_svc and against a second one
+that is the same but for the revocation check (`--serve`: its verifier takes no session for
+revoked). Registrations and logins print their ratio to the hash rate, GetMe with the check its
+ratio to GetMe without.
 
     .venv/bin/python -m bench.auth [--rounds 3] [--seconds 5] [--concurrency 16]
 """
@@ -23,15 +27,29 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import asyncpg
+import grpc
 from argon2 import PasswordHasher, Type
 from invitemesh.auth.v1 import auth_service_pb2 as pb
 from invitemesh.auth.v1 import auth_service_pb2_grpc
 from invitemesh.invite.v1 import invite_service_pb2 as invite_pb
 from invitemesh.invite.v1 import invite_service_pb2_grpc
 
-from bench.harness import calls_per_second, listed, median, run_rounds, running_services, signed_channel
+from auth_svc.server import add_servicers as add_auth
+from bench.harness import (
+    Call,
+    calls_per_second,
+    listed,
+    median,
+    run,
+    running_services,
+    server_process,
+    signed_channel,
+)
 from mesh.channels import open_channel
 from mesh.emails import canonical_email
+from mesh.revocations import RevokedSessions
+from mesh.server import ServiceRuntime
+from mesh.services import AUTH
 from mesh.settings import Settings
 
 PASSWORD = "a long passphrase for the benchmark"  # noqa: S105 (the benchmark accounts' own)
@@ -110,12 +128,22 @@ async def active_accounts(settings: Settings, count: int) -> list[str]:
 
 
 async def measure(args: argparse.Namespace, settings: Settings) -> None:
-    rates: dict[str, list[float]] = {"hash": [], "register": [], "login": [], "refresh": []}
-    async with auth_services(settings) as deployed:
+    rates: dict[str, list[float]] = {
+        "hash": [],
+        "register": [],
+        "login": [],
+        "refresh": [],
+        "me": [],
+        "me unchecked": [],
+    }
+    async with auth_services(settings) as deployed, server_process("bench.auth", deployed) as unchecked:
         code = await hot_code(deployed)
         accounts = itertools.cycle(await active_accounts(deployed, ACCOUNTS))
         serial = itertools.count()
-        async with open_channel(deployed.service_addresses["auth_svc"], deployed) as channel:
+        async with (
+            open_channel(deployed.service_addresses["auth_svc"], deployed) as channel,
+            open_channel(unchecked, deployed) as unchecked_channel,
+        ):
             auth = auth_service_pb2_grpc.AuthServiceStub(channel)
 
             async def register() -> None:
@@ -138,13 +166,27 @@ async def measure(args: argparse.Namespace, settings: Settings) -> None:
                 answer = await auth.Refresh(pb.RefreshRequest(refresh_token=token))
                 sessions[mine] = answer.session.refresh_token
 
+            signed_in = await auth.Login(pb.LoginRequest(email=next(accounts), password=PASSWORD))
+            bearer = (("authorization", f"Bearer {signed_in.session.access_token}"),)
+
+            def me(stub: auth_service_pb2_grpc.AuthServiceAsyncStub) -> Call:
+                async def call() -> None:
+                    await stub.GetMe(pb.GetMeRequest(), metadata=bearer)
+
+                return call
+
+            checked_me, unchecked_me = me(auth), me(auth_service_pb2_grpc.AuthServiceStub(unchecked_channel))
             await calls_per_second(register, 2, args.concurrency)  # warm up every path
             await calls_per_second(login, 2, args.concurrency)
+            await calls_per_second(checked_me, 1, args.concurrency)
+            await calls_per_second(unchecked_me, 1, args.concurrency)
             for _ in range(args.rounds):
                 rates["hash"].append(await asyncio.to_thread(hashes_per_second, deployed, args.seconds))
                 rates["register"].append(await calls_per_second(register, args.seconds, args.concurrency))
                 rates["login"].append(await calls_per_second(login, args.seconds, args.concurrency))
                 rates["refresh"].append(await calls_per_second(refresh, args.seconds, args.concurrency))
+                rates["me"].append(await calls_per_second(checked_me, args.seconds, args.concurrency))
+                rates["me unchecked"].append(await calls_per_second(unchecked_me, args.seconds, args.concurrency))
     _report(settings, args.concurrency, rates)
 
 
@@ -164,10 +206,27 @@ def _report(settings: Settings, concurrency: int, rates: dict[str, list[float]])
     print(
         f"refresh/s at {concurrency} clients median {median(rates['refresh']):.0f} (rounds {listed(rates['refresh'])})"
     )
+    checked, unchecked = rates["me"], rates["me unchecked"]
+    ratios = [one / other for one, other in zip(checked, unchecked, strict=True)]
+    print(
+        f"GetMe/s at {concurrency} clients median {median(checked):.0f} with the revocation check, "
+        f"{median(unchecked):.0f} without; ratio median {median(ratios):.2f} (rounds {listed(ratios, 2)})"
+    )
+
+
+async def _never_revoked(self: RevokedSessions, session: str) -> bool:
+    return False
+
+
+def add_auth_without_revocation_check(server: grpc.aio.Server, runtime: ServiceRuntime) -> None:
+    """auth_svc as deployed but for its verifier, which takes no session for revoked: the
+    baseline of the check's cost. Only ever in the benchmark's own `--serve` process."""
+    RevokedSessions.revoked = _never_revoked  # type: ignore[method-assign]
+    add_auth(server, runtime)
 
 
 def main() -> None:
-    run_rounds(__doc__, (3, 5.0, 16), measure)
+    run(__doc__, (3, 5.0, 16), AUTH, add_auth_without_revocation_check, measure)
 
 
 if __name__ == "__main__":

@@ -118,6 +118,7 @@ class MeshServer:
                     tokens
                     or verifier_for(
                         self.runtime.peers,
+                        self.runtime.pipe,
                         settings.jwks_refresh_interval,
                         self._own_user_keys,
                     ),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import secrets
 import time
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,11 +23,16 @@ from jwt.algorithms import ECAlgorithm
 from mesh.channels import open_channel
 from mesh.embedded import free_port
 from mesh.errors import error_info
+from mesh.redis import KeySpace
+from mesh.redis_pipe import RedisPipe
+from mesh.revocations import RevokedSessions
 from mesh.server import MeshServer, ServiceRuntime
 from mesh.services import ADMIN, AUTH
 from mesh.tokens import ADMIN_ISSUER, AUDIENCE, USER_ISSUER
 from tests.conftest import eventually
 from tests.integration.mesh.trust_fixtures import Trust, make_trust, who_am_i_server
+
+USER_1, USER_7, USER_42 = (str(uuid.UUID(int=n)) for n in (1, 7, 42))
 
 
 @dataclass
@@ -55,7 +61,15 @@ class Issuer:
 
     def token(self, kid: str, issuer: str, expires_in: float = 300, **claims: Any) -> str:
         now = int(time.time())
-        payload = {"sub": "user-1", "iss": issuer, "aud": AUDIENCE, "iat": now, "exp": now + expires_in, **claims}
+        payload = {
+            "sub": USER_1,
+            "sid": str(uuid.uuid4()),
+            "iss": issuer,
+            "aud": AUDIENCE,
+            "iat": now,
+            "exp": now + expires_in,
+            **claims,
+        }
         return jwt.encode(payload, self.keys[kid], algorithm="ES256", headers={"kid": kid})
 
 
@@ -145,7 +159,7 @@ UNAUTHENTICATED = grpc.StatusCode.UNAUTHENTICATED
 async def test_valid_user_token_reaches_the_handler_with_the_user_id(mesh: Mesh) -> None:
     kid = mesh.users.new_key()
 
-    assert await _my_codes(mesh, mesh.users.token(kid, USER_ISSUER, sub="user-42")) == "user-42"
+    assert await _my_codes(mesh, mesh.users.token(kid, USER_ISSUER, sub=USER_42)) == USER_42
 
 
 async def test_user_method_refuses_missing_expired_unknown_key_and_alg_none(mesh: Mesh) -> None:
@@ -153,7 +167,7 @@ async def test_user_method_refuses_missing_expired_unknown_key_and_alg_none(mesh
     stranger = Issuer()
     stranger_kid = stranger.new_key()
     unsigned = jwt.encode(
-        {"sub": "user-1", "iss": USER_ISSUER, "aud": AUDIENCE, "iat": int(time.time()), "exp": int(time.time()) + 300},
+        {"sub": USER_1, "iss": USER_ISSUER, "aud": AUDIENCE, "iat": int(time.time()), "exp": int(time.time()) + 300},
         key=None,  # type: ignore[arg-type]
         algorithm="none",
         headers={"kid": kid},
@@ -165,7 +179,7 @@ async def test_user_method_refuses_missing_expired_unknown_key_and_alg_none(mesh
     foreign = stranger.token(stranger_kid, USER_ISSUER)
     assert await _refusal(_my_codes(mesh, foreign)) == (UNAUTHENTICATED, "ACCESS_TOKEN_INVALID")
     assert await _refusal(_my_codes(mesh, unsigned)) == (UNAUTHENTICATED, "ACCESS_TOKEN_INVALID")
-    tampered = mesh.users.token(kid, USER_ISSUER, sub="user-1")
+    tampered = mesh.users.token(kid, USER_ISSUER, sub=USER_1)
     header, _, signature = tampered.split(".")
     forged_payload = jwt.utils.base64url_encode(b'{"sub":"admin","iss":"invitemesh-auth","aud":"invitemesh"}').decode()
     assert await _refusal(_my_codes(mesh, f"{header}.{forged_payload}.{signature}")) == (
@@ -186,15 +200,15 @@ async def test_an_admin_token_is_not_a_user_token(mesh: Mesh) -> None:
 async def test_key_set_is_cached_and_refetched_for_an_unknown_key_id(mesh: Mesh) -> None:
     first = mesh.users.new_key()
     for _ in range(5):
-        assert await _my_codes(mesh, mesh.users.token(first, USER_ISSUER)) == "user-1"
+        assert await _my_codes(mesh, mesh.users.token(first, USER_ISSUER)) == USER_1
     assert mesh.users.fetches == 1
 
     rotated = mesh.users.new_key()
-    token = mesh.users.token(rotated, USER_ISSUER, sub="user-7")
+    token = mesh.users.token(rotated, USER_ISSUER, sub=USER_7)
 
     async def accepted() -> bool:
         try:
-            return await _my_codes(mesh, token) == "user-7"
+            return await _my_codes(mesh, token) == USER_7
         except grpc.aio.AioRpcError:
             return False
 
@@ -204,7 +218,7 @@ async def test_key_set_is_cached_and_refetched_for_an_unknown_key_id(mesh: Mesh)
 
 async def test_admin_methods_check_the_role_claim(mesh: Mesh) -> None:
     kid = mesh.admins.new_key()
-    viewer = _bearer(mesh.admins.token(kid, ADMIN_ISSUER, sub="admin-1", role="viewer"))
+    viewer = _bearer(mesh.admins.token(kid, ADMIN_ISSUER, sub=USER_42, role="viewer"))
     user_kid = mesh.users.new_key()
 
     listed = await mesh.admin.ListInvites(admin_service_pb2.ListInvitesRequest(), metadata=viewer)
@@ -220,3 +234,50 @@ async def test_admin_methods_check_the_role_claim(mesh: Mesh) -> None:
     assert await _refusal(batch) == (grpc.StatusCode.PERMISSION_DENIED, "ADMIN_ROLE_TOO_LOW")
     assert await _refusal(as_user) == (UNAUTHENTICATED, "ACCESS_TOKEN_INVALID")
     assert await _refusal(roleless) == (UNAUTHENTICATED, "ACCESS_TOKEN_INVALID")
+
+
+async def test_a_token_whose_subject_or_session_is_not_a_uuid_is_invalid_not_an_error(mesh: Mesh) -> None:
+    kid = mesh.users.new_key()
+
+    for claims in ({"sub": "user-1"}, {"sid": "session-1"}, {"sid": None}):
+        token = mesh.users.token(kid, USER_ISSUER, **claims)
+        assert await _refusal(_my_codes(mesh, token)) == (UNAUTHENTICATED, "ACCESS_TOKEN_INVALID"), claims
+
+
+async def test_a_revoked_session_is_refused_at_once_everywhere(mesh: Mesh, redis_url: str, pipe: RedisPipe) -> None:
+    kid = mesh.users.new_key()
+    session = str(uuid.uuid4())
+    token = mesh.users.token(kid, USER_ISSUER, sid=session)
+    other = mesh.users.token(kid, USER_ISSUER)
+    assert await _my_codes(mesh, token) == USER_1
+
+    await RevokedSessions(pipe, KeySpace(AUTH.redis_prefix)).revoke([session], 60)
+
+    assert await _refusal(_my_codes(mesh, token)) == (UNAUTHENTICATED, "ACCESS_TOKEN_REVOKED")
+    assert await _my_codes(mesh, other) == USER_1
+
+
+async def test_without_redis_no_session_can_be_checked_and_user_calls_fail_closed(
+    tmp_path: Path, migrated_database_url: str
+) -> None:
+    trust = make_trust(tmp_path, migrated_database_url, f"redis://127.0.0.1:{free_port()}/0")
+    users = Issuer()
+    kid = users.new_key()
+
+    def add_auth(server: grpc.aio.Server, runtime: ServiceRuntime) -> None:
+        auth_service_pb2_grpc.add_AuthServiceServicer_to_server(AuthKeys(users), server)  # type: ignore[abstract]
+
+    auth_server = MeshServer(AUTH, add_auth, trust.settings)
+    await auth_server.start()
+    settings = trust.settings.model_copy(update={"service_addresses": {"auth_svc": f"127.0.0.1:{auth_server.port}"}})
+    try:
+        async with (
+            who_am_i_server(settings) as (invite_server, _),
+            open_channel(f"127.0.0.1:{invite_server.port}", settings) as channel,
+        ):
+            call = invite_service_pb2_grpc.InviteServiceStub(channel).ListMyCodes(
+                invite_service_pb2.ListMyCodesRequest(), metadata=_bearer(users.token(kid, USER_ISSUER))
+            )
+            assert await _refusal(call) == (grpc.StatusCode.UNAVAILABLE, "SESSION_CHECK_UNAVAILABLE")
+    finally:
+        await auth_server.stop(0)

@@ -32,16 +32,16 @@ def _ring(*retired_ago: datetime.timedelta | None) -> KeyRing:
 
 def test_an_access_token_verifies_with_the_published_key_and_carries_its_claims() -> None:
     ring = _ring(None)
-    user = uuid.uuid4()
+    user, session = uuid.uuid4(), uuid.uuid4()
 
-    issued = ring.access_token(user)
+    issued = ring.access_token(user, session)
     (published,) = ring.published()
     header = jwt.get_unverified_header(issued.token)
     key = jwt.PyJWK(json.loads(json.dumps(MessageToDict(published, preserving_proto_field_name=True))))
     claims = jwt.decode(issued.token, key.key, algorithms=[ALGORITHM], audience=AUDIENCE, issuer=USER_ISSUER)
 
     assert header == {"alg": "ES256", "typ": "JWT", "kid": published.kid}
-    assert claims["sub"] == str(user)
+    assert (claims["sub"], claims["sid"]) == (str(user), str(session))
     assert claims["exp"] - claims["iat"] == TTL.total_seconds()
     assert len(claims["jti"]) == 32
 
@@ -52,7 +52,7 @@ def test_after_a_rotation_the_retired_key_stays_published_while_its_tokens_live(
 
     assert len(fresh.published()) == 2
     assert len(stale.published()) == 1
-    signed_with = jwt.get_unverified_header(fresh.access_token(uuid.uuid4()).token)["kid"]
+    signed_with = jwt.get_unverified_header(fresh.access_token(uuid.uuid4(), uuid.uuid4()).token)["kid"]
     assert signed_with == fresh.published()[-1].kid
 
 
