@@ -58,7 +58,7 @@ def backends() -> Iterator[Settings]:
             if redis is not None:
                 redis.stop()
             if postgres is not None:
-                postgres.stop()
+                postgres.discard()
 
 
 Measure = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, None]]

@@ -31,7 +31,7 @@ from mesh.services import RATELIMIT, SERVICES
 from mesh.settings import Settings
 from mesh.signing import signer_for
 from mesh.smtp_sink import read_mail
-from mesh.stack import Part, Stack, StackFile, probe, process_alive, stop_pid
+from mesh.stack import Part, Stack, StackFile, private_state_dir, probe, process_alive, stop_pid
 from mesh.tls import make_dev_certs
 from ratelimit_svc.domain import ANY_ROUTE, Rule, Unit
 from ratelimit_svc.store import RuleStore
@@ -93,6 +93,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     mail_list.add_argument("--json", action="store_true")
 
     args = parser.parse_args(argv)
+    # Whatever meshctl and the parts it starts write (keys, logs, caught mails with their codes
+    # and reset links, data) is for the user who runs it alone.
+    os.umask(0o077)
     settings = Settings()
     configure_logging("meshctl", settings.log_level)
     handlers = {
@@ -144,7 +147,7 @@ async def _supervise(settings: Settings) -> int:
 
 
 def _up_detached(settings: Settings) -> int:
-    state_dir = settings.state_dir.absolute()
+    state_dir = private_state_dir(settings)
     (state_dir / "logs").mkdir(parents=True, exist_ok=True)
     StackFile(state_dir / "stack.json").path.unlink(missing_ok=True)
     with open(state_dir / "logs" / "meshctl.log", "ab") as log_file:

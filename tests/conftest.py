@@ -27,7 +27,7 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     postgres = EmbeddedPostgres(tmp_path_factory.mktemp("postgres") / "data", free_port())
     postgres.start()
     yield postgres.url
-    postgres.stop()
+    postgres.discard()
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ import http.client
 import json
 import os
 import smtplib
+import stat
 import subprocess
 import time
 import urllib.error
@@ -190,6 +191,26 @@ def test_smtp_sink_keeps_what_it_receives(mesh: Mesh) -> None:
         ("Your verification code", ["ada@example.com"], "123456")
     ]
     assert others == []
+
+
+def test_the_state_dir_and_all_in_it_are_the_users_alone(mesh: Mesh) -> None:
+    """Caught mails hold codes and reset links, logs and keys more (security issue 14.5)."""
+    message = EmailMessage()
+    message["From"], message["To"], message["Subject"] = "noreply@invitemesh.test", "bob@example.com", "a code"
+    message.set_content("654321")
+    with smtplib.SMTP("127.0.0.1", int(mesh.env["MESH_PORT_BASE"]) + SMTP_PORT_OFFSET, timeout=10) as client:
+        client.send_message(message)
+
+    shared = {
+        str(path.relative_to(mesh.state_dir)): oct(stat.S_IMODE(path.stat().st_mode))
+        for path in [mesh.state_dir, *mesh.state_dir.rglob("*")]
+        if not path.is_symlink() and path.exists() and path.stat().st_mode & 0o077
+    }
+
+    assert shared == {}
+    for part in ("mail", "logs", "keys"):
+        assert stat.S_IMODE((mesh.state_dir / part).stat().st_mode) == 0o700, part
+    assert list((mesh.state_dir / "mail").iterdir()), "the mail was caught"
 
 
 async def test_an_email_sent_through_mail_svc_reaches_the_sink(mesh: Mesh) -> None:
