@@ -6,9 +6,12 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
+from mesh.clients import EDGE_TOKEN_HEADER, EXTERNAL_ADDRESS, edge_token
+from mesh.keys import load_kek
 from mesh.migrate import upgrade_all
 from mesh.redis_pipe import RedisPipe
 from mesh.services import SERVICES
+from mesh.settings import Settings
 from tests.integration.mail_svc.relay import ScriptedRelay
 
 
@@ -35,6 +38,11 @@ def relay() -> Iterator[ScriptedRelay]:
     relay.start()
     yield relay
     relay.stop()
+
+
+def from_the_edge(settings: Settings, client: str) -> tuple[tuple[str, str], ...]:
+    """The metadata of a call Envoy passes on from `client` (mesh.clients)."""
+    return ((EXTERNAL_ADDRESS, client), (EDGE_TOKEN_HEADER, edge_token(load_kek(settings))))
 
 
 async def fetchval(database_url: str, query: str, *args: object) -> object:

@@ -25,14 +25,13 @@ from auth_svc.server import add_servicers as add_auth
 from invite_svc.server import add_servicers as add_invite
 from mail_svc.server import add_servicers as add_mail
 from mesh.channels import open_channel
-from mesh.clients import EDGE_TOKEN_HEADER, EXTERNAL_ADDRESS, edge_token
 from mesh.embedded import free_port
 from mesh.errors import error_info
-from mesh.keys import load_kek
 from mesh.server import AddServicers, MeshServer
 from mesh.services import AUTH, INVITE, MAIL, ServiceSpec
 from mesh.settings import Settings
 from tests.conftest import eventually
+from tests.integration.conftest import from_the_edge
 from tests.integration.mail_svc.relay import Received, ScriptedRelay
 from tests.integration.mesh.trust_fixtures import Trust, make_trust
 
@@ -143,13 +142,9 @@ class Stack:
     ) -> pb.RegisterResponse:
         """Registers, through the edge from the client address `client` when given (with the
         headers Envoy adds), else straight from this process."""
-        metadata = self.from_the_edge(client) if client else None
+        metadata = from_the_edge(self.settings, client) if client else None
         request = pb.RegisterRequest(email=email, password=password, invite_code=code)
         return await self.auth.Register(request, metadata=metadata)
-
-    def from_the_edge(self, client: str) -> tuple[tuple[str, str], ...]:
-        """The metadata of a call Envoy passes on from `client`."""
-        return ((EXTERNAL_ADDRESS, client), (EDGE_TOKEN_HEADER, edge_token(load_kek(self.settings))))
 
     async def verify(self, email: str, registered: pb.RegisterResponse, nth: int = 1) -> pb.VerifyEmailResponse:
         """Verifies a registration, as the client that made it, with the `nth` mail's code."""

@@ -72,6 +72,9 @@ async def _bad_codes(stack: Stack) -> dict[str, str]:
         )
     )
     (other_domain,) = await stack.mint(campaign_id=corporate.campaign.id)
+    full_campaign = await stack.campaign(invite_quota=0, capacity=1)
+    first_in, campaign_full = await stack.mint(count=2, campaign_id=full_campaign)
+    await stack.register(someone(), first_in)
     await stack.register(someone(), spent)
     await stack.invites.DisableCode(invite_pb.DisableCodeRequest(code=disabled))
     expiring = (await stack.invites.GetCode(invite_pb.GetCodeRequest(code=expired))).code.id
@@ -89,6 +92,7 @@ async def _bad_codes(stack: Stack) -> dict[str, str]:
         "disabled": disabled,
         "expired": expired,
         "other domain": other_domain,
+        "campaign full": campaign_full,
     }
 
 

@@ -20,6 +20,7 @@ from mesh.channels import open_channel
 from mesh.errors import error_info, field_violations
 from mesh.server import MeshServer
 from mesh.services import INVITE
+from tests.integration.conftest import from_the_edge
 from tests.integration.mesh.trust_fixtures import make_trust
 
 ADMIN_ID = str(uuid.uuid4())
@@ -214,7 +215,7 @@ async def test_checks_spend_a_per_client_budget_that_typos_do_not_touch(
     try:
         async with open_channel(f"127.0.0.1:{server.port}", trust.settings) as channel:
             stub = invite_service_pb2_grpc.InviteServiceStub(channel)
-            me = (("x-envoy-external-address", f"198.51.100.{uuid.uuid4().int % 250}"),)
+            me = from_the_edge(trust.settings, f"198.51.100.{uuid.uuid4().int % 250}")
             for _ in range(5):
                 with pytest.raises(grpc.aio.AioRpcError) as typo:
                     await stub.CheckCode(pb.CheckCodeRequest(code="ABCD-EFGH-0"), metadata=me)
@@ -224,7 +225,7 @@ async def test_checks_spend_a_per_client_budget_that_typos_do_not_touch(
                 await stub.CheckCode(unknown, metadata=me)
             with pytest.raises(grpc.aio.AioRpcError) as limited:
                 await stub.CheckCode(unknown, metadata=me)
-            other = (("x-envoy-external-address", f"203.0.113.{uuid.uuid4().int % 250}"),)
+            other = from_the_edge(trust.settings, f"203.0.113.{uuid.uuid4().int % 250}")
             other_answer = await stub.CheckCode(unknown, metadata=other)
     finally:
         await server.stop(0)
