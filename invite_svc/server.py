@@ -44,11 +44,12 @@ DEFAULT_PAGE = 50
 MAX_PAGE = 500
 MAX_NAME = 100
 MAX_QUOTA = 100
+# A refusal about the state of a code, a campaign or a hold (spent, full, disabled, expired…) is
+# FAILED_PRECONDITION: it will not work however long the client waits, where RESOURCE_EXHAUSTED
+# (an HTTP 429) tells clients and proxies to retry later. Rate limits alone are 429.
 _REFUSAL_KINDS: dict[str, type[MeshError]] = {
     domain.NOT_FOUND: NotFound,
     domain.HOLD_NOT_FOUND: NotFound,
-    domain.EXHAUSTED: ResourceExhausted,
-    domain.CAMPAIGN_FULL: ResourceExhausted,
     domain.BUSY: Unavailable,
     domain.CAMPAIGN_NAME_TAKEN: AlreadyExists,
 }

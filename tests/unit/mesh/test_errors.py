@@ -5,7 +5,7 @@ import pytest
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 
-from mesh.errors import FieldViolation, InvalidArgument, NotFound, ResourceExhausted
+from mesh.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 
 M = TypeVar("M", bound=Message)
 
@@ -21,10 +21,10 @@ def _unpack(status: status_pb2.Status, kind: type[M]) -> list[M]:
 
 
 def test_domain_error_becomes_status_with_exactly_one_error_info() -> None:
-    status = ResourceExhausted("INVITE_CODE_EXHAUSTED", "this code has no uses left", {"max_uses": "5"}).to_status()
+    status = FailedPrecondition("INVITE_CODE_EXHAUSTED", "this code has no uses left", {"max_uses": "5"}).to_status()
 
     infos = _unpack(status, error_details_pb2.ErrorInfo)
-    assert status.code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+    assert status.code == grpc.StatusCode.FAILED_PRECONDITION.value[0]
     assert status.message == "this code has no uses left"
     assert len(infos) == 1
     assert infos[0].reason == "INVITE_CODE_EXHAUSTED"
