@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Column,
     DateTime,
     ForeignKey,
@@ -40,6 +41,7 @@ users = Table(
     Column("hold_expire_time", DateTime(timezone=True)),
     Column("campaign_id", UUID(as_uuid=True)),
     Column("invite_quota", Integer, nullable=False, server_default="0"),
+    Column("invite_uses", BigInteger, nullable=False, server_default="1"),
     Column("create_time", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("verify_time", DateTime(timezone=True)),
     Index("users_one_account_per_email", "canonical_email", unique=True, postgresql_where=text("state <> 1")),

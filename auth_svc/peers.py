@@ -118,7 +118,8 @@ def receivers(stubs: PeerStubs) -> dict[str, Deliver]:
         payload = message.payload
         request = invite_pb.MintCodesRequest(
             count=payload["count"],
-            max_uses=1,
+            # Messages written before codes had a number of uses of their own had one use each.
+            max_uses=payload.get("max_uses", 1),
             owner=invite_pb.Owner(user_id=payload["user_id"]),
             campaign_id=payload["campaign_id"],
             request_id=str(message.id),

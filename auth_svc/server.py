@@ -526,6 +526,7 @@ def _registration(
         referrer_admin_id=uuid.UUID(referrer.admin_id) if referrer.WhichOneof("kind") == "admin_id" else None,
         campaign_id=uuid.UUID(hold.campaign_id) if hold.campaign_id else None,
         invite_quota=hold.invite_quota,
+        invite_uses=hold.invite_uses,
     )
 
 
@@ -537,7 +538,13 @@ def _activation_work(user: UserRecord, lapsed_holds: Sequence[uuid.UUID]) -> lis
     work += [Work(RELEASE_HOLD, {"hold_id": str(hold)}) for hold in lapsed_holds]
     if user.invite_quota > 0:
         campaign = str(user.campaign_id) if user.campaign_id else ""
-        mint = {"count": user.invite_quota, "campaign_id": campaign, "to": user.email, "user_id": str(user.id)}
+        mint = {
+            "count": user.invite_quota,
+            "max_uses": user.invite_uses,
+            "campaign_id": campaign,
+            "to": user.email,
+            "user_id": str(user.id),
+        }
         work.append(Work(MINT_CODES, mint))
     return work
 

@@ -69,6 +69,7 @@ class UserRecord:
     hold_expire_time: datetime.datetime | None
     campaign_id: uuid.UUID | None
     invite_quota: int
+    invite_uses: int
     create_time: datetime.datetime
     verify_time: datetime.datetime | None
 
@@ -85,6 +86,7 @@ class Registration:
     referrer_admin_id: uuid.UUID | None
     campaign_id: uuid.UUID | None
     invite_quota: int
+    invite_uses: int
 
 
 @dataclass(frozen=True)
@@ -520,6 +522,7 @@ def _register_statement() -> Any:
         "referrer_admin_id",
         "campaign_id",
         "invite_quota",
+        "invite_uses",
     )
     account = _ACCOUNT.cte("account")
     registration = (

@@ -20,7 +20,7 @@ from invitemesh.invite.v1 import invite_service_pb2 as pb
 from invitemesh.invite.v1 import invite_service_pb2_grpc
 
 from bench.harness import calls_per_second, listed, median, run, server_process, signed_channel
-from invite_svc.server import InviteService, check_budget, invite_store
+from invite_svc.server import InviteService, invite_service
 from mesh.server import ServiceRuntime
 from mesh.services import INVITE
 from mesh.settings import Settings
@@ -37,8 +37,7 @@ class WithNoOp(InviteService):
 
 
 def add_with_no_op(server: grpc.aio.Server, runtime: ServiceRuntime) -> None:
-    service = WithNoOp(invite_store(runtime), check_budget(runtime), runtime.settings.email_strip_tags)
-    invite_service_pb2_grpc.add_InviteServiceServicer_to_server(service, server)
+    invite_service_pb2_grpc.add_InviteServiceServicer_to_server(invite_service(runtime, WithNoOp), server)
 
 
 async def measure(args: argparse.Namespace, settings: Settings) -> None:

@@ -49,6 +49,18 @@ BUSY = "INVITE_CODE_BUSY"
 CAMPAIGN_NAME_TAKEN = "INVITE_CAMPAIGN_NAME_TAKEN"
 
 
+@dataclass(frozen=True)
+class OwnCodes:
+    """The codes of their own a newly active user receives to share: as many as the campaign of the
+    code they redeemed says, else the default, each with `uses` uses (0: unlimited)."""
+
+    default_count: int
+    uses: int
+
+    def count(self, campaign_quota: int) -> int:
+        return campaign_quota or self.default_count
+
+
 def slot_capacities(uses: int, slots: int = SLOTS_PER_COUNTER) -> list[int]:
     """`uses` split as evenly as possible over at most `slots` slots, none empty."""
     count = max(1, min(slots, uses))

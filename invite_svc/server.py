@@ -15,7 +15,7 @@ from invitemesh.invite.v1 import invite_service_pb2_grpc
 
 from invite_svc import domain
 from invite_svc.codes import InvalidCode, display, normalize
-from invite_svc.domain import Refusal
+from invite_svc.domain import OwnCodes, Refusal
 from invite_svc.jobs import expiry_job
 from invite_svc.sealing import CodeSealer
 from invite_svc.store import Campaign, HoldRecord, InviteStore, MintedCode, OwnedCode, Owner, ReferralNode
@@ -39,6 +39,7 @@ from mesh.timestamps import optional_timestamp
 
 MAX_MINT = 10_000
 T = TypeVar("T")
+S = TypeVar("S", bound="InviteService")
 MAX_DEPTH = 10
 DEFAULT_PAGE = 50
 MAX_PAGE = 500
@@ -56,10 +57,13 @@ _REFUSAL_KINDS: dict[str, type[MeshError]] = {
 
 
 class InviteService(invite_service_pb2_grpc.InviteServiceServicer):
-    def __init__(self, store: InviteStore, checks: FixedWindowLimit, strip_email_tags: bool) -> None:
+    def __init__(
+        self, store: InviteStore, checks: FixedWindowLimit, strip_email_tags: bool, own_codes: OwnCodes
+    ) -> None:
         self._store = store
         self._checks = checks
         self._strip_email_tags = strip_email_tags
+        self._own_codes = own_codes
 
     async def CheckCode(self, request: pb.CheckCodeRequest, context: Any) -> pb.CheckCodeResponse:
         code = _code(request.code)  # a typo costs the client no lookup budget
@@ -87,17 +91,19 @@ class InviteService(invite_service_pb2_grpc.InviteServiceServicer):
         if violations:
             raise InvalidArgument(violations, reason=reason)
         with _refusals():
-            return pb.HoldCodeResponse(hold=_hold(await self._store.hold(code, email, request.request_id)))
+            held = await self._store.hold(code, email, request.request_id)
+            return pb.HoldCodeResponse(hold=_hold(held, self._own_codes))
 
     async def ConfirmHold(self, request: pb.ConfirmHoldRequest, context: Any) -> pb.ConfirmHoldResponse:
         with _refusals():
             user_id = _uuid("user_id", request.user_id) if request.user_id else None
             confirmed = await self._store.confirm(_uuid("hold_id", request.hold_id), user_id)
-            return pb.ConfirmHoldResponse(hold=_hold(confirmed))
+            return pb.ConfirmHoldResponse(hold=_hold(confirmed, self._own_codes))
 
     async def ReleaseHold(self, request: pb.ReleaseHoldRequest, context: Any) -> pb.ReleaseHoldResponse:
         with _refusals():
-            return pb.ReleaseHoldResponse(hold=_hold(await self._store.release(_uuid("hold_id", request.hold_id))))
+            released = await self._store.release(_uuid("hold_id", request.hold_id))
+            return pb.ReleaseHoldResponse(hold=_hold(released, self._own_codes))
 
     async def ListMyCodes(self, request: pb.ListMyCodesRequest, context: Any) -> pb.ListMyCodesResponse:
         page_size = _page_size(request.page_size)
@@ -116,7 +122,7 @@ class InviteService(invite_service_pb2_grpc.InviteServiceServicer):
             code=_owned(owned),
             redemptions=[
                 pb.Redemption(
-                    hold=_hold(use.hold),
+                    hold=_hold(use.hold, self._own_codes),
                     user_id=str(use.user_id) if use.user_id else "",
                     create_time=optional_timestamp(use.create_time),
                 )
@@ -257,7 +263,7 @@ def _owner(owner: Owner) -> pb.Owner:
     return pb.Owner(admin_id=str(owner.admin_id)) if owner.admin_id is not None else pb.Owner()
 
 
-def _hold(hold: HoldRecord) -> pb.Hold:
+def _hold(hold: HoldRecord, own_codes: OwnCodes) -> pb.Hold:
     return pb.Hold(
         id=str(hold.id),
         code_id=str(hold.code_id),
@@ -265,7 +271,8 @@ def _hold(hold: HoldRecord) -> pb.Hold:
         expire_time=optional_timestamp(hold.expire_time),
         referrer=_owner(hold.referrer),
         campaign_id=str(hold.campaign_id) if hold.campaign_id else "",
-        invite_quota=hold.invite_quota,
+        invite_quota=own_codes.count(hold.invite_quota),
+        invite_uses=own_codes.uses,
     )
 
 
@@ -339,8 +346,18 @@ def _minted(code: MintedCode) -> pb.InviteCode:
     )
 
 
-def invite_store(runtime: ServiceRuntime) -> InviteStore:
-    """The store of this process, with its expiry job registered."""
+def invite_service(runtime: ServiceRuntime, kind: type[S] = InviteService) -> S:  # type: ignore[assignment]
+    """The servicer of this process (`kind`: a subclass, for benchmarks), its expiry job registered."""
+    settings = runtime.settings
+    return kind(
+        _invite_store(runtime),
+        FixedWindowLimit(runtime.pipe, runtime.keys, "checks", settings.invite_checks_per_minute, 60),
+        settings.email_strip_tags,
+        OwnCodes(settings.invite_default_quota, settings.invite_default_uses),
+    )
+
+
+def _invite_store(runtime: ServiceRuntime) -> InviteStore:
     settings = runtime.settings
     store = InviteStore(
         runtime.engine,
@@ -352,10 +369,5 @@ def invite_store(runtime: ServiceRuntime) -> InviteStore:
     return store
 
 
-def check_budget(runtime: ServiceRuntime) -> FixedWindowLimit:
-    return FixedWindowLimit(runtime.pipe, runtime.keys, "checks", runtime.settings.invite_checks_per_minute, 60)
-
-
 def add_servicers(server: grpc.aio.Server, runtime: ServiceRuntime) -> None:
-    service = InviteService(invite_store(runtime), check_budget(runtime), runtime.settings.email_strip_tags)
-    invite_service_pb2_grpc.add_InviteServiceServicer_to_server(service, server)
+    invite_service_pb2_grpc.add_InviteServiceServicer_to_server(invite_service(runtime), server)

@@ -62,6 +62,8 @@ class Settings(BaseSettings):
     invite_hold_ttl: float = Field(default=1800.0, gt=0)
     invite_expiry_interval: float = Field(default=5.0, gt=0)
     invite_checks_per_minute: int = Field(default=30, gt=0)
+    invite_default_quota: int = Field(default=3, ge=0, le=100)
+    invite_default_uses: int = Field(default=1, ge=0)
 
     email_strip_tags: bool = True
 

@@ -132,10 +132,22 @@ class Stack:
         return [mail for mail in self.relay.received if mail.recipient == address]
 
     async def verification_code(self, address: str, nth: int = 1) -> str:
-        text = (await self.mail_to(address, nth))[nth - 1].text
-        found = re.search(r"\b(\d{6})\b", text)
-        assert found, "no six-digit code in the verification mail"
-        return found.group(1)
+        """The code of the `nth` verification mail to `address`."""
+        return (await self._found_in_mails(address, r"\b(\d{6})\b", nth))[nth - 1]
+
+    async def reset_token(self, address: str) -> str:
+        """The token of the newest password reset link mailed to `address`."""
+        return (await self._found_in_mails(address, r"#token=([A-Za-z0-9_-]+)"))[-1]
+
+    async def _found_in_mails(self, address: str, pattern: str, count: int = 1) -> list[str]:
+        def found() -> list[str]:
+            return [match.group(1) for mail in self.received_by(address) if (match := re.search(pattern, mail.text))]
+
+        async def arrived() -> bool:
+            return len(found()) >= count
+
+        await eventually(arrived, within=20, what=f"{count} mail(s) to {address} matching {pattern}")
+        return found()
 
     async def register(
         self, email: str, code: str, password: str = PASSWORD, client: str | None = None

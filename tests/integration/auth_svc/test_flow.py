@@ -9,7 +9,8 @@ from invitemesh.invite.v1 import invite_service_pb2 as invite_pb
 from invitemesh.invite.v1 import invite_service_pb2_grpc
 
 from tests.conftest import eventually
-from tests.integration.auth_svc.conftest import PASSWORD, Stack, refusal, someone
+from tests.integration.auth_svc.conftest import PASSWORD, Stack, StackFactory, refusal, someone
+from tests.integration.conftest import fetchval
 
 
 def _bearer(token: str) -> tuple[tuple[str, str], ...]:
@@ -65,3 +66,48 @@ async def test_register_verify_sign_in_refresh_and_reuse_revokes_the_family(stac
         grpc.StatusCode.UNAUTHENTICATED,
         "REFRESH_TOKEN_INVALID",
     )
+
+
+async def _own_codes_once_minted(stack: Stack, session: pb.Session, count: int) -> list[invite_pb.InviteCode]:
+    invites = invite_service_pb2_grpc.InviteServiceStub(stack._channel("invite_svc"))
+
+    async def listed() -> list[invite_pb.InviteCode]:
+        answer = await invites.ListMyCodes(invite_pb.ListMyCodesRequest(), metadata=_bearer(session.access_token))
+        return list(answer.codes)
+
+    async def minted() -> bool:
+        return len(await listed()) >= count
+
+    await eventually(minted, what=f"{count} codes of the new user's own")
+    return await listed()
+
+
+async def test_without_a_campaign_a_new_user_gets_the_default_codes_of_their_own(stack_with: StackFactory) -> None:
+    async with stack_with(invite_default_quota=2, invite_default_uses=4) as stack:
+        email, verified = await stack.signed_up()
+        own = await _own_codes_once_minted(stack, verified.session, 2)
+        # A campaign without a quota of its own gives the default too.
+        campaign = await stack.campaign(invite_quota=0)
+        (code,) = await stack.mint(campaign_id=campaign)
+        second = someone()
+        in_campaign = await stack.verify(second, await stack.register(second, code))
+        theirs = await _own_codes_once_minted(stack, in_campaign.session, 2)
+
+    assert len(own) == len(theirs) == 2
+    assert {(listed.owner.user_id, listed.max_uses) for listed in own} == {(verified.user.id, 4)}
+    assert {listed.campaign_id for listed in theirs} == {campaign}
+    (codes_mail,) = [mail for mail in await stack.mail_to(email, 2) if "invite codes" in mail.text.lower()]
+    assert all(listed.code in codes_mail.text for listed in own)
+
+
+async def test_a_default_quota_of_none_gives_no_codes(stack_with: StackFactory) -> None:
+    async with stack_with(invite_default_quota=0) as stack:
+        _, verified = await stack.signed_up()
+        confirmed = "SELECT count(*) FROM invite.holds WHERE user_id = $1::uuid AND state = 2"
+
+        async def hold_confirmed() -> bool:
+            return await fetchval(stack.database_url, confirmed, verified.user.id) == 1
+
+        await eventually(hold_confirmed, what="the activation's outbox delivered")
+        owned = "SELECT count(*) FROM invite.codes WHERE owner_user_id = $1::uuid"
+        assert await fetchval(stack.database_url, owned, verified.user.id) == 0

@@ -253,6 +253,7 @@ class Hold(_message.Message):
     REFERRER_FIELD_NUMBER: _builtins.int
     CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
     INVITE_QUOTA_FIELD_NUMBER: _builtins.int
+    INVITE_USES_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Stable id (UUID)."""
     code_id: _builtins.str
@@ -262,7 +263,11 @@ class Hold(_message.Message):
     campaign_id: _builtins.str
     """The campaign of the code, if any."""
     invite_quota: _builtins.int
-    """Codes the redeemer receives on activation."""
+    """Codes the redeemer receives on activation: the campaign's quota, else the
+    default (MESH_INVITE_DEFAULT_QUOTA).
+    """
+    invite_uses: _builtins.int
+    """Uses of each of those codes; 0 means unlimited (MESH_INVITE_DEFAULT_USES)."""
     @_builtins.property
     def expire_time(self) -> _timestamp_pb2.Timestamp:
         """When a live hold lapses."""
@@ -281,10 +286,11 @@ class Hold(_message.Message):
         referrer: Global___Owner | None = ...,
         campaign_id: _builtins.str = ...,
         invite_quota: _builtins.int = ...,
+        invite_uses: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time", "referrer", b"referrer"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id", "code_id", b"code_id", "expire_time", b"expire_time", "id", b"id", "invite_quota", b"invite_quota", "referrer", b"referrer", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id", "code_id", b"code_id", "expire_time", b"expire_time", "id", b"id", "invite_quota", b"invite_quota", "invite_uses", b"invite_uses", "referrer", b"referrer", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
