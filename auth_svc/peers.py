@@ -5,6 +5,7 @@ ones go through a breaker so an invite_svc that is down answers fast instead of 
 
 from __future__ import annotations
 
+import datetime
 import functools
 import uuid
 from collections.abc import Awaitable, Sequence
@@ -149,9 +150,12 @@ def together(stubs: PeerStubs) -> dict[str, DeliverTogether]:
 
 def _email_request(message: Message) -> mail_pb.SendEmailRequest:
     payload = message.payload
-    return mail_pb.SendEmailRequest(
+    request = mail_pb.SendEmailRequest(
         template=payload["template"], to=payload["to"], variables=payload["variables"], idempotency_key=str(message.id)
     )
+    if expire_time := payload.get("expire_time"):
+        request.expire_time.FromDatetime(datetime.datetime.fromisoformat(expire_time))
+    return request
 
 
 async def _delivered(call: Awaitable[T]) -> T:

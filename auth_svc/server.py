@@ -340,6 +340,7 @@ class AuthService(auth_service_pb2_grpc.AuthServiceServicer):
                 "reset_url": f"{self._settings.auth_reset_url}#token={token}",
                 "expires_in_minutes": str(round(self._settings.auth_reset_ttl / 60)),
             },
+            expire_time=expire,
         )
         await self._store.add_reset(user, NewToken(token_digest(token), expire), mail)
 
@@ -459,13 +460,13 @@ class AuthService(auth_service_pb2_grpc.AuthServiceServicer):
     def _verification(self, canonical_email: str, to: str) -> tuple[NewCode, Mail]:
         """A fresh code for the account, as stored (a digest bound to the person) and as mailed."""
         code = new_verification_code()
+        expire = self._code_expiry()
         stored = NewCode(
-            code_digest(self._code_key, canonical_email, code),
-            self._code_expiry(),
-            self._settings.auth_verification_attempts,
+            code_digest(self._code_key, canonical_email, code), expire, self._settings.auth_verification_attempts
         )
         minutes = str(round(self._settings.auth_verification_ttl / 60))
-        return stored, Mail(mail_pb.EMAIL_TEMPLATE_VERIFICATION, to, {"code": code, "expires_in_minutes": minutes})
+        variables = {"code": code, "expires_in_minutes": minutes}
+        return stored, Mail(mail_pb.EMAIL_TEMPLATE_VERIFICATION, to, variables, expire_time=expire)
 
     def _new_refresh_token(self) -> tuple[str, NewToken]:
         token = new_opaque_token()

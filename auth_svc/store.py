@@ -105,6 +105,8 @@ class Mail:
     template: int
     to: str
     variables: dict[str, str]
+    expire_time: datetime.datetime | None = None
+    """When what the mail carries stops working: mail_svc never sends it later."""
 
 
 @dataclass(frozen=True)
@@ -652,4 +654,7 @@ def _constraint(error: IntegrityError) -> str:
 
 
 def _mail_payload(mail: Mail) -> dict[str, Any]:
-    return {"template": mail.template, "to": mail.to, "variables": mail.variables}
+    payload: dict[str, Any] = {"template": mail.template, "to": mail.to, "variables": mail.variables}
+    if mail.expire_time is not None:
+        payload["expire_time"] = mail.expire_time.isoformat()
+    return payload

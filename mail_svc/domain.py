@@ -13,6 +13,8 @@ class EmailStatus(enum.IntEnum):
     FAILED = 4
     BOUNCED = 5
     SUPPRESSED = 6
+    EXPIRED = 7
+    """Not sent: its `expire_time` passed first (a code or a link that would have been dead)."""
 
 
 class FailureKind(enum.Enum):

@@ -1,6 +1,7 @@
-"""mail_svc's periodic work, safe in many replicas at once (SKIP LOCKED): enqueue again the pending
-emails whose stream entries were lost (a failed XADD, a Redis that lost its data, a retry whose
-sender stopped), and settle the emails a vanished sender had handed to the relay."""
+"""mail_svc's periodic work, safe in many replicas at once (SKIP LOCKED): mark expired the pending
+emails past their expiry, enqueue again the pending emails whose stream entries were lost (a
+failed XADD, a Redis that lost its data, a retry whose sender stopped), and settle the emails a
+vanished sender had handed to the relay."""
 
 from __future__ import annotations
 
@@ -21,6 +22,10 @@ def sweep_job(store: MailStore, stream: MailStream, interval: float, after: floa
     lost_after = datetime.timedelta(seconds=after)
 
     async def sweep() -> None:
+        while expired := await store.expire_lapsed(SWEEP_BATCH):
+            log.info("emails expired unsent", count=expired)
+            if expired < SWEEP_BATCH:
+                break
         while jobs := await store.due_again(lost_after, SWEEP_BATCH):
             try:
                 await stream.enqueue(jobs)

@@ -45,6 +45,8 @@ emails = Table(
     Column("send_time", DateTime(timezone=True)),
     Column("fail_time", DateTime(timezone=True)),
     Column("bounce_time", DateTime(timezone=True)),
+    # Never sent after this: what it carries (a code, a link) is dead by then.
+    Column("expire_time", DateTime(timezone=True)),
 )
 Index("emails_newest", emails.c.create_time.desc(), emails.c.id.desc())
 Index("emails_by_status", emails.c.status, emails.c.create_time.desc(), emails.c.id.desc())
@@ -55,6 +57,8 @@ Index("emails_bounced_at", emails.c.bounce_time, postgresql_where=text("bounce_t
 Index("emails_suppressed_at", emails.c.create_time, postgresql_where=text("status = 6"))
 Index("emails_due", emails.c.next_attempt_time, postgresql_where=text("status = 1"))
 Index("emails_leased", emails.c.lease_until, postgresql_where=text("status = 2"))
+Index("emails_expired_at", emails.c.expire_time, postgresql_where=text("status = 7"))
+Index("emails_due_to_expire", emails.c.expire_time, postgresql_where=text("status = 1"))
 
 suppressions = Table(
     "suppressions",

@@ -103,6 +103,7 @@ class MailService(mail_service_pb2_grpc.MailServiceServicer):
             message_id=message_id(email_id, self._sender),
             sealed_message=self._sealer.seal(email_id.bytes, message),
             masked_text=rendered.masked_text,
+            expire_time=_moment(request, "expire_time"),
         )
 
     async def _log_and_queue(self, news: list[NewEmail]) -> list[pb.Email]:
@@ -171,6 +172,7 @@ class MailService(mail_service_pb2_grpc.MailServiceServicer):
                 failed=counts.failed,
                 bounced=counts.bounced,
                 suppressed=counts.suppressed,
+                expired=counts.expired,
             )
         )
 
@@ -231,6 +233,7 @@ def _email(record: EmailRecord) -> pb.Email:
         create_time=optional_timestamp(record.create_time),
         send_time=optional_timestamp(record.send_time),
         masked_text_body=record.masked_text,
+        expire_time=optional_timestamp(record.expire_time),
     )
 
 

@@ -1,5 +1,7 @@
 """SQL of the `mail` schema: the email log, each email's way through PENDING → SENDING → SENT or
-FAILED (and BOUNCED or SUPPRESSED), and the suppression list.
+FAILED (and BOUNCED, SUPPRESSED or EXPIRED), and the suppression list. An email past its
+`expire_time` is never claimed: the claim itself marks it EXPIRED, and a sweep marks the pending
+ones nobody claims.
 
 Every state change is one conditional UPDATE, so whichever sender, sweeper or replica gets there
 first decides and the others see that they were late: an email is claimed by one sender at a
@@ -18,6 +20,7 @@ from typing import Any
 
 from sqlalchemy import (
     Boolean,
+    DateTime,
     Integer,
     Interval,
     LargeBinary,
@@ -61,6 +64,7 @@ class NewEmail:
     message_id: str
     sealed_message: bytes
     masked_text: str
+    expire_time: datetime.datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,7 @@ class EmailRecord:
     create_time: datetime.datetime
     send_time: datetime.datetime | None
     masked_text: str
+    expire_time: datetime.datetime | None
 
 
 @dataclass(frozen=True)
@@ -84,6 +89,7 @@ class DayStats:
     failed: int
     bounced: int
     suppressed: int
+    expired: int
 
 
 @dataclass(frozen=True)
@@ -113,6 +119,7 @@ class MailStore:
                 "message_id": new.message_id,
                 "sealed": new.sealed_message,
                 "masked": new.masked_text,
+                "expire_time": new.expire_time,
             }
             for new in news
         ]
@@ -132,11 +139,21 @@ class MailStore:
     async def claim(self, email_id: uuid.UUID, lease: datetime.timedelta) -> int | None:
         """Takes a due email for one attempt, for at most `lease`, and answers which attempt it
         is; None if it is not this sender's to take (another has it, it is done, or it is not
-        due yet). An email whose sender vanished before handing it over can be taken again once
-        that lease ran out."""
+        due yet) or it expired, which this marks. An email whose sender vanished before handing
+        it over can be taken again once that lease ran out."""
         async with self._driver.connection() as connection:
-            attempt: int | None = await _CLAIM.fetchval(connection, id=email_id, lease=lease)
-            return attempt
+            row = await _CLAIM.fetchrow(connection, id=email_id, lease=lease)
+        if row is None or EmailStatus(row["status"]) is EmailStatus.EXPIRED:
+            return None
+        attempt: int = row["attempts"]
+        return attempt
+
+    async def expire_lapsed(self, batch: int) -> int:
+        """Marks EXPIRED the pending emails past their expiry (one that waits for a retry, or
+        whose stream entry was lost, is never claimed to find out)."""
+        async with self._autocommit.connect() as connection:
+            expired = await connection.execute(_EXPIRE_LAPSED, {"batch": batch})
+            return expired.rowcount
 
     async def handed_over(self, email_id: uuid.UUID) -> None:
         """Its message has left: from now on it may have been accepted, so it is never sent again."""
@@ -206,7 +223,7 @@ class MailStore:
     async def stats(self, start: datetime.datetime, end: datetime.datetime) -> DayStats:
         async with self._autocommit.connect() as connection:
             row = (await connection.execute(_STATS, {"start": start, "end": end})).one()
-        return DayStats(row.created, row.sent, row.failed, row.bounced, row.suppressed)
+        return DayStats(row.created, row.sent, row.failed, row.bounced, row.suppressed, row.expired)
 
     async def record_event(self, event: DeliveryEvent, email_id: uuid.UUID | None) -> None:
         async with self._engine.begin() as connection:
@@ -229,6 +246,7 @@ def _record(row: Mapping[str, Any] | RowMapping) -> EmailRecord:
         create_time=row["create_time"],
         send_time=row["send_time"],
         masked_text=row["masked_text"],
+        expire_time=row["expire_time"],
     )
 
 
@@ -243,6 +261,7 @@ _RECORD_COLUMNS = (
     emails.c.create_time,
     emails.c.send_time,
     emails.c.masked_text,
+    emails.c.expire_time,
 )
 
 
@@ -261,8 +280,12 @@ _ERROR = _param("error", Text)
 _PENDING, _SENDING = emails.c.status == EmailStatus.PENDING, emails.c.status == EmailStatus.SENDING
 _DUE = and_(_PENDING, emails.c.next_attempt_time <= _NOW)
 
-# A suppressed address is logged SUPPRESSED and keeps no message to send.
+# A suppressed address is logged SUPPRESSED and keeps no message to send; so is an email that
+# arrives already expired, as EXPIRED.
 _SUPPRESSED = exists().where(suppressions.c.address == func.lower(_param("recipient", Text)))
+_EXPIRE_TIME = _param("expire_time", DateTime(timezone=True))
+_DEAD_ON_ARRIVAL = _EXPIRE_TIME <= _NOW
+_EXPIRED = and_(emails.c.expire_time.is_not(None), emails.c.expire_time <= _NOW)
 _LOG = DriverStatement(
     insert(emails)
     .from_select(
@@ -276,6 +299,7 @@ _LOG = DriverStatement(
             "sealed_message",
             "masked_text",
             "status",
+            "expire_time",
         ],
         select(
             _param("id", UUID(as_uuid=True)),
@@ -284,9 +308,14 @@ _LOG = DriverStatement(
             _param("recipient", Text),
             _param("subject", Text),
             _param("message_id", Text),
-            case((_SUPPRESSED, null()), else_=_param("sealed", LargeBinary)),
+            case((or_(_SUPPRESSED, _DEAD_ON_ARRIVAL), null()), else_=_param("sealed", LargeBinary)),
             _param("masked", Text),
-            case((_SUPPRESSED, _status(EmailStatus.SUPPRESSED)), else_=_status(EmailStatus.PENDING)),
+            case(
+                (_SUPPRESSED, _status(EmailStatus.SUPPRESSED)),
+                (_DEAD_ON_ARRIVAL, _status(EmailStatus.EXPIRED)),
+                else_=_status(EmailStatus.PENDING),
+            ),
+            _EXPIRE_TIME,
         ),
     )
     .on_conflict_do_nothing(index_elements=["idempotency_key"])
@@ -303,12 +332,26 @@ _CLAIM = DriverStatement(
     update(emails)
     .where(_ID, or_(_DUE, _ABANDONED))
     .values(
-        status=EmailStatus.SENDING,
-        attempts=emails.c.attempts + case((_ABANDONED, 0), else_=1),
-        lease_until=_NOW + _param("lease", Interval),
+        status=case((_EXPIRED, _status(EmailStatus.EXPIRED)), else_=_status(EmailStatus.SENDING)),
+        attempts=emails.c.attempts + case((or_(_ABANDONED, _EXPIRED), 0), else_=1),
+        lease_until=case((_EXPIRED, null()), else_=_NOW + _param("lease", Interval)),
+        sealed_message=case((_EXPIRED, null()), else_=emails.c.sealed_message),
         handed_over=False,
     )
-    .returning(emails.c.attempts)
+    .returning(emails.c.attempts, emails.c.status)
+)
+_EXPIRE_LAPSED = (
+    update(emails)
+    .where(
+        emails.c.id.in_(
+            select(emails.c.id)
+            .where(_PENDING, _EXPIRED)
+            .limit(_param("batch", Integer))
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
+    )
+    .values(status=EmailStatus.EXPIRED, sealed_message=None)
 )
 _HANDED_OVER = DriverStatement(update(emails).where(_ID, _SENDING).values(handed_over=True).returning(emails.c.id))
 _SENT = DriverStatement(
@@ -397,6 +440,7 @@ _STATS = select(
     _count_between(emails.c.fail_time).label("failed"),
     _count_between(emails.c.bounce_time).label("bounced"),
     _count_between(emails.c.create_time, emails.c.status == EmailStatus.SUPPRESSED).label("suppressed"),
+    _count_between(emails.c.expire_time, emails.c.status == EmailStatus.EXPIRED).label("expired"),
 )
 _HARD_BOUNCE = (
     update(emails)

@@ -33,8 +33,9 @@ def canonical_email(
     if domain in dotless_providers:
         local = local.partition("+")[0].replace(".", "")
         domain = dotless_providers[domain]
-    elif strip_tags:
-        local = local.partition("+")[0]
+    elif strip_tags and (untagged := local.partition("+")[0]):
+        # Only a tag on something: a local part that starts with "+" is a name of its own.
+        local = untagged
     if not local:
         raise InvalidEmail("not an email address")
     return f"{local}@{domain}"

@@ -3,10 +3,12 @@ register, read the mail, verify, sign in, refresh, and what reuse of a refresh t
 
 from __future__ import annotations
 
+import asyncpg
 import grpc
 from invitemesh.auth.v1 import auth_service_pb2 as pb
 from invitemesh.invite.v1 import invite_service_pb2 as invite_pb
 from invitemesh.invite.v1 import invite_service_pb2_grpc
+from invitemesh.mail.v1 import mail_service_pb2 as mail_pb
 
 from tests.conftest import eventually
 from tests.integration.auth_svc.conftest import PASSWORD, Stack, StackFactory, refusal, someone
@@ -111,3 +113,24 @@ async def test_a_default_quota_of_none_gives_no_codes(stack_with: StackFactory) 
         await eventually(hold_confirmed, what="the activation's outbox delivered")
         owned = "SELECT count(*) FROM invite.codes WHERE owner_user_id = $1::uuid"
         assert await fetchval(stack.database_url, owned, verified.user.id) == 0
+
+
+async def test_verification_and_reset_mails_expire_with_what_they_carry(stack: Stack) -> None:
+    email, _ = await stack.signed_up()
+    await stack.auth.RequestPasswordReset(pb.RequestPasswordResetRequest(email=email))
+    await stack.reset_token(email)
+    logged = "SELECT template, expire_time - create_time FROM mail.emails WHERE recipient = $1"
+
+    connection = await asyncpg.connect(stack.database_url)
+    try:
+        lifetimes = {row[0]: row[1] for row in await connection.fetch(logged, email)}
+    finally:
+        await connection.close()
+
+    verification, reset = (
+        lifetimes[mail_pb.EMAIL_TEMPLATE_VERIFICATION],
+        lifetimes[mail_pb.EMAIL_TEMPLATE_PASSWORD_RESET],
+    )
+    assert abs(verification.total_seconds() - stack.settings.auth_verification_ttl) < 30
+    assert abs(reset.total_seconds() - stack.settings.auth_reset_ttl) < 30
+    assert lifetimes[mail_pb.EMAIL_TEMPLATE_INVITE_CODES] is None

@@ -4,12 +4,14 @@ SENT or FAILED as the relay's answers say, none is lost and none is sent twice."
 from __future__ import annotations
 
 import asyncio
+import datetime
 import time
 import uuid
 from pathlib import Path
 from typing import cast
 
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 from invitemesh.mail.v1 import mail_service_pb2 as pb
 
 from mail_svc.domain import EmailStatus
@@ -181,3 +183,39 @@ async def test_the_service_stops_promptly_while_its_senders_are_busy_and_more_em
         stopping = time.monotonic()
     assert time.monotonic() - stopping < 2 * trust.settings.mail_smtp_timeout + 5
     assert len(relay.accepted_ids()) < len(emails)
+
+
+def _in(seconds: float) -> Timestamp:
+    moment = Timestamp()
+    moment.FromDatetime(datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=seconds))
+    return moment
+
+
+async def test_an_email_whose_expiry_passes_while_the_relay_is_out_is_never_sent(
+    mail: Mail, relay: ScriptedRelay
+) -> None:
+    """A verification code delayed by an outage past its 15 minutes is dead: no mail (issue 15.3)."""
+    relay.stop()
+    lasting, expiring = await mail.send(), await mail.send(expire_time=_in(1.5))
+
+    await _settled(mail, expiring.id, EmailStatus.EXPIRED)
+    relay.start()
+    await _settled(mail, lasting.id, EmailStatus.SENT)
+
+    assert relay.deliveries(f"<{expiring.id}@tests.invitemesh>") == 0
+    row = await mail.row(expiring.id)
+    assert row["sealed_message"] is None and row["send_time"] is None
+
+
+async def test_an_email_that_arrives_expired_is_logged_expired_and_counted_not_sent(
+    mail: Mail, relay: ScriptedRelay
+) -> None:
+    before = (await mail.admin.GetEmailStats(pb.GetEmailStatsRequest())).stats.expired
+
+    email = await mail.send(expire_time=_in(-1))
+    sent = await mail.send()
+
+    assert EmailStatus(email.status) is EmailStatus.EXPIRED and email.HasField("expire_time")
+    await _settled(mail, sent.id, EmailStatus.SENT)
+    assert relay.deliveries(f"<{email.id}@tests.invitemesh>") == 0
+    assert (await mail.admin.GetEmailStats(pb.GetEmailStatsRequest())).stats.expired == before + 1

@@ -21,7 +21,7 @@ def test_canonical_forms(typed: str, canonical: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "typed", ["", "ada", "@example.com", "ada@", "ada@localhost", "a da@example.com", "+x@gmail.com", "+x@example.com"]
+    "typed", ["", "ada", "@example.com", "ada@", "ada@localhost", "a da@example.com", "+x@gmail.com"]
 )
 def test_not_emails_are_refused(typed: str) -> None:
     with pytest.raises(InvalidEmail):
@@ -34,6 +34,7 @@ def test_tags_and_the_provider_list_are_configurable() -> None:
     )
     assert canonical_email("a.b+c@gmail.com", dotless_providers={}) == "a.b@gmail.com"
     assert canonical_email("a.b+c@example.com", strip_tags=False) == "a.b+c@example.com"
+    assert canonical_email("+x@example.com") == "+x@example.com"
     # Gmail ignores tags whatever the setting says.
     assert canonical_email("a.b+c@gmail.com", strip_tags=False) == "ab@gmail.com"
 

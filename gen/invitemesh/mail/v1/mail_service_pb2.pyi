@@ -73,6 +73,8 @@ class _EmailStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EmailStat
     """The provider reported a bounce."""
     EMAIL_STATUS_SUPPRESSED: _EmailStatus.ValueType  # 6
     """Not sent: the address is on the suppression list."""
+    EMAIL_STATUS_EXPIRED: _EmailStatus.ValueType  # 7
+    """Not sent: its expire_time passed first."""
 
 class EmailStatus(_EmailStatus, metaclass=_EmailStatusEnumTypeWrapper):
     """Where an email is in its life."""
@@ -91,6 +93,8 @@ EMAIL_STATUS_BOUNCED: EmailStatus.ValueType  # 5
 """The provider reported a bounce."""
 EMAIL_STATUS_SUPPRESSED: EmailStatus.ValueType  # 6
 """Not sent: the address is on the suppression list."""
+EMAIL_STATUS_EXPIRED: EmailStatus.ValueType  # 7
+"""Not sent: its expire_time passed first."""
 Global___EmailStatus: _TypeAlias = EmailStatus  # noqa: Y015
 
 @_typing.final
@@ -109,6 +113,7 @@ class Email(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     SEND_TIME_FIELD_NUMBER: _builtins.int
     MASKED_TEXT_BODY_FIELD_NUMBER: _builtins.int
+    EXPIRE_TIME_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Stable id (UUID)."""
     template: Global___EmailTemplate.ValueType
@@ -133,6 +138,10 @@ class Email(_message.Message):
     def send_time(self) -> _timestamp_pb2.Timestamp:
         """When SMTP accepted it."""
 
+    @_builtins.property
+    def expire_time(self) -> _timestamp_pb2.Timestamp:
+        """Never sent after this, when set."""
+
     def __init__(
         self,
         *,
@@ -146,10 +155,11 @@ class Email(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         send_time: _timestamp_pb2.Timestamp | None = ...,
         masked_text_body: _builtins.str = ...,
+        expire_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "send_time", b"send_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "expire_time", b"expire_time", "send_time", b"send_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "create_time", b"create_time", "id", b"id", "last_error", b"last_error", "masked_text_body", b"masked_text_body", "send_time", b"send_time", "status", b"status", "subject", b"subject", "template", b"template", "to", b"to"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "create_time", b"create_time", "expire_time", b"expire_time", "id", b"id", "last_error", b"last_error", "masked_text_body", b"masked_text_body", "send_time", b"send_time", "status", b"status", "subject", b"subject", "template", b"template", "to", b"to"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -185,6 +195,7 @@ class SendEmailRequest(_message.Message):
     TO_FIELD_NUMBER: _builtins.int
     VARIABLES_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    EXPIRE_TIME_FIELD_NUMBER: _builtins.int
     template: Global___EmailTemplate.ValueType
     """Template to render."""
     to: _builtins.str
@@ -195,6 +206,12 @@ class SendEmailRequest(_message.Message):
     def variables(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Template variables."""
 
+    @_builtins.property
+    def expire_time(self) -> _timestamp_pb2.Timestamp:
+        """When what the email carries (a code, a link) stops working: it is never
+        sent after this, but logged EXPIRED. Unset: no such time.
+        """
+
     def __init__(
         self,
         *,
@@ -202,10 +219,11 @@ class SendEmailRequest(_message.Message):
         to: _builtins.str = ...,
         variables: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         idempotency_key: _builtins.str = ...,
+        expire_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "template", b"template", "to", b"to", "variables", b"variables"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time", "idempotency_key", b"idempotency_key", "template", b"template", "to", b"to", "variables", b"variables"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -395,6 +413,7 @@ class EmailStats(_message.Message):
     FAILED_FIELD_NUMBER: _builtins.int
     BOUNCED_FIELD_NUMBER: _builtins.int
     SUPPRESSED_FIELD_NUMBER: _builtins.int
+    EXPIRED_FIELD_NUMBER: _builtins.int
     day: _builtins.str
     """The day counted."""
     created: _builtins.int
@@ -407,6 +426,8 @@ class EmailStats(_message.Message):
     """Bounced that day."""
     suppressed: _builtins.int
     """Suppressed that day."""
+    expired: _builtins.int
+    """Expired unsent that day."""
     def __init__(
         self,
         *,
@@ -416,10 +437,11 @@ class EmailStats(_message.Message):
         failed: _builtins.int = ...,
         bounced: _builtins.int = ...,
         suppressed: _builtins.int = ...,
+        expired: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bounced", b"bounced", "created", b"created", "day", b"day", "failed", b"failed", "sent", b"sent", "suppressed", b"suppressed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bounced", b"bounced", "created", b"created", "day", b"day", "expired", b"expired", "failed", b"failed", "sent", b"sent", "suppressed", b"suppressed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
