@@ -1,7 +1,8 @@
 """auth_svc's calls to other services: holding and releasing invite codes while a registration
 runs, and the outbox receivers that deliver what a committed transaction promised (an email, a
-hold to confirm or give back, a new user's own codes). Every call is signed, has a deadline, and the inline
-ones go through a breaker so an invite_svc that is down answers fast instead of piling up calls."""
+hold to confirm or give back, a new user's own codes). Every call is signed, has a deadline, and
+goes through its peer's breaker (mesh.channels), shared by the inline calls and the outbox's, so
+a peer that is down answers fast instead of piling up calls; the outbox tries those again later."""
 
 from __future__ import annotations
 
@@ -20,15 +21,14 @@ from invitemesh.mail.v1 import mail_service_pb2_grpc
 
 from auth_svc.store import CONFIRM_HOLD, MINT_CODES, RELEASE_HOLD, SEND_EMAIL
 from mesh.breakers import AsyncBreaker, BreakerOpen
-from mesh.channels import Peers
+from mesh.channels import Peers, unreachable
 from mesh.errors import FieldViolation, InvalidArgument, PassedOn, Unavailable, error_info, field_violations, status_of
-from mesh.metrics import Metrics
 from mesh.outbox import Deliver, DeliverTogether, Message, Undeliverable
 
 log = structlog.get_logger("auth_svc.peers")
 T = TypeVar("T")
 DEADLINE = 5.0
-_UNREACHABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+INVITES, MAIL = "invite_svc", "mail_svc"
 _FOR_GOOD = frozenset(
     {
         grpc.StatusCode.INVALID_ARGUMENT,
@@ -41,32 +41,29 @@ _FOR_GOOD = frozenset(
 
 class PeerStubs:
     """auth_svc's stubs of its peers, each made once, on first use (a peer's address is only
-    needed when it is called)."""
+    needed when it is called), and their breakers."""
 
     def __init__(self, peers: Peers) -> None:
         self._peers = peers
 
+    def breaker(self, service: str) -> AsyncBreaker:
+        return self._peers.breaker(service)
+
     @functools.cached_property
     def invites(self) -> invite_service_pb2_grpc.InviteServiceAsyncStub:
-        return invite_service_pb2_grpc.InviteServiceStub(self._peers.channel("invite_svc"))
+        return invite_service_pb2_grpc.InviteServiceStub(self._peers.channel(INVITES))
 
     @functools.cached_property
     def mail(self) -> mail_service_pb2_grpc.MailServiceAsyncStub:
-        return mail_service_pb2_grpc.MailServiceStub(self._peers.channel("mail_svc"))
+        return mail_service_pb2_grpc.MailServiceStub(self._peers.channel(MAIL))
 
 
 class Invites:
     """HoldCode and ReleaseHold, inline in a registration."""
 
-    def __init__(self, stubs: PeerStubs, metrics: Metrics, failures: int = 5, reset: float = 10.0) -> None:
+    def __init__(self, stubs: PeerStubs) -> None:
         self._stubs = stubs
-        self._breaker = AsyncBreaker(
-            "invite_svc",
-            failures,
-            reset,
-            counts=lambda error: isinstance(error, grpc.aio.AioRpcError) and error.code() in _UNREACHABLE,
-            states=metrics.breaker_state,
-        )
+        self._breaker = stubs.breaker(INVITES)
 
     async def hold(self, code: str, email: str) -> invite_pb.Hold:
         """One use of `code` held for `email`; invite_svc's refusal is passed on as it was given
@@ -78,7 +75,7 @@ class Invites:
         except BreakerOpen:
             raise _invites_unavailable() from None
         except grpc.aio.AioRpcError as error:
-            if error.code() in _UNREACHABLE:
+            if unreachable(error):
                 raise _invites_unavailable() from None
             if error.code() is grpc.StatusCode.INVALID_ARGUMENT:
                 info = error_info(error)
@@ -91,10 +88,12 @@ class Invites:
 
     async def release(self, hold_id: str) -> None:
         """Gives a hold back; if that fails, the hold lapses at its time to live anyway."""
+        request = invite_pb.ReleaseHoldRequest(hold_id=hold_id)
         try:
-            await self._stubs.invites.ReleaseHold(invite_pb.ReleaseHoldRequest(hold_id=hold_id), timeout=DEADLINE)
-        except grpc.aio.AioRpcError as error:
-            log.warning("could not release a hold; it lapses on its own", hold_id=hold_id, code=error.code().name)
+            async with self._breaker.guard():
+                await self._stubs.invites.ReleaseHold(request, timeout=DEADLINE)
+        except (grpc.aio.AioRpcError, BreakerOpen) as error:
+            log.warning("could not release a hold; it lapses on its own", hold_id=hold_id, error=type(error).__name__)
 
 
 def _invites_unavailable() -> Unavailable:
@@ -104,16 +103,18 @@ def _invites_unavailable() -> Unavailable:
 def receivers(stubs: PeerStubs) -> dict[str, Deliver]:
     """The outbox's receivers. Each is idempotent through the message id."""
 
+    invites, mail = stubs.breaker(INVITES), stubs.breaker(MAIL)
+
     async def send_email(message: Message) -> None:
-        await _delivered(stubs.mail.SendEmail(_email_request(message), timeout=DEADLINE))
+        await _delivered(mail, stubs.mail.SendEmail(_email_request(message), timeout=DEADLINE))
 
     async def confirm_hold(message: Message) -> None:
         request = invite_pb.ConfirmHoldRequest(hold_id=message.payload["hold_id"], user_id=message.payload["user_id"])
-        await _delivered(stubs.invites.ConfirmHold(request, timeout=DEADLINE))
+        await _delivered(invites, stubs.invites.ConfirmHold(request, timeout=DEADLINE))
 
     async def release_hold(message: Message) -> None:
         request = invite_pb.ReleaseHoldRequest(hold_id=message.payload["hold_id"])
-        await _delivered(stubs.invites.ReleaseHold(request, timeout=DEADLINE))
+        await _delivered(invites, stubs.invites.ReleaseHold(request, timeout=DEADLINE))
 
     async def mint_codes(message: Message) -> None:
         payload = message.payload
@@ -125,7 +126,7 @@ def receivers(stubs: PeerStubs) -> dict[str, Deliver]:
             campaign_id=payload["campaign_id"],
             request_id=str(message.id),
         )
-        minted = await _delivered(stubs.invites.MintCodes(request, timeout=DEADLINE))
+        minted = await _delivered(invites, stubs.invites.MintCodes(request, timeout=DEADLINE))
         codes = "\n".join(code.code for code in minted.codes)
         mail_request = mail_pb.SendEmailRequest(
             template=mail_pb.EMAIL_TEMPLATE_INVITE_CODES,
@@ -133,7 +134,7 @@ def receivers(stubs: PeerStubs) -> dict[str, Deliver]:
             variables={"codes": codes},
             idempotency_key=f"{message.id}:codes",
         )
-        await _delivered(stubs.mail.SendEmail(mail_request, timeout=DEADLINE))
+        await _delivered(mail, stubs.mail.SendEmail(mail_request, timeout=DEADLINE))
 
     return {SEND_EMAIL: send_email, CONFIRM_HOLD: confirm_hold, RELEASE_HOLD: release_hold, MINT_CODES: mint_codes}
 
@@ -143,7 +144,7 @@ def together(stubs: PeerStubs) -> dict[str, DeliverTogether]:
 
     async def send_emails(messages: Sequence[Message]) -> None:
         request = mail_pb.BatchSendEmailsRequest(requests=[_email_request(message) for message in messages])
-        await _delivered(stubs.mail.BatchSendEmails(request, timeout=DEADLINE))
+        await _delivered(stubs.breaker(MAIL), stubs.mail.BatchSendEmails(request, timeout=DEADLINE))
 
     return {SEND_EMAIL: send_emails}
 
@@ -158,9 +159,12 @@ def _email_request(message: Message) -> mail_pb.SendEmailRequest:
     return request
 
 
-async def _delivered(call: Awaitable[T]) -> T:
+async def _delivered(breaker: AsyncBreaker, call: Awaitable[T]) -> T:
+    """The answer of an outbox delivery's call; a refusal for good is `Undeliverable`, anything else
+    (the peer down, its breaker open) is tried again later by the outbox."""
     try:
-        return await call
+        async with breaker.guard():
+            return await call
     except grpc.aio.AioRpcError as error:
         if error.code() in _FOR_GOOD:
             info = error_info(error)

@@ -610,7 +610,7 @@ def add_servicers(server: grpc.aio.Server, runtime: ServiceRuntime) -> None:
         store,
         Passwords(settings.auth_argon2_memory_kib, settings.auth_argon2_time_cost, settings.auth_argon2_parallelism),
         keys,
-        Invites(stubs, runtime.metrics),
+        Invites(stubs),
         FirstSubmission(runtime.pipe, runtime.keys),
         SignInThrottle(
             runtime.pipe,

@@ -7,6 +7,10 @@ call: an exception leaving the block is a failure, a clean exit a success. Only 
 through and count as successes, since the dependency answered. The error that trips the breaker
 is raised as itself, not replaced, so callers can still tell what happened.
 
+pybreaker lets every caller through while half-open, which under asyncio means every coroutine
+that arrives while the trial call is awaited. Here exactly one call is the trial; the others fail
+fast (`BreakerOpen`) until it has ended, closing the breaker or opening it again.
+
 The state goes to the `mesh_breaker_state{breaker}` gauge (mesh.metrics): 0 closed, 1 half-open,
 2 open.
 """
@@ -34,6 +38,7 @@ class AsyncBreaker:
         states: Gauge | None = None,
     ) -> None:
         self.name = name
+        self._trial_in_flight = False
         self._breaker = pybreaker.CircuitBreaker(
             fail_max=failures,
             reset_timeout=reset_timeout,
@@ -63,8 +68,19 @@ class AsyncBreaker:
     @asynccontextmanager
     async def guard(self) -> AsyncIterator[None]:
         """Runs the block if the breaker lets it (else raises `BreakerOpen`) and records how it ended."""
-        with self._breaker.calling():
-            yield
+        trial = self.state == pybreaker.STATE_HALF_OPEN or (
+            self.state == pybreaker.STATE_OPEN and self.seconds_until_trial() == 0
+        )
+        if trial:
+            if self._trial_in_flight:
+                raise BreakerOpen(f"{self.name}: a trial call is in flight")
+            self._trial_in_flight = True
+        try:
+            with self._breaker.calling():
+                yield
+        finally:
+            if trial:
+                self._trial_in_flight = False
 
 
 class _StateGauge(pybreaker.CircuitBreakerListener):

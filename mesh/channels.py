@@ -1,12 +1,15 @@
 """Client channels: traced, signed when the caller is a service, and mutually authenticated
-over TLS when `MESH_TLS=1`."""
+over TLS when `MESH_TLS=1`; and one circuit breaker per peer, which every call of a process to
+that peer goes through (inline calls, outbox deliveries, key set fetches alike)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import grpc
+from prometheus_client import Gauge
 
+from mesh.breakers import AsyncBreaker
 from mesh.settings import Settings
 from mesh.signing import CallSigner, SignedChannel
 from mesh.telemetry import client_tracing
@@ -31,14 +34,35 @@ def open_channel(
     return SignedChannel(channel, signer, passes_trace=not exporting) if signer else channel
 
 
-class Peers:
-    """One channel per peer service of a process, opened on first use."""
+PEER_BREAKER_FAILURES = 5
+PEER_BREAKER_RESET = 10.0
+_UNREACHABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 
-    def __init__(self, settings: Settings, identity: str, signer: CallSigner | None) -> None:
+
+def unreachable(error: BaseException) -> bool:
+    """A failure of the peer itself, which its breaker counts (not a refusal of one request)."""
+    return isinstance(error, grpc.aio.AioRpcError) and error.code() in _UNREACHABLE
+
+
+class Peers:
+    """One channel and one breaker per peer service of a process, made on first use."""
+
+    def __init__(
+        self, settings: Settings, identity: str, signer: CallSigner | None, breaker_states: Gauge | None = None
+    ) -> None:
         self._settings = settings
         self._identity = identity
         self._signer = signer
         self._channels: dict[str, grpc.aio.Channel] = {}
+        self._breakers: dict[str, AsyncBreaker] = {}
+        self._breaker_states = breaker_states
+
+    def breaker(self, service: str) -> AsyncBreaker:
+        if service not in self._breakers:
+            self._breakers[service] = AsyncBreaker(
+                service, PEER_BREAKER_FAILURES, PEER_BREAKER_RESET, counts=unreachable, states=self._breaker_states
+            )
+        return self._breakers[service]
 
     def channel(self, service: str) -> grpc.aio.Channel:
         if service not in self._channels:

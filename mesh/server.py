@@ -89,7 +89,7 @@ class MeshServer:
             pipe=RedisPipe(redis),
             keys=KeySpace(spec.redis_prefix),
             metrics=self.metrics,
-            peers=Peers(settings, spec.name, _signer(spec, settings, trust)),
+            peers=Peers(settings, spec.name, _signer(spec, settings, trust), self.metrics.breaker_state),
         )
         self.health = DependencyHealth(
             spec.grpc_service,

@@ -152,12 +152,14 @@ def verifier_for(
         own = own_user_keys()
         if own is not None:
             return await own()
-        stub = auth_service_pb2_grpc.AuthServiceStub(peers.channel("auth_svc"))
-        return list((await stub.GetJwks(auth_service_pb2.GetJwksRequest(), timeout=3)).keys)
+        stub = auth_service_pb2_grpc.AuthServiceStub(peers.channel(AUTH.name))
+        async with peers.breaker(AUTH.name).guard():
+            return list((await stub.GetJwks(auth_service_pb2.GetJwksRequest(), timeout=3)).keys)
 
     async def admin_keys() -> Sequence[Message]:
-        stub = admin_service_pb2_grpc.AdminServiceStub(peers.channel("admin_svc"))
-        return list((await stub.GetAdminJwks(admin_service_pb2.GetAdminJwksRequest(), timeout=3)).keys)
+        stub = admin_service_pb2_grpc.AdminServiceStub(peers.channel(ADMIN.name))
+        async with peers.breaker(ADMIN.name).guard():
+            return list((await stub.GetAdminJwks(admin_service_pb2.GetAdminJwksRequest(), timeout=3)).keys)
 
     return JwtVerifier(
         Issuer(

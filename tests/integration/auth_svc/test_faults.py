@@ -11,6 +11,7 @@ import uuid
 
 import asyncpg
 import grpc
+import pytest
 from invitemesh.auth.v1 import auth_service_pb2 as pb
 from invitemesh.auth.v1 import auth_service_pb2_grpc
 from invitemesh.invite.v1 import invite_service_pb2 as invite_pb
@@ -114,3 +115,42 @@ async def test_auth_svc_killed_between_hold_and_commit_leaves_a_hold_that_lapses
         assert await fetchval(stack.database_url, users, canonical_email(email)) == 0
         check = await stack.invites.CheckCode(invite_pb.CheckCodeRequest(code=code))
         assert check.valid, "the code's one use came back"
+
+
+def _breaker_state(stack: Stack, peer: str) -> float | None:
+    registry = stack.servers["auth_svc"].metrics.registry
+    return registry.get_sample_value("mesh_breaker_state", {"breaker": peer})
+
+
+@pytest.mark.parametrize("peer", ["mail_svc", "invite_svc"])
+async def test_the_outbox_calls_a_peer_that_is_down_through_its_breaker(stack: Stack, peer: str) -> None:
+    """Deliveries fail fast once the peer's breaker opens, instead of each waiting on a dead peer,
+    and all arrive once it is back (issue 15.4)."""
+    email = someone()
+    registered = await stack.register(email, (await stack.mint())[0])
+    if peer == "invite_svc":
+        mailed = await stack.verification_code(email)
+    await stack.stop(peer)
+    if peer == "invite_svc":
+        # Confirming the hold and minting the codes wait in the outbox.
+        await stack.auth.VerifyEmail(
+            pb.VerifyEmailRequest(email=email, code=mailed, registration=registered.registration)
+        )
+    else:
+        await stack.auth.ResendVerification(pb.ResendVerificationRequest(email=email))
+
+    async def opened() -> bool:
+        return _breaker_state(stack, peer) == 2
+
+    await eventually(opened, within=30, what=f"auth_svc's breaker for {peer} to open")
+    await stack.start(peer)
+
+    async def closed() -> bool:
+        return _breaker_state(stack, peer) == 0
+
+    await eventually(closed, within=60, what=f"auth_svc's breaker for {peer} to close again")
+    if peer == "mail_svc":
+        assert len(await stack.mail_to(email, 2)) >= 2
+    else:
+        confirmed = "SELECT state FROM invite.holds WHERE canonical_email = $1 AND state = 2"
+        assert await fetchval(stack.database_url, confirmed, canonical_email(email)) == 2

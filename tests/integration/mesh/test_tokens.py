@@ -281,3 +281,27 @@ async def test_without_redis_no_session_can_be_checked_and_user_calls_fail_close
             assert await _refusal(call) == (grpc.StatusCode.UNAVAILABLE, "SESSION_CHECK_UNAVAILABLE")
     finally:
         await auth_server.stop(0)
+
+
+async def test_key_set_fetches_go_through_the_issuers_breaker(
+    tmp_path: Path, migrated_database_url: str, redis_url: str
+) -> None:
+    """With the issuer gone, a verifier stops calling it after a few failures (issue 15.4)."""
+    trust = make_trust(tmp_path, migrated_database_url, redis_url, jwks_refresh_interval=0.05)
+    users = Issuer()
+    settings = trust.settings.model_copy(update={"service_addresses": {"auth_svc": f"127.0.0.1:{free_port()}"}})
+    async with (
+        who_am_i_server(settings) as (invite_server, _),
+        open_channel(f"127.0.0.1:{invite_server.port}", settings) as channel,
+    ):
+        request = invite_service_pb2.ListMyCodesRequest()
+        invites = invite_service_pb2_grpc.InviteServiceStub(channel)
+        registry = invite_server.metrics.registry
+
+        async def opened() -> bool:
+            token = users.token(users.new_key(), USER_ISSUER)  # a key id it never saw: it fetches
+            with pytest.raises(grpc.aio.AioRpcError):
+                await invites.ListMyCodes(request, metadata=_bearer(token))
+            return registry.get_sample_value("mesh_breaker_state", {"breaker": "auth_svc"}) == 2
+
+        await eventually(opened, what="the verifier's breaker for auth_svc to open")

@@ -87,3 +87,56 @@ async def test_after_the_reset_timeout_one_success_closes_it_and_one_failure_reo
     await asyncio.sleep(0.06)
     await _fail(breaker, Down())
     assert breaker.state == "open"
+
+
+async def _reset_timeout_over(breaker: AsyncBreaker) -> None:
+    """The breaker says when a trial may run; waits that long."""
+    await asyncio.sleep(breaker.seconds_until_trial() + 0.005)
+    assert breaker.seconds_until_trial() == 0
+
+
+async def test_half_open_lets_exactly_one_of_many_concurrent_callers_try() -> None:
+    breaker, _ = _breaker(reset=0.05)
+    for _ in range(3):
+        await _fail(breaker, Down())
+    await _reset_timeout_over(breaker)
+    trial_running, trial_may_end = asyncio.Event(), asyncio.Event()
+    ran = 0
+
+    async def caller() -> str:
+        nonlocal ran
+        try:
+            async with breaker.guard():
+                ran += 1
+                trial_running.set()
+                await trial_may_end.wait()
+        except BreakerOpen:
+            return "refused"
+        return "ran"
+
+    callers = [asyncio.ensure_future(caller()) for _ in range(20)]
+    await trial_running.wait()
+    refused = [task for task in callers if task.done()]
+    trial_may_end.set()
+    outcomes = await asyncio.gather(*callers)
+
+    assert sorted(outcomes) == ["ran"] + ["refused"] * 19
+    assert len(refused) == 19 and ran == 1, "the others failed fast, while the trial was in flight"
+    assert breaker.state == "closed"
+    async with breaker.guard():
+        pass
+
+
+async def test_a_failed_trial_opens_the_breaker_again_and_the_next_trial_may_run() -> None:
+    breaker, _ = _breaker(reset=0.05)
+    for _ in range(3):
+        await _fail(breaker, Down())
+    await _reset_timeout_over(breaker)
+
+    await _fail(breaker, Down())
+
+    assert breaker.state == "open" and breaker.seconds_until_trial() > 0
+    await _reset_timeout_over(breaker)
+    async with breaker.guard():
+        pass
+    assert breaker.state == "closed"
