@@ -28,14 +28,15 @@ gen: $(VENV)/.installed-dev
 	PYTHON=$(PY) scripts/gen.sh
 
 check-gen: gen
-	@git add --intent-to-add gen envoy/invitemesh.pb
-	@git diff --exit-code --stat -- gen envoy/invitemesh.pb || { echo "gen/ is stale: run make gen and commit"; exit 1; }
+	@git add --intent-to-add gen envoy/invitemesh.pb envoy/openapi.json
+	@git diff --exit-code --stat -- gen envoy/invitemesh.pb envoy/openapi.json || { echo "gen/ is stale: run make gen and commit"; exit 1; }
 
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy mesh auth_svc invite_svc mail_svc admin_svc chain_svc ratelimit_svc tests bench
 	$(VENV)/bin/buf lint
+	$(VENV)/bin/openapi-spec-validator envoy/openapi.json
 
 bench: $(VENV)/.installed-dev
 	$(PY) -m bench.signing

@@ -7,6 +7,9 @@
 -- prefix that claims more than the body holds, or more than the edge takes, would otherwise wait
 -- for the route's timeout, or reach a service's gRPC library and come back in its own words. They
 -- are answered INVALID_ARGUMENT with MALFORMED_REQUEST, as a service answers a malformed message.
+--
+-- A header whose name gRPC metadata cannot carry (anything but 0-9 a-z _ . -, such as `x~y`) is
+-- dropped: HTTP allows it, but the service's gRPC library would fail the whole call on it.
 local MAX_MESSAGE = {{ max_message_bytes }}
 local MALFORMED = {
   [":status"] = "200",
@@ -32,8 +35,21 @@ local function whole_messages(body)
   return size > 0
 end
 
+local function drop_unfit_headers(headers)
+  local unfit = {}
+  for name, _ in pairs(headers) do
+    if string.sub(name, 1, 1) ~= ":" and not string.find(name, "^[0-9a-z_.-]+$") then
+      table.insert(unfit, name)
+    end
+  end
+  for _, name in ipairs(unfit) do
+    headers:remove(name)
+  end
+end
+
 function envoy_on_request(handle)
   local headers = handle:headers()
+  drop_unfit_headers(headers)
   local content_type = string.lower(headers:get("content-type") or "")
   if string.sub(content_type, 1, 16) == "application/grpc" then
     local body = handle:body()

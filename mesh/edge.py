@@ -34,6 +34,8 @@ from ratelimit_svc.domain import ROUTE_KEY
 
 ENVOY_DIR = Path(__file__).resolve().parent.parent / "envoy"
 DESCRIPTOR_SET = ENVOY_DIR / "invitemesh.pb"
+OPENAPI_DOCUMENT = ENVOY_DIR / "openapi.json"
+OPENAPI_PATH = "/openapi.json"
 TEMPLATE = ENVOY_DIR / "edge.yaml"
 HEALTH_PATH = "/healthz"
 RATE_LIMIT_DOMAIN = "invitemesh"
@@ -145,6 +147,26 @@ def edge_routes() -> list[dict[str, Any]]:
                     },
                 }
             )
+    # The REST surface's own description (mesh/openapi.py), answered by Envoy from the file.
+    routes.append(
+        {
+            "match": {"path": OPENAPI_PATH, "headers": [{"name": ":method", "string_match": {"exact": "GET"}}]},
+            "direct_response": {"status": 200, "body": {"filename": str(OPENAPI_DOCUMENT)}},
+            # Not a method: the transcoder, which refuses paths no method has, stays out of it.
+            "typed_per_filter_config": {
+                "envoy.filters.http.grpc_json_transcoder": {
+                    "@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig",
+                    "disabled": True,
+                }
+            },
+            "response_headers_to_add": [
+                {
+                    "header": {"key": "content-type", "value": "application/json"},
+                    "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                }
+            ],
+        }
+    )
     # Everything else: a REST path the transcoder maps to one of the routes above on its way, or
     # nothing. It needs a route of its own, one with a route entry, for the CORS filter to answer
     # preflights to it; the cluster does not exist, so whatever reaches it is a 404.

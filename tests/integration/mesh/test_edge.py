@@ -4,6 +4,7 @@ tested here; tests/e2e has the same edge in front of the whole stack."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import http.client
 import json
@@ -16,10 +17,20 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
+from invitemesh.invite.v1 import invite_service_pb2, invite_service_pb2_grpc
 
-from mesh.edge import HEALTH_PATH, EdgeLimits, RunningEdge, envoy_binary, render_envoy_config, running_edge
+from mesh.edge import (
+    HEALTH_PATH,
+    OPENAPI_DOCUMENT,
+    EdgeLimits,
+    RunningEdge,
+    envoy_binary,
+    render_envoy_config,
+    running_edge,
+)
 from mesh.embedded import free_port
 from mesh.services import SERVICES
 
@@ -292,3 +303,44 @@ def test_past_its_connection_limit_the_edge_closes_new_connections(
             time.sleep(0.05)
         for connection in held:
             connection.close()
+
+
+def test_the_openapi_document_is_served_as_made(edge: RunningEdge) -> None:
+    status, headers, body = request(edge, "GET", "/openapi.json")
+
+    assert (status, headers["content-type"]) == (200, "application/json")
+    assert json.loads(body) == json.loads(OPENAPI_DOCUMENT.read_text())
+    assert request(edge, "POST", "/openapi.json", b"{}")[0] == 404
+
+
+class _Echo(invite_service_pb2_grpc.InviteServiceServicer):
+    """CheckCode notes the metadata it was called with."""
+
+    def __init__(self) -> None:
+        self.seen: list[dict[str, str]] = []
+
+    async def CheckCode(self, request: Any, context: Any) -> invite_service_pb2.CheckCodeResponse:
+        self.seen.append({key: value for key, value in context.invocation_metadata() if isinstance(value, str)})
+        return invite_service_pb2.CheckCodeResponse(valid=True)
+
+
+async def test_a_header_grpc_cannot_carry_is_dropped_not_passed_on(
+    tmp_path: Path, nowhere: dict[str, tuple[str, int]]
+) -> None:
+    """Found by the fuzzer: `RI~b: 7` reached a service, whose gRPC library failed the call (500)."""
+    echo = _Echo()  # type: ignore[abstract]
+    server = grpc.aio.server()
+    invite_service_pb2_grpc.add_InviteServiceServicer_to_server(echo, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        with running_edge(tmp_path, {**nowhere, "invite_svc": ("127.0.0.1", port)}) as envoy:
+            headers = {"RI~b": "7", "x-fine": "1"}
+            status, _, _ = await asyncio.to_thread(
+                request, envoy, "POST", CHECK_CODE, b'{"code": "ABCD-EFGH-J"}', headers
+            )
+    finally:
+        await server.stop(0)
+
+    assert status == 200
+    assert "x-fine" in echo.seen[0] and not [name for name in echo.seen[0] if "~" in name]

@@ -14,7 +14,7 @@ UPSTREAMS = {spec.name: ("127.0.0.1", 1) for spec in SERVICES}
 
 
 def _method_routes() -> list[dict[str, Any]]:
-    return [route for route in edge_routes() if "path" in route["match"]]
+    return [route for route in edge_routes() if "path" in route["match"] and "route" in route]
 
 
 def _manager(**arguments: Any) -> dict[str, Any]:
