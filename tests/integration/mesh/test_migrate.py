@@ -81,8 +81,31 @@ async def test_revisions_land_in_the_services_schema_once_even_when_replicas_rac
     await connection.execute("DROP SCHEMA migrate_probe CASCADE")
 
 
-async def test_migrating_again_changes_nothing(migrated_database_url: str) -> None:
+async def _schemas(connection: asyncpg.Connection) -> list[tuple[object, ...]]:
+    """Every service's revision, tables, columns and indexes, as the catalog has them."""
+    schemas = [spec.schema for spec in SERVICES]
+    columns = await connection.fetch(
+        "SELECT table_schema, table_name, column_name, data_type, is_nullable, column_default"
+        " FROM information_schema.columns WHERE table_schema = ANY($1::text[]) ORDER BY 1, 2, 3",
+        schemas,
+    )
+    indexes = await connection.fetch(
+        "SELECT schemaname, indexname, indexdef FROM pg_indexes WHERE schemaname = ANY($1::text[]) ORDER BY 1, 2",
+        schemas,
+    )
+    versions = [
+        (spec.schema, await connection.fetchval(f"SELECT version_num FROM {spec.schema}.alembic_version"))  # noqa: S608
+        for spec in SERVICES
+    ]
+    return [tuple(row) for row in (*columns, *indexes)] + versions
+
+
+async def test_migrating_again_changes_nothing(migrated_database_url: str, connection: asyncpg.Connection) -> None:
+    before = await _schemas(connection)
+
     await upgrade_all(SERVICES, migrated_database_url)
+
+    assert await _schemas(connection) == before
 
 
 @pytest.mark.parametrize("spec", [spec for spec in SERVICES if importlib.util.find_spec(f"{spec.name}.models")])
