@@ -11,11 +11,11 @@ $(PY):
 	$(PY) -m pip install --quiet --upgrade pip
 
 $(VENV)/.installed: pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e .
+	$(PY) -m pip install --quiet -e '.[embedded]'
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,embedded]'
 	touch $@ $(VENV)/.installed
 
 run: $(VENV)/.installed
@@ -34,7 +34,7 @@ check-gen: gen
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy mesh auth_svc invite_svc mail_svc admin_svc chain_svc ratelimit_svc tests bench
+	$(VENV)/bin/mypy mesh meshctl auth_svc invite_svc mail_svc admin_svc chain_svc ratelimit_svc tests bench
 	$(VENV)/bin/buf lint
 	$(VENV)/bin/openapi-spec-validator envoy/openapi.json
 

@@ -30,11 +30,11 @@ from bench.harness import Call, calls_per_second, listed, median, run_rounds, ru
 from invite_svc import codes
 from mesh.clients import edge_token
 from mesh.db import create_engine
-from mesh.edge import EdgeLimits, RunningEdge, running_edge
-from mesh.embedded import free_port
 from mesh.keys import load_kek
 from mesh.services import INVITE, RATELIMIT, SERVICES
 from mesh.settings import Settings
+from meshctl.edge import EdgeLimits, RunningEdge, running_edge
+from meshctl.embedded import free_port
 from ratelimit_svc.domain import Rule, Unit
 from ratelimit_svc.store import RuleStore
 

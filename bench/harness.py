@@ -20,7 +20,6 @@ import grpc
 import uvloop
 
 from mesh.channels import open_channel
-from mesh.embedded import EmbeddedPostgres, EmbeddedRedis, free_port, wait_for_port
 from mesh.keys import Keystore, load_kek
 from mesh.logs import configure_logging
 from mesh.migrate import upgrade_all
@@ -28,6 +27,7 @@ from mesh.server import AddServicers, MeshServer
 from mesh.services import SERVICES, ServiceSpec
 from mesh.settings import Settings
 from mesh.signing import signer_for
+from meshctl.embedded import EmbeddedPostgres, EmbeddedRedis, free_port, wait_for_port
 
 Call = Callable[[], Awaitable[object]]
 

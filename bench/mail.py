@@ -35,9 +35,9 @@ from invitemesh.mail.v1 import mail_service_pb2_grpc
 from bench.harness import backends, listed, median, serve_here, server_process, signed_channel
 from mail_svc.server import add_servicers
 from mail_svc.templates import Renderer, Template, mime_message
-from mesh.embedded import free_port
 from mesh.services import MAIL
 from mesh.settings import Settings
+from meshctl.embedded import free_port
 
 SENDER = "invitemesh <no-reply@bench.invitemesh>"
 CALLERS = 64

@@ -19,7 +19,7 @@ from google.protobuf.message import DecodeError
 from invitemesh.mesh.v1 import access_pb2
 
 from mesh.clients import current_client
-from mesh.contracts import method_descriptor
+from mesh.contracts import SERVICE_DESCRIPTORS, full_method_name, method_descriptor
 from mesh.errors import FieldViolation, InvalidArgument, PermissionDenied, Unauthenticated
 from mesh.handlers import with_behavior
 
@@ -76,6 +76,17 @@ def access_rule(full_method: str) -> AccessRule | None:
         audience=Audience(declared.audience),
         callers=frozenset(declared.callers),
         min_admin_role=AdminRole(declared.min_admin_role),
+    )
+
+
+@functools.cache
+def edge_methods() -> tuple[str, ...]:
+    """Every method callable from outside the mesh (the ones the edge routes), in contract order."""
+    return tuple(
+        path
+        for service in SERVICE_DESCRIPTORS
+        for path in map(full_method_name, service.methods)
+        if (rule := access_rule(path)) is not None and rule.audience not in (Audience.INTERNAL, Audience.UNSPECIFIED)
     )
 
 

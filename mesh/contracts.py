@@ -9,6 +9,7 @@ from invitemesh.auth.v1 import auth_service_pb2
 from invitemesh.chain.v1 import chain_service_pb2
 from invitemesh.invite.v1 import invite_service_pb2
 from invitemesh.mail.v1 import mail_service_pb2
+from invitemesh.ratelimit.v1 import ratelimit_service_pb2
 
 _MODULES = (
     auth_service_pb2,
@@ -16,6 +17,7 @@ _MODULES = (
     mail_service_pb2,
     admin_service_pb2,
     chain_service_pb2,
+    ratelimit_service_pb2,
 )
 
 SERVICE_DESCRIPTORS: tuple[ServiceDescriptor, ...] = tuple(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import structlog
 from grpc_health.v1 import health, health_pb2
@@ -18,9 +18,9 @@ _PROBE_TIMEOUT = 2.0
 
 
 class DependencyHealth:
-    def __init__(self, service: str, probes: Mapping[str, Probe], metrics: Metrics) -> None:
+    def __init__(self, services: Sequence[str], probes: Mapping[str, Probe], metrics: Metrics) -> None:
         self.servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
-        self._service = service
+        self._services = tuple(services)
         self._probes = dict(probes)
         self._metrics = metrics
         self.failures: dict[str, str] = {}
@@ -36,7 +36,7 @@ class DependencyHealth:
                 log.info("dependencies reachable again")
         self.failures = failures
         status = health_pb2.HealthCheckResponse.NOT_SERVING if failures else health_pb2.HealthCheckResponse.SERVING
-        for name in ("", self._service):
+        for name in ("", *self._services):
             await self.servicer.set(name, status)
         return not failures
 

@@ -22,6 +22,7 @@ import json
 import os
 import secrets
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -174,7 +175,7 @@ class Keystore:
         trust.write(self.trust_path)
         (self.keys_dir / service / f"{kid}.pem").unlink(missing_ok=True)
 
-    def ensure(self, services: list[str]) -> list[str]:
+    def ensure(self, services: Iterable[str]) -> list[str]:
         """Gives every service without a key one; answers the services that got one."""
         trust = TrustFile.read(self.trust_path)
         missing = [service for service in services if trust.signing_kid(service) is None]

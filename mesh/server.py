@@ -92,7 +92,7 @@ class MeshServer:
             peers=Peers(settings, spec.name, _signer(spec, settings, trust), self.metrics.breaker_state),
         )
         self.health = DependencyHealth(
-            spec.grpc_service,
+            spec.grpc_services,
             {"postgres": lambda: ping(self.runtime.engine), "redis": self.runtime.redis.ping},
             self.metrics,
         )
@@ -128,7 +128,7 @@ class MeshServer:
         add_servicers(self._server, self.runtime)
         health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, self._server)
         reflection.enable_server_reflection(
-            (spec.grpc_service, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
+            (*spec.grpc_services, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
         )
         self.port = 0
         self.metrics_port = 0

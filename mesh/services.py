@@ -14,9 +14,15 @@ class ServiceSpec:
     schema: str
     """The PostgreSQL schema this service owns; also its Redis key prefix."""
     grpc_service: str
-    """Full protobuf name of the service it implements."""
+    """Full protobuf name of the service it implements, the name its health is reported under."""
     port_offset: int
     """Its gRPC port under `meshctl up` is `MESH_PORT_BASE + port_offset`."""
+    more_grpc_services: tuple[str, ...] = ()
+    """Other services its process serves beside `grpc_service`."""
+
+    @property
+    def grpc_services(self) -> tuple[str, ...]:
+        return (self.grpc_service, *self.more_grpc_services)
 
     @property
     def redis_prefix(self) -> str:
@@ -36,9 +42,20 @@ MAIL = ServiceSpec("mail_svc", "mail", "invitemesh.mail.v1.MailService", 3)
 ADMIN = ServiceSpec("admin_svc", "admin", "invitemesh.admin.v1.AdminService", 4)
 CHAIN = ServiceSpec("chain_svc", "chain", "invitemesh.chain.v1.ChainService", 5)
 
-RATELIMIT = ServiceSpec("ratelimit_svc", "ratelimit", "envoy.service.ratelimit.v3.RateLimitService", 6)
+RATELIMIT = ServiceSpec(
+    "ratelimit_svc",
+    "ratelimit",
+    "envoy.service.ratelimit.v3.RateLimitService",
+    6,
+    more_grpc_services=("invitemesh.ratelimit.v1.RateLimitRuleService",),
+)
 
 CONTRACT_SERVICES: tuple[ServiceSpec, ...] = (AUTH, INVITE, MAIL, ADMIN, CHAIN)
 """The services of invitemesh's own contracts (protos/), the ones Envoy transcodes and routes to."""
 SERVICES: tuple[ServiceSpec, ...] = (*CONTRACT_SERVICES, RATELIMIT)
-"""Every service process of the mesh; ratelimit_svc serves Envoy's own contract."""
+"""Every service process of the mesh; ratelimit_svc serves Envoy's own contract (and its rules')."""
+
+OPERATOR = "meshctl"
+"""The identity operator tooling signs its calls as; contracts name it among a method's callers."""
+IDENTITIES: tuple[str, ...] = (*(spec.name for spec in SERVICES), OPERATOR)
+"""Everyone who signs calls, each with keys of its own."""

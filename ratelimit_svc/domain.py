@@ -8,15 +8,15 @@ most routes stay open, a guessing target such as CheckCode closes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from enum import IntEnum
 
 from envoy_ratelimit import rls_pb2
 
+from mesh.errors import FieldViolation
+
 ANY_ROUTE = "*"
-ROUTE_KEY = "route"
-CLIENT_KEY = "remote_address"
 
 
 class Unit(IntEnum):
@@ -50,6 +50,17 @@ DEFAULT_RULES: tuple[Rule, ...] = (
 def with_defaults(stored: Mapping[str, Rule]) -> dict[str, Rule]:
     """The rules in force: the defaults, each replaced by a stored rule of the same route."""
     return {**{rule.route: rule for rule in DEFAULT_RULES}, **stored}
+
+
+def rule_violations(rule: Rule, routes: Collection[str]) -> list[FieldViolation]:
+    """What is wrong with a rule to set, given the routes the edge has."""
+    violations = []
+    if rule.route != ANY_ROUTE and rule.route not in routes:
+        example = "/invitemesh.auth.v1.AuthService/Login"
+        violations.append(FieldViolation("rule.route", f"a method the edge routes, such as {example}, or *"))
+    if rule.requests_per_unit < 0:
+        violations.append(FieldViolation("rule.requests_per_unit", "0 (refuse every request) or more"))
+    return violations
 
 
 def rule_for(route: str, rules: Mapping[str, Rule]) -> Rule:

@@ -1,4 +1,5 @@
-"""ratelimit_svc's gRPC surface: Envoy's `RateLimitService.ShouldRateLimit`.
+"""ratelimit_svc's gRPC surface: Envoy's `RateLimitService.ShouldRateLimit`, and the rules it
+applies (`RateLimitRuleService`, for admin_svc and meshctl).
 
 Envoy sends, for each request it routes, descriptors of `route` (the gRPC method the route
 reaches) and `remote_address` (the client). Each descriptor is counted against its route's rule
@@ -10,23 +11,36 @@ Envoy's `x-ratelimit-*` headers.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any
 
 import grpc
 import structlog
 from envoy_ratelimit import rls_pb2, rls_pb2_grpc
 from google.protobuf.duration_pb2 import Duration
+from invitemesh.ratelimit.v1 import ratelimit_service_pb2 as pb
+from invitemesh.ratelimit.v1 import ratelimit_service_pb2_grpc
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from mesh.access import edge_methods
+from mesh.errors import FieldViolation, InvalidArgument
+from mesh.ratelimits import CLIENT_KEY, ROUTE_KEY
 from mesh.server import ServiceRuntime
 from ratelimit_svc.counters import Counters
-from ratelimit_svc.domain import CLIENT_KEY, ROUTE_KEY, Rule, rule_for, window
+from ratelimit_svc.domain import ANY_ROUTE, Rule, Unit, rule_for, rule_violations, window, with_defaults
 from ratelimit_svc.store import RuleStore
 
 log = structlog.get_logger("ratelimit_svc.server")
 OK = rls_pb2.RateLimitResponse.OK
 OVER_LIMIT = rls_pb2.RateLimitResponse.OVER_LIMIT
+_UNITS = {
+    pb.TIME_UNIT_SECOND: Unit.SECOND,
+    pb.TIME_UNIT_MINUTE: Unit.MINUTE,
+    pb.TIME_UNIT_HOUR: Unit.HOUR,
+    pb.TIME_UNIT_DAY: Unit.DAY,
+}
+_TIME_UNITS = {unit: time_unit for time_unit, unit in _UNITS.items()}
 
 
 class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):
@@ -57,6 +71,59 @@ class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):
             for (rule, seconds_left, _, _), count in zip(counted, counts, strict=True)
         ]
         return _answer(statuses)
+
+
+class RateLimitRuleService(ratelimit_service_pb2_grpc.RateLimitRuleServiceServicer):
+    def __init__(self, rules: RuleStore) -> None:
+        self._rules = rules
+
+    async def ListRateLimitRules(
+        self, request: pb.ListRateLimitRulesRequest, context: Any
+    ) -> pb.ListRateLimitRulesResponse:
+        stored = await self._stored()
+        in_force = sorted(with_defaults(stored).values(), key=lambda rule: rule.route)
+        return pb.ListRateLimitRulesResponse(rules=[_rule_message(rule, rule.route not in stored) for rule in in_force])
+
+    async def UpdateRateLimitRule(
+        self, request: pb.UpdateRateLimitRuleRequest, context: Any
+    ) -> pb.UpdateRateLimitRuleResponse:
+        given = request.rule
+        unit = _UNITS.get(given.unit)
+        rule = Rule(given.route, given.requests_per_unit, unit or Unit.MINUTE, given.fail_closed)
+        violations = rule_violations(rule, edge_methods())
+        if unit is None:
+            violations.append(FieldViolation("rule.unit", "TIME_UNIT_SECOND, _MINUTE, _HOUR or _DAY"))
+        if violations:
+            raise InvalidArgument(violations)
+        await self._rules.put(rule)
+        log.info("rate-limit rule set", route=rule.route, requests_per_unit=rule.requests_per_unit, unit=rule.unit.name)
+        return pb.UpdateRateLimitRuleResponse(rule=_rule_message(rule, default=False))
+
+    async def DeleteRateLimitRule(
+        self, request: pb.DeleteRateLimitRuleRequest, context: Any
+    ) -> pb.DeleteRateLimitRuleResponse:
+        if request.route != ANY_ROUTE and request.route not in edge_methods():
+            raise InvalidArgument([FieldViolation("route", "a method the edge routes, or *")])
+        await self._rules.delete(request.route)
+        log.info("rate-limit rule removed", route=request.route)
+        stored = await self._stored()
+        in_force = rule_for(request.route, with_defaults(stored))
+        now = _rule_message(replace(in_force, route=request.route), default=in_force.route not in stored)
+        return pb.DeleteRateLimitRuleResponse(rule=now)
+
+    async def _stored(self) -> dict[str, Rule]:
+        # Past the cache: whoever just changed a rule sees the change.
+        return {rule.route: rule for rule in await self._rules.stored()}
+
+
+def _rule_message(rule: Rule, default: bool) -> pb.RateLimitRule:
+    return pb.RateLimitRule(
+        route=rule.route,
+        requests_per_unit=rule.requests_per_unit,
+        unit=_TIME_UNITS[rule.unit],
+        fail_closed=rule.fail_closed,
+        default=default,
+    )
 
 
 def _answer(statuses: list[rls_pb2.RateLimitResponse.DescriptorStatus]) -> rls_pb2.RateLimitResponse:
@@ -93,3 +160,4 @@ def add_servicers(server: grpc.aio.Server, runtime: ServiceRuntime) -> None:
     rules = RuleStore(runtime.engine, runtime.settings.ratelimit_rules_cache)
     service = RateLimitService(rules, Counters(runtime.redis, runtime.keys))
     rls_pb2_grpc.add_RateLimitServiceServicer_to_server(service, server)
+    ratelimit_service_pb2_grpc.add_RateLimitRuleServiceServicer_to_server(RateLimitRuleService(rules), server)

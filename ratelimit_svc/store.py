@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.dialects.postgresql import insert as upsert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -49,3 +49,13 @@ class RuleStore:
                     index_elements=[rules.c.route], set_={**values, "update_time": func.now()}
                 )
             )
+        self._forget()
+
+    async def delete(self, route: str) -> None:
+        async with self._engine.begin() as connection:
+            await connection.execute(delete(rules).where(rules.c.route == route))
+        self._forget()
+
+    def _forget(self) -> None:
+        # This replica sees its own edit at once; the others within cache_seconds.
+        self._cached = None

@@ -23,9 +23,9 @@ find gen/invitemesh gen/envoy_ratelimit -type d -exec touch {}/__init__.py \;
 "${protoc[@]}" --include_imports --descriptor_set_out=envoy/invitemesh.pb \
   $protos google/rpc/status.proto google/rpc/error_details.proto
 
-# The OpenAPI document of the public and user REST surface (mesh/openapi.py), with the contracts'
+# The OpenAPI document of the public and user REST surface (meshctl/openapi.py), with the contracts'
 # comments as descriptions, which only a descriptor set with source info carries.
 with_comments=$(mktemp)
 trap 'rm -f "$with_comments"' EXIT
 "${protoc[@]}" --include_imports --include_source_info --descriptor_set_out="$with_comments" $protos
-"$py" -m mesh.openapi "$with_comments" > envoy/openapi.json
+"$py" -m meshctl.openapi "$with_comments" > envoy/openapi.json

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
-from mesh.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from meshctl.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 
 # A shared 2-core CI machine stalls now and then; examples are judged on results, not speed.
 settings.register_profile("mesh", deadline=None)

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from mesh.services import SERVICES
-from mesh.stack import METRICS_PORT_OFFSET
+from meshctl.stack import METRICS_PORT_OFFSET
 
 
 def _free(port: int) -> bool:
@@ -60,7 +60,7 @@ class Mesh:
 
     def ctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "mesh.cli", *args],
+            [sys.executable, "-m", "meshctl.cli", *args],
             env=self.env,
             capture_output=True,
             text=True,

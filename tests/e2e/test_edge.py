@@ -25,12 +25,12 @@ from invitemesh.invite.v1 import invite_service_pb2, invite_service_pb2_grpc
 
 from invite_svc import codes as invite_codes
 from mesh.clients import edge_token
-from mesh.edge import DESCRIPTOR_SET, running_edge
-from mesh.embedded import free_port, wait_for_port
 from mesh.errors import error_info
 from mesh.keys import load_kek
 from mesh.services import RATELIMIT, SERVICES
 from mesh.settings import Settings
+from meshctl.edge import DESCRIPTOR_SET, running_edge
+from meshctl.embedded import free_port, wait_for_port
 from tests.e2e.conftest import Mesh, loopback_client, running_mesh
 
 pytestmark = pytest.mark.e2e
@@ -139,7 +139,10 @@ def test_a_person_goes_through_every_public_route_over_rest(mesh: Mesh) -> None:
     token = mailed(mesh, email, r"#token=(\S+)")
     confirmed = ok(
         call(
-            mesh.edge, "POST", "/v1/password-resets:confirm", {"token": token, "newPassword": "another long passphrase"}
+            mesh.edge,
+            "POST",
+            "/v1/password-resets:confirm",
+            {"token": token, "newPassword": "another long passphrase"},
         )
     )
     old_password = call(mesh.edge, "POST", "/v1/sessions", {"email": email, "password": PASSWORD})

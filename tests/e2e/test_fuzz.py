@@ -25,7 +25,7 @@ from schemathesis.checks import (
 from schemathesis.core.result import Err
 from schemathesis.schemas import APIOperation
 
-from mesh.edge import OPENAPI_DOCUMENT, OPENAPI_PATH
+from meshctl.edge import OPENAPI_DOCUMENT, OPENAPI_PATH
 from tests.e2e.conftest import Mesh, running_mesh
 from tests.e2e.test_edge import registered_and_verified
 

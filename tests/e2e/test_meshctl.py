@@ -22,10 +22,10 @@ from invitemesh.mail.v1 import mail_service_pb2, mail_service_pb2_grpc
 from invite_svc import codes as invite_codes
 from mail_svc.events import SIGNATURE_HEADER, TIMESTAMP_HEADER, signature
 from mesh.channels import open_channel
-from mesh.services import MAIL, SERVICES
+from mesh.services import MAIL, OPERATOR, SERVICES
 from mesh.settings import Settings
 from mesh.signing import signer_for
-from mesh.stack import SMTP_PORT_OFFSET, process_alive
+from meshctl.stack import SMTP_PORT_OFFSET, process_alive
 from tests.conftest import eventually
 from tests.e2e.conftest import Mesh, loopback_client, running_mesh
 
@@ -61,18 +61,25 @@ def _post(mesh: Mesh, path: str, body: dict[str, str]) -> urllib.request.Request
     )
 
 
-def test_rate_limit_rules_are_set_and_listed_over_the_defaults(mesh: Mesh) -> None:
-    # A route of this test's own: rules outlive the stack in a database given by MESH_DATABASE_URL.
-    route = f"/invitemesh.test.v1.Test/Method{uuid.uuid4().hex[:8]}"
-    mesh.ctl("ratelimits", "set", route, "7", "--per", "hour", "--fail-closed")
+def test_rate_limit_rules_are_set_listed_over_the_defaults_and_reset(mesh: Mesh) -> None:
+    route = "/invitemesh.chain.v1.ChainService/GetMyWallet"
+    set_ = mesh.ctl("ratelimits", "set", route, "7", "--per", "hour", "--fail-closed")
     refused = mesh.ctl("ratelimits", "set", "not a route", "7", check=False)
-
     rules = {rule["route"]: rule for rule in json.loads(mesh.ctl("ratelimits", "list", "--json").stdout)}
+    # A database given by MESH_DATABASE_URL outlives the stack: the route gets its default back.
+    reset = mesh.ctl("ratelimits", "reset", route)
+    after = {rule["route"] for rule in json.loads(mesh.ctl("ratelimits", "list", "--json").stdout)}
 
-    assert rules[route] == {"route": route, "requestsPerUnit": 7, "unit": "HOUR", "failClosed": True}
-    assert rules["*"]["failClosed"] is False
+    assert rules[route] == {
+        "route": route, "requestsPerUnit": 7, "unit": "TIME_UNIT_HOUR", "failClosed": True, "default": False
+    }  # fmt: skip
+    assert set_.stdout.split()[:4] == [route, "7", "per", "hour"]
+    assert rules["*"]["failClosed"] is False and rules["*"]["default"] is True
     assert rules["/invitemesh.invite.v1.InviteService/CheckCode"]["failClosed"] is True
     assert refused.returncode == 2
+    assert "rule.route" in refused.stderr
+    assert reset.stdout.split()[0] == route and reset.stdout.rstrip().endswith("default")
+    assert route not in after
 
 
 def _resend_from(mesh: Mesh, source: str) -> tuple[int, dict[str, str], bytes]:
@@ -124,7 +131,9 @@ def test_minted_codes_check_valid_through_envoy(mesh: Mesh) -> None:
     minted = json.loads(mesh.ctl("invites", "mint", "--count", "3", "--max-uses", "2", "--expires-in", "7d",
                                  "--campaign", "beta", "--json").stdout)  # fmt: skip
     again = json.loads(mesh.ctl("invites", "mint", "--campaign", "beta", "--json").stdout)
+    refused = mesh.ctl("invites", "mint", "--count", "0", check=False)
 
+    assert (refused.returncode, refused.stderr.strip()) == (2, "meshctl: INVALID_ARGUMENT: count: between 1 and 10000")
     assert len(minted) == 3
     assert {code["campaignId"] for code in [*minted, *again]} == {minted[0]["campaignId"]}
     assert all(code["maxUses"] == "2" and "expireTime" in code for code in minted)
@@ -145,11 +154,11 @@ def test_a_typo_through_envoy_is_a_400_with_a_field_violation(mesh: Mesh) -> Non
     assert details[1]["fieldViolations"][0]["field"] == "code"
 
 
-def test_every_service_has_a_signing_key(mesh: Mesh) -> None:
+def test_every_service_and_the_operator_have_a_signing_key(mesh: Mesh) -> None:
     listed = mesh.ctl("keys", "list").stdout
 
     signing = {line.split()[0] for line in listed.splitlines() if line.endswith("(signing)")}
-    assert signing == {spec.name for spec in SERVICES}
+    assert signing == {*(spec.name for spec in SERVICES), OPERATOR}
 
 
 def test_user_method_through_envoy_without_a_token_is_401(mesh: Mesh) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import grpc
 
-from mesh.edge import _LOCAL_REPLIES
+from meshctl.edge import _LOCAL_REPLIES
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("mesh", "auth_svc", "invite_svc", "mail_svc", "ratelimit_svc", "admin_svc", "chain_svc")

@@ -25,11 +25,11 @@ from auth_svc.server import add_servicers as add_auth
 from invite_svc.server import add_servicers as add_invite
 from mail_svc.server import add_servicers as add_mail
 from mesh.channels import open_channel
-from mesh.embedded import free_port
 from mesh.errors import error_info
 from mesh.server import AddServicers, MeshServer
 from mesh.services import AUTH, INVITE, MAIL, ServiceSpec
 from mesh.settings import Settings
+from meshctl.embedded import free_port
 from tests.conftest import eventually
 from tests.integration.conftest import from_the_edge
 from tests.integration.mail_svc.relay import Received, ScriptedRelay

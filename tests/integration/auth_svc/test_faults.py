@@ -18,7 +18,7 @@ from invitemesh.invite.v1 import invite_service_pb2 as invite_pb
 
 from mesh.channels import open_channel
 from mesh.emails import canonical_email
-from mesh.embedded import wait_for_port
+from meshctl.embedded import wait_for_port
 from tests.conftest import eventually
 from tests.integration.auth_svc.conftest import PASSWORD, Stack, StackFactory, someone
 from tests.integration.conftest import fetchval

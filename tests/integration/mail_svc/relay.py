@@ -15,7 +15,7 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from mesh.embedded import free_port
+from meshctl.embedded import free_port
 from tests.conftest import eventually
 
 

@@ -15,7 +15,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from invitemesh.mail.v1 import mail_service_pb2 as pb
 
 from mail_svc.domain import EmailStatus
-from mesh.probes import degraded
+from meshctl.probes import degraded
 from tests.conftest import eventually
 from tests.integration.mail_svc.conftest import Mail, mail_service, mail_trust, someone
 from tests.integration.mail_svc.relay import Mode, ScriptedRelay

@@ -15,8 +15,8 @@ from pathlib import Path
 import redis.asyncio as aioredis
 
 from mail_svc.domain import EmailStatus
-from mesh.embedded import EmbeddedRedis
 from mesh.settings import Settings
+from meshctl.embedded import EmbeddedRedis
 from tests.conftest import eventually
 from tests.integration.mail_svc.conftest import Mail, mail_service, mail_trust
 from tests.integration.mail_svc.relay import ScriptedRelay

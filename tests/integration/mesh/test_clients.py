@@ -19,7 +19,7 @@ from mesh.keys import load_kek
 from mesh.server import MeshServer, ServiceRuntime
 from mesh.services import INVITE
 from mesh.settings import Settings
-from mesh.tls import make_dev_certs
+from meshctl.certs import make_dev_certs
 
 VICTIM = "203.0.113.7"
 

@@ -11,10 +11,10 @@ import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from mesh.embedded import EmbeddedRedis
 from mesh.nonces import NonceLedger
 from mesh.redis import create_redis
 from mesh.settings import Settings
+from meshctl.embedded import EmbeddedRedis
 from tests.conftest import eventually
 
 

@@ -24,14 +24,14 @@ from opentelemetry.trace import SpanKind
 from invite_svc.server import add_servicers as add_invite_servicers
 from mesh.access import AdminRole, Principal, current_principal
 from mesh.channels import open_channel
-from mesh.embedded import EmbeddedRedis
 from mesh.errors import Unauthenticated, error_info
 from mesh.keys import load_kek
-from mesh.probes import probe_grpc_health
 from mesh.server import MeshServer, ServiceRuntime
 from mesh.services import ADMIN, INVITE
 from mesh.settings import Settings
 from mesh.telemetry import configure_tracing
+from meshctl.embedded import EmbeddedRedis
+from meshctl.probes import probe_grpc_health
 from tests.conftest import eventually
 
 SIGNED = (("x-mesh-caller", "auth_svc"), ("x-mesh-ts", "1"), ("x-mesh-nonce", "n"), ("x-mesh-signature", "s"))

@@ -19,12 +19,12 @@ from hypothesis import strategies as st
 from invitemesh.invite.v1 import invite_service_pb2, invite_service_pb2_grpc
 
 from mesh.channels import open_channel
-from mesh.embedded import EmbeddedRedis
 from mesh.errors import error_info
 from mesh.keys import Keystore, TrustStore
 from mesh.server import MeshServer
 from mesh.signing import CALLER, NONCE, SIGNATURE, TIMESTAMP, CallSigner
 from mesh.telemetry import TRACEPARENT, continued_trace
+from meshctl.embedded import EmbeddedRedis
 from tests.conftest import eventually
 from tests.integration.mesh.trust_fixtures import Trust, WhoAmI, make_trust, who_am_i_server
 

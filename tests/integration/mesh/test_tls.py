@@ -15,7 +15,8 @@ from mesh.keys import load_kek
 from mesh.server import MeshServer
 from mesh.services import INVITE
 from mesh.settings import Settings
-from mesh.tls import channel_credentials, make_dev_certs
+from mesh.tls import channel_credentials
+from meshctl.certs import make_dev_certs
 
 CHECK = health_pb2.HealthCheckRequest(service="")
 

@@ -21,7 +21,6 @@ from invitemesh.invite.v1 import invite_service_pb2, invite_service_pb2_grpc
 from jwt.algorithms import ECAlgorithm
 
 from mesh.channels import open_channel
-from mesh.embedded import free_port
 from mesh.errors import error_info
 from mesh.redis import KeySpace
 from mesh.redis_pipe import RedisPipe
@@ -29,6 +28,7 @@ from mesh.revocations import RevokedSessions
 from mesh.server import MeshServer, ServiceRuntime
 from mesh.services import ADMIN, AUTH
 from mesh.tokens import ADMIN_ISSUER, AUDIENCE, USER_ISSUER
+from meshctl.embedded import free_port
 from tests.conftest import eventually
 from tests.integration.mesh.trust_fixtures import Trust, make_trust, who_am_i_server
 

@@ -16,7 +16,7 @@ from opentelemetry import trace
 from mesh.access import current_principal
 from mesh.keys import Keystore, TrustStore, load_kek
 from mesh.server import MeshServer, ServiceRuntime
-from mesh.services import INVITE, SERVICES
+from mesh.services import IDENTITIES, INVITE
 from mesh.settings import Settings
 from mesh.signing import CallSigner, Clock
 
@@ -64,7 +64,7 @@ def make_trust(state_dir: Path, database_url: str, redis_url: str, **more: Any) 
         **more,
     )
     keystore = Keystore(settings.resolved_keys_dir, load_kek(settings, create=True))
-    keystore.ensure([spec.name for spec in SERVICES])
+    keystore.ensure(IDENTITIES)
     return Trust(settings, keystore)
 
 

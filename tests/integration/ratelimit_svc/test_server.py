@@ -1,6 +1,6 @@
-"""ratelimit_svc as Envoy calls it, over real gRPC with real PostgreSQL and Redis: counts per
-route and client, exact under concurrency, rules edited while serving, and each rule's failure
-mode while Redis is away."""
+"""ratelimit_svc over real gRPC with real PostgreSQL and Redis: as Envoy calls it (counts per
+route and client, exact under concurrency, rules edited while serving, each rule's failure mode
+while Redis is away), and its rules as the operator and admin_svc edit them."""
 
 from __future__ import annotations
 
@@ -14,23 +14,31 @@ import asyncpg
 import grpc
 import pytest
 from envoy_ratelimit import ratelimit_pb2, rls_pb2, rls_pb2_grpc
+from invitemesh.ratelimit.v1 import ratelimit_service_pb2 as pb
+from invitemesh.ratelimit.v1 import ratelimit_service_pb2_grpc
 
 from mesh.channels import open_channel
 from mesh.clients import EDGE_TOKEN_HEADER, edge_token
-from mesh.embedded import EmbeddedRedis
+from mesh.errors import field_violations
 from mesh.keys import load_kek
 from mesh.migrate import upgrade
+from mesh.ratelimits import CLIENT_KEY, ROUTE_KEY
 from mesh.server import MeshServer
-from mesh.services import RATELIMIT
-from ratelimit_svc.domain import CLIENT_KEY, ROUTE_KEY, Unit
+from mesh.services import OPERATOR, RATELIMIT
+from meshctl.embedded import EmbeddedRedis
+from ratelimit_svc.domain import Unit
 from ratelimit_svc.server import add_servicers
 from tests.conftest import eventually
 from tests.integration.auth_svc.conftest import refusal
-from tests.integration.mesh.trust_fixtures import make_trust
+from tests.integration.mesh.trust_fixtures import Trust, make_trust
 
 OK = rls_pb2.RateLimitResponse.OK
 OVER_LIMIT = rls_pb2.RateLimitResponse.OVER_LIMIT
 Ask = Callable[..., Awaitable[rls_pb2.RateLimitResponse]]
+# Routes the edge has, whose rules these tests change and put back.
+WALLET = "/invitemesh.chain.v1.ChainService/GetMyWallet"
+LINK = "/invitemesh.chain.v1.ChainService/LinkWallet"
+LIST = pb.ListRateLimitRulesRequest()
 
 
 @pytest.fixture(scope="session")
@@ -55,31 +63,51 @@ async def _put_rule(database_url: str, route: str, requests: int, unit: Unit, fa
 
 
 @asynccontextmanager
-async def serving(tmp_path: Path, database_url: str, redis_url: str) -> AsyncIterator[Ask]:
+async def running(tmp_path: Path, database_url: str, redis_url: str) -> AsyncIterator[tuple[str, Trust]]:
     trust = make_trust(tmp_path, database_url, redis_url, ratelimit_rules_cache=0.2)
     server = MeshServer(RATELIMIT, add_servicers, trust.settings)
     await server.start()
-    as_the_edge = ((EDGE_TOKEN_HEADER, edge_token(load_kek(trust.settings))),)
     try:
-        async with open_channel(f"127.0.0.1:{server.port}", trust.settings) as channel:
-            stub = rls_pb2_grpc.RateLimitServiceStub(channel)
-
-            async def ask(route: str, client: str, *more_routes: str) -> rls_pb2.RateLimitResponse:
-                descriptors = [
-                    ratelimit_pb2.RateLimitDescriptor(
-                        entries=[
-                            ratelimit_pb2.RateLimitDescriptor.Entry(key=ROUTE_KEY, value=described),
-                            ratelimit_pb2.RateLimitDescriptor.Entry(key=CLIENT_KEY, value=client),
-                        ]
-                    )
-                    for described in (route, *more_routes)
-                ]
-                request = rls_pb2.RateLimitRequest(domain="invitemesh", descriptors=descriptors)
-                return await stub.ShouldRateLimit(request, timeout=5, metadata=as_the_edge)
-
-            yield ask
+        yield f"127.0.0.1:{server.port}", trust
     finally:
         await server.stop(0)
+
+
+@asynccontextmanager
+async def asking(address: str, trust: Trust) -> AsyncIterator[Ask]:
+    """Envoy's question, as the edge asks it."""
+    as_the_edge = ((EDGE_TOKEN_HEADER, edge_token(load_kek(trust.settings))),)
+    async with open_channel(address, trust.settings) as channel:
+        stub = rls_pb2_grpc.RateLimitServiceStub(channel)
+
+        async def ask(route: str, client: str, *more_routes: str) -> rls_pb2.RateLimitResponse:
+            descriptors = [
+                ratelimit_pb2.RateLimitDescriptor(
+                    entries=[
+                        ratelimit_pb2.RateLimitDescriptor.Entry(key=ROUTE_KEY, value=described),
+                        ratelimit_pb2.RateLimitDescriptor.Entry(key=CLIENT_KEY, value=client),
+                    ]
+                )
+                for described in (route, *more_routes)
+            ]
+            request = rls_pb2.RateLimitRequest(domain="invitemesh", descriptors=descriptors)
+            return await stub.ShouldRateLimit(request, timeout=5, metadata=as_the_edge)
+
+        yield ask
+
+
+@asynccontextmanager
+async def serving(tmp_path: Path, database_url: str, redis_url: str) -> AsyncIterator[Ask]:
+    async with running(tmp_path, database_url, redis_url) as (address, trust), asking(address, trust) as ask:
+        yield ask
+
+
+@asynccontextmanager
+async def rules_as(
+    caller: str, address: str, trust: Trust
+) -> AsyncIterator[ratelimit_service_pb2_grpc.RateLimitRuleServiceAsyncStub]:
+    async with open_channel(address, trust.settings, caller, trust.signer(caller)) as channel:
+        yield ratelimit_service_pb2_grpc.RateLimitRuleServiceStub(channel)
 
 
 def _route() -> str:
@@ -188,3 +216,83 @@ async def test_only_the_edge_is_answered(tmp_path: Path, ratelimit_database_url:
         await server.stop(0)
 
     assert refusals == [(grpc.StatusCode.PERMISSION_DENIED, "CALLER_NOT_EDGE")] * 2
+
+
+def _rule(route: str, requests: int, unit: pb.TimeUnit.ValueType, fail_closed: bool = False) -> pb.RateLimitRule:
+    return pb.RateLimitRule(route=route, requests_per_unit=requests, unit=unit, fail_closed=fail_closed)
+
+
+async def test_the_operator_sets_a_rule_the_edge_then_meets_and_resets_it_to_its_default(
+    tmp_path: Path, ratelimit_database_url: str, redis_url: str
+) -> None:
+    client = _client()
+    async with (
+        running(tmp_path, ratelimit_database_url, redis_url) as (address, trust),
+        rules_as(OPERATOR, address, trust) as rules,
+        asking(address, trust) as ask,
+    ):
+        before = (await rules.ListRateLimitRules(LIST)).rules
+        set_ = await rules.UpdateRateLimitRule(
+            pb.UpdateRateLimitRuleRequest(rule=_rule(WALLET, 2, pb.TIME_UNIT_HOUR, fail_closed=True))
+        )
+        listed = {rule.route: rule for rule in (await rules.ListRateLimitRules(LIST)).rules}
+        answers = [(await ask(WALLET, client)).overall_code for _ in range(3)]
+        reset = await rules.DeleteRateLimitRule(pb.DeleteRateLimitRuleRequest(route=WALLET))
+        after = (await rules.ListRateLimitRules(LIST)).rules
+
+    expected = _rule(WALLET, 2, pb.TIME_UNIT_HOUR, fail_closed=True)
+    assert set_.rule == expected
+    assert listed[WALLET] == expected
+    assert listed["/invitemesh.invite.v1.InviteService/CheckCode"].default
+    assert [rule.route for rule in listed.values()] == sorted(listed)
+    assert answers == [OK, OK, OVER_LIMIT]
+    # GetMyWallet has no default of its own: the rule of every other route applies again.
+    star = next(rule for rule in after if rule.route == "*")
+    assert (reset.rule.route, reset.rule.requests_per_unit, reset.rule.unit) == (
+        WALLET,
+        star.requests_per_unit,
+        star.unit,
+    )
+    assert WALLET not in {rule.route for rule in after}
+    assert after == before
+
+
+async def test_a_bad_rule_is_refused_with_each_field_named_and_changes_nothing(
+    tmp_path: Path, ratelimit_database_url: str, redis_url: str
+) -> None:
+    bad = pb.RateLimitRule(route="/invitemesh.test.v1.Test/Nothing", requests_per_unit=-1)
+    async with (
+        running(tmp_path, ratelimit_database_url, redis_url) as (address, trust),
+        rules_as(OPERATOR, address, trust) as rules,
+    ):
+        before = await rules.ListRateLimitRules(LIST)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await rules.UpdateRateLimitRule(pb.UpdateRateLimitRuleRequest(rule=bad))
+        with pytest.raises(grpc.aio.AioRpcError) as refused_reset:
+            await rules.DeleteRateLimitRule(pb.DeleteRateLimitRuleRequest(route="not a route"))
+        after = await rules.ListRateLimitRules(LIST)
+
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert {v.field for v in field_violations(refused.value)} == {"rule.route", "rule.requests_per_unit", "rule.unit"}
+    assert [v.field for v in field_violations(refused_reset.value)] == ["route"]
+    assert after == before
+
+
+async def test_admin_svc_may_edit_rules_and_other_services_and_unsigned_callers_may_not(
+    tmp_path: Path, ratelimit_database_url: str, redis_url: str
+) -> None:
+    update = pb.UpdateRateLimitRuleRequest(rule=_rule(LINK, 5, pb.TIME_UNIT_MINUTE))
+    async with running(tmp_path, ratelimit_database_url, redis_url) as (address, trust):
+        async with rules_as("admin_svc", address, trust) as as_admin_svc:
+            admitted = await as_admin_svc.UpdateRateLimitRule(update)
+            await as_admin_svc.DeleteRateLimitRule(pb.DeleteRateLimitRuleRequest(route=LINK))
+        async with rules_as("invite_svc", address, trust) as as_invite_svc:
+            other_service = await refusal(as_invite_svc.UpdateRateLimitRule(update))
+        async with open_channel(address, trust.settings) as channel:
+            unsigned = await refusal(
+                ratelimit_service_pb2_grpc.RateLimitRuleServiceStub(channel).UpdateRateLimitRule(update)
+            )
+
+    assert admitted.rule.requests_per_unit == 5
+    assert other_service == (grpc.StatusCode.PERMISSION_DENIED, "CALLER_NOT_ALLOWED")
+    assert unsigned == (grpc.StatusCode.UNAUTHENTICATED, "CALL_SIGNATURE_MISSING")

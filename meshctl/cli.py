@@ -11,30 +11,22 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-import grpc
-from google.protobuf.json_format import MessageToDict
-from invitemesh.invite.v1 import invite_service_pb2 as pb
-from invitemesh.invite.v1 import invite_service_pb2_grpc
-
-from mesh.channels import open_channel
-from mesh.db import create_engine
+from mesh.clients import EDGE_NAME
 from mesh.keys import KeyringError, Keystore, TrustFile, load_kek
 from mesh.logs import configure_logging
 from mesh.migrate import upgrade_all
-from mesh.probes import degraded
-from mesh.services import RATELIMIT, SERVICES
+from mesh.services import IDENTITIES, SERVICES
 from mesh.settings import Settings
-from mesh.signing import signer_for
-from mesh.smtp_sink import read_mail
-from mesh.stack import Part, Stack, StackFile, private_state_dir, probe, process_alive, stop_pid
-from mesh.tls import make_dev_certs
-from ratelimit_svc.domain import ANY_ROUTE, Rule, Unit
-from ratelimit_svc.store import RuleStore
+from meshctl import operator
+from meshctl.certs import make_dev_certs
+from meshctl.operator import TIME_UNITS, mint_codes, rate_limits
+from meshctl.probes import degraded
+from meshctl.smtp_sink import read_mail
+from meshctl.stack import Part, Stack, StackFile, private_state_dir, probe, process_alive, stop_pid
 
 _DETACH_TIMEOUT = 180.0
 
@@ -80,9 +72,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     put = limit_commands.add_parser("set", help="set the rule of one route, or of every other route (*)")
     put.add_argument("route", help="a gRPC method, such as /invitemesh.invite.v1.InviteService/CheckCode, or *")
     put.add_argument("requests", type=int, help="requests per client address per unit")
-    put.add_argument("--per", choices=[unit.name.lower() for unit in Unit], default="minute")
+    put.add_argument("--per", choices=list(TIME_UNITS), default="minute")
     put.add_argument("--fail-closed", action="store_true", help="refuse while the counters are unreachable")
-    listing = limit_commands.add_parser("list", help="the rules in force: stored ones over the defaults")
+    reset = limit_commands.add_parser("reset", help="drop the rule set for a route: its default applies again")
+    reset.add_argument("route")
+    listing = limit_commands.add_parser("list", help="the rules in force: those set over the defaults")
     listing.add_argument("--json", action="store_true")
     certs = commands.add_parser("certs", help="a dev CA and certificates for mutual TLS (MESH_TLS=1)")
     certs.add_argument("names", nargs="*", help="more certificate names beyond every service, envoy and meshctl")
@@ -106,8 +100,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         "migrate": lambda: _migrate(settings),
         "keys": lambda: _keys(settings, args),
         "certs": lambda: _certs(settings, args.names),
-        "invites": lambda: asyncio.run(_mint(settings, args)),
-        "ratelimits": lambda: asyncio.run(_ratelimits(settings, args)),
+        "invites": lambda: operator.run(mint_codes(settings, args)),
+        "ratelimits": lambda: operator.run(rate_limits(settings, args)),
         "mail": lambda: _mail_list(settings, args.to, args.json),
     }
     sys.exit(handlers[args.command]())
@@ -152,7 +146,7 @@ def _up_detached(settings: Settings) -> int:
     StackFile(state_dir / "stack.json").path.unlink(missing_ok=True)
     with open(state_dir / "logs" / "meshctl.log", "ab") as log_file:
         supervisor = subprocess.Popen(
-            [sys.executable, "-m", "mesh.cli", "up"],
+            [sys.executable, "-m", "meshctl.cli", "up"],
             stdout=log_file,
             stderr=log_file,
             stdin=subprocess.DEVNULL,
@@ -277,44 +271,12 @@ def _migrate(settings: Settings) -> int:
     return 0
 
 
-async def _ratelimits(settings: Settings, args: argparse.Namespace) -> int:
-    database_url = _database_url(settings)
-    if not database_url:
-        return 1
-    if args.ratelimits_command == "set" and (
-        args.requests < 0 or not (args.route == ANY_ROUTE or (args.route.count("/") == 2 and args.route[0] == "/"))
-    ):
-        print(
-            "meshctl ratelimits: a route is /package.Service/Method or *, and requests are 0 or more", file=sys.stderr
-        )
-        return 2
-    engine = create_engine(settings.model_copy(update={"database_url": database_url}), RATELIMIT.schema, "meshctl")
-    try:
-        rules = RuleStore(engine, cache_seconds=0)
-        if args.ratelimits_command == "set":
-            await rules.put(Rule(args.route, args.requests, Unit[args.per.upper()], args.fail_closed))
-        in_force = sorted((await rules.in_force()).values(), key=lambda rule: rule.route)
-    finally:
-        await engine.dispose()
-    if args.ratelimits_command == "list" and args.json:
-        listed = [
-            {"route": r.route, "requestsPerUnit": r.requests_per_unit, "unit": r.unit.name, "failClosed": r.fail_closed}
-            for r in in_force
-        ]
-        print(json.dumps(listed, indent=2))
-    else:
-        for rule in in_force:
-            closed = "  fails closed" if rule.fail_closed else ""
-            print(f"{rule.route:<52} {rule.requests_per_unit:>7} per {rule.unit.name.lower()}{closed}")
-    return 0
-
-
 def _keys(settings: Settings, args: argparse.Namespace) -> int:
     keystore = Keystore(settings.resolved_keys_dir, load_kek(settings, create=args.keys_command == "init"))
     try:
         if args.keys_command == "init":
-            made = keystore.ensure([spec.name for spec in SERVICES])
-            print(f"keys made for: {', '.join(made)}" if made else "every service has a key")
+            made = keystore.ensure(IDENTITIES)
+            print(f"keys made for: {', '.join(made)}" if made else "every service and meshctl have a key")
         elif args.keys_command == "list":
             trust = TrustFile.read(keystore.trust_path)
             for service in sorted(trust.services):
@@ -333,15 +295,13 @@ def _keys(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _certs(settings: Settings, names: list[str]) -> int:
-    everyone = [*(spec.name for spec in SERVICES), "envoy", "meshctl", *names]
+    everyone = [*IDENTITIES, EDGE_NAME, *names]
     made = make_dev_certs(settings.resolved_certs_dir, everyone)
     print(f"certificates in {settings.resolved_certs_dir}: made {', '.join(made) or 'none (all present)'}")
     return 0
 
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-# The owner of codes minted by hand on a local stack, until admin accounts exist.
-LOCAL_OPERATOR = uuid.uuid5(uuid.NAMESPACE_URL, "invitemesh:meshctl")
 
 
 def _duration(text: str) -> datetime.timedelta:
@@ -349,50 +309,6 @@ def _duration(text: str) -> datetime.timedelta:
     if not number.isdigit() or unit not in _UNITS or int(number) == 0:
         raise argparse.ArgumentTypeError("a positive number and one of s, m, h, d, w, such as 7d")
     return datetime.timedelta(seconds=int(number) * _UNITS[unit])
-
-
-async def _mint(settings: Settings, args: argparse.Namespace) -> int:
-    found = _running(settings)
-    invite = found.part("invite_svc") if found is not None else None
-    if invite is None:
-        print("the stack is not running: `meshctl up` first", file=sys.stderr)
-        return 1
-    signer = signer_for("admin_svc", settings)
-    async with open_channel(invite.address, settings, "admin_svc", signer) as channel:
-        stub = invite_service_pb2_grpc.InviteServiceStub(channel)
-        campaign_id = ""
-        if args.campaign:
-            wanted = pb.Campaign(display_name=args.campaign, invite_quota=args.invite_quota)
-            creation = pb.CreateCampaignRequest(campaign=wanted, request_id=f"meshctl:{args.campaign}")
-            try:
-                campaign_id = (await stub.CreateCampaign(creation)).campaign.id
-            except grpc.aio.AioRpcError as error:
-                if error.code() != grpc.StatusCode.ALREADY_EXISTS:
-                    raise
-                campaign_id = await _campaign_named(stub, args.campaign)
-        request = pb.MintCodesRequest(
-            count=args.count, max_uses=args.max_uses, owner=pb.Owner(admin_id=str(LOCAL_OPERATOR)),
-            campaign_id=campaign_id, request_id=uuid.uuid4().hex,
-        )  # fmt: skip
-        if args.expires_in:
-            request.expire_time.FromDatetime(datetime.datetime.now(datetime.UTC) + args.expires_in)
-        minted = (await stub.MintCodes(request)).codes
-    if args.json:
-        print(json.dumps([MessageToDict(code) for code in minted], indent=2))
-    else:
-        print("\n".join(code.code for code in minted))
-    return 0
-
-
-async def _campaign_named(stub: invite_service_pb2_grpc.InviteServiceAsyncStub, name: str) -> str:
-    token = ""
-    while True:
-        page = await stub.ListCampaigns(pb.ListCampaignsRequest(page_size=500, page_token=token))
-        for campaign in page.campaigns:
-            if campaign.display_name == name:
-                return str(campaign.id)
-        if not (token := page.next_page_token):
-            raise LookupError(f"no campaign named {name!r}")
 
 
 def _mail_list(settings: Settings, to: str | None, as_json: bool) -> int:

@@ -22,15 +22,14 @@ import jinja2
 import yaml
 from google.rpc import error_details_pb2, status_pb2
 
-from mesh.access import Audience, access_rule
+from mesh import ratelimits
+from mesh.access import edge_methods
 from mesh.clients import EDGE_TOKEN_HEADER
-from mesh.contracts import SERVICE_DESCRIPTORS, full_method_name
-from mesh.embedded import free_port
 from mesh.errors import DOMAIN
 from mesh.services import CONTRACT_SERVICES, RATELIMIT, SERVICES
 from mesh.settings import Settings
 from mesh.tls import dns_name
-from ratelimit_svc.domain import ROUTE_KEY
+from meshctl.embedded import free_port
 
 ENVOY_DIR = Path(__file__).resolve().parent.parent / "envoy"
 DESCRIPTOR_SET = ENVOY_DIR / "invitemesh.pb"
@@ -38,7 +37,6 @@ OPENAPI_DOCUMENT = ENVOY_DIR / "openapi.json"
 OPENAPI_PATH = "/openapi.json"
 TEMPLATE = ENVOY_DIR / "edge.yaml"
 HEALTH_PATH = "/healthz"
-RATE_LIMIT_DOMAIN = "invitemesh"
 NO_ROUTE_CLUSTER = "no_such_route"
 # Whatever MESH_HOST says: the admin interface can stop Envoy and dump its configuration.
 EDGE_ADMIN_HOST = "127.0.0.1"
@@ -112,42 +110,37 @@ def _upstream_timeout(method: str) -> int:
 
 def edge_routes() -> list[dict[str, Any]]:
     """One exact-path route per method callable from outside, to its service's cluster."""
-    cluster_of = {spec.grpc_service: spec.name for spec in SERVICES}
+    cluster_of = {service: spec.name for spec in SERVICES for service in spec.grpc_services}
     routes: list[dict[str, Any]] = []
-    for service in SERVICE_DESCRIPTORS:
-        for method in service.methods:
-            path = full_method_name(method)
-            rule = access_rule(path)
-            if rule is None or rule.audience in (Audience.INTERNAL, Audience.UNSPECIFIED):
-                continue
-            timeout = _upstream_timeout(path)
-            routes.append(
-                {
-                    "match": {"path": path},
-                    # The service's deadline is the edge's own: a client's `grpc-timeout` would
-                    # cut a saga short at a step of the client's choosing.
-                    "request_headers_to_add": [
+    for path in edge_methods():
+        timeout = _upstream_timeout(path)
+        routes.append(
+            {
+                "match": {"path": path},
+                # The service's deadline is the edge's own: a client's `grpc-timeout` would
+                # cut a saga short at a step of the client's choosing.
+                "request_headers_to_add": [
+                    {
+                        "header": {"key": "grpc-timeout", "value": f"{timeout}S"},
+                        "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                    }
+                ],
+                "route": {
+                    "cluster": cluster_of[path.split("/")[1]],
+                    "timeout": f"{timeout}s",
+                    # What ratelimit_svc counts: this method, per client address.
+                    "rate_limits": [
                         {
-                            "header": {"key": "grpc-timeout", "value": f"{timeout}S"},
-                            "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                            "actions": [
+                                {"generic_key": {"descriptor_key": ratelimits.ROUTE_KEY, "descriptor_value": path}},
+                                {"remote_address": {}},
+                            ]
                         }
                     ],
-                    "route": {
-                        "cluster": cluster_of[service.full_name],
-                        "timeout": f"{timeout}s",
-                        # What ratelimit_svc counts: this method, per client address.
-                        "rate_limits": [
-                            {
-                                "actions": [
-                                    {"generic_key": {"descriptor_key": ROUTE_KEY, "descriptor_value": path}},
-                                    {"remote_address": {}},
-                                ]
-                            }
-                        ],
-                    },
-                }
-            )
-    # The REST surface's own description (mesh/openapi.py), answered by Envoy from the file.
+                },
+            }
+        )
+    # The REST surface's own description (meshctl/openapi.py), answered by Envoy from the file.
     routes.append(
         {
             "match": {"path": OPENAPI_PATH, "headers": [{"name": ":method", "string_match": {"exact": "GET"}}]},
@@ -221,7 +214,7 @@ def render_envoy_config(
         healthy_percentages={name: {"value": 100} for name in upstreams},
         descriptor_set=str(descriptor_set),
         transcoded_services=[spec.grpc_service for spec in CONTRACT_SERVICES],
-        rate_limit_domain=RATE_LIMIT_DOMAIN,
+        rate_limit_domain=ratelimits.DOMAIN,
         rate_limit_cluster=RATELIMIT.name,
         clusters=[_cluster(name, address, tls) for name, address in upstreams.items()],
     )

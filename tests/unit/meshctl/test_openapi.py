@@ -1,4 +1,4 @@
-"""The OpenAPI document of the REST surface (envoy/openapi.json, made by mesh/openapi.py): a valid
+"""The OpenAPI document of the REST surface (envoy/openapi.json, made by meshctl/openapi.py): a valid
 OpenAPI 3.1 document with exactly the public and user methods, each where its HTTP rule puts it,
 with protobuf's JSON mapping for its schemas and google.rpc.Status for every refusal."""
 
@@ -12,7 +12,7 @@ from openapi_spec_validator import validate
 
 from mesh.access import Audience, access_rule
 from mesh.contracts import SERVICE_DESCRIPTORS, full_method_name
-from mesh.edge import OPENAPI_DOCUMENT
+from meshctl.edge import OPENAPI_DOCUMENT
 
 DOCUMENT: dict[str, Any] = json.loads(OPENAPI_DOCUMENT.read_text())
 

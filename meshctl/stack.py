@@ -23,16 +23,17 @@ from typing import Any
 import structlog
 
 from mesh.clients import EDGE_NAME, edge_token
-from mesh.edge import EDGE_ADMIN_HOST, UpstreamTls, edge_limits, envoy_binary, render_envoy_config
-from mesh.embedded import EmbeddedPostgres, EmbeddedRedis, wait_for_port
 from mesh.keys import Keystore, load_kek
 from mesh.migrate import upgrade_all
-from mesh.probes import probe_envoy, probe_grpc_health, probe_postgres, probe_redis, probe_smtp
-from mesh.services import SERVICES
+from mesh.services import IDENTITIES, SERVICES
 from mesh.settings import Settings
-from mesh.tls import CA_NAME, cert_path, channel_credentials, key_path, make_dev_certs
+from mesh.tls import CA_NAME, cert_path, channel_credentials, key_path
+from meshctl.certs import make_dev_certs
+from meshctl.edge import EDGE_ADMIN_HOST, UpstreamTls, edge_limits, envoy_binary, render_envoy_config
+from meshctl.embedded import EmbeddedPostgres, EmbeddedRedis, wait_for_port
+from meshctl.probes import probe_envoy, probe_grpc_health, probe_postgres, probe_redis, probe_smtp
 
-log = structlog.get_logger("mesh.stack")
+log = structlog.get_logger("meshctl.stack")
 
 POSTGRES_PORT_OFFSET = 10
 REDIS_PORT_OFFSET = 11
@@ -210,7 +211,7 @@ class Stack:
         mail_dir = self.state_dir / "mail"
         self._spawn(
             "smtp",
-            [sys.executable, "-m", "mesh.smtp_sink", "--dir", str(mail_dir), "--host", host, "--port", str(port)],
+            [sys.executable, "-m", "meshctl.smtp_sink", "--dir", str(mail_dir), "--host", host, "--port", str(port)],
         )
         wait_for_port(host, port, timeout=20)
         url = f"smtp://{host}:{port}"
@@ -343,10 +344,10 @@ class Stack:
 def prepare_trust(settings: Settings) -> None:
     """Keys for every service (and certificates with MESH_TLS=1) where they are missing."""
     keystore = Keystore(settings.resolved_keys_dir, load_kek(settings, create=True))
-    if made := keystore.ensure([spec.name for spec in SERVICES]):
-        log.info("made service keys", services=made)
+    if made := keystore.ensure(IDENTITIES):
+        log.info("made signing keys", identities=made)
     if settings.tls:
-        names = [*(spec.name for spec in SERVICES), EDGE_NAME, "meshctl"]
+        names = [*IDENTITIES, EDGE_NAME]
         if made := make_dev_certs(settings.resolved_certs_dir, names):
             log.info("made certificates", names=made)
 

@@ -9,7 +9,7 @@ No generator of OpenAPI 3.1 from protobuf descriptors exists for Python (protoc-
 and writes 3.0), so this one is ours: it covers what the contracts use and refuses what they
 do not.
 
-    python -m mesh.openapi DESCRIPTOR_SET_WITH_SOURCE_INFO > envoy/openapi.json
+    python -m meshctl.openapi DESCRIPTOR_SET_WITH_SOURCE_INFO > envoy/openapi.json
 """
 
 from __future__ import annotations

@@ -6,9 +6,9 @@ from google.rpc import error_details_pb2, status_pb2
 
 from mesh.access import Audience, access_rule
 from mesh.contracts import SERVICE_DESCRIPTORS, full_method_name
-from mesh.edge import DESCRIPTOR_SET, NO_ROUTE_CLUSTER, EdgeLimits, edge_limits, edge_routes, envoy_config
 from mesh.services import CONTRACT_SERVICES, RATELIMIT, SERVICES
 from mesh.settings import Settings
+from meshctl.edge import DESCRIPTOR_SET, NO_ROUTE_CLUSTER, EdgeLimits, edge_limits, edge_routes, envoy_config
 
 UPSTREAMS = {spec.name: ("127.0.0.1", 1) for spec in SERVICES}
 

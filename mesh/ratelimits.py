@@ -1,0 +1,9 @@
+"""What the edge's rate limit filter tells ratelimit_svc about each request: the domain and the
+descriptor keys both sides agree on. Envoy's configuration is rendered with them (meshctl.edge) and
+ratelimit_svc reads them."""
+
+DOMAIN = "invitemesh"
+ROUTE_KEY = "route"
+"""The gRPC method the request's route reaches, or `*` in a rule for every other route."""
+CLIENT_KEY = "remote_address"
+"""Envoy's own key for the client's address."""
