@@ -44,6 +44,7 @@ from auth_svc.passwords import Passwords
 from auth_svc.peers import Invites, PeerStubs, receivers, together
 from auth_svc.revocations import SessionRevocations
 from auth_svc.sessions import KeyRing, new_opaque_token, token_digest
+from auth_svc.settings import AuthSettings
 from auth_svc.store import (
     CONFIRM_HOLD,
     MINT_CODES,
@@ -83,7 +84,6 @@ from mesh.revocations import RevokedSessions
 from mesh.sealing import Sealer, derive_key, keyed_hash
 from mesh.server import ServiceRuntime
 from mesh.services import AUTH
-from mesh.settings import Settings
 from mesh.timestamps import optional_timestamp, timestamp
 
 log = structlog.get_logger("auth_svc.server")
@@ -96,7 +96,8 @@ MAX_REASON = 500
 class AuthService(auth_service_pb2_grpc.AuthServiceServicer):
     def __init__(
         self,
-        settings: Settings,
+        settings: AuthSettings,
+        strip_tags: bool,
         store: AuthStore,
         passwords: Passwords,
         keys: StoredKeyRing,
@@ -112,6 +113,7 @@ class AuthService(auth_service_pb2_grpc.AuthServiceServicer):
         revoked: SessionRevocations,
     ) -> None:
         self._settings = settings
+        self._strip_tags = strip_tags
         self._store = store
         self._passwords = passwords
         self._keys = keys
@@ -126,8 +128,8 @@ class AuthService(auth_service_pb2_grpc.AuthServiceServicer):
         """Registrations by outcome: pending, duplicate, or the refusal's reason."""
         self._follow_ups = follow_ups
         self._revoked = revoked
-        self._refresh_ttl = datetime.timedelta(seconds=settings.auth_refresh_ttl)
-        self._verification_ttl = datetime.timedelta(seconds=settings.auth_verification_ttl)
+        self._refresh_ttl = datetime.timedelta(seconds=settings.refresh_ttl)
+        self._verification_ttl = datetime.timedelta(seconds=settings.verification_ttl)
 
     # Registration
 
@@ -332,13 +334,13 @@ class AuthService(auth_service_pb2_grpc.AuthServiceServicer):
         if user is None or user.state is not UserState.ACTIVE:
             return
         token = new_opaque_token()
-        expire = _now() + datetime.timedelta(seconds=self._settings.auth_reset_ttl)
+        expire = _now() + datetime.timedelta(seconds=self._settings.reset_ttl)
         mail = Mail(
             mail_pb.EMAIL_TEMPLATE_PASSWORD_RESET,
             user.email,
             {
-                "reset_url": f"{self._settings.auth_reset_url}#token={token}",
-                "expires_in_minutes": str(round(self._settings.auth_reset_ttl / 60)),
+                "reset_url": f"{self._settings.reset_url}#token={token}",
+                "expires_in_minutes": str(round(self._settings.reset_ttl / 60)),
             },
             expire_time=expire,
         )
@@ -431,7 +433,7 @@ class AuthService(auth_service_pb2_grpc.AuthServiceServicer):
         if address is None:
             return None, None
         try:
-            return address, canonical_email(address, self._settings.email_strip_tags)
+            return address, canonical_email(address, self._strip_tags)
         except InvalidEmail:
             violations.append(FieldViolation("email", "not an email address"))
             return None, None
@@ -450,7 +452,7 @@ class AuthService(auth_service_pb2_grpc.AuthServiceServicer):
         mail = Mail(
             mail_pb.EMAIL_TEMPLATE_DUPLICATE_REGISTRATION_NOTICE,
             owner.email,
-            {"sign_in_url": self._settings.auth_sign_in_url, "reset_url": self._settings.auth_reset_url},
+            {"sign_in_url": self._settings.sign_in_url, "reset_url": self._settings.reset_url},
         )
         await self._store.notify(owner, mail)
 
@@ -462,9 +464,9 @@ class AuthService(auth_service_pb2_grpc.AuthServiceServicer):
         code = new_verification_code()
         expire = self._code_expiry()
         stored = NewCode(
-            code_digest(self._code_key, canonical_email, code), expire, self._settings.auth_verification_attempts
+            code_digest(self._code_key, canonical_email, code), expire, self._settings.verification_attempts
         )
-        minutes = str(round(self._settings.auth_verification_ttl / 60))
+        minutes = str(round(self._settings.verification_ttl / 60))
         variables = {"code": code, "expires_in_minutes": minutes}
         return stored, Mail(mail_pb.EMAIL_TEMPLATE_VERIFICATION, to, variables, expire_time=expire)
 
@@ -566,13 +568,12 @@ def _user(user: UserRecord) -> pb.User:
     )
 
 
-def add_servicers(server: grpc.aio.Server, runtime: ServiceRuntime) -> None:
-    settings = runtime.settings
+def add_servicers(server: grpc.aio.Server, runtime: ServiceRuntime, own: AuthSettings | None = None) -> None:
+    """auth_svc's wiring; `own` settings, else `MESH_AUTH_*`."""
+    settings, own = runtime.settings, own or AuthSettings()
     kek = load_kek(settings)
     stubs = PeerStubs(runtime.peers)
-    revocations = SessionRevocations(
-        RevokedSessions(runtime.pipe, KeySpace(AUTH.redis_prefix)), settings.auth_access_ttl
-    )
+    revocations = SessionRevocations(RevokedSessions(runtime.pipe, KeySpace(AUTH.redis_prefix)), own.access_ttl)
     outbox = Outbox(
         runtime.engine,
         runtime.driver,
@@ -593,34 +594,35 @@ def add_servicers(server: grpc.aio.Server, runtime: ServiceRuntime) -> None:
     keys = StoredKeyRing(
         store,
         kek,
-        KeyRing(datetime.timedelta(seconds=settings.auth_access_ttl)),
-        datetime.timedelta(seconds=settings.auth_signing_key_max_age),
+        KeyRing(datetime.timedelta(seconds=own.access_ttl)),
+        datetime.timedelta(seconds=own.signing_key_max_age),
     )
 
-    async def own_user_keys() -> list[pb.JsonWebKey]:
+    async def published_keys() -> list[pb.JsonWebKey]:
         return (await keys.ready()).published()
 
-    runtime.own_user_keys.append(own_user_keys)
+    runtime.published_keys.append(published_keys)
     follow_ups = FollowUps()
     runtime.workers.extend([outbox, follow_ups])
-    runtime.jobs.append(sweep_job(store, outbox, keys, settings.auth_jobs_interval))
+    runtime.jobs.append(sweep_job(store, outbox, keys, own.jobs_interval))
     hour = 3600
     service = AuthService(
-        settings,
+        own,
+        settings.email_strip_tags,
         store,
-        Passwords(settings.auth_argon2_memory_kib, settings.auth_argon2_time_cost, settings.auth_argon2_parallelism),
+        Passwords(own.argon2_memory_kib, own.argon2_time_cost, own.argon2_parallelism),
         keys,
         Invites(stubs),
         FirstSubmission(runtime.pipe, runtime.keys),
         SignInThrottle(
-            runtime.pipe,
+            runtime.counters,
             runtime.keys,
-            settings.auth_login_failures_per_account,
-            settings.auth_login_failures_per_client,
-            settings.auth_login_failure_window,
+            own.login_failures_per_account,
+            own.login_failures_per_client,
+            own.login_failure_window,
         ),
-        FixedWindowLimit(runtime.pipe, runtime.keys, "requests", settings.auth_registrations_per_hour, hour),
-        FixedWindowLimit(runtime.pipe, runtime.keys, "mails", settings.auth_emails_per_hour, hour),
+        FixedWindowLimit(runtime.counters, runtime.keys, "requests", own.registrations_per_hour, hour),
+        FixedWindowLimit(runtime.counters, runtime.keys, "mails", own.emails_per_hour, hour),
         derive_key(kek, "auth verification code v1"),
         PageTokens(derive_key(kek, "auth page-token v1")),
         Counter(

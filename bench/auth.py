@@ -35,6 +35,7 @@ from invitemesh.invite.v1 import invite_service_pb2 as invite_pb
 from invitemesh.invite.v1 import invite_service_pb2_grpc
 
 from auth_svc.server import add_servicers as add_auth
+from auth_svc.settings import AuthSettings
 from bench.harness import (
     Call,
     calls_per_second,
@@ -57,18 +58,20 @@ ACCOUNTS = 64
 SERVICES = ("invite_svc", "mail_svc", "auth_svc")
 
 
-def _hasher(settings: Settings) -> PasswordHasher:
+def _hasher() -> PasswordHasher:
+    """auth_svc's hasher: the services read the same `MESH_AUTH_ARGON2_*`."""
+    own = AuthSettings()
     return PasswordHasher(
-        time_cost=settings.auth_argon2_time_cost,
-        memory_cost=settings.auth_argon2_memory_kib,
-        parallelism=settings.auth_argon2_parallelism,
+        time_cost=own.argon2_time_cost,
+        memory_cost=own.argon2_memory_kib,
+        parallelism=own.argon2_parallelism,
         type=Type.ID,
     )
 
 
-def hashes_per_second(settings: Settings, seconds: float) -> float:
+def hashes_per_second(seconds: float) -> float:
     """One hashing thread per core for `seconds` (argon2's C code releases the GIL)."""
-    hasher = _hasher(settings)
+    hasher = _hasher()
     done = 0
     lock = threading.Lock()
     deadline = time.perf_counter() + seconds
@@ -92,13 +95,13 @@ def hashes_per_second(settings: Settings, seconds: float) -> float:
 @asynccontextmanager
 async def auth_services(settings: Settings) -> AsyncIterator[Settings]:
     """The three services, each `python -m <service>` in its own process, as deployed."""
-    overrides = {
-        "mail_senders": 0,
-        "auth_registrations_per_hour": 10**9,
-        "auth_emails_per_hour": 10**9,
-        "auth_login_failures_per_client": 10**9,
+    variables = {
+        "MESH_MAIL_SENDERS": "0",
+        "MESH_AUTH_REGISTRATIONS_PER_HOUR": str(10**9),
+        "MESH_AUTH_EMAILS_PER_HOUR": str(10**9),
+        "MESH_AUTH_LOGIN_FAILURES_PER_CLIENT": str(10**9),
     }
-    async with running_services(settings, SERVICES, overrides) as deployed:
+    async with running_services(settings, SERVICES, variables) as deployed:
         yield deployed
 
 
@@ -113,7 +116,7 @@ async def hot_code(settings: Settings) -> str:
 
 async def active_accounts(settings: Settings, count: int) -> list[str]:
     """Accounts ready to sign in, written straight to the auth schema (one shared hash)."""
-    password_hash = _hasher(settings).hash(PASSWORD)
+    password_hash = _hasher().hash(PASSWORD)
     emails = [f"signin.{uuid.uuid4().hex[:12]}@bench.example" for _ in range(count)]
     connection = await asyncpg.connect(settings.database_url)
     try:
@@ -181,20 +184,20 @@ async def measure(args: argparse.Namespace, settings: Settings) -> None:
             await calls_per_second(checked_me, 1, args.concurrency)
             await calls_per_second(unchecked_me, 1, args.concurrency)
             for _ in range(args.rounds):
-                rates["hash"].append(await asyncio.to_thread(hashes_per_second, deployed, args.seconds))
+                rates["hash"].append(await asyncio.to_thread(hashes_per_second, args.seconds))
                 rates["register"].append(await calls_per_second(register, args.seconds, args.concurrency))
                 rates["login"].append(await calls_per_second(login, args.seconds, args.concurrency))
                 rates["refresh"].append(await calls_per_second(refresh, args.seconds, args.concurrency))
                 rates["me"].append(await calls_per_second(checked_me, args.seconds, args.concurrency))
                 rates["me unchecked"].append(await calls_per_second(unchecked_me, args.seconds, args.concurrency))
-    _report(settings, args.concurrency, rates)
+    _report(args.concurrency, rates)
 
 
-def _report(settings: Settings, concurrency: int, rates: dict[str, list[float]]) -> None:
-    hashes = rates["hash"]
+def _report(concurrency: int, rates: dict[str, list[float]]) -> None:
+    hashes, own = rates["hash"], AuthSettings()
     print(
-        f"argon2id m={settings.auth_argon2_memory_kib} KiB t={settings.auth_argon2_time_cost} "
-        f"p={settings.auth_argon2_parallelism}, {os.cpu_count()} threads: hashes/s median {median(hashes):.1f} "
+        f"argon2id m={own.argon2_memory_kib} KiB t={own.argon2_time_cost} "
+        f"p={own.argon2_parallelism}, {os.cpu_count()} threads: hashes/s median {median(hashes):.1f} "
         f"(rounds {listed(hashes, 1)})"
     )
     for name in ("register", "login"):

@@ -25,18 +25,17 @@ from pathlib import Path
 import grpc
 from invitemesh.invite.v1 import invite_service_pb2 as pb
 from invitemesh.invite.v1 import invite_service_pb2_grpc
+from invitemesh.ratelimit.v1 import ratelimit_service_pb2 as ratelimit_pb
+from invitemesh.ratelimit.v1 import ratelimit_service_pb2_grpc
 
-from bench.harness import Call, calls_per_second, listed, median, run_rounds, running_services
+from bench.harness import Call, calls_per_second, listed, median, run_rounds, running_services, signed_channel
 from invite_svc import codes
 from mesh.clients import edge_token
-from mesh.db import create_engine
 from mesh.keys import load_kek
-from mesh.services import INVITE, RATELIMIT, SERVICES
+from mesh.services import INVITE, OPERATOR, RATELIMIT, SERVICES
 from mesh.settings import Settings
 from meshctl.edge import EdgeLimits, RunningEdge, running_edge
 from meshctl.embedded import free_port
-from ratelimit_svc.domain import Rule, Unit
-from ratelimit_svc.store import RuleStore
 
 CHECK_CODE = "/invitemesh.invite.v1.InviteService/CheckCode"
 NEVER = 10**9
@@ -87,12 +86,14 @@ def _turn_rate_limiting(edge: RunningEdge, on: bool) -> None:
         assert answer.status == 200
 
 
-async def _rule_that_never_refuses(settings: Settings) -> None:
-    engine = create_engine(settings, RATELIMIT.schema, "bench")
-    try:
-        await RuleStore(engine, cache_seconds=0).put(Rule(CHECK_CODE, NEVER, Unit.MINUTE, fail_closed=True))
-    finally:
-        await engine.dispose()
+async def _rule_that_never_refuses(deployed: Settings) -> None:
+    """Set as the operator sets it; the replica that stores it reads it at once."""
+    rule = ratelimit_pb.RateLimitRule(
+        route=CHECK_CODE, requests_per_unit=NEVER, unit=ratelimit_pb.TIME_UNIT_MINUTE, fail_closed=True
+    )
+    async with signed_channel(deployed.service_addresses[RATELIMIT.name], deployed, OPERATOR) as channel:
+        stub = ratelimit_service_pb2_grpc.RateLimitRuleServiceStub(channel)
+        await stub.UpdateRateLimitRule(ratelimit_pb.UpdateRateLimitRuleRequest(rule=rule))
 
 
 @asynccontextmanager
@@ -132,16 +133,16 @@ def _grpc_call(channel: grpc.aio.Channel, request: pb.CheckCodeRequest) -> Call:
 
 
 async def measure(args: argparse.Namespace, settings: Settings) -> None:
-    await _rule_that_never_refuses(settings)
-    overrides = {"invite_checks_per_minute": NEVER, "ratelimit_rules_cache": 60.0}
+    variables = {"MESH_INVITE_CHECKS_PER_MINUTE": str(NEVER), "MESH_RATELIMIT_RULES_CACHE": "60"}
     code = codes.display(codes.generate())
     request = pb.CheckCodeRequest(code=code)
     body = json.dumps({"code": code}).encode()
     rates: dict[str, list[float]] = {way: [] for way in WAYS}
     async with (
-        running_services(settings, [INVITE.name, RATELIMIT.name], overrides) as deployed,
+        running_services(settings, [INVITE.name, RATELIMIT.name], variables) as deployed,
         AsyncExitStack() as stack,
     ):
+        await _rule_that_never_refuses(deployed)
         upstreams = {spec.name: ("127.0.0.1", free_port()) for spec in SERVICES}
         for name, address in deployed.service_addresses.items():
             host, port = address.rsplit(":", 1)

@@ -24,7 +24,7 @@ from mesh.keys import Keystore, load_kek
 from mesh.logs import configure_logging
 from mesh.migrate import upgrade_all
 from mesh.server import AddServicers, MeshServer
-from mesh.services import SERVICES, ServiceSpec
+from mesh.services import IDENTITIES, SERVICES, ServiceSpec
 from mesh.settings import Settings
 from mesh.signing import signer_for
 from meshctl.embedded import EmbeddedPostgres, EmbeddedRedis, free_port, wait_for_port
@@ -51,7 +51,7 @@ def backends() -> Iterator[Settings]:
             settings = Settings(
                 state_dir=state_dir, database_url=database_url, redis_url=redis_url, log_level="WARNING"
             )
-            Keystore(settings.resolved_keys_dir, load_kek(settings, create=True)).ensure([s.name for s in SERVICES])
+            Keystore(settings.resolved_keys_dir, load_kek(settings, create=True)).ensure(IDENTITIES)
             asyncio.run(upgrade_all(SERVICES, database_url))
             yield settings
         finally:
@@ -115,17 +115,17 @@ def serve_here(spec: ServiceSpec, add_servicers: AddServicers) -> None:
 
 @asynccontextmanager
 async def running_services(
-    settings: Settings, names: Sequence[str], overrides: Mapping[str, Any]
+    settings: Settings, names: Sequence[str], variables: Mapping[str, str]
 ) -> AsyncIterator[Settings]:
-    """Each service `python -m <name>` in its own process, as deployed, with `overrides`;
-    answers the settings that reach them."""
+    """Each service `python -m <name>` in its own process, as deployed, with the environment
+    `variables` beside `settings`; answers the shared settings that reach them."""
     addresses = {name: f"127.0.0.1:{free_port()}" for name in names}
-    deployed = settings.model_copy(update={"service_addresses": addresses, **overrides})
+    deployed = settings.model_copy(update={"service_addresses": addresses})
     processes = []
     try:
         for name in names:
             port = addresses[name].rpartition(":")[2]
-            environment = {**os.environ, **deployed.environment(), "MESH_GRPC_PORT": port}
+            environment = {**os.environ, **deployed.environment(), **variables, "MESH_GRPC_PORT": port}
             processes.append(await asyncio.create_subprocess_exec(sys.executable, "-m", name, env=environment))
             await asyncio.to_thread(wait_for_port, "127.0.0.1", int(port), 60)
         yield deployed

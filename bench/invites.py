@@ -37,7 +37,7 @@ class WithNoOp(InviteService):
 
 
 def add_with_no_op(server: grpc.aio.Server, runtime: ServiceRuntime) -> None:
-    invite_service_pb2_grpc.add_InviteServiceServicer_to_server(invite_service(runtime, WithNoOp), server)
+    invite_service_pb2_grpc.add_InviteServiceServicer_to_server(invite_service(runtime, kind=WithNoOp), server)
 
 
 async def measure(args: argparse.Namespace, settings: Settings) -> None:

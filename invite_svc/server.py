@@ -18,6 +18,7 @@ from invite_svc.codes import InvalidCode, display, normalize
 from invite_svc.domain import OwnCodes, Refusal
 from invite_svc.jobs import expiry_job
 from invite_svc.sealing import CodeSealer
+from invite_svc.settings import InviteSettings
 from invite_svc.store import Campaign, HoldRecord, InviteStore, MintedCode, OwnedCode, Owner, ReferralNode
 from mesh.access import current_principal
 from mesh.clients import client_address
@@ -346,28 +347,28 @@ def _minted(code: MintedCode) -> pb.InviteCode:
     )
 
 
-def invite_service(runtime: ServiceRuntime, kind: type[S] = InviteService) -> S:  # type: ignore[assignment]
-    """The servicer of this process (`kind`: a subclass, for benchmarks), its expiry job registered."""
-    settings = runtime.settings
-    return kind(
-        _invite_store(runtime),
-        FixedWindowLimit(runtime.pipe, runtime.keys, "checks", settings.invite_checks_per_minute, 60),
-        settings.email_strip_tags,
-        OwnCodes(settings.invite_default_quota, settings.invite_default_uses),
-    )
-
-
-def _invite_store(runtime: ServiceRuntime) -> InviteStore:
-    settings = runtime.settings
+def invite_service(
+    runtime: ServiceRuntime,
+    own: InviteSettings | None = None,
+    kind: type[S] = InviteService,  # type: ignore[assignment]
+) -> S:
+    """The servicer of this process (`kind`: a subclass, for benchmarks), its expiry job registered;
+    `own` settings, else `MESH_INVITE_*`."""
+    own = own or InviteSettings()
     store = InviteStore(
         runtime.engine,
         runtime.driver,
-        CodeSealer(load_kek(settings)),
-        datetime.timedelta(seconds=settings.invite_hold_ttl),
+        CodeSealer(load_kek(runtime.settings)),
+        datetime.timedelta(seconds=own.hold_ttl),
     )
-    runtime.jobs.append(expiry_job(store, settings.invite_expiry_interval))
-    return store
+    runtime.jobs.append(expiry_job(store, own.expiry_interval))
+    return kind(
+        store,
+        FixedWindowLimit(runtime.counters, runtime.keys, "checks", own.checks_per_minute, 60),
+        runtime.settings.email_strip_tags,
+        OwnCodes(own.default_quota, own.default_uses),
+    )
 
 
-def add_servicers(server: grpc.aio.Server, runtime: ServiceRuntime) -> None:
-    invite_service_pb2_grpc.add_InviteServiceServicer_to_server(invite_service(runtime), server)
+def add_servicers(server: grpc.aio.Server, runtime: ServiceRuntime, own: InviteSettings | None = None) -> None:
+    invite_service_pb2_grpc.add_InviteServiceServicer_to_server(invite_service(runtime, own), server)

@@ -37,6 +37,7 @@ from prometheus_client import Counter
 from redis.exceptions import RedisError
 
 from mail_svc.domain import DeliveryFailure, EmailStatus, FailureKind
+from mail_svc.settings import MailSettings
 from mail_svc.smtp import Relay, RelayConnection
 from mail_svc.store import MailStore
 from mail_svc.stream import Entry, Job, MailStream
@@ -57,19 +58,24 @@ def message_sealer(settings: Settings) -> Sealer:
     return Sealer(derive_key(load_kek(settings), "mail message seal v1"))
 
 
-def delivery_for(settings: Settings, store: MailStore, stream: MailStream, metrics: Metrics) -> Delivery:
+def delivery_for(
+    settings: Settings, own: MailSettings, store: MailStore, stream: MailStream, metrics: Metrics
+) -> Delivery:
     """The senders of one process, with its SMTP breaker and outcome counter."""
+    if not settings.smtp_url:
+        raise RuntimeError("MESH_SMTP_URL is not set")
     outcomes = Counter(
         "mesh_email_deliveries", "Email delivery attempts by outcome.", ["outcome"], registry=metrics.registry
     )
-    return Delivery(settings, store, stream, message_sealer(settings), smtp_breaker(settings, metrics), outcomes)
+    breaker = _smtp_breaker(own, metrics)
+    return Delivery(settings.smtp_url, own, store, stream, message_sealer(settings), breaker, outcomes)
 
 
-def smtp_breaker(settings: Settings, metrics: Metrics) -> AsyncBreaker:
+def _smtp_breaker(own: MailSettings, metrics: Metrics) -> AsyncBreaker:
     return AsyncBreaker(
         "smtp",
-        settings.mail_breaker_failures,
-        settings.mail_breaker_reset,
+        own.breaker_failures,
+        own.breaker_reset,
         counts=lambda error: isinstance(error, DeliveryFailure) and error.kind is FailureKind.RELAY,
         states=metrics.breaker_state,
     )
@@ -78,26 +84,25 @@ def smtp_breaker(settings: Settings, metrics: Metrics) -> AsyncBreaker:
 class Delivery:
     def __init__(
         self,
-        settings: Settings,
+        smtp_url: str,
+        settings: MailSettings,
         store: MailStore,
         stream: MailStream,
         sealer: Sealer,
         breaker: AsyncBreaker,
         outcomes: Counter,
     ) -> None:
-        if not settings.smtp_url:
-            raise RuntimeError("MESH_SMTP_URL is not set")
         self._settings = settings
         self._store = store
         self._stream = stream
         self._sealer = sealer
         self._breaker = breaker
-        self._relay = Relay(settings.smtp_url, settings.mail_smtp_timeout)
+        self._relay = Relay(smtp_url, settings.smtp_timeout)
         self._consumer = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         # Longer than a whole send can take (each SMTP step is bounded by the timeout), so a
         # lease only runs out for a sender that is gone.
-        self._lease = datetime.timedelta(seconds=6 * settings.mail_smtp_timeout + 1)
-        self._inbox: asyncio.Queue[Entry] = asyncio.Queue(maxsize=max(1, settings.mail_senders))
+        self._lease = datetime.timedelta(seconds=6 * settings.smtp_timeout + 1)
+        self._inbox: asyncio.Queue[Entry] = asyncio.Queue(maxsize=max(1, settings.senders))
         self._stopping = asyncio.Event()
         self._idle: set[asyncio.Task[Any]] = set()
         self._later: set[asyncio.Task[None]] = set()
@@ -106,7 +111,7 @@ class Delivery:
 
     async def run(self) -> None:
         """Pulls and sends until `stop()`; in-flight sends finish first."""
-        senders = [asyncio.create_task(self._send()) for _ in range(self._settings.mail_senders)]
+        senders = [asyncio.create_task(self._send()) for _ in range(self._settings.senders)]
         puller = asyncio.create_task(self._pull())
         try:
             await self._stopping.wait()
@@ -118,7 +123,7 @@ class Delivery:
                 sender.cancel()
             unfinished: set[asyncio.Task[None]] = set()
             if senders:
-                _, unfinished = await asyncio.wait(senders, timeout=2 * self._settings.mail_smtp_timeout)
+                _, unfinished = await asyncio.wait(senders, timeout=2 * self._settings.smtp_timeout)
             for task in [*unfinished, *self._later]:
                 task.cancel()  # the sweeper enqueues these emails again
             # A cancellation can be lost inside the Redis client (Python 3.11's timeouts turn one
@@ -133,8 +138,8 @@ class Delivery:
         self._stopping.set()
 
     async def _pull(self) -> None:
-        reclaim_every = self._settings.mail_reclaim_idle / 2
-        idle_ms = int(self._settings.mail_reclaim_idle * 1000)
+        reclaim_every = self._settings.reclaim_idle / 2
+        idle_ms = int(self._settings.reclaim_idle * 1000)
         loop = asyncio.get_running_loop()
         last_reclaim = float("-inf")
         while not self._stopping.is_set():
@@ -198,7 +203,7 @@ class Delivery:
             try:
                 async with self._breaker.guard():
                     await connection.send(
-                        self._settings.mail_from, job.recipient, message, lambda: self._store.handed_over(job.email_id)
+                        self._settings.sender, job.recipient, message, lambda: self._store.handed_over(job.email_id)
                     )
             except BreakerOpen:
                 await self._store.relay_unavailable(job.email_id, "smtp breaker open", datetime.timedelta())
@@ -211,7 +216,7 @@ class Delivery:
 
     async def _failed(self, job: Job, attempt: int, failure: DeliveryFailure) -> None:
         delay = datetime.timedelta(
-            seconds=full_jitter(attempt, self._settings.mail_backoff_base, self._settings.mail_backoff_cap)
+            seconds=full_jitter(attempt, self._settings.backoff_base, self._settings.backoff_cap)
         )
         if failure.kind is FailureKind.RELAY and not failure.handed_over:
             log.warning("relay unreachable", email_id=str(job.email_id), error=failure.detail)
@@ -219,7 +224,7 @@ class Delivery:
             if await self._store.relay_unavailable(job.email_id, failure.detail, delay):
                 self._later_enqueue(job, delay)
             return
-        status = await self._store.attempt_failed(job.email_id, failure, self._settings.mail_max_attempts, delay)
+        status = await self._store.attempt_failed(job.email_id, failure, self._settings.max_attempts, delay)
         if status is EmailStatus.FAILED:
             log.warning("email failed", email_id=str(job.email_id), attempts=attempt, error=failure.detail)
             self._outcomes.labels("failed").inc()

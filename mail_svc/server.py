@@ -20,6 +20,7 @@ from mail_svc.domain import EVENTS_NOT_CONFIGURED, EmailStatus
 from mail_svc.events import MAX_BODY, SIGNATURE_HEADER, TIMESTAMP_HEADER, EventRefused, verified
 from mail_svc.jobs import sweep_job
 from mail_svc.replays import AppliedEvents
+from mail_svc.settings import MailSettings
 from mail_svc.store import EmailFilter, EmailRecord, MailStore, NewEmail
 from mail_svc.stream import Job, MailStream
 from mail_svc.templates import BadVariables, Renderer, Template, email_id_of, message_id, mime_message
@@ -237,15 +238,16 @@ def _email(record: EmailRecord) -> pb.Email:
     )
 
 
-def add_servicers(server: grpc.aio.Server, runtime: ServiceRuntime) -> None:
-    settings = runtime.settings
+def add_servicers(server: grpc.aio.Server, runtime: ServiceRuntime, own: MailSettings | None = None) -> None:
+    """mail_svc's wiring; `own` settings, else `MESH_MAIL_*`."""
+    settings, own = runtime.settings, own or MailSettings()
     store = MailStore(runtime.engine, runtime.driver)
-    stream = MailStream(runtime.redis, settings.mail_stream)
+    stream = MailStream(runtime.redis, own.stream)
     pages = PageTokens(derive_key(load_kek(settings), "mail page-token v1"))
-    secret = settings.mail_webhook_secret.get_secret_value().encode() if settings.mail_webhook_secret else None
+    secret = own.webhook_secret.get_secret_value().encode() if own.webhook_secret else None
     seen = AppliedEvents(runtime.pipe, runtime.keys)
-    service = MailService(store, stream, message_sealer(settings), pages, settings.mail_from, secret, seen)
+    service = MailService(store, stream, message_sealer(settings), pages, own.sender, secret, seen)
     mail_service_pb2_grpc.add_MailServiceServicer_to_server(service, server)
-    runtime.jobs.append(sweep_job(store, stream, settings.mail_sweep_interval, settings.mail_sweep_after))
-    if settings.mail_senders and settings.smtp_url:
-        runtime.workers.append(delivery_for(settings, store, stream, runtime.metrics))
+    runtime.jobs.append(sweep_job(store, stream, own.sweep_interval, own.sweep_after))
+    if own.senders and settings.smtp_url:
+        runtime.workers.append(delivery_for(settings, own, store, stream, runtime.metrics))

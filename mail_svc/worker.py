@@ -11,6 +11,7 @@ import structlog
 import uvloop
 
 from mail_svc.delivery import delivery_for
+from mail_svc.settings import MailSettings
 from mail_svc.store import MailStore
 from mail_svc.stream import MailStream
 from mesh.db import DriverPool, create_engine
@@ -23,17 +24,17 @@ from mesh.settings import Settings
 log = structlog.get_logger("mail_svc.worker")
 
 
-async def work(settings: Settings) -> None:
+async def work(settings: Settings, own: MailSettings) -> None:
     metrics = Metrics()
     engine = create_engine(settings, MAIL.schema, f"{MAIL.name}.worker")
     driver = DriverPool(settings, MAIL.schema, f"{MAIL.name}.worker")
     redis = create_redis(settings)
-    delivery = delivery_for(settings, MailStore(engine, driver), MailStream(redis, settings.mail_stream), metrics)
+    delivery = delivery_for(settings, own, MailStore(engine, driver), MailStream(redis, own.stream), metrics)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, lambda: asyncio.ensure_future(delivery.stop()))
     metrics_port = metrics.serve(settings.host, settings.metrics_port)
-    log.info("sending", senders=settings.mail_senders, metrics_port=metrics_port)
+    log.info("sending", senders=own.senders, metrics_port=metrics_port)
     try:
         await delivery.run()
     finally:
@@ -46,7 +47,7 @@ async def work(settings: Settings) -> None:
 def main() -> None:
     settings = Settings()
     configure_logging(f"{MAIL.name}.worker", settings.log_level)
-    uvloop.run(work(settings))
+    uvloop.run(work(settings, MailSettings()))
 
 
 if __name__ == "__main__":

@@ -57,6 +57,11 @@ class Peers:
         self._breakers: dict[str, AsyncBreaker] = {}
         self._breaker_states = breaker_states
 
+    @property
+    def identity(self) -> str:
+        """Who this process calls as."""
+        return self._identity
+
     def breaker(self, service: str) -> AsyncBreaker:
         if service not in self._breakers:
             self._breakers[service] = AsyncBreaker(

@@ -1,4 +1,5 @@
-"""Fixed-window request budgets in Redis, per subject (a client address, an email…)."""
+"""Fixed-window request budgets, per subject (a client address, an email…), counted in aligned
+windows by mesh.windows."""
 
 from __future__ import annotations
 
@@ -9,24 +10,18 @@ import structlog
 from redis.exceptions import RedisError
 
 from mesh.redis import KeySpace
-from mesh.redis_pipe import RedisPipe
+from mesh.windows import Hit, WindowCounters, window
 
 log = structlog.get_logger("mesh.limits")
 
 
-def counted_in_window(key: str, seconds: int) -> list[tuple[str | int, ...]]:
-    """The commands that count one more on `key`, whose window (and expiry) starts with its first
-    count: SET NX with the expiry, then INCR, since Redis 6.2 has no EXPIRE NX."""
-    return [("SET", key, 0, "EX", seconds, "NX"), ("INCR", key)]
-
-
 class FixedWindowLimit:
-    def __init__(self, pipe: RedisPipe, keys: KeySpace, name: str, limit: int, window: int) -> None:
-        self._pipe = pipe
+    def __init__(self, counters: WindowCounters, keys: KeySpace, name: str, limit: int, seconds: int) -> None:
+        self._counters = counters
         self._keys = keys
         self._name = name
         self._limit = limit
-        self._window = window
+        self._seconds = seconds
 
     async def allow(self, subject: str) -> bool:
         """Counts one request of `subject`; False once its budget for this window is spent."""
@@ -43,35 +38,34 @@ class FixedWindowLimit:
 
 
 async def spend_together(charges: Sequence[tuple[FixedWindowLimit, str]]) -> list[float]:
-    """Counts one request against each budget for its subject, in one round trip through the
-    first budget's pipe; answers each one's `wait_after`.
+    """Counts one request against each budget for its subject, in one round trip; answers each
+    one's `wait_after`.
 
     Checks come in order: once a budget is spent, the request is refused there, and the budgets
     after it are given their count back, as if they had not been asked.
     """
     now = time.time()
-    windows = [int(now) // limit._window for limit, _ in charges]
+    windows = [window(now, limit._seconds) for limit, _ in charges]
     keys = [
-        limit._keys.tagged(subject, limit._name, str(window))
-        for (limit, subject), window in zip(charges, windows, strict=True)
+        limit._keys.tagged(subject, limit._name, str(current.index))
+        for (limit, subject), current in zip(charges, windows, strict=True)
     ]
-    pipe = charges[0][0]._pipe
-    commands: list[tuple[str | int, ...]] = []
-    for (limit, _), key in zip(charges, keys, strict=True):
-        commands += counted_in_window(key, limit._window * 2)
+    counters = charges[0][0]._counters
+    # Twice the window: a count lives past the window it counts in, never into the next one's key.
+    hits = [Hit(key, 1, 2 * limit._seconds) for (limit, _), key in zip(charges, keys, strict=True)]
     try:
-        counts = (await pipe.execute_all(commands))[1::2]
+        counts = await counters.add(hits)
     except RedisError:
         log.warning("request budget unavailable, allowing", budgets=[limit._name for limit, _ in charges])
         return [0.0] * len(charges)
     waits = [
-        0.0 if int(count) <= limit._limit else (window + 1) * limit._window - now
-        for (limit, _), count, window in zip(charges, counts, windows, strict=True)
+        0.0 if count <= limit._limit else current.seconds_left
+        for (limit, _), count, current in zip(charges, counts, windows, strict=True)
     ]
     refused = next((index for index, wait in enumerate(waits) if wait), len(waits))
     if unasked := keys[refused + 1 :]:
         try:
-            await pipe.execute_all([("DECR", key) for key in unasked])
+            await counters.give_back(unasked)
         except RedisError:
             log.warning("could not give back a request budget count; it lapses with its window")
         waits[refused + 1 :] = [0.0] * len(unasked)

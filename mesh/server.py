@@ -35,6 +35,7 @@ from mesh.signing import CallSigner, SignatureVerifier, signer_for
 from mesh.telemetry import configure_tracing, otlp_exporter, server_tracing
 from mesh.tls import server_credentials
 from mesh.tokens import FetchKeys, verifier_for
+from mesh.windows import WindowCounters
 
 log = structlog.get_logger("mesh.server")
 
@@ -51,6 +52,8 @@ class ServiceRuntime:
     redis: aioredis.Redis
     pipe: RedisPipe
     """Redis without redis-py's per-command cost, for the commands on a service's busiest paths."""
+    counters: WindowCounters
+    """Fixed-window counts over `pipe`: request budgets, throttles, rate limits."""
     keys: KeySpace
     metrics: Metrics
     peers: Peers
@@ -59,8 +62,9 @@ class ServiceRuntime:
     """Periodic work to run while serving; servicers add theirs when built."""
     workers: list[Worker] = field(default_factory=list)
     """Long-running work to run while serving (mail senders); stopped before the server."""
-    own_user_keys: list[FetchKeys] = field(default_factory=list)
-    """Filled by the service that issues user tokens (auth_svc): its key set, read in process."""
+    published_keys: list[FetchKeys] = field(default_factory=list)
+    """Filled by a service that issues tokens (its contract publishes their key set): the keys,
+    read in process rather than by a call to itself."""
 
 
 AddServicers = Callable[[grpc.aio.Server, ServiceRuntime], None]
@@ -86,7 +90,8 @@ class MeshServer:
             engine=create_engine(settings, spec.schema, spec.name),
             driver=DriverPool(settings, spec.schema, spec.name),
             redis=(redis := create_redis(settings)),
-            pipe=RedisPipe(redis),
+            pipe=(pipe := RedisPipe(redis)),
+            counters=WindowCounters(pipe),
             keys=KeySpace(spec.redis_prefix),
             metrics=self.metrics,
             peers=Peers(settings, spec.name, _signer(spec, settings, trust), self.metrics.breaker_state),
@@ -120,7 +125,7 @@ class MeshServer:
                         self.runtime.peers,
                         self.runtime.pipe,
                         settings.jwks_refresh_interval,
-                        self._own_user_keys,
+                        self._published_keys,
                     ),
                 ),
             ]
@@ -136,8 +141,8 @@ class MeshServer:
         self._background: list[asyncio.Task[None]] = []
         self._worker_tasks: list[asyncio.Task[None]] = []
 
-    def _own_user_keys(self) -> FetchKeys | None:
-        return next(iter(self.runtime.own_user_keys), None)
+    def _published_keys(self) -> FetchKeys | None:
+        return next(iter(self.runtime.published_keys), None)
 
     async def start(self) -> None:
         address = f"{self.settings.host}:{self.settings.grpc_port}"

@@ -55,6 +55,13 @@ CONTRACT_SERVICES: tuple[ServiceSpec, ...] = (AUTH, INVITE, MAIL, ADMIN, CHAIN)
 SERVICES: tuple[ServiceSpec, ...] = (*CONTRACT_SERVICES, RATELIMIT)
 """Every service process of the mesh; ratelimit_svc serves Envoy's own contract (and its rules')."""
 
+
+def serving(grpc_service: str) -> ServiceSpec:
+    """The service whose process serves `grpc_service` (a full protobuf name)."""
+    (spec,) = [spec for spec in SERVICES if grpc_service in spec.grpc_services]
+    return spec
+
+
 OPERATOR = "meshctl"
 """The identity operator tooling signs its calls as; contracts name it among a method's callers."""
 IDENTITIES: tuple[str, ...] = (*(spec.name for spec in SERVICES), OPERATOR)

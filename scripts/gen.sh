@@ -29,3 +29,6 @@ with_comments=$(mktemp)
 trap 'rm -f "$with_comments"' EXIT
 "${protoc[@]}" --include_imports --include_source_info --descriptor_set_out="$with_comments" $protos
 "$py" -m meshctl.openapi "$with_comments" > envoy/openapi.json
+
+# The README's settings tables, from the settings classes.
+"$py" scripts/settings_table.py

@@ -78,7 +78,7 @@ class Stack:
         """Starts `service` on its port, with settings `different` from the stack's if given."""
         spec, add = _PARTS[service]
         port = int(self.address(service).rpartition(":")[2])
-        server = MeshServer(spec, add, self.settings.model_copy(update={**different, "grpc_port": port}))
+        server = self.trust.with_settings(**different, grpc_port=port).server(spec, add)
         await server.start()
         self.servers[service] = server
 

@@ -71,7 +71,7 @@ async def test_auth_svc_killed_between_hold_and_commit_leaves_a_hold_that_lapses
         email = someone()
         await stack.stop("auth_svc")
         port = stack.address("auth_svc").rpartition(":")[2]
-        environment = {**os.environ, **stack.settings.environment(), "MESH_GRPC_PORT": port, "MESH_LOG_LEVEL": "ERROR"}
+        environment = {**os.environ, **stack.trust.environment(), "MESH_GRPC_PORT": port, "MESH_LOG_LEVEL": "ERROR"}
         process = await asyncio.create_subprocess_exec(sys.executable, "-m", "auth_svc", env=environment)
         blocker = await asyncpg.connect(stack.database_url)
         try:

@@ -10,6 +10,7 @@ from invitemesh.invite.v1 import invite_service_pb2 as invite_pb
 from invitemesh.invite.v1 import invite_service_pb2_grpc
 from invitemesh.mail.v1 import mail_service_pb2 as mail_pb
 
+from auth_svc.settings import AuthSettings
 from tests.conftest import eventually
 from tests.integration.auth_svc.conftest import PASSWORD, Stack, StackFactory, refusal, someone
 from tests.integration.conftest import fetchval
@@ -131,6 +132,6 @@ async def test_verification_and_reset_mails_expire_with_what_they_carry(stack: S
         lifetimes[mail_pb.EMAIL_TEMPLATE_VERIFICATION],
         lifetimes[mail_pb.EMAIL_TEMPLATE_PASSWORD_RESET],
     )
-    assert abs(verification.total_seconds() - stack.settings.auth_verification_ttl) < 30
-    assert abs(reset.total_seconds() - stack.settings.auth_reset_ttl) < 30
+    assert abs(verification.total_seconds() - stack.trust.own(AuthSettings).verification_ttl) < 30
+    assert abs(reset.total_seconds() - stack.trust.own(AuthSettings).reset_ttl) < 30
     assert lifetimes[mail_pb.EMAIL_TEMPLATE_INVITE_CODES] is None

@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 from auth_svc.throttle import SignInThrottle
 from mesh.redis import KeySpace
 from mesh.redis_pipe import RedisPipe
+from mesh.windows import WindowCounters
 
 WINDOW = 900
 
@@ -27,7 +28,7 @@ async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
 
 async def test_failed_sign_ins_count_in_a_window_that_ends_on_its_own(redis: aioredis.Redis, pipe: RedisPipe) -> None:
     keys = KeySpace(f"throttle-{uuid.uuid4().hex[:8]}")
-    throttle = SignInThrottle(pipe, keys, per_account=10, per_client=100, window=WINDOW)
+    throttle = SignInThrottle(WindowCounters(pipe), keys, per_account=10, per_client=100, window=WINDOW)
     for _ in range(3):
         await throttle.failed("ada@example.com", "192.0.2.7")
     counted = await throttle.admit("ada@example.com", "192.0.2.7")

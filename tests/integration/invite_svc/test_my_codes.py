@@ -15,7 +15,6 @@ from invite_svc.server import add_servicers
 from mesh.access import Principal
 from mesh.channels import open_channel
 from mesh.errors import Unauthenticated, field_violations
-from mesh.server import MeshServer
 from mesh.services import INVITE
 from tests.integration.mesh.trust_fixtures import make_trust
 
@@ -37,7 +36,7 @@ async def stubs(
     tuple[invite_service_pb2_grpc.InviteServiceAsyncStub, invite_service_pb2_grpc.InviteServiceAsyncStub]
 ]:
     trust = make_trust(tmp_path, migrated_database_url, redis_url)
-    server = MeshServer(INVITE, add_servicers, trust.settings, tokens=BearerIsUserId())
+    server = trust.server(INVITE, add_servicers, tokens=BearerIsUserId())
     await server.start()
     target = f"127.0.0.1:{server.port}"
     async with (

@@ -18,7 +18,6 @@ from invite_svc.codes import generate
 from invite_svc.server import add_servicers
 from mesh.channels import open_channel
 from mesh.errors import error_info, field_violations
-from mesh.server import MeshServer
 from mesh.services import INVITE
 from tests.integration.conftest import from_the_edge
 from tests.integration.mesh.trust_fixtures import make_trust
@@ -36,7 +35,7 @@ class Callers:
 @pytest.fixture
 async def callers(tmp_path: Path, migrated_database_url: str, redis_url: str) -> AsyncIterator[Callers]:
     trust = make_trust(tmp_path, migrated_database_url, redis_url)
-    server = MeshServer(INVITE, add_servicers, trust.settings)
+    server = trust.server(INVITE, add_servicers)
     await server.start()
     target = f"127.0.0.1:{server.port}"
     async with (
@@ -211,7 +210,7 @@ async def test_checks_spend_a_per_client_budget_that_typos_do_not_touch(
     tmp_path: Path, migrated_database_url: str, redis_url: str
 ) -> None:
     trust = make_trust(tmp_path, migrated_database_url, redis_url, invite_checks_per_minute=3)
-    server = MeshServer(INVITE, add_servicers, trust.settings)
+    server = trust.server(INVITE, add_servicers)
     await server.start()
     try:
         async with open_channel(f"127.0.0.1:{server.port}", trust.settings) as channel:

@@ -18,10 +18,10 @@ from invitemesh.mail.v1 import mail_service_pb2_grpc
 
 from mail_svc.domain import EmailStatus
 from mail_svc.server import add_servicers
+from mail_svc.settings import MailSettings
 from mesh.channels import open_channel
 from mesh.server import MeshServer
 from mesh.services import MAIL
-from mesh.settings import Settings
 from tests.integration.mail_svc.relay import ScriptedRelay
 from tests.integration.mesh.trust_fixtures import Trust, make_trust
 
@@ -35,7 +35,7 @@ FAST = {
     "mail_sweep_after": 1.0,
     "mail_breaker_failures": 3,
     "mail_breaker_reset": 0.5,
-    "mail_from": "invitemesh tests <no-reply@tests.invitemesh>",
+    "mail_sender": "invitemesh tests <no-reply@tests.invitemesh>",
 }
 
 
@@ -53,7 +53,7 @@ def mail_trust(state_dir: Path, database_url: str, redis_url: str, smtp_url: str
 @dataclass
 class Mail:
     server: MeshServer
-    settings: Settings
+    own: MailSettings
     database_url: str
     auth: mail_service_pb2_grpc.MailServiceAsyncStub
     admin: mail_service_pb2_grpc.MailServiceAsyncStub
@@ -90,7 +90,7 @@ def someone() -> str:
 
 @asynccontextmanager
 async def mail_service(trust: Trust, database_url: str) -> AsyncIterator[Mail]:
-    server = MeshServer(MAIL, add_servicers, trust.settings)
+    server = trust.server(MAIL, add_servicers)
     await server.start()
     target = f"127.0.0.1:{server.port}"
     try:
@@ -100,7 +100,7 @@ async def mail_service(trust: Trust, database_url: str) -> AsyncIterator[Mail]:
             open_channel(target, trust.settings) as anyone,
         ):
             stubs = [mail_service_pb2_grpc.MailServiceStub(channel) for channel in (auth, admin, anyone)]
-            yield Mail(server, trust.settings, database_url, *stubs)
+            yield Mail(server, trust.own(MailSettings), database_url, *stubs)
     finally:
         await server.stop(0)
 

@@ -15,6 +15,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from invitemesh.mail.v1 import mail_service_pb2 as pb
 
 from mail_svc.domain import EmailStatus
+from mail_svc.settings import MailSettings
 from meshctl.probes import degraded
 from tests.conftest import eventually
 from tests.integration.mail_svc.conftest import Mail, mail_service, mail_trust, someone
@@ -45,7 +46,7 @@ async def _settled(mail: Mail, email_id: str, status: EmailStatus) -> None:
 async def _buried(mail: Mail) -> list[str]:
     dead = cast(
         list[tuple[bytes, dict[bytes, bytes]]],
-        await mail.server.runtime.redis.xrange(f"{mail.settings.mail_stream}.dead"),
+        await mail.server.runtime.redis.xrange(f"{mail.own.stream}.dead"),
     )
     return [fields[b"id"].decode() for _, fields in dead]
 
@@ -59,7 +60,7 @@ async def test_a_4xx_is_tried_again_with_backoff_and_fails_at_the_attempt_limit(
     await _settled(mail, email.id, EmailStatus.FAILED)
 
     row = await mail.row(email.id)
-    assert relay.data_seen[f"<{email.id}@tests.invitemesh>"] == mail.settings.mail_max_attempts == 3
+    assert relay.data_seen[f"<{email.id}@tests.invitemesh>"] == mail.own.max_attempts == 3
     assert row["attempts"] == 3 and row["last_error"].startswith("451")
     assert row["sealed_message"] is None and row["fail_time"] is not None
     assert email.id in await _buried(mail)
@@ -181,7 +182,7 @@ async def test_the_service_stops_promptly_while_its_senders_are_busy_and_more_em
         emails = [await mail.send() for _ in range(20)]
         await relay.accepted_at_least(1)
         stopping = time.monotonic()
-    assert time.monotonic() - stopping < 2 * trust.settings.mail_smtp_timeout + 5
+    assert time.monotonic() - stopping < 2 * trust.own(MailSettings).smtp_timeout + 5
     assert len(relay.accepted_ids()) < len(emails)
 
 

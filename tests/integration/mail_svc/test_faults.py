@@ -15,7 +15,6 @@ from pathlib import Path
 import redis.asyncio as aioredis
 
 from mail_svc.domain import EmailStatus
-from mesh.settings import Settings
 from meshctl.embedded import EmbeddedRedis
 from tests.conftest import eventually
 from tests.integration.mail_svc.conftest import Mail, mail_service, mail_trust
@@ -35,7 +34,7 @@ def _message_id(email_id: str) -> str:
 
 
 async def test_an_email_whose_xadd_failed_is_enqueued_by_the_sweeper(mail: Mail, relay: ScriptedRelay) -> None:
-    redis, stream = mail.server.runtime.redis, mail.settings.mail_stream
+    redis, stream = mail.server.runtime.redis, mail.own.stream
     await redis.set(stream, "not a stream")  # every XADD to it fails with WRONGTYPE
 
     email = await mail.send()
@@ -72,14 +71,14 @@ async def test_redis_coming_back_without_its_data_loses_no_email(
     assert all(relay.deliveries(_message_id(email.id)) == 1 for email in emails)
 
 
-def _worker_env(settings: Settings) -> dict[str, str]:
+def _worker_env(trust: Trust) -> dict[str, str]:
     """The in-process service's settings, for a sender process of its own (4 senders, quiet)."""
-    return {**os.environ, **settings.environment(), "MESH_MAIL_SENDERS": "4", "MESH_LOG_LEVEL": "WARNING"}
+    return {**os.environ, **trust.environment(), "MESH_MAIL_SENDERS": "4", "MESH_LOG_LEVEL": "WARNING"}
 
 
 @contextmanager
 def _sender_process(trust: Trust) -> Iterator[subprocess.Popen[bytes]]:
-    process = subprocess.Popen([sys.executable, "-m", "mail_svc.worker"], env=_worker_env(trust.settings))
+    process = subprocess.Popen([sys.executable, "-m", "mail_svc.worker"], env=_worker_env(trust))
     try:
         yield process
     finally:

@@ -8,10 +8,11 @@ import uuid
 from mesh.limits import FixedWindowLimit, spend_together
 from mesh.redis import KeySpace
 from mesh.redis_pipe import RedisPipe
+from mesh.windows import WindowCounters
 
 
 def _limit(pipe: RedisPipe, name: str, limit: int) -> FixedWindowLimit:
-    return FixedWindowLimit(pipe, KeySpace(f"limits-{uuid.uuid4().hex[:8]}"), name, limit, 3600)
+    return FixedWindowLimit(WindowCounters(pipe), KeySpace(f"limits-{uuid.uuid4().hex[:8]}"), name, limit, 3600)
 
 
 async def test_a_budget_refuses_past_its_limit_with_the_wait_until_its_window_renews(pipe: RedisPipe) -> None:

@@ -3,22 +3,29 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import functools
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from invitemesh.invite.v1 import invite_service_pb2, invite_service_pb2_grpc
 from opentelemetry import trace
 
+from auth_svc.settings import AuthSettings
+from invite_svc.settings import InviteSettings
+from mail_svc.settings import MailSettings
 from mesh.access import current_principal
 from mesh.keys import Keystore, TrustStore, load_kek
 from mesh.server import MeshServer, ServiceRuntime
-from mesh.services import IDENTITIES, INVITE
-from mesh.settings import Settings
+from mesh.services import AUTH, IDENTITIES, INVITE, MAIL, RATELIMIT, ServiceSpec
+from mesh.settings import MeshSettings, Settings
 from mesh.signing import CallSigner, Clock
+from ratelimit_svc.settings import RateLimitSettings
+
+Own = TypeVar("Own", bound=MeshSettings)
 
 
 class WhoAmI(invite_service_pb2_grpc.InviteServiceServicer):
@@ -39,10 +46,49 @@ class WhoAmI(invite_service_pb2_grpc.InviteServiceServicer):
         return invite_service_pb2.ListMyCodesResponse(codes=[invite_service_pb2.InviteCode(owner=owner)])
 
 
+OWN_SETTINGS: dict[str, type[MeshSettings]] = {
+    AUTH.name: AuthSettings,
+    INVITE.name: InviteSettings,
+    MAIL.name: MailSettings,
+    RATELIMIT.name: RateLimitSettings,
+}
+
+
+def _prefix(kind: type[MeshSettings]) -> str:
+    """`auth_` for `MESH_AUTH_*`: how tests name a service's setting beside the shared ones."""
+    return str(kind.model_config.get("env_prefix", "")).lower().removeprefix("mesh_")
+
+
 @dataclass
 class Trust:
     settings: Settings
     keystore: Keystore
+    own_settings: dict[str, Any] = field(default_factory=dict)
+    """Services' settings by their environment names less `MESH_`, such as `auth_access_ttl`."""
+
+    def own(self, kind: type[Own]) -> Own:
+        """The settings of the service `kind` belongs to, as given here."""
+        prefix = _prefix(kind)
+        return kind(
+            **{name.removeprefix(prefix): value for name, value in self.own_settings.items() if name.startswith(prefix)}
+        )
+
+    def environment(self) -> dict[str, str]:
+        """What makes a service process read the settings given here, its own included."""
+        return {
+            **self.settings.environment(),
+            **{k: v for kind in OWN_SETTINGS.values() for k, v in self.own(kind).environment().items()},
+        }
+
+    def with_settings(self, **different: Any) -> Trust:
+        shared, own = _split(different)
+        return Trust(self.settings.model_copy(update=shared), self.keystore, {**self.own_settings, **own})
+
+    def server(self, spec: ServiceSpec, add_servicers: Callable[..., None], **verifiers: Any) -> MeshServer:
+        """`spec`'s server with the settings given here, its own included."""
+        kind = OWN_SETTINGS.get(spec.name)
+        wiring = functools.partial(add_servicers, own=self.own(kind)) if kind else add_servicers
+        return MeshServer(spec, wiring, self.settings, **verifiers)
 
     def trust_store(self) -> TrustStore:
         return TrustStore(self.keystore.trust_path, self.settings.trust_reload_interval)
@@ -53,7 +99,18 @@ class Trust:
         return CallSigner(service, self.keystore, self.trust_store(), clock)
 
 
+def _split(settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Shared settings apart from services' own; a name neither knows is a mistake in a test."""
+    shared = {name: value for name, value in settings.items() if name in Settings.model_fields}
+    own = {name: value for name, value in settings.items() if name not in shared}
+    known = {_prefix(kind) + field_name for kind in OWN_SETTINGS.values() for field_name in kind.model_fields}
+    if unknown := own.keys() - known:
+        raise TypeError(f"no such setting: {', '.join(sorted(unknown))}")
+    return shared, own
+
+
 def make_trust(state_dir: Path, database_url: str, redis_url: str, **more: Any) -> Trust:
+    shared, own = _split(more)
     settings = Settings(
         state_dir=state_dir,
         database_url=database_url,
@@ -61,11 +118,11 @@ def make_trust(state_dir: Path, database_url: str, redis_url: str, **more: Any) 
         health_interval=0.1,
         grace_period=1,
         trust_reload_interval=0.05,
-        **more,
+        **shared,
     )
     keystore = Keystore(settings.resolved_keys_dir, load_kek(settings, create=True))
     keystore.ensure(IDENTITIES)
-    return Trust(settings, keystore)
+    return Trust(settings, keystore, own)
 
 
 @asynccontextmanager

@@ -23,7 +23,6 @@ from mesh.errors import field_violations
 from mesh.keys import load_kek
 from mesh.migrate import upgrade
 from mesh.ratelimits import CLIENT_KEY, ROUTE_KEY
-from mesh.server import MeshServer
 from mesh.services import OPERATOR, RATELIMIT
 from meshctl.embedded import EmbeddedRedis
 from ratelimit_svc.domain import Unit
@@ -65,7 +64,7 @@ async def _put_rule(database_url: str, route: str, requests: int, unit: Unit, fa
 @asynccontextmanager
 async def running(tmp_path: Path, database_url: str, redis_url: str) -> AsyncIterator[tuple[str, Trust]]:
     trust = make_trust(tmp_path, database_url, redis_url, ratelimit_rules_cache=0.2)
-    server = MeshServer(RATELIMIT, add_servicers, trust.settings)
+    server = trust.server(RATELIMIT, add_servicers)
     await server.start()
     try:
         yield f"127.0.0.1:{server.port}", trust
@@ -195,7 +194,7 @@ async def test_with_redis_away_a_guessing_target_closes_and_other_routes_stay_op
 async def test_only_the_edge_is_answered(tmp_path: Path, ratelimit_database_url: str, redis_url: str) -> None:
     """Anyone else could spend a client's budget (security issue 14.4)."""
     trust = make_trust(tmp_path, ratelimit_database_url, redis_url)
-    server = MeshServer(RATELIMIT, add_servicers, trust.settings)
+    server = trust.server(RATELIMIT, add_servicers)
     await server.start()
     request = rls_pb2.RateLimitRequest(
         domain="invitemesh",

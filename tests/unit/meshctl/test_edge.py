@@ -3,12 +3,21 @@ from typing import Any
 
 import pytest
 from google.rpc import error_details_pb2, status_pb2
+from invitemesh.mesh.v1 import edge_pb2
 
 from mesh.access import Audience, access_rule
-from mesh.contracts import SERVICE_DESCRIPTORS, full_method_name
+from mesh.contracts import SERVICE_DESCRIPTORS, full_method_name, method_descriptor
 from mesh.services import CONTRACT_SERVICES, RATELIMIT, SERVICES
-from mesh.settings import Settings
-from meshctl.edge import DESCRIPTOR_SET, NO_ROUTE_CLUSTER, EdgeLimits, edge_limits, edge_routes, envoy_config
+from meshctl.edge import (
+    DEFAULT_TIMEOUT,
+    DESCRIPTOR_SET,
+    NO_ROUTE_CLUSTER,
+    EdgeLimits,
+    edge_limits,
+    edge_routes,
+    envoy_config,
+)
+from meshctl.settings import StackSettings
 
 UPSTREAMS = {spec.name: ("127.0.0.1", 1) for spec in SERVICES}
 
@@ -38,7 +47,7 @@ def test_routes_every_outside_method_and_no_internal_one() -> None:
 
 
 def test_each_route_goes_to_its_services_cluster_and_anything_else_nowhere() -> None:
-    cluster_of = {spec.grpc_service: spec.name for spec in SERVICES}
+    cluster_of = {service: spec.name for spec in SERVICES for service in spec.grpc_services}
     for route in _method_routes():
         service = route["match"]["path"].split("/")[1]
         assert route["route"]["cluster"] == cluster_of[service]
@@ -47,11 +56,22 @@ def test_each_route_goes_to_its_services_cluster_and_anything_else_nowhere() -> 
     assert last["route"]["cluster"] == NO_ROUTE_CLUSTER not in UPSTREAMS
 
 
-def test_password_hashing_methods_get_a_longer_upstream_timeout() -> None:
-    timeouts = {route["match"]["path"]: route["route"]["timeout"] for route in _method_routes()}
+def test_each_route_waits_as_long_as_its_contract_says_and_tells_the_service_so() -> None:
+    routes = {route["match"]["path"]: route for route in _method_routes()}
+    declared = {
+        path
+        for path in routes
+        if (method := method_descriptor(path)) is not None and method.GetOptions().HasExtension(edge_pb2.edge)
+    }
 
-    assert timeouts["/invitemesh.auth.v1.AuthService/Login"] == "15s"
-    assert timeouts["/invitemesh.invite.v1.InviteService/CheckCode"] == "5s"
+    # The contracts give the methods that hash a password (or wait on another service) longer.
+    assert declared == {
+        f"/invitemesh.auth.v1.AuthService/{name}" for name in ("Register", "VerifyEmail", "Login", "ResetPassword")
+    }
+    for path, route in routes.items():
+        seconds = 15 if path in declared else DEFAULT_TIMEOUT
+        assert route["route"]["timeout"] == f"{seconds}s", path
+        assert route["request_headers_to_add"][0]["header"] == {"key": "grpc-timeout", "value": f"{seconds}S"}
 
 
 def test_config_transcodes_every_service_and_converts_error_details() -> None:
@@ -127,14 +147,14 @@ def test_cors_allows_the_configured_origins_only() -> None:
 
 
 def test_edge_limits_come_from_the_settings() -> None:
-    settings = Settings(
+    settings = StackSettings(
         edge_cors_origins=["https://a.example"], edge_max_request_bytes=2048, edge_backstop_per_second=9
     )
 
     assert edge_limits(settings) == EdgeLimits(
         max_request_bytes=2048, max_request_headers_kb=16, backstop_per_second=9, cors_origins=("https://a.example",)
     )
-    assert edge_limits(Settings(edge_max_connections=7, edge_request_timeout=1.5)) == EdgeLimits(
+    assert edge_limits(StackSettings(edge_max_connections=7, edge_request_timeout=1.5)) == EdgeLimits(
         max_connections=7, request_timeout=1.5
     )
 
@@ -142,4 +162,4 @@ def test_edge_limits_come_from_the_settings() -> None:
 @pytest.mark.parametrize("origin", ["app.example.com", "https://app.example.com/", "ftp://x.example", "*"])
 def test_an_origin_must_be_a_scheme_and_a_host(origin: str) -> None:
     with pytest.raises(ValueError, match="an origin"):
-        Settings(edge_cors_origins=[origin])
+        StackSettings(edge_cors_origins=[origin])

@@ -1,10 +1,8 @@
-"""Rules and windows: which rule a route falls under, and where a window starts and ends."""
+"""Rules: which rule a route falls under, and what a rule to set must be."""
 
 from __future__ import annotations
 
-import pytest
-
-from ratelimit_svc.domain import ANY_ROUTE, DEFAULT_RULES, Rule, Unit, rule_for, window, with_defaults
+from ratelimit_svc.domain import ANY_ROUTE, DEFAULT_RULES, Rule, Unit, rule_for, rule_violations, with_defaults
 
 
 def test_a_stored_rule_replaces_the_default_of_its_route_and_others_fall_under_any_route() -> None:
@@ -22,15 +20,12 @@ def test_the_guessing_target_is_the_one_default_that_fails_closed() -> None:
     ]
 
 
-@pytest.mark.parametrize(
-    ("now", "unit", "index", "left"),
-    [
-        (0.0, Unit.MINUTE, 0, 60.0),
-        (119.5, Unit.MINUTE, 1, 0.5),
-        (7200.0, Unit.HOUR, 2, 3600.0),
-        (1.25, Unit.SECOND, 1, 0.75),
-    ],
-)
-def test_windows_start_on_unit_boundaries(now: float, unit: Unit, index: int, left: float) -> None:
-    assert window(now, unit).index == index
-    assert window(now, unit).seconds_left == pytest.approx(left)
+def test_a_rule_to_set_names_a_routed_method_or_every_other_route_and_counts_from_zero() -> None:
+    routes = ["/invitemesh.auth.v1.AuthService/Login"]
+
+    assert rule_violations(Rule(routes[0], 0, Unit.HOUR), routes) == []
+    assert rule_violations(Rule(ANY_ROUTE, 5, Unit.SECOND), routes) == []
+    assert [v.field for v in rule_violations(Rule("/x.v1.X/Y", -1, Unit.DAY), routes)] == [
+        "rule.route",
+        "rule.requests_per_unit",
+    ]

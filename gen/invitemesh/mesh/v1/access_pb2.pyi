@@ -124,5 +124,14 @@ class Access(_message.Message):
 Global___Access: _TypeAlias = Access  # noqa: Y015
 
 ACCESS_FIELD_NUMBER: _builtins.int
+KEY_SET_FIELD_NUMBER: _builtins.int
 access: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.MethodOptions, Global___Access]
 """The access rule of a method (field number in the in-house range)."""
+key_set: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.MethodOptions, Global___Access.Audience.ValueType]
+"""Set on the one method that publishes the JSON Web Key Set verifying the
+access tokens of this audience (AUDIENCE_USER or AUDIENCE_ADMIN). Its
+response carries the keys in a field named `keys`; a service verifying a
+token fetches them from whichever service serves the method, names the
+token's issuer after that service's schema (`invitemesh-auth`) and reads the
+sessions it revoked under that service's Redis prefix.
+"""
