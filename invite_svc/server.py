@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import datetime
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any, TypeVar
 
 import grpc
@@ -22,6 +21,7 @@ from invite_svc.settings import InviteSettings
 from invite_svc.store import Campaign, HoldRecord, InviteStore, MintedCode, OwnedCode, Owner, ReferralNode
 from mesh.access import current_principal
 from mesh.clients import client_address
+from mesh.cursors import Keyset, PageTokens, page_size
 from mesh.emails import InvalidEmail, canonical_email
 from mesh.errors import (
     AlreadyExists,
@@ -35,15 +35,13 @@ from mesh.errors import (
 )
 from mesh.keys import load_kek
 from mesh.limits import FixedWindowLimit
+from mesh.sealing import derive_key
 from mesh.server import ServiceRuntime
 from mesh.timestamps import optional_timestamp
 
 MAX_MINT = 10_000
-T = TypeVar("T")
 S = TypeVar("S", bound="InviteService")
 MAX_DEPTH = 10
-DEFAULT_PAGE = 50
-MAX_PAGE = 500
 MAX_NAME = 100
 MAX_QUOTA = 100
 # A refusal about the state of a code, a campaign or a hold (spent, full, disabled, expired…) is
@@ -59,12 +57,27 @@ _REFUSAL_KINDS: dict[str, type[MeshError]] = {
 
 class InviteService(invite_service_pb2_grpc.InviteServiceServicer):
     def __init__(
-        self, store: InviteStore, checks: FixedWindowLimit, strip_email_tags: bool, own_codes: OwnCodes
+        self,
+        store: InviteStore,
+        checks: FixedWindowLimit,
+        strip_email_tags: bool,
+        own_codes: OwnCodes,
+        pages: PageTokens,
     ) -> None:
         self._store = store
+        self._pages = pages
         self._checks = checks
         self._strip_email_tags = strip_email_tags
         self._own_codes = own_codes
+
+    def _page(self, asked_size: int, token: str, query: str) -> tuple[int, Keyset | None]:
+        """The size and start of the page a listing asked for (tokens are bound to `query`)."""
+        violations: list[FieldViolation] = []
+        size = page_size(asked_size, violations)
+        after = self._pages.keyset_after(token, query, violations)
+        if violations:
+            raise InvalidArgument(violations)
+        return size, after
 
     async def CheckCode(self, request: pb.CheckCodeRequest, context: Any) -> pb.CheckCodeResponse:
         code = _code(request.code)  # a typo costs the client no lookup budget
@@ -107,13 +120,13 @@ class InviteService(invite_service_pb2_grpc.InviteServiceServicer):
             return pb.ReleaseHoldResponse(hold=_hold(released, self._own_codes))
 
     async def ListMyCodes(self, request: pb.ListMyCodesRequest, context: Any) -> pb.ListMyCodesResponse:
-        page_size = _page_size(request.page_size)
-        after = _page_position(request.page_token) if request.page_token else None
         me = Owner(user_id=uuid.UUID(current_principal.get().id))
-        owned = await self._store.list_codes(page_size, after, owner=me)
+        query = f"my codes {me.user_id}"
+        size, after = self._page(request.page_size, request.page_token, query)
+        owned = await self._store.list_codes(size, after, owner=me)
         return pb.ListMyCodesResponse(
             codes=[_owned(code) for code in owned],
-            next_page_token=_next_page_token(owned, page_size, lambda code: (code.create_time, code.code.id)),
+            next_page_token=self._pages.keyset_next([(c.create_time, c.code.id) for c in owned], size, query),
         )
 
     async def GetCode(self, request: pb.GetCodeRequest, context: Any) -> pb.GetCodeResponse:
@@ -132,18 +145,15 @@ class InviteService(invite_service_pb2_grpc.InviteServiceServicer):
         )
 
     async def ListCodes(self, request: pb.ListCodesRequest, context: Any) -> pb.ListCodesResponse:
-        page_size = _page_size(request.page_size)
-        after = _page_position(request.page_token) if request.page_token else None
-        listed = await self._store.list_codes(
-            page_size,
-            after,
-            owner=_owner_of("owner", request.owner),
-            campaign_id=_uuid("campaign_id", request.campaign_id) if request.campaign_id else None,
-            state=domain.CodeState(request.state) if request.state else None,
-        )
+        owner = _owner_of("owner", request.owner)
+        campaign_id = _uuid("campaign_id", request.campaign_id) if request.campaign_id else None
+        state = domain.CodeState(request.state) if request.state else None
+        query = f"codes {owner} {campaign_id} {state}"
+        size, after = self._page(request.page_size, request.page_token, query)
+        listed = await self._store.list_codes(size, after, owner=owner, campaign_id=campaign_id, state=state)
         return pb.ListCodesResponse(
             codes=[_owned(code) for code in listed],
-            next_page_token=_next_page_token(listed, page_size, lambda code: (code.create_time, code.code.id)),
+            next_page_token=self._pages.keyset_next([(c.create_time, c.code.id) for c in listed], size, query),
         )
 
     async def DisableCode(self, request: pb.DisableCodeRequest, context: Any) -> pb.DisableCodeResponse:
@@ -195,12 +205,11 @@ class InviteService(invite_service_pb2_grpc.InviteServiceServicer):
         return pb.CreateCampaignResponse(campaign=_campaign(created))
 
     async def ListCampaigns(self, request: pb.ListCampaignsRequest, context: Any) -> pb.ListCampaignsResponse:
-        page_size = _page_size(request.page_size)
-        after = _page_position(request.page_token) if request.page_token else None
-        found = await self._store.campaigns(page_size, after)
+        size, after = self._page(request.page_size, request.page_token, "campaigns")
+        found = await self._store.campaigns(size, after)
         return pb.ListCampaignsResponse(
             campaigns=[_campaign(campaign) for campaign in found],
-            next_page_token=_next_page_token(found, page_size, lambda campaign: (campaign.create_time, campaign.id)),
+            next_page_token=self._pages.keyset_next([(c.create_time, c.id) for c in found], size, "campaigns"),
         )
 
     async def MintCodes(self, request: pb.MintCodesRequest, context: Any) -> pb.MintCodesResponse:
@@ -277,13 +286,6 @@ def _hold(hold: HoldRecord, own_codes: OwnCodes) -> pb.Hold:
     )
 
 
-def _page_size(asked: int) -> int:
-    page_size = asked or DEFAULT_PAGE
-    if not 0 < page_size <= MAX_PAGE:
-        raise InvalidArgument([FieldViolation("page_size", f"between 1 and {MAX_PAGE}")])
-    return page_size
-
-
 def _campaign(campaign: Campaign) -> pb.Campaign:
     return pb.Campaign(
         id=str(campaign.id),
@@ -296,25 +298,6 @@ def _campaign(campaign: Campaign) -> pb.Campaign:
         end_time=optional_timestamp(campaign.window.end),
         create_time=optional_timestamp(campaign.create_time),
     )
-
-
-def _next_page_token(
-    page: Sequence[T], page_size: int, position: Callable[[T], tuple[datetime.datetime, uuid.UUID]]
-) -> str:
-    """The token of the page after a full one; empty after a short (so last) one."""
-    return _page_token(*position(page[-1])) if len(page) == page_size else ""
-
-
-def _page_token(create_time: datetime.datetime, code_id: uuid.UUID) -> str:
-    return base64.urlsafe_b64encode(f"{create_time.isoformat()}|{code_id}".encode()).decode()
-
-
-def _page_position(token: str) -> tuple[datetime.datetime, uuid.UUID]:
-    try:
-        moment, _, code_id = base64.urlsafe_b64decode(token.encode()).decode().partition("|")
-        return datetime.datetime.fromisoformat(moment), uuid.UUID(code_id)
-    except ValueError:
-        raise InvalidArgument([FieldViolation("page_token", "not a token this method gave out")]) from None
 
 
 def _referral(node: ReferralNode) -> pb.ReferralNode:
@@ -367,6 +350,7 @@ def invite_service(
         FixedWindowLimit(runtime.counters, runtime.keys, "checks", own.checks_per_minute, 60),
         runtime.settings.email_strip_tags,
         OwnCodes(own.default_quota, own.default_uses),
+        PageTokens(derive_key(load_kek(runtime.settings), "invite page-token v1")),
     )
 
 

@@ -4,6 +4,8 @@ check as anyone; bad input answers INVALID_ARGUMENT with field violations."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import datetime
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -272,3 +274,32 @@ async def test_admins_look_codes_up_list_them_and_disable_them(callers: Callers)
     with pytest.raises(grpc.aio.AioRpcError) as missing:
         await callers.admin.GetCode(pb.GetCodeRequest(code=generate()))
     assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_a_page_token_serves_only_the_listing_that_gave_it_and_cannot_be_made_by_hand(
+    callers: Callers,
+) -> None:
+    """An unsigned token could be edited to start anywhere, or replayed under other filters."""
+    owner = pb.Owner(admin_id=str(uuid.uuid4()))
+    await callers.admin.MintCodes(pb.MintCodesRequest(count=3, max_uses=1, owner=owner))
+    first = await callers.admin.ListCodes(pb.ListCodesRequest(owner=owner, page_size=2))
+    campaigns = await callers.admin.ListCampaigns(pb.ListCampaignsRequest(page_size=1))
+    moment = datetime.datetime.now(datetime.UTC).isoformat()
+    made_by_hand = base64.urlsafe_b64encode(f"{moment}|{uuid.uuid4()}".encode()).decode()
+
+    refusals = []
+    for request in (
+        pb.ListCodesRequest(owner=pb.Owner(admin_id=str(uuid.uuid4())), page_size=2, page_token=first.next_page_token),
+        pb.ListCodesRequest(owner=owner, page_size=2, page_token=campaigns.next_page_token),
+        pb.ListCodesRequest(owner=owner, page_size=2, page_token=made_by_hand),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await callers.admin.ListCodes(request)
+        refusals.append((refused.value.code(), [v.field for v in field_violations(refused.value)]))
+    rest = await callers.admin.ListCodes(
+        pb.ListCodesRequest(owner=owner, page_size=2, page_token=first.next_page_token)
+    )
+
+    assert first.next_page_token and campaigns.next_page_token
+    assert refusals == [(grpc.StatusCode.INVALID_ARGUMENT, ["page_token"])] * 3
+    assert len(rest.codes) == 1 and rest.next_page_token == ""
