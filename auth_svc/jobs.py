@@ -10,7 +10,8 @@ import datetime
 import structlog
 
 from auth_svc.keyring import StoredKeyRing
-from auth_svc.store import PURGE_BATCH, AuthStore
+from auth_svc.store import AuthStore
+from auth_svc.store.records import PURGE_BATCH
 from mesh.jobs import PeriodicJob
 from mesh.outbox import Outbox
 
@@ -21,11 +22,12 @@ KEEP_DELIVERED = datetime.timedelta(days=1)
 
 def sweep_job(store: AuthStore, outbox: Outbox, keys: StoredKeyRing, interval: float) -> PeriodicJob:
     async def sweep() -> None:
-        while (expired := await store.expire_pending()) > 0:
+        while (expired := await store.registrations.expire_pending()) > 0:
             log.info("lapsed registrations removed", count=expired)
             if expired < PURGE_BATCH:
                 break
-        await store.purge_spent(KEEP_SPENT)
+        await store.sessions.purge_spent(KEEP_SPENT)
+        await store.recovery.purge_spent(KEEP_SPENT)
         await outbox.purge_delivered(KEEP_DELIVERED)
         await keys.refresh()
 

@@ -9,15 +9,15 @@ import datetime
 
 import structlog
 
-from auth_svc.sessions import KeyRing, SigningKey, StoredKey, new_stored_key, opened
-from auth_svc.store import AuthStore
+from auth_svc.store.keys import SigningKeyStore
+from auth_svc.tokens import KeyRing, SigningKey, StoredKey, new_stored_key, opened
 from mesh.keys import KeyringError
 
 log = structlog.get_logger("auth_svc.keyring")
 
 
 class StoredKeyRing:
-    def __init__(self, store: AuthStore, kek: bytes, ring: KeyRing, max_age: datetime.timedelta) -> None:
+    def __init__(self, store: SigningKeyStore, kek: bytes, ring: KeyRing, max_age: datetime.timedelta) -> None:
         self._store = store
         self._kek = kek
         self._ring = ring

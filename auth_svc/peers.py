@@ -19,7 +19,7 @@ from invitemesh.invite.v1 import invite_service_pb2_grpc
 from invitemesh.mail.v1 import mail_service_pb2 as mail_pb
 from invitemesh.mail.v1 import mail_service_pb2_grpc
 
-from auth_svc.store import CONFIRM_HOLD, MINT_CODES, RELEASE_HOLD, SEND_EMAIL
+from auth_svc.store.records import CONFIRM_HOLD, MINT_CODES, RELEASE_HOLD, SEND_EMAIL
 from mesh.breakers import AsyncBreaker, BreakerOpen
 from mesh.channels import Peers, unreachable
 from mesh.errors import FieldViolation, InvalidArgument, PassedOn, Unavailable, error_info, field_violations, status_of

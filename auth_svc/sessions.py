@@ -1,123 +1,119 @@
-"""Sessions: ES256 access tokens signed by the key ring, and opaque refresh tokens.
+"""Sessions: signing in, refreshing, signing out, the published keys of access tokens, and the
+session every way in ends with (an access token and the refresh token of its family).
 
-The key ring lives in the auth schema, so every replica signs with the same key and publishes
-the same set. One key signs; after a rotation the retired one stays published for as long as a
-token it signed can live, so no valid token stops verifying.
+Sign-in checks a decoy hash for an unknown email, so its answer takes as long either way, and
+failed sign-ins slow down, then stop, per account and per client address (auth_svc.throttle).
 """
 
 from __future__ import annotations
 
-import base64
+import asyncio
 import datetime
-import hashlib
-import secrets
 import uuid
-from dataclasses import dataclass
 
-import jwt
-from cryptography.hazmat.primitives.asymmetric import ec
+import structlog
 from invitemesh.auth.v1 import auth_service_pb2 as pb
 
-from mesh.keys import decrypt_private_key, encrypt_private_key, key_id
-from mesh.tokens import ALGORITHM, AUDIENCE, USER_ISSUER
+from auth_svc.domain import UserState, sign_in_delay
+from auth_svc.keyring import StoredKeyRing
+from auth_svc.passwords import Passwords
+from auth_svc.requests import MAX_PASSWORD, Emails, now, opaque_token
+from auth_svc.revocations import SessionRevocations
+from auth_svc.store.records import NewToken, Rotation
+from auth_svc.store.sessions import SessionStore
+from auth_svc.store.users import UserStore
+from auth_svc.throttle import SignInThrottle
+from auth_svc.tokens import new_opaque_token, token_digest
+from mesh.clients import client_address
+from mesh.errors import FieldViolation, InvalidArgument, PermissionDenied, Unauthenticated
+from mesh.timestamps import timestamp
 
-_SEAL_CONTEXT = "auth_svc access-token key"
-_LEEWAY = datetime.timedelta(minutes=1)
-"""How much longer a retired key stays published than its last token lives: room for the
-verifiers' clock skew and their cached key sets."""
-
-
-@dataclass(frozen=True)
-class SigningKey:
-    kid: str
-    private_key: ec.EllipticCurvePrivateKey
-    create_time: datetime.datetime
-    retire_time: datetime.datetime | None
-
-
-@dataclass(frozen=True)
-class StoredKey:
-    kid: str
-    sealed_private_key: str
-    create_time: datetime.datetime
-    retire_time: datetime.datetime | None
+log = structlog.get_logger("auth_svc.sessions")
 
 
-def new_stored_key(kek: bytes) -> StoredKey:
-    private_key = ec.generate_private_key(ec.SECP256R1())
-    kid = key_id(private_key.public_key())
-    now = datetime.datetime.now(datetime.UTC)
-    return StoredKey(kid, encrypt_private_key(private_key, kek, _SEAL_CONTEXT, kid), now, None)
+class Sessions:
+    def __init__(
+        self,
+        store: SessionStore,
+        users: UserStore,
+        keys: StoredKeyRing,
+        passwords: Passwords,
+        sign_ins: SignInThrottle,
+        revoked: SessionRevocations,
+        emails: Emails,
+        refresh_ttl: datetime.timedelta,
+    ) -> None:
+        self._store = store
+        self._users = users
+        self._keys = keys
+        self._passwords = passwords
+        self._sign_ins = sign_ins
+        self._revoked = revoked
+        self._emails = emails
+        self._refresh_ttl = refresh_ttl
 
+    async def login(self, request: pb.LoginRequest) -> pb.LoginResponse:
+        violations: list[FieldViolation] = []
+        _, canonical = self._emails.read(request.email, violations)
+        if not 0 < len(request.password) <= MAX_PASSWORD:
+            violations.append(FieldViolation("password", "required"))
+        if violations:
+            raise InvalidArgument(violations)
+        assert canonical is not None
+        client = client_address()
+        failures = await self._sign_ins.admit(canonical, client)
+        if delay := sign_in_delay(failures):
+            await asyncio.sleep(delay)
+        user = await self._users.signing_in(canonical)
+        verdict = await self._passwords.verify(user.password_hash if user else None, request.password)
+        if user is None or not verdict.matches:
+            await self._sign_ins.failed(canonical, client)
+            raise Unauthenticated("INVALID_CREDENTIALS", "the email or the password is wrong")
+        if failures:
+            await self._sign_ins.succeeded(canonical)
+        if user.state is UserState.PENDING_VERIFICATION:
+            raise PermissionDenied("EMAIL_NOT_VERIFIED", "prove the email with the mailed code first")
+        if user.state is UserState.SUSPENDED:
+            raise PermissionDenied("USER_SUSPENDED", "this account is suspended")
+        if verdict.needs_rehash:
+            await self._users.set_password_hash(user.id, await self._passwords.hash(request.password))
+        refresh, token = self.new_refresh_token()
+        session_id = uuid.uuid4()
+        await self._store.start_session(user.id, session_id, token)
+        return pb.LoginResponse(session=await self.session(user.id, session_id, refresh, token))
 
-def opened(stored: StoredKey, kek: bytes) -> SigningKey:
-    key = decrypt_private_key(stored.sealed_private_key, kek, _SEAL_CONTEXT, stored.kid)
-    return SigningKey(stored.kid, key, stored.create_time, stored.retire_time)
+    async def refresh(self, request: pb.RefreshRequest) -> pb.RefreshResponse:
+        presented = opaque_token("refresh_token", request.refresh_token)
+        refresh, successor = self.new_refresh_token()
+        rotated = await self._store.rotate(token_digest(presented), successor)
+        if rotated.outcome is Rotation.REUSED:
+            assert rotated.session_id is not None
+            await self._revoked.now([rotated.session_id])
+            log.warning("a rotated refresh token came back; its session is revoked")
+            raise Unauthenticated("REFRESH_TOKEN_REUSED", "this refresh token was already used; sign in again")
+        if rotated.user_id is None or rotated.session_id is None:
+            raise Unauthenticated("REFRESH_TOKEN_INVALID", "the refresh token is unknown, expired or revoked")
+        return pb.RefreshResponse(session=await self.session(rotated.user_id, rotated.session_id, refresh, successor))
 
+    async def logout(self, request: pb.LogoutRequest) -> pb.LogoutResponse:
+        presented = opaque_token("refresh_token", request.refresh_token)
+        await self._revoked.now(await self._store.revoke_family(token_digest(presented)))
+        return pb.LogoutResponse()
 
-@dataclass(frozen=True)
-class AccessToken:
-    token: str
-    expire_time: datetime.datetime
+    async def published_keys(self) -> list[pb.JsonWebKey]:
+        return (await self._keys.ready()).published()
 
+    def new_refresh_token(self) -> tuple[str, NewToken]:
+        """A refresh token as handed out and as kept (its digest and its end)."""
+        token = new_opaque_token()
+        return token, NewToken(token_digest(token), now() + self._refresh_ttl)
 
-class KeyRing:
-    def __init__(self, access_ttl: datetime.timedelta) -> None:
-        self._access_ttl = access_ttl
-        self._keys: list[SigningKey] = []
-
-    def replace(self, keys: list[SigningKey]) -> None:
-        self._keys = sorted(keys, key=lambda key: key.create_time)
-
-    @property
-    def loaded(self) -> bool:
-        return any(key.retire_time is None for key in self._keys)
-
-    def access_token(
-        self, user_id: uuid.UUID, session_id: uuid.UUID, now: datetime.datetime | None = None
-    ) -> AccessToken:
-        signing = next(key for key in reversed(self._keys) if key.retire_time is None)
-        issued = now or datetime.datetime.now(datetime.UTC)
-        expire = issued + self._access_ttl
-        claims = {
-            "iss": USER_ISSUER,
-            "aud": AUDIENCE,
-            "sub": str(user_id),
-            "sid": str(session_id),
-            "iat": int(issued.timestamp()),
-            "exp": int(expire.timestamp()),
-            "jti": uuid.uuid4().hex,
-        }
-        token = jwt.encode(claims, signing.private_key, algorithm=ALGORITHM, headers={"kid": signing.kid})
-        return AccessToken(token, expire.replace(microsecond=0))
-
-    def published(self, now: datetime.datetime | None = None) -> list[pb.JsonWebKey]:
-        """The active key and every retired one a live token may still carry."""
-        moment = now or datetime.datetime.now(datetime.UTC)
-        return [
-            _jwk(key)
-            for key in self._keys
-            if key.retire_time is None or key.retire_time + self._access_ttl + _LEEWAY > moment
-        ]
-
-
-def _jwk(key: SigningKey) -> pb.JsonWebKey:
-    numbers = key.private_key.public_key().public_numbers()
-    return pb.JsonWebKey(
-        kty="EC", crv="P-256", x=_b64(numbers.x), y=_b64(numbers.y), kid=key.kid, alg=ALGORITHM, use="sig"
-    )
-
-
-def _b64(coordinate: int) -> str:
-    return base64.urlsafe_b64encode(coordinate.to_bytes(32, "big")).rstrip(b"=").decode()
-
-
-def new_opaque_token() -> str:
-    """256 random bits, URL-safe: refresh tokens and reset tokens."""
-    return secrets.token_urlsafe(32)
-
-
-def token_digest(token: str) -> bytes:
-    """What the database keeps of an opaque token. A plain SHA-256 is enough: the token has 256
-    bits of entropy, so nobody can search for it from its digest."""
-    return hashlib.sha256(token.encode()).digest()
+    async def session(self, user_id: uuid.UUID, session_id: uuid.UUID, refresh: str, token: NewToken) -> pb.Session:
+        """The session as answered: a fresh access token, and the refresh token just kept."""
+        access = (await self._keys.ready()).access_token(user_id, session_id)
+        return pb.Session(
+            access_token=access.token,
+            access_token_expire_time=timestamp(access.expire_time),
+            refresh_token=refresh,
+            refresh_token_expire_time=timestamp(token.expire_time),
+        )

@@ -58,6 +58,7 @@ from mesh.db import DriverPool, DriverStatement
 from mesh.metrics import Metrics
 from mesh.retries import full_jitter
 from mesh.sealing import Sealer
+from mesh.settings import Settings
 
 log = structlog.get_logger("mesh.outbox")
 _PENDING = "deliver_time IS NULL AND give_up_time IS NULL"
@@ -116,6 +117,17 @@ class RelayTimings:
     batch: int = 100
     linger: float = 0.0
     """Seconds a relay woken by a commit waits before leasing, for more messages to join the batch."""
+
+    @classmethod
+    def of(cls, settings: Settings) -> RelayTimings:
+        """The timings `MESH_OUTBOX_*` give."""
+        return cls(
+            interval=settings.outbox_interval,
+            lease=settings.outbox_lease,
+            backoff_base=settings.outbox_backoff_base,
+            backoff_cap=settings.outbox_backoff_cap,
+            linger=settings.outbox_linger,
+        )
 
 
 class Outbox:

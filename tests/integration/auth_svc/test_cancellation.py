@@ -14,13 +14,13 @@ from invitemesh.auth.v1 import auth_service_pb2 as pb
 
 from auth_svc.passwords import Passwords
 from auth_svc.peers import Invites
-from auth_svc.store import AuthStore
+from auth_svc.store.registrations import RegistrationStore
 from mesh.emails import canonical_email
 from mesh.followups import FollowUps
 from tests.conftest import eventually
 from tests.integration.auth_svc.conftest import PASSWORD, Stack, someone
 
-STEPS = [(Passwords, "hash"), (Invites, "hold"), (AuthStore, "register")]
+STEPS = [(Passwords, "hash"), (Invites, "hold"), (RegistrationStore, "register")]
 REGISTER = "/invitemesh.auth.v1.AuthService/Register"
 
 

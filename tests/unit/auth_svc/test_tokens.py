@@ -11,7 +11,7 @@ import uuid
 import jwt
 from google.protobuf.json_format import MessageToDict
 
-from auth_svc.sessions import KeyRing, SigningKey, new_opaque_token, new_stored_key, opened, token_digest
+from auth_svc.tokens import KeyRing, SigningKey, new_opaque_token, new_stored_key, opened, token_digest
 from mesh.tokens import ALGORITHM, AUDIENCE, USER_ISSUER
 
 KEK = secrets.token_bytes(32)
