@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import structlog
 
-from invite_svc.store import EXPIRY_BATCH, InviteStore
+from invite_svc.store.holds import EXPIRY_BATCH, HoldStore
 from mesh.jobs import PeriodicJob
 
 log = structlog.get_logger("invite_svc.jobs")
 
 
-def expiry_job(store: InviteStore, interval: float) -> PeriodicJob:
+def expiry_job(holds: HoldStore, interval: float) -> PeriodicJob:
     async def expire() -> None:
         # Full batches mean more are due: keep going before sleeping.
-        while (expired := await store.expire_due()) > 0:
+        while (expired := await holds.expire_due()) > 0:
             log.info("holds expired", count=expired)
             if expired < EXPIRY_BATCH:
                 break

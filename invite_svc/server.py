@@ -18,7 +18,8 @@ from invite_svc.domain import OwnCodes, Refusal
 from invite_svc.jobs import expiry_job
 from invite_svc.sealing import CodeSealer
 from invite_svc.settings import InviteSettings
-from invite_svc.store import Campaign, HoldRecord, InviteStore, MintedCode, OwnedCode, Owner, ReferralNode
+from invite_svc.store import InviteStore
+from invite_svc.store.records import Campaign, HoldRecord, MintedCode, OwnedCode, Owner, ReferralNode
 from mesh.access import current_principal
 from mesh.clients import client_address
 from mesh.cursors import Keyset, PageTokens, page_size
@@ -84,7 +85,7 @@ class InviteService(invite_service_pb2_grpc.InviteServiceServicer):
         if not await self._checks.allow(client_address()):
             raise ResourceExhausted("RATE_LIMITED", "too many code checks from this address; wait a minute")
         try:
-            await self._store.check(code, datetime.datetime.now(datetime.UTC))
+            await self._store.holds.check(code, datetime.datetime.now(datetime.UTC))
         except Refusal as refusal:
             return pb.CheckCodeResponse(valid=False, reason=refusal.reason)
         return pb.CheckCodeResponse(valid=True)
@@ -105,25 +106,25 @@ class InviteService(invite_service_pb2_grpc.InviteServiceServicer):
         if violations:
             raise InvalidArgument(violations, reason=reason)
         with _refusals():
-            held = await self._store.hold(code, email, request.request_id)
+            held = await self._store.holds.hold(code, email, request.request_id)
             return pb.HoldCodeResponse(hold=_hold(held, self._own_codes))
 
     async def ConfirmHold(self, request: pb.ConfirmHoldRequest, context: Any) -> pb.ConfirmHoldResponse:
         with _refusals():
             user_id = _uuid("user_id", request.user_id) if request.user_id else None
-            confirmed = await self._store.confirm(_uuid("hold_id", request.hold_id), user_id)
+            confirmed = await self._store.holds.confirm(_uuid("hold_id", request.hold_id), user_id)
             return pb.ConfirmHoldResponse(hold=_hold(confirmed, self._own_codes))
 
     async def ReleaseHold(self, request: pb.ReleaseHoldRequest, context: Any) -> pb.ReleaseHoldResponse:
         with _refusals():
-            released = await self._store.release(_uuid("hold_id", request.hold_id))
+            released = await self._store.holds.release(_uuid("hold_id", request.hold_id))
             return pb.ReleaseHoldResponse(hold=_hold(released, self._own_codes))
 
     async def ListMyCodes(self, request: pb.ListMyCodesRequest, context: Any) -> pb.ListMyCodesResponse:
         me = Owner(user_id=uuid.UUID(current_principal.get().id))
         query = f"my codes {me.user_id}"
         size, after = self._page(request.page_size, request.page_token, query)
-        owned = await self._store.list_codes(size, after, owner=me)
+        owned = await self._store.codes.list_codes(size, after, owner=me)
         return pb.ListMyCodesResponse(
             codes=[_owned(code) for code in owned],
             next_page_token=self._pages.keyset_next([(c.create_time, c.code.id) for c in owned], size, query),
@@ -131,7 +132,7 @@ class InviteService(invite_service_pb2_grpc.InviteServiceServicer):
 
     async def GetCode(self, request: pb.GetCodeRequest, context: Any) -> pb.GetCodeResponse:
         with _refusals():
-            owned, redemptions = await self._store.code(_code(request.code))
+            owned, redemptions = await self._store.codes.code(_code(request.code))
         return pb.GetCodeResponse(
             code=_owned(owned),
             redemptions=[
@@ -150,7 +151,7 @@ class InviteService(invite_service_pb2_grpc.InviteServiceServicer):
         state = domain.CodeState(request.state) if request.state else None
         query = f"codes {owner} {campaign_id} {state}"
         size, after = self._page(request.page_size, request.page_token, query)
-        listed = await self._store.list_codes(size, after, owner=owner, campaign_id=campaign_id, state=state)
+        listed = await self._store.codes.list_codes(size, after, owner=owner, campaign_id=campaign_id, state=state)
         return pb.ListCodesResponse(
             codes=[_owned(code) for code in listed],
             next_page_token=self._pages.keyset_next([(c.create_time, c.code.id) for c in listed], size, query),
@@ -158,7 +159,7 @@ class InviteService(invite_service_pb2_grpc.InviteServiceServicer):
 
     async def DisableCode(self, request: pb.DisableCodeRequest, context: Any) -> pb.DisableCodeResponse:
         with _refusals():
-            return pb.DisableCodeResponse(code=_owned(await self._store.disable(_code(request.code))))
+            return pb.DisableCodeResponse(code=_owned(await self._store.codes.disable(_code(request.code))))
 
     async def GetReferralTree(self, request: pb.GetReferralTreeRequest, context: Any) -> pb.GetReferralTreeResponse:
         violations = []
@@ -170,7 +171,7 @@ class InviteService(invite_service_pb2_grpc.InviteServiceServicer):
             raise InvalidArgument(violations)
         root = _owner_of("root", request.root)
         assert root is not None
-        tree = await self._store.referral_tree(root, request.depth)
+        tree = await self._store.referrals.referral_tree(root, request.depth)
         return pb.GetReferralTreeResponse(children=[_referral(node) for node in tree])
 
     async def CreateCampaign(self, request: pb.CreateCampaignRequest, context: Any) -> pb.CreateCampaignResponse:
@@ -194,7 +195,7 @@ class InviteService(invite_service_pb2_grpc.InviteServiceServicer):
         if violations:
             raise InvalidArgument(violations)
         with _refusals():
-            created = await self._store.create_campaign(
+            created = await self._store.campaigns.create_campaign(
                 wanted.display_name.strip(),
                 wanted.capacity or None,
                 domains,
@@ -206,7 +207,7 @@ class InviteService(invite_service_pb2_grpc.InviteServiceServicer):
 
     async def ListCampaigns(self, request: pb.ListCampaignsRequest, context: Any) -> pb.ListCampaignsResponse:
         size, after = self._page(request.page_size, request.page_token, "campaigns")
-        found = await self._store.campaigns(size, after)
+        found = await self._store.campaigns.campaigns(size, after)
         return pb.ListCampaignsResponse(
             campaigns=[_campaign(campaign) for campaign in found],
             next_page_token=self._pages.keyset_next([(c.create_time, c.id) for c in found], size, "campaigns"),
@@ -224,7 +225,7 @@ class InviteService(invite_service_pb2_grpc.InviteServiceServicer):
             raise InvalidArgument(violations)
         owner = _owner_of("owner", request.owner)
         assert owner is not None
-        minted = await self._store.mint(
+        minted = await self._store.codes.mint(
             request.count,
             request.max_uses or None,
             owner,
@@ -338,13 +339,13 @@ def invite_service(
     """The servicer of this process (`kind`: a subclass, for benchmarks), its expiry job registered;
     `own` settings, else `MESH_INVITE_*`."""
     own = own or InviteSettings()
-    store = InviteStore(
+    store = InviteStore.over(
         runtime.engine,
         runtime.driver,
         CodeSealer(load_kek(runtime.settings)),
         datetime.timedelta(seconds=own.hold_ttl),
     )
-    runtime.jobs.append(expiry_job(store, own.expiry_interval))
+    runtime.jobs.append(expiry_job(store.holds, own.expiry_interval))
     return kind(
         store,
         FixedWindowLimit(runtime.counters, runtime.keys, "checks", own.checks_per_minute, 60),

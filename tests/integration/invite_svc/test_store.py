@@ -15,7 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from invite_svc.domain import ALREADY_REDEEMED, EXHAUSTED, HOLD_EXPIRED, CodeState, HoldState, Refusal
 from invite_svc.sealing import CodeSealer
-from invite_svc.store import InviteStore, Owner
+from invite_svc.store import InviteStore
+from invite_svc.store.records import Owner
 from mesh.db import DriverPool, create_engine
 from mesh.settings import Settings
 from tests.conftest import eventually
@@ -39,7 +40,7 @@ async def driver(migrated_database_url: str) -> AsyncIterator[DriverPool]:
 
 @pytest.fixture
 def store(engine: AsyncEngine, driver: DriverPool) -> InviteStore:
-    return InviteStore(engine, driver, CodeSealer(secrets.token_bytes(32)))
+    return InviteStore.over(engine, driver, CodeSealer(secrets.token_bytes(32)))
 
 
 def _email() -> str:
@@ -67,10 +68,10 @@ async def _taken(database_url: str, code_id: uuid.UUID) -> tuple[int, int]:
 
 
 async def test_500_concurrent_holds_on_37_uses_take_exactly_37(store: InviteStore, migrated_database_url: str) -> None:
-    (minted,) = await store.mint(1, 37, ADMIN)
+    (minted,) = await store.codes.mint(1, 37, ADMIN)
 
     outcomes = await asyncio.gather(
-        *(_outcome(store.hold(minted.code, _email(), uuid.uuid4().hex)) for _ in range(500))
+        *(_outcome(store.holds.hold(minted.code, _email(), uuid.uuid4().hex)) for _ in range(500))
     )
 
     assert outcomes.count("HELD") == 37
@@ -81,20 +82,20 @@ async def test_500_concurrent_holds_on_37_uses_take_exactly_37(store: InviteStor
 async def test_50_concurrent_holds_of_one_email_on_one_code_take_one_use_and_answer_one_hold(
     store: InviteStore, migrated_database_url: str
 ) -> None:
-    (minted,) = await store.mint(1, 5, ADMIN)
+    (minted,) = await store.codes.mint(1, 5, ADMIN)
     email = _email()
 
-    held = await asyncio.gather(*(store.hold(minted.code, email, uuid.uuid4().hex) for _ in range(50)))
+    held = await asyncio.gather(*(store.holds.hold(minted.code, email, uuid.uuid4().hex) for _ in range(50)))
 
     assert len({hold.id for hold in held}) == 1
     assert await _taken(migrated_database_url, minted.id) == (1, 1)
 
 
 async def test_one_email_holds_different_codes_side_by_side(store: InviteStore, migrated_database_url: str) -> None:
-    minted = await store.mint(20, 5, ADMIN)
+    minted = await store.codes.mint(20, 5, ADMIN)
     email = _email()
 
-    held = await asyncio.gather(*(store.hold(code.code, email, uuid.uuid4().hex) for code in minted))
+    held = await asyncio.gather(*(store.holds.hold(code.code, email, uuid.uuid4().hex) for code in minted))
 
     assert len({hold.id for hold in held}) == 20
     connection = await asyncpg.connect(migrated_database_url)
@@ -106,11 +107,11 @@ async def test_one_email_holds_different_codes_side_by_side(store: InviteStore, 
 
 
 async def test_campaign_capacity_is_exact_across_many_codes(store: InviteStore, migrated_database_url: str) -> None:
-    campaign = (await store.create_campaign(f"launch-{secrets.token_hex(4)}", capacity=23)).id
-    minted = await store.mint(10, 10, ADMIN, campaign_id=campaign)
+    campaign = (await store.campaigns.create_campaign(f"launch-{secrets.token_hex(4)}", capacity=23)).id
+    minted = await store.codes.mint(10, 10, ADMIN, campaign_id=campaign)
 
     outcomes = await asyncio.gather(
-        *(_outcome(store.hold(minted[i % 10].code, _email(), uuid.uuid4().hex)) for i in range(100))
+        *(_outcome(store.holds.hold(minted[i % 10].code, _email(), uuid.uuid4().hex)) for i in range(100))
     )
 
     assert outcomes.count("HELD") == 23
@@ -123,54 +124,54 @@ async def test_campaign_capacity_is_exact_across_many_codes(store: InviteStore, 
 
 
 async def test_holds_are_idempotent_by_request_id(store: InviteStore) -> None:
-    (minted,) = await store.mint(1, 3, ADMIN)
+    (minted,) = await store.codes.mint(1, 3, ADMIN)
     request_id = uuid.uuid4().hex
 
     first, again = await asyncio.gather(
-        store.hold(minted.code, _email(), request_id), store.hold(minted.code, _email(), request_id)
+        store.holds.hold(minted.code, _email(), request_id), store.holds.hold(minted.code, _email(), request_id)
     )
 
     assert first == again
 
 
 async def test_holding_a_code_again_renews_the_live_hold_and_leaves_other_holds_alone(store: InviteStore) -> None:
-    first_code, second_code = await store.mint(2, 1, ADMIN)
+    first_code, second_code = await store.codes.mint(2, 1, ADMIN)
     email = _email()
 
-    first = await store.hold(first_code.code, email, uuid.uuid4().hex)
-    second = await store.hold(second_code.code, email, uuid.uuid4().hex)
-    again = await store.hold(first_code.code, email, uuid.uuid4().hex)
+    first = await store.holds.hold(first_code.code, email, uuid.uuid4().hex)
+    second = await store.holds.hold(second_code.code, email, uuid.uuid4().hex)
+    again = await store.holds.hold(first_code.code, email, uuid.uuid4().hex)
 
     assert again.id == first.id and again.expire_time > first.expire_time
     assert second.id != first.id
     # Both one-use codes stay taken by this person's two holds.
-    assert await _outcome(store.hold(first_code.code, _email(), uuid.uuid4().hex)) == EXHAUSTED
-    assert await _outcome(store.hold(second_code.code, _email(), uuid.uuid4().hex)) == EXHAUSTED
+    assert await _outcome(store.holds.hold(first_code.code, _email(), uuid.uuid4().hex)) == EXHAUSTED
+    assert await _outcome(store.holds.hold(second_code.code, _email(), uuid.uuid4().hex)) == EXHAUSTED
 
 
 async def test_a_redeemed_email_holds_like_anyone_but_cannot_use_a_second_code(store: InviteStore) -> None:
-    (minted,) = await store.mint(1, 3, ADMIN)
+    (minted,) = await store.codes.mint(1, 3, ADMIN)
     email = _email()
-    hold = await store.hold(minted.code, email, uuid.uuid4().hex)
+    hold = await store.holds.hold(minted.code, email, uuid.uuid4().hex)
 
-    confirmed = await store.confirm(hold.id)
-    second = await store.hold(minted.code, email, uuid.uuid4().hex)
+    confirmed = await store.holds.confirm(hold.id)
+    second = await store.holds.hold(minted.code, email, uuid.uuid4().hex)
 
     assert confirmed.state is HoldState.CONFIRMED
-    assert (await store.confirm(hold.id)).state is HoldState.CONFIRMED
-    assert (await store.release(hold.id)).state is HoldState.CONFIRMED
+    assert (await store.holds.confirm(hold.id)).state is HoldState.CONFIRMED
+    assert (await store.holds.release(hold.id)).state is HoldState.CONFIRMED
     assert confirmed.referrer == ADMIN
     assert second.state is HoldState.HELD and second.id != hold.id
     with pytest.raises(Refusal) as refused:
-        await store.confirm(second.id)
+        await store.holds.confirm(second.id)
     assert refused.value.reason == ALREADY_REDEEMED
 
 
 async def test_release_is_idempotent_and_returns_the_use_once(store: InviteStore, migrated_database_url: str) -> None:
-    (minted,) = await store.mint(1, 1, ADMIN)
-    hold = await store.hold(minted.code, _email(), uuid.uuid4().hex)
+    (minted,) = await store.codes.mint(1, 1, ADMIN)
+    hold = await store.holds.hold(minted.code, _email(), uuid.uuid4().hex)
 
-    await asyncio.gather(*(store.release(hold.id) for _ in range(5)))
+    await asyncio.gather(*(store.holds.release(hold.id) for _ in range(5)))
 
     assert await _taken(migrated_database_url, minted.id) == (0, 0)
 
@@ -179,24 +180,24 @@ async def test_expiry_by_three_workers_returns_each_use_once(
     engine: AsyncEngine, driver: DriverPool, migrated_database_url: str
 ) -> None:
     sealer = CodeSealer(secrets.token_bytes(32))
-    short = InviteStore(engine, driver, sealer, hold_ttl=datetime.timedelta(milliseconds=300))
-    (minted,) = await short.mint(1, 40, ADMIN)
-    held = [await short.hold(minted.code, _email(), uuid.uuid4().hex) for _ in range(40)]
-    assert await _outcome(short.hold(minted.code, _email(), uuid.uuid4().hex)) == EXHAUSTED
+    short = InviteStore.over(engine, driver, sealer, hold_ttl=datetime.timedelta(milliseconds=300))
+    (minted,) = await short.codes.mint(1, 40, ADMIN)
+    held = [await short.holds.hold(minted.code, _email(), uuid.uuid4().hex) for _ in range(40)]
+    assert await _outcome(short.holds.hold(minted.code, _email(), uuid.uuid4().hex)) == EXHAUSTED
 
     async def all_expired() -> bool:
-        await asyncio.gather(*(short.expire_due(batch=7) for _ in range(3)))
+        await asyncio.gather(*(short.holds.expire_due(batch=7) for _ in range(3)))
         return await _taken(migrated_database_url, minted.id) == (0, 0)
 
     await eventually(all_expired, what="every hold expired")
     with pytest.raises(Refusal) as late:
-        await short.confirm(held[0].id)
+        await short.holds.confirm(held[0].id)
     assert late.value.reason == HOLD_EXPIRED
-    assert await _outcome(short.hold(minted.code, _email(), uuid.uuid4().hex)) == "HELD"
+    assert await _outcome(short.holds.hold(minted.code, _email(), uuid.uuid4().hex)) == "HELD"
 
 
 async def test_a_database_dump_holds_no_plain_code(store: InviteStore, migrated_database_url: str) -> None:
-    minted = await store.mint(20, 1, ADMIN)
+    minted = await store.codes.mint(20, 1, ADMIN)
 
     connection = await asyncpg.connect(migrated_database_url)
     rows = await connection.fetch("SELECT * FROM invite.codes WHERE id = ANY($1::uuid[])", [m.id for m in minted])
@@ -211,7 +212,7 @@ async def test_mint_is_idempotent_by_request_id(store: InviteStore) -> None:
     request_id = uuid.uuid4().hex
 
     first, again = await asyncio.gather(
-        store.mint(3, 2, ADMIN, request_id=request_id), store.mint(3, 2, ADMIN, request_id=request_id)
+        store.codes.mint(3, 2, ADMIN, request_id=request_id), store.codes.mint(3, 2, ADMIN, request_id=request_id)
     )
 
     assert sorted(c.code for c in first) == sorted(c.code for c in again)
@@ -220,12 +221,12 @@ async def test_mint_is_idempotent_by_request_id(store: InviteStore) -> None:
 
 async def test_the_expiry_sweep_marks_codes_past_their_end(store: InviteStore) -> None:
     soon = datetime.datetime.now(datetime.UTC) + datetime.timedelta(milliseconds=300)
-    (minted,) = await store.mint(1, 3, ADMIN, expire_time=soon)
-    assert (await store.code(minted.code))[0].state is CodeState.ACTIVE
+    (minted,) = await store.codes.mint(1, 3, ADMIN, expire_time=soon)
+    assert (await store.codes.code(minted.code))[0].state is CodeState.ACTIVE
 
     async def expired() -> bool:
-        await store.expire_due()
-        return (await store.code(minted.code))[0].state is CodeState.EXPIRED
+        await store.holds.expire_due()
+        return (await store.codes.code(minted.code))[0].state is CodeState.EXPIRED
 
     await eventually(expired, what="the code marked expired")
-    assert await _outcome(store.hold(minted.code, _email(), uuid.uuid4().hex)) == "INVITE_CODE_EXPIRED"
+    assert await _outcome(store.holds.hold(minted.code, _email(), uuid.uuid4().hex)) == "INVITE_CODE_EXPIRED"

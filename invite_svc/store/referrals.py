@@ -1,0 +1,55 @@
+"""Who invited whom: the confirmed uses of an owner's codes, and theirs, levels down."""
+
+from __future__ import annotations
+
+from sqlalchemy import literal, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from invite_svc.domain import HoldState
+from invite_svc.models import codes, holds
+from invite_svc.store.records import Owner, ReferralNode
+
+
+class ReferralStore:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+
+    async def referral_tree(self, root: Owner, depth: int) -> list[ReferralNode]:
+        """Whom `root` invited (confirmed uses of its codes), and whom they invited, `depth` levels down."""
+        invited = holds.join(codes, holds.c.code_id == codes.c.id)
+        level = (
+            select(
+                holds.c.user_id,
+                holds.c.code_id,
+                holds.c.finish_time,
+                codes.c.owner_user_id.label("parent"),
+                literal(1).label("level"),
+            )
+            .select_from(invited)
+            .where(
+                holds.c.state == HoldState.CONFIRMED,
+                holds.c.user_id.is_not(None),
+                codes.c.owner_user_id == root.user_id if root.user_id else codes.c.owner_admin_id == root.admin_id,
+            )
+            .cte("tree", recursive=True)
+        )
+        below = (
+            select(
+                holds.c.user_id,
+                holds.c.code_id,
+                holds.c.finish_time,
+                codes.c.owner_user_id,
+                (level.c.level + 1).label("level"),
+            )
+            .select_from(invited.join(level, codes.c.owner_user_id == level.c.user_id))
+            .where(holds.c.state == HoldState.CONFIRMED, holds.c.user_id.is_not(None), level.c.level < depth)
+        )
+        tree = level.union_all(below)
+        async with self._autocommit.connect() as connection:
+            rows = (await connection.execute(select(tree).order_by(tree.c.level, tree.c.finish_time))).all()
+        nodes = {row.user_id: ReferralNode(row.user_id, row.code_id, row.finish_time, []) for row in rows}
+        roots: list[ReferralNode] = []
+        for row in rows:
+            parent = nodes.get(row.parent) if row.level > 1 else None
+            (parent.children if parent is not None else roots).append(nodes[row.user_id])
+        return roots
