@@ -8,6 +8,9 @@ first decides and the others see that they were late: an email is claimed by one
 time (with a lease), marked handed over once its message left, and its attempts counted once.
 The statements of every send run straight on asyncpg (mesh.db's driver path); reads and sweeps
 go through the engine.
+
+Longer than our usual module on purpose: the statements of the email's state machine sit side
+by side, so that the conditions that let exactly one party win each change read together.
 """
 
 from __future__ import annotations

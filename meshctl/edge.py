@@ -5,7 +5,6 @@ get a route, so an internal method is unreachable through the edge over REST and
 
 from __future__ import annotations
 
-import base64
 import importlib
 import math
 import subprocess
@@ -18,20 +17,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import grpc
 import jinja2
 import yaml
-from google.rpc import error_details_pb2, status_pb2
 from invitemesh.mesh.v1 import edge_pb2
 
 from mesh import ratelimits
 from mesh.access import edge_methods
 from mesh.clients import EDGE_TOKEN_HEADER
 from mesh.contracts import method_descriptor
-from mesh.errors import DOMAIN
 from mesh.services import CONTRACT_SERVICES, RATELIMIT, SERVICES
 from mesh.tls import dns_name
 from meshctl.embedded import free_port
+from meshctl.local_replies import MALFORMED, grpc_status, local_reply_mappers
 from meshctl.settings import StackSettings
 
 ENVOY_DIR = Path(__file__).resolve().parent.parent / "envoy"
@@ -198,7 +195,7 @@ def render_envoy_config(
         max_connections=limits.max_connections,
         max_heap_bytes=limits.max_heap_bytes,
         request_shape=environment.from_string(REQUEST_SHAPE.read_text()).render(
-            max_message_bytes=limits.max_request_bytes, malformed=_grpc_status(_MALFORMED, _MALFORMED.code)
+            max_message_bytes=limits.max_request_bytes, malformed=grpc_status(MALFORMED, MALFORMED.code)
         ),
         edge_headers=[
             {"header": {"key": EDGE_TOKEN_HEADER, "value": edge_token}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
@@ -208,7 +205,7 @@ def render_envoy_config(
         backstop_per_second=limits.backstop_per_second,
         cors_origins=[{"exact": origin} for origin in limits.cors_origins],
         routes=edge_routes(),
-        local_replies=_local_replies(),
+        local_replies=local_reply_mappers(),
         health_path=HEALTH_PATH,
         healthy_percentages={name: {"value": 100} for name in upstreams},
         descriptor_set=str(descriptor_set),
@@ -280,137 +277,6 @@ def _wait_until_ready(edge: RunningEdge, process: subprocess.Popen[bytes], withi
             raise TimeoutError(f"envoy not ready after {within:.0f}s")
         time.sleep(0.1)
     raise RuntimeError(f"envoy exited with {process.returncode}")
-
-
-@dataclass(frozen=True)
-class _LocalReply:
-    http_status: int
-    code: grpc.StatusCode
-    reason: str
-    message: str
-
-
-_MALFORMED = _LocalReply(
-    400, grpc.StatusCode.INVALID_ARGUMENT, "MALFORMED_REQUEST",
-    "the request does not fit this method: check its JSON body and query",
-)  # fmt: skip
-# Every answer Envoy makes by itself, as the `google.rpc.Status` a service would have sent.
-_LOCAL_REPLIES = (
-    _MALFORMED,
-    _LocalReply(404, grpc.StatusCode.NOT_FOUND, "ROUTE_NOT_FOUND", "no such route"),
-    _LocalReply(
-        408, grpc.StatusCode.DEADLINE_EXCEEDED, "REQUEST_TIMEOUT",
-        "the request did not arrive in time; send it whole at once",
-    ),
-    _LocalReply(413, grpc.StatusCode.INVALID_ARGUMENT, "REQUEST_TOO_LARGE", "the request body is too large"),
-    _LocalReply(
-        415, grpc.StatusCode.INVALID_ARGUMENT, "UNSUPPORTED_MEDIA_TYPE",
-        "send the body as application/json (or gRPC, or grpc-web)",
-    ),
-    _LocalReply(
-        429, grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED",
-        "too many requests from this address; see x-ratelimit-reset",
-    ),
-    _LocalReply(
-        431, grpc.StatusCode.INVALID_ARGUMENT, "REQUEST_HEADERS_TOO_LARGE", "the request headers are too large"
-    ),
-    _LocalReply(503, grpc.StatusCode.UNAVAILABLE, "SERVICE_UNAVAILABLE", "the service is unavailable; try again later"),
-    _LocalReply(504, grpc.StatusCode.DEADLINE_EXCEEDED, "SERVICE_TIMEOUT", "the service did not answer in time"),
-)  # fmt: skip
-# Whatever else Envoy answers by itself (any status from 400 up): still JSON, never a text/plain page.
-_OTHER_LOCAL_REPLY = _LocalReply(400, grpc.StatusCode.UNKNOWN, "EDGE_REFUSED", "%RESPONSE_CODE_DETAILS%")
-
-
-def _local_replies() -> list[dict[str, Any]]:
-    """gRPC and grpc-web clients first: their answer is a status in headers, whose code Envoy
-    would otherwise derive from the HTTP status (a 504 as UNAVAILABLE) with the JSON body for its
-    message; REST clients get the JSON."""
-    replies = [*((reply, "EQ") for reply in _LOCAL_REPLIES), (_OTHER_LOCAL_REPLY, "GE")]
-    return [
-        *(_grpc_reply_mapper(comparison, reply) for reply, comparison in replies),
-        *(_local_reply_mapper(comparison, reply) for reply, comparison in replies),
-    ]
-
-
-def _status_filter(comparison: str, reply: _LocalReply) -> dict[str, Any]:
-    status = {
-        "default_value": reply.http_status,
-        "runtime_key": f"edge.local_reply_{comparison.lower()}_{reply.http_status}",
-    }
-    return {"status_code_filter": {"comparison": {"op": comparison, "value": status}}}
-
-
-def _local_reply_mapper(comparison: str, reply: _LocalReply) -> dict[str, Any]:
-    return {"filter": _status_filter(comparison, reply), "body_format_override": _status_body(reply)}
-
-
-# Envoy gives a gRPC client's local reply the status the official HTTP-to-gRPC mapping makes of
-# its HTTP status (Envoy's httpToGrpcStatus), which no mapper can change (envoyproxy/envoy#14484).
-_ENVOYS_GRPC_STATUS = {
-    400: grpc.StatusCode.INTERNAL,
-    401: grpc.StatusCode.UNAUTHENTICATED,
-    403: grpc.StatusCode.PERMISSION_DENIED,
-    404: grpc.StatusCode.UNIMPLEMENTED,
-    429: grpc.StatusCode.UNAVAILABLE,
-    502: grpc.StatusCode.UNAVAILABLE,
-    503: grpc.StatusCode.UNAVAILABLE,
-    504: grpc.StatusCode.UNAVAILABLE,
-}
-
-
-@dataclass(frozen=True)
-class _GrpcStatus:
-    code: int
-    message: str
-    details: str
-    """The serialized `google.rpc.Status`, base64: `grpc-status-details-bin`."""
-
-
-def _grpc_status(reply: _LocalReply, code: grpc.StatusCode) -> _GrpcStatus:
-    status = status_pb2.Status(code=code.value[0], message=reply.message)
-    status.details.add().Pack(error_details_pb2.ErrorInfo(reason=reply.reason, domain=DOMAIN))
-    return _GrpcStatus(code.value[0], reply.message, base64.b64encode(status.SerializeToString()).decode())
-
-
-def _grpc_reply_mapper(comparison: str, reply: _LocalReply) -> dict[str, Any]:
-    """The same refusal for a gRPC or grpc-web client: the status Envoy gives it, its message
-    without any JSON, and the `google.rpc.Status` with the `ErrorInfo` in `grpc-status-details-bin`,
-    as the services send theirs."""
-    grpc_request = {
-        "header_filter": {
-            "header": {"name": "content-type", "string_match": {"prefix": "application/grpc", "ignore_case": True}}
-        }
-    }
-    # A REST request the transcoder turned into gRPC says application/grpc too; it keeps its path.
-    not_transcoded = {
-        "header_filter": {"header": {"name": "x-envoy-original-path", "present_match": True, "invert_match": True}}
-    }
-    status = _grpc_status(reply, _ENVOYS_GRPC_STATUS.get(reply.http_status, grpc.StatusCode.UNKNOWN))
-    return {
-        "filter": {"and_filter": {"filters": [grpc_request, not_transcoded, _status_filter(comparison, reply)]}},
-        "headers_to_add": [
-            {
-                "header": {"key": "grpc-status-details-bin", "value": status.details},
-                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
-            }
-        ],
-        "body_format_override": {"text_format": reply.message},
-    }
-
-
-def _status_body(reply: _LocalReply) -> dict[str, Any]:
-    details: list[dict[str, Any]] = [
-        {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": reply.reason, "domain": DOMAIN}
-    ]
-    if reply.http_status == 429:
-        # Both limiters set x-ratelimit-reset (seconds) on their refusals.
-        details.append(
-            {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "%RESP(X-RATELIMIT-RESET)%s"}
-        )
-    return {
-        "json_format": {"code": reply.code.value[0], "message": reply.message, "details": details},
-        "content_type": "application/json",
-    }
 
 
 def _cluster(name: str, address: tuple[str, int], tls: UpstreamTls | None) -> dict[str, Any]:

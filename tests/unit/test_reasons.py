@@ -9,7 +9,7 @@ from pathlib import Path
 
 import grpc
 
-from meshctl.edge import _LOCAL_REPLIES
+from meshctl.local_replies import LOCAL_REPLIES
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("mesh", "auth_svc", "invite_svc", "mail_svc", "ratelimit_svc", "admin_svc", "chain_svc")
@@ -62,7 +62,7 @@ def test_every_reason_in_the_code_is_in_the_readme() -> None:
 
 
 def test_the_table_gives_each_reason_its_code_and_the_http_status_that_code_maps_to() -> None:
-    edge = {reply.reason: reply for reply in _LOCAL_REPLIES}
+    edge = {reply.reason: reply for reply in LOCAL_REPLIES}
     for reason, (code, http) in _table().items():
         assert code in grpc.StatusCode.__members__, reason
         if reason in edge:
