@@ -139,13 +139,13 @@ async def measure(args: argparse.Namespace, settings: Settings) -> None:
         "me": [],
         "me unchecked": [],
     }
-    async with auth_services(settings) as deployed, server_process("bench.auth", deployed) as unchecked:
+    async with auth_services(settings) as deployed, server_process("bench.auth", deployed) as unchecked_server:
         code = await hot_code(deployed)
         accounts = itertools.cycle(await active_accounts(deployed, ACCOUNTS))
         serial = itertools.count()
         async with (
             open_channel(deployed.service_addresses["auth_svc"], deployed) as channel,
-            open_channel(unchecked, deployed) as unchecked_channel,
+            open_channel(unchecked_server.address, deployed) as unchecked_channel,
         ):
             auth = auth_service_pb2_grpc.AuthServiceStub(channel)
 

@@ -13,6 +13,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,29 @@ from mesh.signing import signer_for
 from meshctl.embedded import EmbeddedPostgres, EmbeddedRedis, free_port, wait_for_port
 
 Call = Callable[[], Awaitable[object]]
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class Served:
+    address: str
+    pid: int
+
+    def cpu_seconds(self) -> tuple[float, float]:
+        """CPU seconds the server process has used, and those its live children (a signature
+        helper) have, from /proc."""
+        own = children = 0
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rpartition(")")[2].split()
+            except OSError:
+                continue  # it ended while we looked
+            # After the command: state, ppid, …; utime and stime are the 12th and 13th.
+            if stat.parent.name == str(self.pid):
+                own += int(fields[11]) + int(fields[12])
+            elif fields[1] == str(self.pid):
+                children += int(fields[11]) + int(fields[12])
+        return own / _TICKS, children / _TICKS
 
 
 @contextmanager
@@ -137,8 +161,10 @@ async def running_services(
 
 
 @asynccontextmanager
-async def server_process(module: str, settings: Settings, env: Mapping[str, str] | None = None) -> AsyncIterator[str]:
-    """`python -m <module> --serve` with these settings (and `env`); answers its address."""
+async def server_process(
+    module: str, settings: Settings, env: Mapping[str, str] | None = None
+) -> AsyncIterator[Served]:
+    """`python -m <module> --serve` with these settings (and `env`); answers where it serves."""
     env = {**os.environ, **(env or {}), **settings.environment(), "MESH_LOG_LEVEL": "WARNING"}
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", module, "--serve", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env
@@ -146,7 +172,7 @@ async def server_process(module: str, settings: Settings, env: Mapping[str, str]
     assert process.stdout is not None and process.stdin is not None
     try:
         port = json.loads(await process.stdout.readline())["port"]
-        yield f"127.0.0.1:{port}"
+        yield Served(f"127.0.0.1:{port}", process.pid)
     finally:
         process.stdin.close()
         await process.wait()

@@ -42,9 +42,9 @@ def add_with_no_op(server: grpc.aio.Server, runtime: ServiceRuntime) -> None:
 
 async def measure(args: argparse.Namespace, settings: Settings) -> None:
     async with (
-        server_process("bench.invites", settings) as target,
-        signed_channel(target, settings, "admin_svc") as admin_channel,
-        signed_channel(target, settings, "auth_svc") as auth_channel,
+        server_process("bench.invites", settings) as served,
+        signed_channel(served.address, settings, "admin_svc") as admin_channel,
+        signed_channel(served.address, settings, "auth_svc") as auth_channel,
     ):
         admin = invite_service_pb2_grpc.InviteServiceStub(admin_channel)
         auth = invite_service_pb2_grpc.InviteServiceStub(auth_channel)

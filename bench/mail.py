@@ -158,8 +158,8 @@ async def mail_service(
     settings: Settings, env: dict[str, str]
 ) -> AsyncIterator[mail_service_pb2_grpc.MailServiceAsyncStub]:
     async with (
-        server_process("bench.mail", settings, env) as target,
-        signed_channel(target, settings, "auth_svc") as channel,
+        server_process("bench.mail", settings, env) as served,
+        signed_channel(served.address, settings, "auth_svc") as channel,
     ):
         yield mail_service_pb2_grpc.MailServiceStub(channel)
 

@@ -6,9 +6,24 @@ Redis Cluster slot.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any, Protocol
+
 import redis.asyncio as aioredis
 
 from mesh.settings import Settings
+
+Argument = str | bytes | int
+
+
+class Commands(Protocol):
+    """Runs Redis commands: one, or several sent together and answered in their order. The
+    services' busiest paths use mesh.redis_pipe's; bench/redis_paths.py weighs it against
+    redis-py's pooled client."""
+
+    async def execute(self, *command: Argument) -> Any: ...
+
+    async def execute_all(self, commands: Sequence[Sequence[Argument]]) -> list[Any]: ...
 
 
 def create_redis(settings: Settings) -> aioredis.Redis:

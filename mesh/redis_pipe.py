@@ -26,8 +26,7 @@ from redis import exceptions
 from redis.asyncio.connection import AbstractConnection, SSLConnection, UnixDomainSocketConnection
 
 from mesh.pipelining import BatchedWrites, SilenceWatch
-
-Argument = str | bytes | int
+from mesh.redis import Argument
 
 
 class RedisPipe:

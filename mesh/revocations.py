@@ -16,14 +16,13 @@ from collections.abc import Iterable
 from redis.exceptions import RedisError
 
 from mesh.errors import Unavailable
-from mesh.redis import KeySpace
-from mesh.redis_pipe import RedisPipe
+from mesh.redis import Commands, KeySpace
 
 SESSIONS_UNAVAILABLE = "SESSION_CHECK_UNAVAILABLE"
 
 
 class RevokedSessions:
-    def __init__(self, pipe: RedisPipe, issuer_keys: KeySpace) -> None:
+    def __init__(self, pipe: Commands, issuer_keys: KeySpace) -> None:
         self._pipe = pipe
         self._keys = issuer_keys
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from redis.exceptions import ResponseError
 
-from mesh.redis_pipe import RedisPipe
+from mesh.redis import Commands
 
 _ADD = b"""
 local count = redis.call('INCRBY', KEYS[1], ARGV[1])
@@ -62,8 +62,8 @@ class Count:
 
 
 class WindowCounters:
-    def __init__(self, pipe: RedisPipe) -> None:
-        self._pipe = pipe
+    def __init__(self, redis: Commands) -> None:
+        self._pipe = redis
 
     async def add(self, hits: Sequence[Hit]) -> list[int]:
         """Adds each hit to its count, one round trip for all; answers the new counts."""
