@@ -40,6 +40,7 @@ lint: $(VENV)/.installed-dev
 
 bench: $(VENV)/.installed-dev
 	$(PY) -m bench.signing
+	$(PY) -m bench.redis_paths
 	$(PY) -m bench.invites
 	$(PY) -m bench.mail
 	$(PY) -m bench.mail_stats

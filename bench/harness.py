@@ -39,21 +39,11 @@ class Served:
     address: str
     pid: int
 
-    def cpu_seconds(self) -> tuple[float, float]:
-        """CPU seconds the server process has used, and those its live children (a signature
-        helper) have, from /proc."""
-        own = children = 0
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                fields = stat.read_text().rpartition(")")[2].split()
-            except OSError:
-                continue  # it ended while we looked
-            # After the command: state, ppid, …; utime and stime are the 12th and 13th.
-            if stat.parent.name == str(self.pid):
-                own += int(fields[11]) + int(fields[12])
-            elif fields[1] == str(self.pid):
-                children += int(fields[11]) + int(fields[12])
-        return own / _TICKS, children / _TICKS
+    def cpu_seconds(self) -> float:
+        """CPU seconds the server process has used, from /proc."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rpartition(")")[2].split()
+        # After the command: state, ppid, …; utime and stime are the 12th and 13th.
+        return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
 @contextmanager

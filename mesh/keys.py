@@ -194,17 +194,6 @@ class Keystore:
         return kid, decrypt_private_key(text, self.kek, service, kid)
 
 
-@dataclass(frozen=True)
-class TrustedKey:
-    key: ec.EllipticCurvePublicKey
-    point: bytes
-    """The key as an uncompressed X9.62 point, as signature checks take it (mesh.signature_checks)."""
-
-    @classmethod
-    def of(cls, key: ec.EllipticCurvePublicKey) -> TrustedKey:
-        return cls(key, key.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint))
-
-
 class TrustStore:
     """The trust file as verifiers and signers see it, re-read when it changes (checked at most
     once per `reload_interval`), so rotation needs no restart."""
@@ -214,7 +203,7 @@ class TrustStore:
         self._reload_interval = reload_interval
         self._checked_at = float("-inf")
         self._stamp: tuple[int, int] | None = None
-        self._public: dict[str, dict[str, TrustedKey]] = {}
+        self._public: dict[str, dict[str, ec.EllipticCurvePublicKey]] = {}
         self._trust = TrustFile()
 
     def _refresh(self) -> None:
@@ -231,12 +220,12 @@ class TrustStore:
             return
         trust = TrustFile.read(self._trust_path)
         self._public = {
-            service: {kid: TrustedKey.of(_load_public(pem)) for kid, pem in trust.public_keys(service).items()}
+            service: {kid: _load_public(pem) for kid, pem in trust.public_keys(service).items()}
             for service in trust.services
         }
         self._trust, self._stamp = trust, stamp
 
-    def trusted_key(self, service: str, kid: str) -> TrustedKey | None:
+    def trusted_key(self, service: str, kid: str) -> ec.EllipticCurvePublicKey | None:
         self._refresh()
         return self._public.get(service, {}).get(kid)
 

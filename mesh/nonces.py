@@ -5,9 +5,7 @@ It sits on the path of every internal call, so it goes through a Redis pipe of i
 (mesh.redis_pipe) that writes at most once per `flush_interval`. grpc.aio hands a server one new
 call per event-loop turn, so writing once per turn made every sighting a write, a read and a Redis
 wake-up of its own: under load those cost more than the signature check. A busy service now waits
-at most `flush_interval` per sighting, and an idle one not at all. Where the signature helper
-already gathers the calls (mesh.signature_checks), their sightings come in bunches and the
-interval is 0: a second wait would only add latency.
+at most `flush_interval` per sighting, and an idle one not at all.
 
 A Redis that is away or silent fails the sighting with a `RedisError`; the signature verifier
 turns that into a refusal (fail closed).

@@ -30,7 +30,6 @@ from mesh.redis import KeySpace, create_redis
 from mesh.redis_pipe import RedisPipe
 from mesh.services import ServiceSpec
 from mesh.settings import Settings
-from mesh.signature_checks import SignatureChecks
 from mesh.signing import CallSigner, SignatureVerifier, signer_for
 from mesh.telemetry import configure_tracing, otlp_exporter, server_tracing
 from mesh.tls import server_credentials
@@ -103,15 +102,13 @@ class MeshServer:
         )
         # A verifier made here holds a Redis connection of its own, closed with the server.
         self._signatures: SignatureVerifier | None = None
-        self.signature_checks: SignatureChecks | None = None
         if calls is None:
-            self.signature_checks = SignatureChecks(settings.signature_flush_interval, settings.signature_helper)
             calls = self._signatures = SignatureVerifier(
                 trust,
                 self.runtime.redis,
                 self.runtime.keys,
                 settings.clock_skew,
-                self.signature_checks,
+                settings.signature_flush_interval,
             )
         exporting = settings.otlp_endpoint is not None
         self._server = grpc.aio.server(

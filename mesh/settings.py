@@ -84,14 +84,9 @@ class Settings(MeshSettings, env_prefix="MESH_"):
     `<state>/keys`; mount it in deployment"""
     clock_skew: float = Field(default=30.0, gt=0)
     """seconds a signed call's timestamp may differ from the callee's clock"""
-    signature_helper: bool = True
-    """`1`: a service checks the ECDSA signatures of signed calls in a helper process of its own
-    (`python -m mesh.signature_checks`, started on first use, again if it exits), so the checks
-    run on another core; `0`, or while no helper runs: on the service's event loop"""
     signature_flush_interval: float = Field(default=0.002, ge=0, le=0.1)
-    """seconds; a busy service gathers the checks of signed calls for at most this long and sends
-    them together (after a quiet spell, at once): the signatures to its helper, whose verdicts'
-    nonces then go to Redis at once; without the helper, the nonces; `0`: every event-loop turn"""
+    """seconds; a busy service gathers the nonce checks of signed calls for at most this long and
+    sends them to Redis together (after a quiet spell, at once); `0`: every event-loop turn"""
     trust_reload_interval: float = Field(default=1.0, gt=0)
     """seconds between checks of `trust.json` for changes (rotation needs no restart)"""
     jwks_refresh_interval: float = Field(default=10.0, gt=0)

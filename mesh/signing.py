@@ -2,9 +2,12 @@
 
 The caller signs `method, caller, timestamp, nonce, sha256(request bytes)` with its ECDSA P-256
 key; the callee checks the caller is known, the timestamp is within the clock window, the
-signature is valid for this exact method and body (checked off the event loop where it can be,
-mesh.signature_checks), and the nonce was never seen (Redis SET NX). Which callers may call a
-method is the access option's business (mesh.access).
+signature is valid for this exact method and body, and the nonce was never seen (Redis SET NX).
+Which callers may call a method is the access option's business (mesh.access).
+
+The signature check runs on the service's event loop. A helper process for it was measured and
+did not pay: bench/signing.py found it saved about 50 µs of the event loop's CPU per signed call
+for about 150 µs of its own, with signed calls per second within the noise.
 """
 
 from __future__ import annotations
@@ -20,8 +23,10 @@ from typing import Any
 import grpc
 import redis.asyncio as aioredis
 import structlog
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 from redis.exceptions import RedisError
 
 from mesh.errors import Unauthenticated, Unavailable
@@ -29,7 +34,6 @@ from mesh.keys import Keystore, TrustStore, load_kek
 from mesh.nonces import NonceLedger
 from mesh.redis import KeySpace
 from mesh.settings import Settings
-from mesh.signature_checks import SignatureChecks
 from mesh.telemetry import trace_header
 
 log = structlog.get_logger("mesh.signing")
@@ -38,6 +42,22 @@ CALLER, TIMESTAMP, NONCE, SIGNATURE = "x-mesh-caller", "x-mesh-ts", "x-mesh-nonc
 _HEADERS = frozenset({CALLER, TIMESTAMP, NONCE, SIGNATURE})
 _DOMAIN = b"invitemesh-call-v1"
 _ECDSA = ec.ECDSA(hashes.SHA256())
+_PREHASHED = ec.ECDSA(Prehashed(hashes.SHA256()))
+_MAX_SIGNATURE_SIZE = 72
+"""A DER-encoded P-256 signature is at most this long; a longer one cannot be valid."""
+
+
+def signature_valid(key: ec.EllipticCurvePublicKey, signature: bytes, digest: bytes) -> bool:
+    """Whether `signature` is `key`'s ECDSA signature of the payload whose SHA-256 is `digest`."""
+    if len(signature) > _MAX_SIGNATURE_SIZE or len(digest) != hashlib.sha256().digest_size:
+        return False
+    try:
+        key.verify(signature, digest, _PREHASHED)
+    except InvalidSignature:
+        return False
+    return True
+
+
 Clock = Callable[[], float]
 
 
@@ -187,22 +207,17 @@ class SignatureVerifier:
         redis: aioredis.Redis,
         keys: KeySpace,
         clock_skew: float,
-        checks: SignatureChecks,
+        flush_interval: float,
         clock: Clock = time.time,
     ) -> None:
         self._trust = trust
         self._keys = keys
         self._clock_skew = clock_skew
-        self._checks = checks
         self._clock = clock
-        # Verdicts gathered into batches send their nonces together, at once; checks made one by
-        # one need the nonce writes gathered themselves.
-        nonce_interval = 0.0 if checks.offloaded else checks.flush_interval
         # A nonce must outlive the window in which its timestamp is accepted, on both sides.
-        self._nonces = NonceLedger(redis, math.ceil(2 * clock_skew) + 5, flush_interval=nonce_interval)
+        self._nonces = NonceLedger(redis, math.ceil(2 * clock_skew) + 5, flush_interval=flush_interval)
 
     async def close(self) -> None:
-        await self._checks.close()
         await self._nonces.close()
 
     async def verify_call(self, method: str, metadata: Mapping[str, str], body: bytes) -> str:
@@ -226,7 +241,7 @@ class SignatureVerifier:
         digest = hashlib.sha256(signed_payload(method, caller, timestamp, nonce, body)).digest()
         # Only the canonical encoding: unused trailing bits must not give a second valid form.
         canonical = base64.urlsafe_b64encode(signature).decode() == encoded
-        if not canonical or not await self._checks.valid(trusted, signature, digest):
+        if not canonical or not signature_valid(trusted, signature, digest):
             raise _refused("CALL_SIGNATURE_INVALID", "call signature does not verify", caller, method)
         try:
             fresh = await self._nonces.first_sighting(self._keys.key("nonce", caller, nonce))

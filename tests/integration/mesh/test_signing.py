@@ -109,24 +109,6 @@ async def test_other_body_is_refused(hold: RawHold, trust: Trust) -> None:
     )
 
 
-async def test_without_the_helper_the_service_checks_signatures_itself(
-    tmp_path: Path, migrated_database_url: str, redis_url: str
-) -> None:
-    trust = make_trust(tmp_path, migrated_database_url, redis_url, signature_helper=False)
-    async with who_am_i_server(trust.settings) as (server, servicer):
-        signer = trust.signer("auth_svc")
-        address = f"127.0.0.1:{server.port}"
-        async with open_channel(address, trust.settings, "auth_svc", signer) as channel:
-            assert (await invite_service_pb2_grpc.InviteServiceStub(channel).HoldCode(REQUEST)).hold.id == "auth_svc"
-        async with open_channel(address, trust.settings) as unsigned:
-            send = unsigned.unary_unary(HOLD, None, invite_service_pb2.HoldCodeResponse.FromString)
-            tampered = send(OTHER_REQUEST.SerializeToString(), metadata=signer.metadata(HOLD, BODY))
-
-            assert await _refusal(tampered) == (UNAUTHENTICATED, "CALL_SIGNATURE_INVALID")
-        assert servicer.handled == 1
-        assert server.signature_checks is not None and server.signature_checks.helper_pid is None
-
-
 async def test_other_method_is_refused(hold: RawHold, trust: Trust) -> None:
     signed = trust.signer("auth_svc").metadata(RELEASE, BODY)
 

@@ -134,11 +134,6 @@ async def who_am_i_server(settings: Settings, **verifiers: Any) -> AsyncIterator
 
     server = MeshServer(INVITE, add, settings, **verifiers)
     await server.start()
-    if server.signature_checks is not None and settings.signature_helper:
-        # So that the tampering tests reach the helper's checks, not the in-process ones it
-        # stands in for while it starts.
-        await server.signature_checks.start()
-        assert server.signature_checks.helper_pid is not None
     try:
         yield server, servicer
     finally:
