@@ -9,11 +9,11 @@ import datetime
 
 import structlog
 
-from auth_svc.keyring import StoredKeyRing
 from auth_svc.store import AuthStore
 from auth_svc.store.records import PURGE_BATCH
 from mesh.jobs import PeriodicJob
 from mesh.outbox import Outbox
+from mesh.token_keys import StoredKeyRing
 
 log = structlog.get_logger("auth_svc.jobs")
 KEEP_SPENT = datetime.timedelta(days=1)

@@ -20,6 +20,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import UUID
 
 from mesh.outbox import outbox_table
+from mesh.token_keys import signing_keys_table
 
 metadata = MetaData(schema="auth")
 
@@ -80,20 +81,6 @@ password_resets = Table(
     Column("use_time", DateTime(timezone=True)),
 )
 
-signing_keys = Table(
-    "signing_keys",
-    metadata,
-    Column("kid", Text, primary_key=True),
-    Column("sealed_private_key", Text, nullable=False),
-    Column("create_time", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    Column("retire_time", DateTime(timezone=True)),
-    # At most one key signs at a time; replicas racing to create the first one agree on it.
-    Index(
-        "signing_keys_one_active",
-        text("(retire_time IS NULL)"),
-        unique=True,
-        postgresql_where=text("retire_time IS NULL"),
-    ),
-)
+signing_keys = signing_keys_table(metadata)
 
 outbox = outbox_table(metadata)

@@ -14,8 +14,7 @@ import structlog
 from invitemesh.auth.v1 import auth_service_pb2 as pb
 from invitemesh.mail.v1 import mail_service_pb2 as mail_pb
 
-from auth_svc.domain import UserState, password_problem
-from auth_svc.passwords import Passwords
+from auth_svc.domain import UserState
 from auth_svc.requests import MAX_TOKEN, Emails, now
 from auth_svc.revocations import SessionRevocations
 from auth_svc.store.records import Mail, NewToken
@@ -25,6 +24,7 @@ from auth_svc.throttle import RequestBudgets
 from auth_svc.tokens import new_opaque_token, token_digest
 from mesh.errors import FieldViolation, InvalidArgument, Unauthenticated
 from mesh.followups import FollowUps
+from mesh.passwords import Passwords, password_problem
 
 log = structlog.get_logger("auth_svc.recovery")
 

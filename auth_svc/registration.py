@@ -21,8 +21,6 @@ from invitemesh.invite.v1 import invite_service_pb2 as invite_pb
 from invitemesh.mail.v1 import mail_service_pb2 as mail_pb
 from prometheus_client import Counter
 
-from auth_svc.domain import password_problem
-from auth_svc.passwords import Passwords
 from auth_svc.peers import Invites
 from auth_svc.requests import MAX_CODE, Emails
 from auth_svc.store.records import Mail, Registration, UserRecord
@@ -33,6 +31,7 @@ from auth_svc.tokens import new_opaque_token, token_digest
 from auth_svc.verification import VerificationCodes
 from mesh.errors import FieldViolation, InvalidArgument, MeshError, RateLimited
 from mesh.followups import FollowUps
+from mesh.passwords import Passwords, password_problem
 from mesh.sealing import keyed_hash
 from mesh.timestamps import timestamp
 

@@ -13,8 +13,6 @@ from prometheus_client import Counter
 
 from auth_svc import models
 from auth_svc.jobs import sweep_job
-from auth_svc.keyring import StoredKeyRing
-from auth_svc.passwords import Passwords
 from auth_svc.peers import Invites, PeerStubs, receivers, together
 from auth_svc.recovery import Recovery
 from auth_svc.registration import Registrations
@@ -25,8 +23,7 @@ from auth_svc.settings import AuthSettings
 from auth_svc.store import AuthStore
 from auth_svc.store.records import REVOKE_SESSIONS
 from auth_svc.submissions import FirstSubmission
-from auth_svc.throttle import RequestBudgets, SignInThrottle
-from auth_svc.tokens import KeyRing
+from auth_svc.throttle import RequestBudgets
 from auth_svc.users import Users
 from auth_svc.verification import Verification, VerificationCodes
 from mesh.cursors import PageTokens
@@ -34,11 +31,15 @@ from mesh.followups import FollowUps
 from mesh.keys import load_kek
 from mesh.limits import FixedWindowLimit
 from mesh.outbox import Outbox, RelayTimings
+from mesh.passwords import Passwords
 from mesh.redis import KeySpace
 from mesh.revocations import RevokedSessions
 from mesh.sealing import Sealer, derive_key
 from mesh.server import ServiceRuntime
 from mesh.services import AUTH
+from mesh.sign_ins import SignInThrottle
+from mesh.token_keys import KeyRing, StoredKeyRing
+from mesh.tokens import USER_ISSUER
 
 _HOUR = 3600
 
@@ -125,7 +126,8 @@ def add_servicers(server: grpc.aio.Server, runtime: ServiceRuntime, own: AuthSet
     keys = StoredKeyRing(
         store.keys,
         kek,
-        KeyRing(datetime.timedelta(seconds=own.access_ttl)),
+        "auth_svc access-token key",
+        KeyRing(USER_ISSUER, datetime.timedelta(seconds=own.access_ttl)),
         datetime.timedelta(seconds=own.signing_key_max_age),
     )
     follow_ups = FollowUps()

@@ -2,7 +2,7 @@
 session every way in ends with (an access token and the refresh token of its family).
 
 Sign-in checks a decoy hash for an unknown email, so its answer takes as long either way, and
-failed sign-ins slow down, then stop, per account and per client address (auth_svc.throttle).
+failed sign-ins slow down, then stop, per account and per client address (mesh.sign_ins).
 """
 
 from __future__ import annotations
@@ -14,19 +14,19 @@ import uuid
 import structlog
 from invitemesh.auth.v1 import auth_service_pb2 as pb
 
-from auth_svc.domain import UserState, sign_in_delay
-from auth_svc.keyring import StoredKeyRing
-from auth_svc.passwords import Passwords
+from auth_svc.domain import UserState
 from auth_svc.requests import MAX_PASSWORD, Emails, now, opaque_token
 from auth_svc.revocations import SessionRevocations
 from auth_svc.store.records import NewToken, Rotation
 from auth_svc.store.sessions import SessionStore
 from auth_svc.store.users import UserStore
-from auth_svc.throttle import SignInThrottle
 from auth_svc.tokens import new_opaque_token, token_digest
 from mesh.clients import client_address
 from mesh.errors import FieldViolation, InvalidArgument, PermissionDenied, Unauthenticated
+from mesh.passwords import Passwords
+from mesh.sign_ins import SignInThrottle, sign_in_delay
 from mesh.timestamps import timestamp
+from mesh.token_keys import StoredKeyRing
 
 log = structlog.get_logger("auth_svc.sessions")
 

@@ -18,7 +18,6 @@ from invitemesh.auth.v1 import auth_service_pb2 as pb
 from invitemesh.mail.v1 import mail_service_pb2 as mail_pb
 
 from auth_svc.domain import code_digest, is_verification_code, new_verification_code, same_digest
-from auth_svc.passwords import Passwords
 from auth_svc.requests import MAX_PASSWORD, MAX_TOKEN, Emails, now
 from auth_svc.sessions import Sessions
 from auth_svc.store.records import CONFIRM_HOLD, MINT_CODES, RELEASE_HOLD, Mail, NewCode, UserRecord, Work
@@ -29,6 +28,7 @@ from auth_svc.tokens import token_digest
 from auth_svc.users import user_message
 from mesh.errors import FieldViolation, InvalidArgument, Unauthenticated
 from mesh.followups import FollowUps
+from mesh.passwords import Passwords
 
 log = structlog.get_logger("auth_svc.verification")
 

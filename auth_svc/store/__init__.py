@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from auth_svc.store.keys import SigningKeyStore
+from auth_svc import models
 from auth_svc.store.recovery import RecoveryStore
 from auth_svc.store.registrations import RegistrationStore
 from auth_svc.store.sessions import SessionStore
@@ -25,6 +25,7 @@ from auth_svc.store.users import UserStore
 from auth_svc.store.verification import VerificationStore
 from mesh.db import DriverPool
 from mesh.outbox import Outbox
+from mesh.token_keys import SigningKeyStore
 
 
 @dataclass(frozen=True)
@@ -44,5 +45,5 @@ class AuthStore:
             VerificationStore(engine, driver, outbox),
             SessionStore(engine, driver, outbox),
             RecoveryStore(engine, outbox),
-            SigningKeyStore(engine),
+            SigningKeyStore(engine, models.signing_keys),
         )

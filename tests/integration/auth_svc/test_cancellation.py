@@ -12,11 +12,11 @@ import asyncpg
 import pytest
 from invitemesh.auth.v1 import auth_service_pb2 as pb
 
-from auth_svc.passwords import Passwords
 from auth_svc.peers import Invites
 from auth_svc.store.registrations import RegistrationStore
 from mesh.emails import canonical_email
 from mesh.followups import FollowUps
+from mesh.passwords import Passwords
 from tests.conftest import eventually
 from tests.integration.auth_svc.conftest import PASSWORD, Stack, someone
 

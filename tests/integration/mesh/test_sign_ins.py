@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from auth_svc.throttle import SignInThrottle
 from mesh.redis import KeySpace
 from mesh.redis_pipe import RedisPipe
+from mesh.sign_ins import SignInThrottle
 from mesh.windows import WindowCounters
 
 WINDOW = 900
