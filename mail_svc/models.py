@@ -47,6 +47,8 @@ emails = Table(
     Column("bounce_time", DateTime(timezone=True)),
     # Never sent after this: what it carries (a code, a link) is dead by then.
     Column("expire_time", DateTime(timezone=True)),
+    # Who asked for it beyond the calling service (an admin's free-form email): `admin:<id>`.
+    Column("requested_by", Text, nullable=False, server_default=""),
 )
 Index("emails_newest", emails.c.create_time.desc(), emails.c.id.desc())
 Index("emails_by_status", emails.c.status, emails.c.create_time.desc(), emails.c.id.desc())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import time
 import uuid
@@ -24,6 +25,8 @@ from mail_svc.settings import MailSettings
 from mail_svc.store import EmailFilter, EmailRecord, MailStore, NewEmail
 from mail_svc.stream import Job, MailStream
 from mail_svc.templates import BadVariables, Renderer, Template, email_id_of, message_id, mime_message
+from mail_svc.totals import ListingTotals
+from mesh.access import current_principal
 from mesh.cursors import PageTokens, page_size
 from mesh.emails import MAX_ADDRESS, checked_address
 from mesh.errors import FailedPrecondition, FieldViolation, InvalidArgument, Unauthenticated
@@ -48,6 +51,7 @@ class MailService(mail_service_pb2_grpc.MailServiceServicer):
         sender: str,
         webhook_secret: bytes | None,
         events_seen: AppliedEvents,
+        totals: ListingTotals,
     ) -> None:
         self._store = store
         self._stream = stream
@@ -56,6 +60,7 @@ class MailService(mail_service_pb2_grpc.MailServiceServicer):
         self._sender = sender
         self._webhook_secret = webhook_secret
         self._events_seen = events_seen
+        self._totals = totals
         self._renderer = Renderer()
 
     async def SendEmail(self, request: pb.SendEmailRequest, context: Any) -> pb.SendEmailResponse:
@@ -105,6 +110,7 @@ class MailService(mail_service_pb2_grpc.MailServiceServicer):
             sealed_message=self._sealer.seal(email_id.bytes, message),
             masked_text=rendered.masked_text,
             expire_time=_moment(request, "expire_time"),
+            requested_by=current_principal.get().acting_for,
         )
 
     async def _log_and_queue(self, news: list[NewEmail]) -> list[pb.Email]:
@@ -120,7 +126,7 @@ class MailService(mail_service_pb2_grpc.MailServiceServicer):
             except RedisError:
                 # Logged is enough: the sweeper enqueues them once the stream is back.
                 log.warning("emails logged but not enqueued", email_ids=[str(job.email_id) for job in jobs])
-        return [_email(record) for record, _ in logged]
+        return [self._email(record) for record, _ in logged]
 
     async def ListEmails(self, request: pb.ListEmailsRequest, context: Any) -> pb.ListEmailsResponse:
         violations: list[FieldViolation] = []
@@ -140,10 +146,29 @@ class MailService(mail_service_pb2_grpc.MailServiceServicer):
         after = self._pages.keyset_after(request.page_token, query, violations)
         if violations:
             raise InvalidArgument(violations)
-        page = await self._store.page(size, after, only)
+        page, total = await asyncio.gather(self._store.page(size, after, only), self._totals.total(query, only))
         return pb.ListEmailsResponse(
-            emails=[_email(record) for record in page],
+            emails=[self._email(record) for record in page],
             next_page_token=self._pages.keyset_next([(e.create_time, e.id) for e in page], size, query),
+            total_size=total,
+        )
+
+    def _email(self, record: EmailRecord) -> pb.Email:
+        return pb.Email(
+            id=str(record.id),
+            template=int(record.template),  # type: ignore[arg-type]
+            to=record.recipient,
+            subject=record.subject,
+            status=int(record.status),  # type: ignore[arg-type]
+            attempts=record.attempts,
+            last_error=record.last_error or "",
+            create_time=optional_timestamp(record.create_time),
+            send_time=optional_timestamp(record.send_time),
+            masked_text_body=record.masked_text,
+            expire_time=optional_timestamp(record.expire_time),
+            from_address=self._sender,
+            fail_time=optional_timestamp(record.fail_time),
+            requested_by=record.requested_by,
         )
 
     async def GetEmailStats(self, request: pb.GetEmailStatsRequest, context: Any) -> pb.GetEmailStatsResponse:
@@ -222,22 +247,6 @@ def _moment(request: Any, field: str) -> datetime.datetime | None:
     return getattr(request, field).ToDatetime(datetime.UTC) if request.HasField(field) else None
 
 
-def _email(record: EmailRecord) -> pb.Email:
-    return pb.Email(
-        id=str(record.id),
-        template=int(record.template),  # type: ignore[arg-type]
-        to=record.recipient,
-        subject=record.subject,
-        status=int(record.status),  # type: ignore[arg-type]
-        attempts=record.attempts,
-        last_error=record.last_error or "",
-        create_time=optional_timestamp(record.create_time),
-        send_time=optional_timestamp(record.send_time),
-        masked_text_body=record.masked_text,
-        expire_time=optional_timestamp(record.expire_time),
-    )
-
-
 def add_servicers(server: grpc.aio.Server, runtime: ServiceRuntime, own: MailSettings | None = None) -> None:
     """mail_svc's wiring; `own` settings, else `MESH_MAIL_*`."""
     settings, own = runtime.settings, own or MailSettings()
@@ -246,7 +255,8 @@ def add_servicers(server: grpc.aio.Server, runtime: ServiceRuntime, own: MailSet
     pages = PageTokens(derive_key(load_kek(settings), "mail page-token v1"))
     secret = own.webhook_secret.get_secret_value().encode() if own.webhook_secret else None
     seen = AppliedEvents(runtime.pipe, runtime.keys)
-    service = MailService(store, stream, message_sealer(settings), pages, own.sender, secret, seen)
+    totals = ListingTotals(store, runtime.pipe, runtime.keys, own.listing_total_ttl)
+    service = MailService(store, stream, message_sealer(settings), pages, own.sender, secret, seen, totals)
     mail_service_pb2_grpc.add_MailServiceServicer_to_server(service, server)
     runtime.jobs.append(sweep_job(store, stream, own.sweep_interval, own.sweep_after))
     if own.senders and settings.smtp_url:

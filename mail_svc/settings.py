@@ -36,3 +36,5 @@ class MailSettings(MeshSettings, env_prefix="MESH_MAIL_"):
     """seconds the SMTP breaker stays open before a trial"""
     webhook_secret: SecretStr | None = None
     """HMAC secret of the mail provider's delivery events; unset, they are refused"""
+    listing_total_ttl: float = Field(default=5.0, gt=0)
+    """seconds a listing's total count (`ListEmails.total_size`) is kept before it is counted again"""

@@ -45,6 +45,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, UUID, insert
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.sql import Select
 from sqlalchemy.sql.elements import BindParameter
 
 from mail_svc.domain import DeliveryFailure, EmailStatus, FailureKind
@@ -68,6 +69,7 @@ class NewEmail:
     sealed_message: bytes
     masked_text: str
     expire_time: datetime.datetime | None = None
+    requested_by: str = ""
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,8 @@ class EmailRecord:
     send_time: datetime.datetime | None
     masked_text: str
     expire_time: datetime.datetime | None
+    fail_time: datetime.datetime | None
+    requested_by: str
 
 
 @dataclass(frozen=True)
@@ -123,6 +127,7 @@ class MailStore:
                 "sealed": new.sealed_message,
                 "masked": new.masked_text,
                 "expire_time": new.expire_time,
+                "requested_by": new.requested_by,
             }
             for new in news
         ]
@@ -209,19 +214,19 @@ class MailStore:
         self, limit: int, after: tuple[datetime.datetime, uuid.UUID] | None, only: EmailFilter
     ) -> list[EmailRecord]:
         """Emails newest first, keyset-paginated on (create_time, id)."""
-        query = select(*_RECORD_COLUMNS).order_by(emails.c.create_time.desc(), emails.c.id.desc()).limit(limit)
-        if only.status is not None:
-            query = query.where(emails.c.status == int(only.status))
-        if only.recipient is not None:
-            query = query.where(func.lower(emails.c.recipient) == only.recipient.lower())
-        if only.start is not None:
-            query = query.where(emails.c.create_time >= only.start)
-        if only.end is not None:
-            query = query.where(emails.c.create_time < only.end)
+        query = _filtered(select(*_RECORD_COLUMNS), only)
+        query = query.order_by(emails.c.create_time.desc(), emails.c.id.desc()).limit(limit)
         if after is not None:
             query = query.where(tuple_(emails.c.create_time, emails.c.id) < tuple_(*after))
         async with self._autocommit.connect() as connection:
             return [_record(row._mapping) for row in await connection.execute(query)]
+
+    async def count(self, only: EmailFilter) -> int:
+        """How many emails `only` matches."""
+        async with self._autocommit.connect() as connection:
+            return int(
+                (await connection.execute(_filtered(select(func.count()).select_from(emails), only))).scalar_one()
+            )
 
     async def stats(self, start: datetime.datetime, end: datetime.datetime) -> DayStats:
         async with self._autocommit.connect() as connection:
@@ -237,6 +242,18 @@ class MailStore:
                 await connection.execute(_SUPPRESS, {"address": event.recipient, "reason": event.kind.value})
 
 
+def _filtered(query: Select[Any], only: EmailFilter) -> Select[Any]:
+    if only.status is not None:
+        query = query.where(emails.c.status == int(only.status))
+    if only.recipient is not None:
+        query = query.where(func.lower(emails.c.recipient) == only.recipient.lower())
+    if only.start is not None:
+        query = query.where(emails.c.create_time >= only.start)
+    if only.end is not None:
+        query = query.where(emails.c.create_time < only.end)
+    return query
+
+
 def _record(row: Mapping[str, Any] | RowMapping) -> EmailRecord:
     return EmailRecord(
         id=row["id"],
@@ -250,6 +267,8 @@ def _record(row: Mapping[str, Any] | RowMapping) -> EmailRecord:
         send_time=row["send_time"],
         masked_text=row["masked_text"],
         expire_time=row["expire_time"],
+        fail_time=row["fail_time"],
+        requested_by=row["requested_by"],
     )
 
 
@@ -265,6 +284,8 @@ _RECORD_COLUMNS = (
     emails.c.send_time,
     emails.c.masked_text,
     emails.c.expire_time,
+    emails.c.fail_time,
+    emails.c.requested_by,
 )
 
 
@@ -303,6 +324,7 @@ _LOG = DriverStatement(
             "masked_text",
             "status",
             "expire_time",
+            "requested_by",
         ],
         select(
             _param("id", UUID(as_uuid=True)),
@@ -319,6 +341,7 @@ _LOG = DriverStatement(
                 else_=_status(EmailStatus.PENDING),
             ),
             _EXPIRE_TIME,
+            _param("requested_by", Text),
         ),
     )
     .on_conflict_do_nothing(index_elements=["idempotency_key"])

@@ -20,6 +20,9 @@ from mesh.errors import FieldViolation
 
 MASK = "•" * 6
 MAX_VALUE = 2048
+MAX_TEXT = 20000
+"""A free-form email's body."""
+MAX_SUBJECT = 200
 MAX_LISTED = 100
 _MINUTES = re.compile(r"^[1-9][0-9]{0,4}$")
 _CODE = re.compile(r"^[0-9A-Za-z-]{4,32}$")
@@ -30,12 +33,14 @@ class Template(enum.IntEnum):
     DUPLICATE_REGISTRATION_NOTICE = 2
     PASSWORD_RESET = 3
     INVITE_CODES = 4
+    PLAIN_TEXT = 5
 
 
 @dataclass(frozen=True)
 class Spec:
     stem: str
     subject: str
+    """The subject line: `{product}` is filled in, `{subject}` is the variable of that name."""
     required: frozenset[str] = frozenset()
     optional: frozenset[str] = frozenset()
     secret: frozenset[str] = frozenset()
@@ -72,6 +77,7 @@ CATALOGUE: dict[Template, Spec] = {
         secret=frozenset({"codes"}),
         listed=frozenset({"codes"}),
     ),
+    Template.PLAIN_TEXT: Spec("plain_text", "{subject}", required=frozenset({"subject", "text"})),
 }
 
 
@@ -103,7 +109,7 @@ class Renderer:
         """Raises `BadVariables` naming each variable that is unknown, missing or malformed."""
         spec = CATALOGUE[template]
         values = _checked(spec, variables)
-        subject = spec.subject.format(product=self._product)
+        subject = spec.subject.format(product=self._product, subject=values.get("subject", ""))
         context = {name: None for name in spec.optional} | values | {"product": self._product, "subject": subject}
         masked = context | {name: _masked(values[name], name in spec.listed) for name in spec.secret if name in values}
         text = self._environment.get_template(f"{spec.stem}.txt.j2")
@@ -135,6 +141,11 @@ def _checked(spec: Spec, variables: Mapping[str, str]) -> dict[str, str | list[s
 
 
 def _problem(name: str, value: str) -> str | None:
+    if name == "text":
+        return None if value.strip() and len(value) <= MAX_TEXT else f"1 to {MAX_TEXT} characters"
+    if name == "subject":
+        one_line = value.strip() and len(value) <= MAX_SUBJECT and not any(c in value for c in "\r\n")
+        return None if one_line else f"one line of 1 to {MAX_SUBJECT} characters"
     if not value.strip() or len(value) > MAX_VALUE:
         return f"1 to {MAX_VALUE} characters"
     if name.endswith("_url"):

@@ -15,6 +15,7 @@ from enum import IntEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
+import structlog
 from google.protobuf.message import DecodeError
 from invitemesh.mesh.v1 import access_pb2
 
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
     from mesh.handlers import Behavior, Context, Continuation, Handler
 
 SIGNATURE_HEADERS = ("x-mesh-caller", "x-mesh-ts", "x-mesh-nonce", "x-mesh-signature")
+ACTOR = "x-mesh-actor"
+"""Optional beside the signature headers, and covered by the signature when present."""
 # Infrastructure every server exposes to anyone who can reach it; they carry no invitemesh data.
 _OPEN_SERVICES = frozenset(
     {
@@ -98,6 +101,10 @@ class Principal:
     """`anonymous`, `user`, `admin` or `service`."""
     id: str = ""
     admin_role: AdminRole = AdminRole.UNSPECIFIED
+    session_id: str = ""
+    """For a user or an admin: the session their token belongs to (`sid`)."""
+    acting_for: str = ""
+    """For a service: whom it called on behalf of (`admin:<id>`), when it said so in its signed call."""
 
 
 ANONYMOUS = Principal("anonymous")
@@ -152,6 +159,10 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                     [FieldViolation("*", "the request is not a valid protobuf message")], reason="MALFORMED_REQUEST"
                 ) from None
             token = current_principal.set(principal)
+            if principal.acting_for:
+                # Left bound: the call's own task ends with it, and its `rpc` log line, written
+                # after this returns, is the one that should name who asked.
+                structlog.contextvars.bind_contextvars(acting_for=principal.acting_for)
             try:
                 return await behavior(request, context)
             finally:
@@ -162,13 +173,15 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     async def _admit(self, rule: AccessRule, method: str, metadata: Mapping[str, str], body: bytes) -> Principal:
         if rule.audience is Audience.PUBLIC:
             return ANONYMOUS
-        if rule.audience is Audience.INTERNAL:
+        signed = any(metadata.get(header) for header in SIGNATURE_HEADERS)
+        if rule.audience is Audience.INTERNAL or (rule.audience is Audience.ADMIN and rule.callers and signed):
             if any(not metadata.get(header) for header in SIGNATURE_HEADERS):
                 raise Unauthenticated("CALL_SIGNATURE_MISSING", "internal method: signed call metadata required")
             caller = await self._calls.verify_call(method, metadata, body)
             if caller not in rule.callers:
                 raise PermissionDenied("CALLER_NOT_ALLOWED", f"{caller} may not call this method")
-            return Principal("service", caller)
+            # Covered by the signature just checked, so whom the caller acts for is as sure as the caller.
+            return Principal("service", caller, acting_for=metadata.get(ACTOR, ""))
         if rule.audience in (Audience.USER, Audience.ADMIN):
             token = _bearer_token(metadata)
             if rule.audience is Audience.USER:
@@ -195,7 +208,8 @@ def _metadata(context: Context) -> dict[str, str]:
     pairs = [(key, value) for key, value in (context.invocation_metadata() or ()) if isinstance(value, str)]
     metadata = dict(pairs)
     # Twice the same signature header is ambiguous: which one was checked is not which one was meant.
-    if sum(key in SIGNATURE_HEADERS for key, _ in pairs) > sum(key in SIGNATURE_HEADERS for key in metadata):
+    signed = (*SIGNATURE_HEADERS, ACTOR)
+    if sum(key in signed for key, _ in pairs) > sum(key in signed for key in metadata):
         raise Unauthenticated("CALL_SIGNATURE_INVALID", "signature headers must appear once each")
     return metadata
 

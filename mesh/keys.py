@@ -3,7 +3,8 @@ with AES-256-GCM under a key-encryption key (KEK), public halves in a trust file
 service to every key it may currently sign with.
 
 Layout of the keys dir:
-    trust.json              {"services": {name: {"signing_kid": kid, "keys": {kid: public PEM}}}}
+    trust.json              {"services": {name: {"signing_kid": kid, "keys": {kid: public PEM},
+                                             "retired": {kid: public PEM}}}}
     <service>/<kid>.pem     the encrypted private key
 
 Rotation (tested in tests/integration/mesh/test_rotation.py):
@@ -11,7 +12,8 @@ Rotation (tested in tests/integration/mesh/test_rotation.py):
     2. wait MESH_TRUST_RELOAD_INTERVAL      every verifier has reloaded the trust file
     3. `meshctl keys activate SERVICE KID`  the service signs with the new key
     4. wait MESH_TRUST_RELOAD_INTERVAL      every signer has switched
-    5. `meshctl keys retire SERVICE OLD`    the old key is trusted no more
+    5. `meshctl keys retire SERVICE OLD`    the old key is trusted no more (its public half is kept
+                                            to check what it signed before: audit entries)
 """
 
 from __future__ import annotations
@@ -134,6 +136,12 @@ class TrustFile:
         kid = self.services.get(service, {}).get("signing_kid")
         return str(kid) if kid else None
 
+    def signature_keys(self, service: str) -> dict[str, ec.EllipticCurvePublicKey]:
+        """Every public key `service` ever signed with, retired ones too: what checks a record it
+        signed long ago (an audit entry), never a call."""
+        entry = self.services.get(service, {})
+        return {kid: _load_public(pem) for kid, pem in {**entry.get("retired", {}), **entry.get("keys", {})}.items()}
+
 
 class Keystore:
     """Reads and changes the keys dir; `meshctl keys` and `meshctl up` use it."""
@@ -170,8 +178,10 @@ class Keystore:
         trust = TrustFile.read(self.trust_path)
         if trust.signing_kid(service) == kid:
             raise KeyringError(f"{kid} is {service}'s signing key; activate another one first")
-        if trust.services.get(service, {}).get("keys", {}).pop(kid, None) is None:
+        pem = trust.services.get(service, {}).get("keys", {}).pop(kid, None)
+        if pem is None:
             raise KeyringError(f"{service} has no trusted key {kid}")
+        trust.services[service].setdefault("retired", {})[kid] = pem
         trust.write(self.trust_path)
         (self.keys_dir / service / f"{kid}.pem").unlink(missing_ok=True)
 

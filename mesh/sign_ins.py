@@ -16,6 +16,10 @@ from mesh.windows import Hit, WindowCounters
 log = structlog.get_logger("mesh.sign_ins")
 
 
+class AccountLocked(RateLimited):
+    """The account's budget of failed sign-ins is spent (its client's may not be)."""
+
+
 def sign_in_delay(failures: int, free: int = 3, step: float = 0.25, cap: float = 4.0) -> float:
     """Seconds a sign-in waits after `failures` recent failures: nothing for the first few typos,
     then doubling up to `cap`, so guessing slows down long before an account is locked."""
@@ -45,7 +49,7 @@ class SignInThrottle:
         if address.count >= self._per_client:
             raise RateLimited("too many failed sign-ins from this address", address.seconds_left or self._window)
         if mine.count >= self._per_account:
-            raise RateLimited("too many failed sign-ins for this account", mine.seconds_left or self._window)
+            raise AccountLocked("too many failed sign-ins for this account", mine.seconds_left or self._window)
         return mine.count
 
     async def failed(self, account: str, client: str) -> None:

@@ -132,14 +132,14 @@ class JwtVerifier:
 
     async def verify_user_token(self, token: str) -> Principal:
         claims = await self._claims(token, self._users)
-        return Principal("user", str(claims["sub"]))
+        return Principal("user", str(claims["sub"]), session_id=str(claims["sid"]))
 
     async def verify_admin_token(self, token: str) -> Principal:
         claims = await self._claims(token, self._admins)
         role = _ROLES.get(str(claims.get("role")))
         if role is None:
             raise Unauthenticated("ACCESS_TOKEN_INVALID", "admin token without a known role")
-        return Principal("admin", str(claims["sub"]), role)
+        return Principal("admin", str(claims["sub"]), role, session_id=str(claims["sid"]))
 
     async def _claims(self, token: str, issuer: Issuer) -> dict[str, Any]:
         claims = await self._verified(token, issuer.keys, issuer.name)

@@ -21,6 +21,7 @@ from mesh.logs import configure_logging
 from mesh.migrate import upgrade_all
 from mesh.services import IDENTITIES, SERVICES
 from meshctl import operator
+from meshctl.admins import ROLES, create_admin, list_admins, verify_audit_log
 from meshctl.certs import make_dev_certs
 from meshctl.operator import TIME_UNITS, mint_codes, rate_limits
 from meshctl.probes import degraded
@@ -78,6 +79,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     reset.add_argument("route")
     listing = limit_commands.add_parser("list", help="the rules in force: those set over the defaults")
     listing.add_argument("--json", action="store_true")
+    admins = commands.add_parser("admins", help="admin accounts (served by admin_svc)")
+    admin_commands = admins.add_subparsers(dest="admins_command", required=True)
+    create = admin_commands.add_parser("create", help="an admin; the password comes from stdin or a prompt")
+    create.add_argument("email")
+    create.add_argument("--role", choices=list(ROLES), required=True)
+    create.add_argument("--json", action="store_true")
+    admin_listing = admin_commands.add_parser("list", help="every admin")
+    admin_listing.add_argument("--json", action="store_true")
+    audit = commands.add_parser("audit", help="the admins' audit log")
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True)
+    audit_commands.add_parser("verify", help="walk the hash chain and check every signature with trust.json")
     certs = commands.add_parser("certs", help="a dev CA and certificates for mutual TLS (MESH_TLS=1)")
     certs.add_argument("names", nargs="*", help="more certificate names beyond every service, envoy and meshctl")
     mail = commands.add_parser("mail", help="messages caught by the dev SMTP sink")
@@ -102,6 +114,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         "certs": lambda: _certs(settings, args.names),
         "invites": lambda: operator.run(mint_codes(settings, args)),
         "ratelimits": lambda: operator.run(rate_limits(settings, args)),
+        "admins": lambda: operator.run(
+            create_admin(settings, args) if args.admins_command == "create" else list_admins(settings, args)
+        ),
+        "audit": lambda: operator.run(verify_audit_log(settings, args)),
         "mail": lambda: _mail_list(settings, args.to, args.json),
     }
     sys.exit(handlers[args.command]())

@@ -15,6 +15,7 @@ from pathlib import Path
 from pydantic import SecretStr
 from pydantic.fields import FieldInfo
 
+from admin_svc.settings import AdminSettings
 from auth_svc.settings import AuthSettings
 from invite_svc.settings import InviteSettings
 from mail_svc.settings import MailSettings
@@ -32,6 +33,7 @@ TABLES: tuple[tuple[str, type[MeshSettings]], ...] = (
     ("invite_svc", InviteSettings),
     ("mail_svc", MailSettings),
     ("ratelimit_svc", RateLimitSettings),
+    ("admin_svc", AdminSettings),
 )
 
 

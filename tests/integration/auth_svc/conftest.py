@@ -16,20 +16,23 @@ from typing import Any
 
 import grpc
 import pytest
+from invitemesh.admin.v1 import admin_service_pb2_grpc
 from invitemesh.auth.v1 import auth_service_pb2 as pb
 from invitemesh.auth.v1 import auth_service_pb2_grpc
 from invitemesh.invite.v1 import invite_service_pb2 as invite_pb
 from invitemesh.invite.v1 import invite_service_pb2_grpc
 
+from admin_svc.server import add_servicers as add_admin
 from auth_svc.server import add_servicers as add_auth
 from invite_svc.server import add_servicers as add_invite
 from mail_svc.server import add_servicers as add_mail
 from mesh.channels import open_channel
 from mesh.errors import error_info
 from mesh.server import AddServicers, MeshServer
-from mesh.services import AUTH, INVITE, MAIL, ServiceSpec
+from mesh.services import ADMIN, AUTH, INVITE, MAIL, RATELIMIT, ServiceSpec
 from mesh.settings import Settings
 from meshctl.embedded import free_port
+from ratelimit_svc.server import add_servicers as add_ratelimit
 from tests.conftest import eventually
 from tests.integration.conftest import from_the_edge
 from tests.integration.mail_svc.relay import Received, ScriptedRelay
@@ -43,7 +46,11 @@ _PARTS: dict[str, tuple[ServiceSpec, AddServicers]] = {
     "auth_svc": (AUTH, add_auth),
     "invite_svc": (INVITE, add_invite),
     "mail_svc": (MAIL, add_mail),
+    "ratelimit_svc": (RATELIMIT, add_ratelimit),
+    "admin_svc": (ADMIN, add_admin),
 }
+CORE = ("invite_svc", "mail_svc", "auth_svc")
+"""What a registration needs; admin tests add ratelimit_svc and admin_svc."""
 FAST = {
     "outbox_interval": 0.2,
     "outbox_backoff_base": 0.1,
@@ -94,6 +101,18 @@ class Stack:
     @property
     def auth(self) -> auth_service_pb2_grpc.AuthServiceAsyncStub:
         return auth_service_pb2_grpc.AuthServiceStub(self._channel("auth_svc"))
+
+    def admin(self, token: str | None = None) -> admin_service_pb2_grpc.AdminServiceAsyncStub:
+        """admin_svc as the edge passes calls on, with an admin's (or anyone's) Bearer `token`."""
+        if token is None:
+            return admin_service_pb2_grpc.AdminServiceStub(self._channel("admin_svc"))
+        channel = grpc.aio.insecure_channel(self.address("admin_svc"), interceptors=[_Bearer(token)])  # type: ignore[list-item]
+        self._channels.append(channel)
+        return admin_service_pb2_grpc.AdminServiceStub(channel)
+
+    def admin_as(self, caller: str) -> admin_service_pb2_grpc.AdminServiceAsyncStub:
+        """admin_svc as `caller` (meshctl) calls it, signed."""
+        return admin_service_pb2_grpc.AdminServiceStub(self._channel("admin_svc", caller))
 
     def auth_as(self, caller: str) -> auth_service_pb2_grpc.AuthServiceAsyncStub:
         """auth_svc as another service calls it, signed."""
@@ -178,6 +197,14 @@ class Stack:
             await self.stop(service)
 
 
+class _Bearer(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[type-arg]
+    def __init__(self, token: str) -> None:
+        self._header = ("authorization", f"Bearer {token}")
+
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(details._replace(metadata=(*(details.metadata or ()), self._header)), request)
+
+
 async def refusal(call: Awaitable[object]) -> tuple[grpc.StatusCode, str]:
     """The code and `ErrorInfo.reason` a call is refused with (the test fails if it is answered)."""
     with pytest.raises(grpc.aio.AioRpcError) as raised:
@@ -212,11 +239,11 @@ def stack_with(tmp_path: Path, migrated_database_url: str, redis_url: str, relay
     """Starts a stack whose settings differ from the default by the keywords given."""
 
     @asynccontextmanager
-    async def started(**more: Any) -> AsyncIterator[Stack]:
+    async def started(*, services: tuple[str, ...] = CORE, **more: Any) -> AsyncIterator[Stack]:
         trust = stack_trust(tmp_path, migrated_database_url, redis_url, relay.url, **more)
         running = Stack(trust, relay, migrated_database_url)
         try:
-            for service in ("invite_svc", "mail_svc", "auth_svc"):
+            for service in services:
                 await running.start(service)
             yield running
         finally:

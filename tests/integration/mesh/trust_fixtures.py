@@ -14,13 +14,14 @@ import grpc
 from invitemesh.invite.v1 import invite_service_pb2, invite_service_pb2_grpc
 from opentelemetry import trace
 
+from admin_svc.settings import AdminSettings
 from auth_svc.settings import AuthSettings
 from invite_svc.settings import InviteSettings
 from mail_svc.settings import MailSettings
 from mesh.access import current_principal
 from mesh.keys import Keystore, TrustStore, load_kek
 from mesh.server import MeshServer, ServiceRuntime
-from mesh.services import AUTH, IDENTITIES, INVITE, MAIL, RATELIMIT, ServiceSpec
+from mesh.services import ADMIN, AUTH, IDENTITIES, INVITE, MAIL, RATELIMIT, ServiceSpec
 from mesh.settings import MeshSettings, Settings
 from mesh.signing import CallSigner, Clock
 from ratelimit_svc.settings import RateLimitSettings
@@ -51,6 +52,7 @@ OWN_SETTINGS: dict[str, type[MeshSettings]] = {
     INVITE.name: InviteSettings,
     MAIL.name: MailSettings,
     RATELIMIT.name: RateLimitSettings,
+    ADMIN.name: AdminSettings,
 }
 
 

@@ -45,7 +45,13 @@ def test_html_is_escaped_and_text_is_not() -> None:
 
 @pytest.mark.parametrize("template", list(Template))
 def test_every_template_renders_with_its_required_variables(template: Template) -> None:
-    values = {"code": "123456", "reset_url": "https://app.example/r", "codes": "ABCD-EFGH-J"}
+    values = {
+        "code": "123456",
+        "reset_url": "https://app.example/r",
+        "codes": "ABCD-EFGH-J",
+        "subject": "A word from us",
+        "text": "Hello.",
+    }
     rendered = RENDERER.render(template, {name: values[name] for name in CATALOGUE[template].required})
 
     assert rendered.subject and rendered.text.strip() and "<html" in rendered.html
@@ -63,6 +69,34 @@ def test_every_template_renders_with_its_required_variables(template: Template) 
 def test_bad_variables_are_named(variables: dict[str, str], fields: list[str]) -> None:
     with pytest.raises(BadVariables) as bad:
         RENDERER.render(Template.PASSWORD_RESET, variables)
+
+    assert [violation.field for violation in bad.value.violations] == fields
+
+
+def test_a_free_form_email_keeps_its_subject_and_text_and_escapes_them_in_html() -> None:
+    text = "Dear <Ada>,\n\nwe launch {tomorrow} & you are in.\n"
+
+    rendered = RENDERER.render(Template.PLAIN_TEXT, {"subject": "Launch {day} <news>", "text": text})
+
+    assert rendered.subject == "Launch {day} <news>"
+    assert rendered.text == text + "\n" and rendered.masked_text == rendered.text
+    assert "Dear &lt;Ada&gt;" in rendered.html and "&amp; you are in" in rendered.html
+
+
+@pytest.mark.parametrize(
+    ("variables", "fields"),
+    [
+        ({"subject": "two\nlines", "text": "x"}, ["variables[subject]"]),
+        ({"subject": "s" * 201, "text": "x"}, ["variables[subject]"]),
+        ({"subject": "fine", "text": "x" * 20001}, ["variables[text]"]),
+        ({"subject": "fine", "text": "   "}, ["variables[text]"]),
+    ],
+)
+def test_a_free_form_email_needs_a_one_line_subject_and_a_body_of_bounded_size(
+    variables: dict[str, str], fields: list[str]
+) -> None:
+    with pytest.raises(BadVariables) as bad:
+        RENDERER.render(Template.PLAIN_TEXT, variables)
 
     assert [violation.field for violation in bad.value.violations] == fields
 

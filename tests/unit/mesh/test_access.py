@@ -37,6 +37,7 @@ DESIGN_REST_SURFACE = {
     "invitemesh.admin.v1.AdminService/SuspendUser": ("post", "/v1/admin/users/{user_id}:suspend", ADMIN),
     "invitemesh.admin.v1.AdminService/ListEmails": ("get", "/v1/admin/emails", ADMIN),
     "invitemesh.admin.v1.AdminService/GetEmailStats": ("get", "/v1/admin/emails:stats", ADMIN),
+    "invitemesh.admin.v1.AdminService/SendEmail": ("post", "/v1/admin/emails", ADMIN),
     "invitemesh.admin.v1.AdminService/ListRateLimits": ("get", "/v1/admin/rate-limits", ADMIN),
     "invitemesh.admin.v1.AdminService/UpdateRateLimits": ("put", "/v1/admin/rate-limits", ADMIN),
     "invitemesh.admin.v1.AdminService/ListAuditLogEntries": ("get", "/v1/admin/audit-log", ADMIN),
@@ -48,6 +49,8 @@ BEYOND_DESIGN_TABLE = {
     "invitemesh.admin.v1.AdminService/CreateCampaign": ("post", "/v1/admin/campaigns", ADMIN),
     "invitemesh.admin.v1.AdminService/ListCampaigns": ("get", "/v1/admin/campaigns", ADMIN),
     "invitemesh.admin.v1.AdminService/ReactivateUser": ("post", "/v1/admin/users/{user_id}:reactivate", ADMIN),
+    "invitemesh.admin.v1.AdminService/UpdateAdmin": ("patch", "/v1/admin/admins/{admin.id}", ADMIN),
+    "invitemesh.admin.v1.AdminService/RevokeSession": ("post", "/v1/admin/sessions:revoke", ADMIN),
 }
 
 
@@ -87,6 +90,9 @@ def test_internal_methods_name_known_callers_and_admin_methods_a_role() -> None:
         if rule.audience is Audience.INTERNAL:
             assert rule.callers, method.full_name
             assert rule.callers <= known, method.full_name
+        elif rule.audience is Audience.ADMIN:
+            # Only the operator tooling may stand in for an admin (to bootstrap the first one).
+            assert rule.callers <= {OPERATOR}, method.full_name
         else:
             assert not rule.callers, method.full_name
         if rule.audience is Audience.ADMIN:
@@ -115,8 +121,11 @@ def test_reads_the_declared_rule_of_a_method() -> None:
     assert access_rule("/invitemesh.invite.v1.InviteService/HoldCode") == AccessRule(
         Audience.INTERNAL, frozenset({"auth_svc"})
     )
-    assert access_rule("/invitemesh.admin.v1.AdminService/CreateAdmin") == AccessRule(
+    assert access_rule("/invitemesh.admin.v1.AdminService/UpdateAdmin") == AccessRule(
         Audience.ADMIN, min_admin_role=AdminRole.OWNER
+    )
+    assert access_rule("/invitemesh.admin.v1.AdminService/CreateAdmin") == AccessRule(
+        Audience.ADMIN, frozenset({"meshctl"}), AdminRole.OWNER
     )
     assert access_rule("/invitemesh.auth.v1.AuthService/Register") == AccessRule(Audience.PUBLIC)
 

@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -13,6 +14,7 @@ from invitemesh.auth.v1 import auth_service_pb2 as _auth_service_pb2
 from invitemesh.invite.v1 import invite_service_pb2 as _invite_service_pb2
 from invitemesh.mail.v1 import mail_service_pb2 as _mail_service_pb2
 from invitemesh.mesh.v1 import access_pb2 as _access_pb2
+from invitemesh.ratelimit.v1 import ratelimit_service_pb2 as _ratelimit_service_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -24,61 +26,57 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
-class _RateLimitUnit:
+class _AdminState:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
 
-class _RateLimitUnitEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RateLimitUnit.ValueType], _builtins.type):
+class _AdminStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AdminState.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
-    RATE_LIMIT_UNIT_UNSPECIFIED: _RateLimitUnit.ValueType  # 0
+    ADMIN_STATE_UNSPECIFIED: _AdminState.ValueType  # 0
     """Not set."""
-    RATE_LIMIT_UNIT_SECOND: _RateLimitUnit.ValueType  # 1
-    """Per second."""
-    RATE_LIMIT_UNIT_MINUTE: _RateLimitUnit.ValueType  # 2
-    """Per minute."""
-    RATE_LIMIT_UNIT_HOUR: _RateLimitUnit.ValueType  # 3
-    """Per hour."""
-    RATE_LIMIT_UNIT_DAY: _RateLimitUnit.ValueType  # 4
-    """Per day."""
+    ADMIN_STATE_ACTIVE: _AdminState.ValueType  # 1
+    """May sign in."""
+    ADMIN_STATE_DISABLED: _AdminState.ValueType  # 2
+    """May not sign in; its sessions ended when it was disabled."""
 
-class RateLimitUnit(_RateLimitUnit, metaclass=_RateLimitUnitEnumTypeWrapper):
-    """The window a rate limit counts in."""
+class AdminState(_AdminState, metaclass=_AdminStateEnumTypeWrapper):
+    """Whether an admin may sign in."""
 
-RATE_LIMIT_UNIT_UNSPECIFIED: RateLimitUnit.ValueType  # 0
+ADMIN_STATE_UNSPECIFIED: AdminState.ValueType  # 0
 """Not set."""
-RATE_LIMIT_UNIT_SECOND: RateLimitUnit.ValueType  # 1
-"""Per second."""
-RATE_LIMIT_UNIT_MINUTE: RateLimitUnit.ValueType  # 2
-"""Per minute."""
-RATE_LIMIT_UNIT_HOUR: RateLimitUnit.ValueType  # 3
-"""Per hour."""
-RATE_LIMIT_UNIT_DAY: RateLimitUnit.ValueType  # 4
-"""Per day."""
-Global___RateLimitUnit: _TypeAlias = RateLimitUnit  # noqa: Y015
+ADMIN_STATE_ACTIVE: AdminState.ValueType  # 1
+"""May sign in."""
+ADMIN_STATE_DISABLED: AdminState.ValueType  # 2
+"""May not sign in; its sessions ended when it was disabled."""
+Global___AdminState: _TypeAlias = AdminState  # noqa: Y015
 
-class _FailureMode:
+class _AuditOutcome:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
 
-class _FailureModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FailureMode.ValueType], _builtins.type):
+class _AuditOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AuditOutcome.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
-    FAILURE_MODE_UNSPECIFIED: _FailureMode.ValueType  # 0
+    AUDIT_OUTCOME_UNSPECIFIED: _AuditOutcome.ValueType  # 0
     """Not set."""
-    FAILURE_MODE_OPEN: _FailureMode.ValueType  # 1
-    """Let the request through."""
-    FAILURE_MODE_CLOSED: _FailureMode.ValueType  # 2
-    """Refuse the request."""
+    AUDIT_OUTCOME_PENDING: _AuditOutcome.ValueType  # 1
+    """Recorded, its call not yet known to have ended (a job settles it)."""
+    AUDIT_OUTCOME_SUCCEEDED: _AuditOutcome.ValueType  # 2
+    """Done."""
+    AUDIT_OUTCOME_FAILED: _AuditOutcome.ValueType  # 3
+    """Refused or failed; `outcome_reason` says why."""
 
-class FailureMode(_FailureMode, metaclass=_FailureModeEnumTypeWrapper):
-    """What a rule does when its counter store cannot be reached."""
+class AuditOutcome(_AuditOutcome, metaclass=_AuditOutcomeEnumTypeWrapper):
+    """How an audited action ended."""
 
-FAILURE_MODE_UNSPECIFIED: FailureMode.ValueType  # 0
+AUDIT_OUTCOME_UNSPECIFIED: AuditOutcome.ValueType  # 0
 """Not set."""
-FAILURE_MODE_OPEN: FailureMode.ValueType  # 1
-"""Let the request through."""
-FAILURE_MODE_CLOSED: FailureMode.ValueType  # 2
-"""Refuse the request."""
-Global___FailureMode: _TypeAlias = FailureMode  # noqa: Y015
+AUDIT_OUTCOME_PENDING: AuditOutcome.ValueType  # 1
+"""Recorded, its call not yet known to have ended (a job settles it)."""
+AUDIT_OUTCOME_SUCCEEDED: AuditOutcome.ValueType  # 2
+"""Done."""
+AUDIT_OUTCOME_FAILED: AuditOutcome.ValueType  # 3
+"""Refused or failed; `outcome_reason` says why."""
+Global___AuditOutcome: _TypeAlias = AuditOutcome  # noqa: Y015
 
 @_typing.final
 class Admin(_message.Message):
@@ -90,15 +88,23 @@ class Admin(_message.Message):
     EMAIL_FIELD_NUMBER: _builtins.int
     ROLE_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    LAST_SIGN_IN_TIME_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Stable id (UUID)."""
     email: _builtins.str
     """Sign-in email."""
     role: _access_pb2.AdminRole.ValueType
     """Role."""
+    state: Global___AdminState.ValueType
+    """State."""
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """Creation time."""
+
+    @_builtins.property
+    def last_sign_in_time(self) -> _timestamp_pb2.Timestamp:
+        """The last completed sign-in, when there was one."""
 
     def __init__(
         self,
@@ -107,10 +113,12 @@ class Admin(_message.Message):
         email: _builtins.str = ...,
         role: _access_pb2.AdminRole.ValueType = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        state: Global___AdminState.ValueType = ...,
+        last_sign_in_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "last_sign_in_time", b"last_sign_in_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "email", b"email", "id", b"id", "role", b"role"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "email", b"email", "id", b"id", "last_sign_in_time", b"last_sign_in_time", "role", b"role", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -229,6 +237,40 @@ class VerifySessionMfaResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___VerifySessionMfaResponse: _TypeAlias = VerifySessionMfaResponse  # noqa: Y015
+
+@_typing.final
+class RevokeSessionRequest(_message.Message):
+    """Request for RevokeSession."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevokeSessionRequest: _TypeAlias = RevokeSessionRequest  # noqa: Y015
+
+@_typing.final
+class RevokeSessionResponse(_message.Message):
+    """Response for RevokeSession."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevokeSessionResponse: _TypeAlias = RevokeSessionResponse  # noqa: Y015
 
 @_typing.final
 class GetAdminJwksRequest(_message.Message):
@@ -388,6 +430,60 @@ class ListAdminsResponse(_message.Message):
 Global___ListAdminsResponse: _TypeAlias = ListAdminsResponse  # noqa: Y015
 
 @_typing.final
+class UpdateAdminRequest(_message.Message):
+    """Request for UpdateAdmin."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ADMIN_FIELD_NUMBER: _builtins.int
+    UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def admin(self) -> Global___Admin:
+        """The admin: `id` says which, the fields of `update_mask` what changes."""
+
+    @_builtins.property
+    def update_mask(self) -> _field_mask_pb2.FieldMask:
+        """`role`, `state` or both."""
+
+    def __init__(
+        self,
+        *,
+        admin: Global___Admin | None = ...,
+        update_mask: _field_mask_pb2.FieldMask | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["admin", b"admin", "update_mask", b"update_mask"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["admin", b"admin", "update_mask", b"update_mask"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateAdminRequest: _TypeAlias = UpdateAdminRequest  # noqa: Y015
+
+@_typing.final
+class UpdateAdminResponse(_message.Message):
+    """Response for UpdateAdmin."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ADMIN_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def admin(self) -> Global___Admin:
+        """The admin as it now is."""
+
+    def __init__(
+        self,
+        *,
+        admin: Global___Admin | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["admin", b"admin"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["admin", b"admin"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateAdminResponse: _TypeAlias = UpdateAdminResponse  # noqa: Y015
+
+@_typing.final
 class CreateInviteBatchRequest(_message.Message):
     """Request for CreateInviteBatch."""
 
@@ -405,7 +501,7 @@ class CreateInviteBatchRequest(_message.Message):
     campaign_id: _builtins.str
     """Campaign of the codes; empty for none."""
     request_id: _builtins.str
-    """Idempotency key."""
+    """Idempotency key: the same key again answers the same codes."""
     @_builtins.property
     def expire_time(self) -> _timestamp_pb2.Timestamp:
         """When the codes stop working; unset means never."""
@@ -905,8 +1001,11 @@ class ListEmailsResponse(_message.Message):
 
     EMAILS_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    TOTAL_SIZE_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
     """Empty when there are no more."""
+    total_size: _builtins.int
+    """How many emails match the filters, on every page."""
     @_builtins.property
     def emails(self) -> _containers.RepeatedCompositeFieldContainer[_mail_service_pb2.Email]:
         """The emails, newest first."""
@@ -916,14 +1015,81 @@ class ListEmailsResponse(_message.Message):
         *,
         emails: _abc.Iterable[_mail_service_pb2.Email] | None = ...,
         next_page_token: _builtins.str = ...,
+        total_size: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["emails", b"emails", "next_page_token", b"next_page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["emails", b"emails", "next_page_token", b"next_page_token", "total_size", b"total_size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListEmailsResponse: _TypeAlias = ListEmailsResponse  # noqa: Y015
+
+@_typing.final
+class SendEmailRequest(_message.Message):
+    """Request for SendEmail."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TO_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    SUBJECT_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    to: _builtins.str
+    """An address."""
+    user_id: _builtins.str
+    """A user, mailed at their address."""
+    subject: _builtins.str
+    """Subject, one line."""
+    text: _builtins.str
+    """The plain-text body."""
+    request_id: _builtins.str
+    """Idempotency key: the same key again answers the same email and sends
+    nothing new.
+    """
+    def __init__(
+        self,
+        *,
+        to: _builtins.str = ...,
+        user_id: _builtins.str = ...,
+        subject: _builtins.str = ...,
+        text: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["recipient", b"recipient", "to", b"to", "user_id", b"user_id"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["recipient", b"recipient", "request_id", b"request_id", "subject", b"subject", "text", b"text", "to", b"to", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_recipient: _TypeAlias = _typing.Literal["to", "user_id"]  # noqa: Y015
+    _WhichOneofArgType_recipient: _TypeAlias = _typing.Literal["recipient", b"recipient"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_recipient) -> _WhichOneofReturnType_recipient | None: ...
+
+Global___SendEmailRequest: _TypeAlias = SendEmailRequest  # noqa: Y015
+
+@_typing.final
+class SendEmailResponse(_message.Message):
+    """Response for SendEmail."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EMAIL_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def email(self) -> _mail_service_pb2.Email:
+        """The email as logged."""
+
+    def __init__(
+        self,
+        *,
+        email: _mail_service_pb2.Email | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["email", b"email"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["email", b"email"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SendEmailResponse: _TypeAlias = SendEmailResponse  # noqa: Y015
 
 @_typing.final
 class GetEmailStatsRequest(_message.Message):
@@ -976,44 +1142,6 @@ class GetEmailStatsResponse(_message.Message):
 Global___GetEmailStatsResponse: _TypeAlias = GetEmailStatsResponse  # noqa: Y015
 
 @_typing.final
-class RateLimitRule(_message.Message):
-    """One rule: requests matching a descriptor are limited to a count per unit."""
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    DESCRIPTOR_KEY_FIELD_NUMBER: _builtins.int
-    DESCRIPTOR_VALUE_FIELD_NUMBER: _builtins.int
-    REQUESTS_PER_UNIT_FIELD_NUMBER: _builtins.int
-    UNIT_FIELD_NUMBER: _builtins.int
-    FAILURE_MODE_FIELD_NUMBER: _builtins.int
-    descriptor_key: _builtins.str
-    """Envoy rate-limit descriptor key, for example "remote_address" or "method"."""
-    descriptor_value: _builtins.str
-    """Descriptor value to match; empty matches every value (one counter each)."""
-    requests_per_unit: _builtins.int
-    """Requests allowed per unit."""
-    unit: Global___RateLimitUnit.ValueType
-    """The unit."""
-    failure_mode: Global___FailureMode.ValueType
-    """What to do when counters are unreachable."""
-    def __init__(
-        self,
-        *,
-        descriptor_key: _builtins.str = ...,
-        descriptor_value: _builtins.str = ...,
-        requests_per_unit: _builtins.int = ...,
-        unit: Global___RateLimitUnit.ValueType = ...,
-        failure_mode: Global___FailureMode.ValueType = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["descriptor_key", b"descriptor_key", "descriptor_value", b"descriptor_value", "failure_mode", b"failure_mode", "requests_per_unit", b"requests_per_unit", "unit", b"unit"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___RateLimitRule: _TypeAlias = RateLimitRule  # noqa: Y015
-
-@_typing.final
 class ListRateLimitsRequest(_message.Message):
     """Request for ListRateLimits."""
 
@@ -1038,13 +1166,15 @@ class ListRateLimitsResponse(_message.Message):
 
     RULES_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def rules(self) -> _containers.RepeatedCompositeFieldContainer[Global___RateLimitRule]:
-        """The rules in force."""
+    def rules(self) -> _containers.RepeatedCompositeFieldContainer[_ratelimit_service_pb2.RateLimitRule]:
+        """The rule of every route, ordered by route; a route without a stored rule
+        shows its default.
+        """
 
     def __init__(
         self,
         *,
-        rules: _abc.Iterable[Global___RateLimitRule] | None = ...,
+        rules: _abc.Iterable[_ratelimit_service_pb2.RateLimitRule] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
@@ -1065,13 +1195,13 @@ class UpdateRateLimitsRequest(_message.Message):
     request_id: _builtins.str
     """Idempotency key."""
     @_builtins.property
-    def rules(self) -> _containers.RepeatedCompositeFieldContainer[Global___RateLimitRule]:
-        """The complete new rule set."""
+    def rules(self) -> _containers.RepeatedCompositeFieldContainer[_ratelimit_service_pb2.RateLimitRule]:
+        """The complete new rule set, one rule per route."""
 
     def __init__(
         self,
         *,
-        rules: _abc.Iterable[Global___RateLimitRule] | None = ...,
+        rules: _abc.Iterable[_ratelimit_service_pb2.RateLimitRule] | None = ...,
         request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
@@ -1090,13 +1220,13 @@ class UpdateRateLimitsResponse(_message.Message):
 
     RULES_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def rules(self) -> _containers.RepeatedCompositeFieldContainer[Global___RateLimitRule]:
+    def rules(self) -> _containers.RepeatedCompositeFieldContainer[_ratelimit_service_pb2.RateLimitRule]:
         """The rules now in force."""
 
     def __init__(
         self,
         *,
-        rules: _abc.Iterable[Global___RateLimitRule] | None = ...,
+        rules: _abc.Iterable[_ratelimit_service_pb2.RateLimitRule] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
@@ -1108,43 +1238,100 @@ Global___UpdateRateLimitsResponse: _TypeAlias = UpdateRateLimitsResponse  # noqa
 
 @_typing.final
 class AuditLogEntry(_message.Message):
-    """One audited admin action."""
+    """One audited admin action: every change and every sign-in, successful or
+    not. Entries form a hash chain in `sequence` order, and admin_svc signs each
+    entry and, once known, its outcome.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
-    ADMIN_ID_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
     ACTION_FIELD_NUMBER: _builtins.int
     TARGET_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     SIGNATURE_FIELD_NUMBER: _builtins.int
+    SEQUENCE_FIELD_NUMBER: _builtins.int
+    REQUEST_JSON_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    PREVIOUS_DIGEST_FIELD_NUMBER: _builtins.int
+    DIGEST_FIELD_NUMBER: _builtins.int
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    OUTCOME_REASON_FIELD_NUMBER: _builtins.int
+    OUTCOME_TIME_FIELD_NUMBER: _builtins.int
+    OUTCOME_SIGNATURE_FIELD_NUMBER: _builtins.int
+    OUTCOME_KEY_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Stable id (UUID)."""
-    admin_id: _builtins.str
-    """The admin who acted."""
+    actor: _builtins.str
+    """Who acted: the admin's id, `meshctl`, or for a failed sign-in the email
+    typed.
+    """
     action: _builtins.str
     """The method called, for example "CreateInviteBatch"."""
     target: _builtins.str
-    """What was acted on, for example a code id or user id."""
+    """What was acted on, for example a code or a user id."""
     signature: _builtins.bytes
-    """ECDSA signature over the entry and the previous entry's signature."""
+    """ECDSA P-256 signature (DER) over `digest`, by admin_svc's key `key_id`."""
+    sequence: _builtins.int
+    """Position in the chain, from 1 without gaps."""
+    request_json: _builtins.str
+    """The request as JSON, secrets removed."""
+    request_id: _builtins.str
+    """The request's idempotency key, when it had one."""
+    previous_digest: _builtins.bytes
+    """SHA-256 of the previous entry's canonical form (32 zero bytes for the
+    first).
+    """
+    digest: _builtins.bytes
+    """SHA-256 of this entry's canonical form (mesh/audit_chain.py), which
+    includes `previous_digest`.
+    """
+    key_id: _builtins.str
+    """Which of admin_svc's keys signed."""
+    outcome: Global___AuditOutcome.ValueType
+    """How it ended."""
+    outcome_reason: _builtins.str
+    """The refusal's reason, for a failure."""
+    outcome_signature: _builtins.bytes
+    """ECDSA signature over the outcome and `digest`, by the key
+    `outcome_key_id`.
+    """
+    outcome_key_id: _builtins.str
+    """Which of admin_svc's keys signed the outcome."""
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
-        """When."""
+        """When it was recorded."""
+
+    @_builtins.property
+    def outcome_time(self) -> _timestamp_pb2.Timestamp:
+        """When the outcome was recorded."""
 
     def __init__(
         self,
         *,
         id: _builtins.str = ...,
-        admin_id: _builtins.str = ...,
+        actor: _builtins.str = ...,
         action: _builtins.str = ...,
         target: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         signature: _builtins.bytes = ...,
+        sequence: _builtins.int = ...,
+        request_json: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+        previous_digest: _builtins.bytes = ...,
+        digest: _builtins.bytes = ...,
+        key_id: _builtins.str = ...,
+        outcome: Global___AuditOutcome.ValueType = ...,
+        outcome_reason: _builtins.str = ...,
+        outcome_time: _timestamp_pb2.Timestamp | None = ...,
+        outcome_signature: _builtins.bytes = ...,
+        outcome_key_id: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "outcome_time", b"outcome_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "admin_id", b"admin_id", "create_time", b"create_time", "id", b"id", "signature", b"signature", "target", b"target"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "actor", b"actor", "create_time", b"create_time", "digest", b"digest", "id", b"id", "key_id", b"key_id", "outcome", b"outcome", "outcome_key_id", b"outcome_key_id", "outcome_reason", b"outcome_reason", "outcome_signature", b"outcome_signature", "outcome_time", b"outcome_time", "previous_digest", b"previous_digest", "request_id", b"request_id", "request_json", b"request_json", "sequence", b"sequence", "signature", b"signature", "target", b"target"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -47,6 +47,11 @@ class AdminServiceStub:
                 request_serializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.VerifySessionMfaRequest.SerializeToString,
                 response_deserializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.VerifySessionMfaResponse.FromString,
                 _registered_method=True)
+        self.RevokeSession = channel.unary_unary(
+                '/invitemesh.admin.v1.AdminService/RevokeSession',
+                request_serializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.RevokeSessionRequest.SerializeToString,
+                response_deserializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.RevokeSessionResponse.FromString,
+                _registered_method=True)
         self.GetAdminJwks = channel.unary_unary(
                 '/invitemesh.admin.v1.AdminService/GetAdminJwks',
                 request_serializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.GetAdminJwksRequest.SerializeToString,
@@ -61,6 +66,11 @@ class AdminServiceStub:
                 '/invitemesh.admin.v1.AdminService/ListAdmins',
                 request_serializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.ListAdminsRequest.SerializeToString,
                 response_deserializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.ListAdminsResponse.FromString,
+                _registered_method=True)
+        self.UpdateAdmin = channel.unary_unary(
+                '/invitemesh.admin.v1.AdminService/UpdateAdmin',
+                request_serializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.UpdateAdminRequest.SerializeToString,
+                response_deserializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.UpdateAdminResponse.FromString,
                 _registered_method=True)
         self.CreateInviteBatch = channel.unary_unary(
                 '/invitemesh.admin.v1.AdminService/CreateInviteBatch',
@@ -112,6 +122,11 @@ class AdminServiceStub:
                 request_serializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.ListEmailsRequest.SerializeToString,
                 response_deserializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.ListEmailsResponse.FromString,
                 _registered_method=True)
+        self.SendEmail = channel.unary_unary(
+                '/invitemesh.admin.v1.AdminService/SendEmail',
+                request_serializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.SendEmailRequest.SerializeToString,
+                response_deserializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.SendEmailResponse.FromString,
+                _registered_method=True)
         self.GetEmailStats = channel.unary_unary(
                 '/invitemesh.admin.v1.AdminService/GetEmailStats',
                 request_serializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.GetEmailStatsRequest.SerializeToString,
@@ -155,6 +170,13 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RevokeSession(self, request, context):
+        """Ends the calling admin's session: its access token stops working at once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetAdminJwks(self, request, context):
         """The public keys that verify admin access tokens, for every service that
         serves admin methods (RFC 7517 JSON Web Key Set).
@@ -164,14 +186,23 @@ class AdminServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CreateAdmin(self, request, context):
-        """Creates an admin account. Answers the TOTP secret once.
+        """Creates an admin account. Answers the TOTP secret once. meshctl calls it
+        to create the first owner of an empty database.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListAdmins(self, request, context):
-        """Lists admin accounts.
+        """Lists admin accounts, oldest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateAdmin(self, request, context):
+        """Changes an admin's role or state (`update_mask`: `role`, `state`). A
+        change ends that admin's sessions.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -248,6 +279,14 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SendEmail(self, request, context):
+        """Sends a free-form plain-text email to a user or an address, through the
+        same log, queue, retries and suppression list as every other email.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetEmailStats(self, request, context):
         """One day's email counts.
         """
@@ -263,14 +302,16 @@ class AdminServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UpdateRateLimits(self, request, context):
-        """Replaces the rate-limit rules as a whole.
+        """Replaces the rate-limit rules as a whole: routes left out go back to their
+        defaults.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListAuditLogEntries(self, request, context):
-        """The audit log, newest first; each entry carries its signature.
+        """The audit log, newest first; each entry carries its chain digest and
+        signatures (`meshctl audit verify` checks them).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -289,6 +330,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     request_deserializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.VerifySessionMfaRequest.FromString,
                     response_serializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.VerifySessionMfaResponse.SerializeToString,
             ),
+            'RevokeSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeSession,
+                    request_deserializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.RevokeSessionRequest.FromString,
+                    response_serializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.RevokeSessionResponse.SerializeToString,
+            ),
             'GetAdminJwks': grpc.unary_unary_rpc_method_handler(
                     servicer.GetAdminJwks,
                     request_deserializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.GetAdminJwksRequest.FromString,
@@ -303,6 +349,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.ListAdmins,
                     request_deserializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.ListAdminsRequest.FromString,
                     response_serializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.ListAdminsResponse.SerializeToString,
+            ),
+            'UpdateAdmin': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateAdmin,
+                    request_deserializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.UpdateAdminRequest.FromString,
+                    response_serializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.UpdateAdminResponse.SerializeToString,
             ),
             'CreateInviteBatch': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateInviteBatch,
@@ -353,6 +404,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.ListEmails,
                     request_deserializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.ListEmailsRequest.FromString,
                     response_serializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.ListEmailsResponse.SerializeToString,
+            ),
+            'SendEmail': grpc.unary_unary_rpc_method_handler(
+                    servicer.SendEmail,
+                    request_deserializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.SendEmailRequest.FromString,
+                    response_serializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.SendEmailResponse.SerializeToString,
             ),
             'GetEmailStats': grpc.unary_unary_rpc_method_handler(
                     servicer.GetEmailStats,
@@ -443,6 +499,33 @@ class AdminService:
             _registered_method=True)
 
     @staticmethod
+    def RevokeSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/invitemesh.admin.v1.AdminService/RevokeSession',
+            invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.RevokeSessionRequest.SerializeToString,
+            invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.RevokeSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def GetAdminJwks(request,
             target,
             options=(),
@@ -513,6 +596,33 @@ class AdminService:
             '/invitemesh.admin.v1.AdminService/ListAdmins',
             invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.ListAdminsRequest.SerializeToString,
             invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.ListAdminsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateAdmin(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/invitemesh.admin.v1.AdminService/UpdateAdmin',
+            invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.UpdateAdminRequest.SerializeToString,
+            invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.UpdateAdminResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -783,6 +893,33 @@ class AdminService:
             '/invitemesh.admin.v1.AdminService/ListEmails',
             invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.ListEmailsRequest.SerializeToString,
             invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.ListEmailsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SendEmail(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/invitemesh.admin.v1.AdminService/SendEmail',
+            invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.SendEmailRequest.SerializeToString,
+            invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.SendEmailResponse.FromString,
             options,
             channel_credentials,
             insecure,

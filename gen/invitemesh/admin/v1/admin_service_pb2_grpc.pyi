@@ -42,14 +42,22 @@ class AdminServiceStub:
     """
     VerifySessionMfa: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.VerifySessionMfaRequest, _admin_service_pb2.VerifySessionMfaResponse]
     """Second sign-in step: the MFA token and a TOTP code give an admin session."""
+    RevokeSession: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.RevokeSessionRequest, _admin_service_pb2.RevokeSessionResponse]
+    """Ends the calling admin's session: its access token stops working at once."""
     GetAdminJwks: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.GetAdminJwksRequest, _admin_service_pb2.GetAdminJwksResponse]
     """The public keys that verify admin access tokens, for every service that
     serves admin methods (RFC 7517 JSON Web Key Set).
     """
     CreateAdmin: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.CreateAdminRequest, _admin_service_pb2.CreateAdminResponse]
-    """Creates an admin account. Answers the TOTP secret once."""
+    """Creates an admin account. Answers the TOTP secret once. meshctl calls it
+    to create the first owner of an empty database.
+    """
     ListAdmins: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ListAdminsRequest, _admin_service_pb2.ListAdminsResponse]
-    """Lists admin accounts."""
+    """Lists admin accounts, oldest first."""
+    UpdateAdmin: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.UpdateAdminRequest, _admin_service_pb2.UpdateAdminResponse]
+    """Changes an admin's role or state (`update_mask`: `role`, `state`). A
+    change ends that admin's sessions.
+    """
     CreateInviteBatch: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.CreateInviteBatchRequest, _admin_service_pb2.CreateInviteBatchResponse]
     """Mints a batch of codes owned by the calling admin. Idempotent by
     `request_id`.
@@ -72,14 +80,22 @@ class AdminServiceStub:
     """Lifts a user's suspension."""
     ListEmails: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ListEmailsRequest, _admin_service_pb2.ListEmailsResponse]
     """The email log, newest first."""
+    SendEmail: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.SendEmailRequest, _admin_service_pb2.SendEmailResponse]
+    """Sends a free-form plain-text email to a user or an address, through the
+    same log, queue, retries and suppression list as every other email.
+    """
     GetEmailStats: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.GetEmailStatsRequest, _admin_service_pb2.GetEmailStatsResponse]
     """One day's email counts."""
     ListRateLimits: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ListRateLimitsRequest, _admin_service_pb2.ListRateLimitsResponse]
     """The rate-limit rules the edge enforces."""
     UpdateRateLimits: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.UpdateRateLimitsRequest, _admin_service_pb2.UpdateRateLimitsResponse]
-    """Replaces the rate-limit rules as a whole."""
+    """Replaces the rate-limit rules as a whole: routes left out go back to their
+    defaults.
+    """
     ListAuditLogEntries: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ListAuditLogEntriesRequest, _admin_service_pb2.ListAuditLogEntriesResponse]
-    """The audit log, newest first; each entry carries its signature."""
+    """The audit log, newest first; each entry carries its chain digest and
+    signatures (`meshctl audit verify` checks them).
+    """
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -95,14 +111,22 @@ class AdminServiceAsyncStub(AdminServiceStub):
     """
     VerifySessionMfa: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.VerifySessionMfaRequest, _admin_service_pb2.VerifySessionMfaResponse]  # type: ignore[assignment]
     """Second sign-in step: the MFA token and a TOTP code give an admin session."""
+    RevokeSession: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.RevokeSessionRequest, _admin_service_pb2.RevokeSessionResponse]  # type: ignore[assignment]
+    """Ends the calling admin's session: its access token stops working at once."""
     GetAdminJwks: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.GetAdminJwksRequest, _admin_service_pb2.GetAdminJwksResponse]  # type: ignore[assignment]
     """The public keys that verify admin access tokens, for every service that
     serves admin methods (RFC 7517 JSON Web Key Set).
     """
     CreateAdmin: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.CreateAdminRequest, _admin_service_pb2.CreateAdminResponse]  # type: ignore[assignment]
-    """Creates an admin account. Answers the TOTP secret once."""
+    """Creates an admin account. Answers the TOTP secret once. meshctl calls it
+    to create the first owner of an empty database.
+    """
     ListAdmins: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ListAdminsRequest, _admin_service_pb2.ListAdminsResponse]  # type: ignore[assignment]
-    """Lists admin accounts."""
+    """Lists admin accounts, oldest first."""
+    UpdateAdmin: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.UpdateAdminRequest, _admin_service_pb2.UpdateAdminResponse]  # type: ignore[assignment]
+    """Changes an admin's role or state (`update_mask`: `role`, `state`). A
+    change ends that admin's sessions.
+    """
     CreateInviteBatch: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.CreateInviteBatchRequest, _admin_service_pb2.CreateInviteBatchResponse]  # type: ignore[assignment]
     """Mints a batch of codes owned by the calling admin. Idempotent by
     `request_id`.
@@ -125,14 +149,22 @@ class AdminServiceAsyncStub(AdminServiceStub):
     """Lifts a user's suspension."""
     ListEmails: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ListEmailsRequest, _admin_service_pb2.ListEmailsResponse]  # type: ignore[assignment]
     """The email log, newest first."""
+    SendEmail: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.SendEmailRequest, _admin_service_pb2.SendEmailResponse]  # type: ignore[assignment]
+    """Sends a free-form plain-text email to a user or an address, through the
+    same log, queue, retries and suppression list as every other email.
+    """
     GetEmailStats: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.GetEmailStatsRequest, _admin_service_pb2.GetEmailStatsResponse]  # type: ignore[assignment]
     """One day's email counts."""
     ListRateLimits: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ListRateLimitsRequest, _admin_service_pb2.ListRateLimitsResponse]  # type: ignore[assignment]
     """The rate-limit rules the edge enforces."""
     UpdateRateLimits: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.UpdateRateLimitsRequest, _admin_service_pb2.UpdateRateLimitsResponse]  # type: ignore[assignment]
-    """Replaces the rate-limit rules as a whole."""
+    """Replaces the rate-limit rules as a whole: routes left out go back to their
+    defaults.
+    """
     ListAuditLogEntries: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ListAuditLogEntriesRequest, _admin_service_pb2.ListAuditLogEntriesResponse]  # type: ignore[assignment]
-    """The audit log, newest first; each entry carries its signature."""
+    """The audit log, newest first; each entry carries its chain digest and
+    signatures (`meshctl audit verify` checks them).
+    """
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     """The operators' console: admin sign-in with password and TOTP, invite batches
@@ -159,6 +191,14 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         """Second sign-in step: the MFA token and a TOTP code give an admin session."""
 
     @_abc_1.abstractmethod
+    def RevokeSession(
+        self,
+        request: _admin_service_pb2.RevokeSessionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.RevokeSessionResponse, _abc.Awaitable[_admin_service_pb2.RevokeSessionResponse]]:
+        """Ends the calling admin's session: its access token stops working at once."""
+
+    @_abc_1.abstractmethod
     def GetAdminJwks(
         self,
         request: _admin_service_pb2.GetAdminJwksRequest,
@@ -174,7 +214,9 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _admin_service_pb2.CreateAdminRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_admin_service_pb2.CreateAdminResponse, _abc.Awaitable[_admin_service_pb2.CreateAdminResponse]]:
-        """Creates an admin account. Answers the TOTP secret once."""
+        """Creates an admin account. Answers the TOTP secret once. meshctl calls it
+        to create the first owner of an empty database.
+        """
 
     @_abc_1.abstractmethod
     def ListAdmins(
@@ -182,7 +224,17 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _admin_service_pb2.ListAdminsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_admin_service_pb2.ListAdminsResponse, _abc.Awaitable[_admin_service_pb2.ListAdminsResponse]]:
-        """Lists admin accounts."""
+        """Lists admin accounts, oldest first."""
+
+    @_abc_1.abstractmethod
+    def UpdateAdmin(
+        self,
+        request: _admin_service_pb2.UpdateAdminRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.UpdateAdminResponse, _abc.Awaitable[_admin_service_pb2.UpdateAdminResponse]]:
+        """Changes an admin's role or state (`update_mask`: `role`, `state`). A
+        change ends that admin's sessions.
+        """
 
     @_abc_1.abstractmethod
     def CreateInviteBatch(
@@ -267,6 +319,16 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         """The email log, newest first."""
 
     @_abc_1.abstractmethod
+    def SendEmail(
+        self,
+        request: _admin_service_pb2.SendEmailRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.SendEmailResponse, _abc.Awaitable[_admin_service_pb2.SendEmailResponse]]:
+        """Sends a free-form plain-text email to a user or an address, through the
+        same log, queue, retries and suppression list as every other email.
+        """
+
+    @_abc_1.abstractmethod
     def GetEmailStats(
         self,
         request: _admin_service_pb2.GetEmailStatsRequest,
@@ -288,7 +350,9 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _admin_service_pb2.UpdateRateLimitsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_admin_service_pb2.UpdateRateLimitsResponse, _abc.Awaitable[_admin_service_pb2.UpdateRateLimitsResponse]]:
-        """Replaces the rate-limit rules as a whole."""
+        """Replaces the rate-limit rules as a whole: routes left out go back to their
+        defaults.
+        """
 
     @_abc_1.abstractmethod
     def ListAuditLogEntries(
@@ -296,6 +360,8 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _admin_service_pb2.ListAuditLogEntriesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_admin_service_pb2.ListAuditLogEntriesResponse, _abc.Awaitable[_admin_service_pb2.ListAuditLogEntriesResponse]]:
-        """The audit log, newest first; each entry carries its signature."""
+        """The audit log, newest first; each entry carries its chain digest and
+        signatures (`meshctl audit verify` checks them).
+        """
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

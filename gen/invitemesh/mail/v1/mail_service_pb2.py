@@ -28,7 +28,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from invitemesh.mesh.v1 import access_pb2 as invitemesh_dot_mesh_dot_v1_dot_access__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%invitemesh/mail/v1/mail_service.proto\x12\x12invitemesh.mail.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1finvitemesh/mesh/v1/access.proto\"\xe7\x02\n\x05\x45mail\x12\n\n\x02id\x18\x01 \x01(\t\x12\x33\n\x08template\x18\x02 \x01(\x0e\x32!.invitemesh.mail.v1.EmailTemplate\x12\n\n\x02to\x18\x03 \x01(\t\x12\x0f\n\x07subject\x18\x04 \x01(\t\x12/\n\x06status\x18\x05 \x01(\x0e\x32\x1f.invitemesh.mail.v1.EmailStatus\x12\x10\n\x08\x61ttempts\x18\x06 \x01(\x05\x12\x12\n\nlast_error\x18\x07 \x01(\t\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tsend_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10masked_text_body\x18\n \x01(\t\x12/\n\x0b\x65xpire_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x97\x02\n\x10SendEmailRequest\x12\x33\n\x08template\x18\x01 \x01(\x0e\x32!.invitemesh.mail.v1.EmailTemplate\x12\n\n\x02to\x18\x02 \x01(\t\x12\x46\n\tvariables\x18\x03 \x03(\x0b\x32\x33.invitemesh.mail.v1.SendEmailRequest.VariablesEntry\x12\x17\n\x0fidempotency_key\x18\x04 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a\x30\n\x0eVariablesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"=\n\x11SendEmailResponse\x12(\n\x05\x65mail\x18\x01 \x01(\x0b\x32\x19.invitemesh.mail.v1.Email\"P\n\x16\x42\x61tchSendEmailsRequest\x12\x36\n\x08requests\x18\x01 \x03(\x0b\x32$.invitemesh.mail.v1.SendEmailRequest\"D\n\x17\x42\x61tchSendEmailsResponse\x12)\n\x06\x65mails\x18\x01 \x03(\x0b\x32\x19.invitemesh.mail.v1.Email\"\xd5\x01\n\x11ListEmailsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12/\n\x06status\x18\x03 \x01(\x0e\x32\x1f.invitemesh.mail.v1.EmailStatus\x12\n\n\x02to\x18\x04 \x01(\t\x12.\n\nstart_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"X\n\x12ListEmailsResponse\x12)\n\x06\x65mails\x18\x01 \x03(\x0b\x32\x19.invitemesh.mail.v1.Email\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"6\n\x14GetEmailStatsRequest\x12\x0b\n\x03\x64\x61y\x18\x01 \x01(\t\x12\x11\n\ttime_zone\x18\x02 \x01(\t\"~\n\nEmailStats\x12\x0b\n\x03\x64\x61y\x18\x01 \x01(\t\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x03\x12\x0c\n\x04sent\x18\x03 \x01(\x03\x12\x0e\n\x06\x66\x61iled\x18\x04 \x01(\x03\x12\x0f\n\x07\x62ounced\x18\x05 \x01(\x03\x12\x12\n\nsuppressed\x18\x06 \x01(\x03\x12\x0f\n\x07\x65xpired\x18\x07 \x01(\x03\"F\n\x15GetEmailStatsResponse\x12-\n\x05stats\x18\x01 \x01(\x0b\x32\x1e.invitemesh.mail.v1.EmailStats\"@\n\x1aReportDeliveryEventRequest\x12\"\n\x04\x62ody\x18\x01 \x01(\x0b\x32\x14.google.api.HttpBody\"\x1d\n\x1bReportDeliveryEventResponse*\xc6\x01\n\rEmailTemplate\x12\x1e\n\x1a\x45MAIL_TEMPLATE_UNSPECIFIED\x10\x00\x12\x1f\n\x1b\x45MAIL_TEMPLATE_VERIFICATION\x10\x01\x12\x30\n,EMAIL_TEMPLATE_DUPLICATE_REGISTRATION_NOTICE\x10\x02\x12!\n\x1d\x45MAIL_TEMPLATE_PASSWORD_RESET\x10\x03\x12\x1f\n\x1b\x45MAIL_TEMPLATE_INVITE_CODES\x10\x04*\xe0\x01\n\x0b\x45mailStatus\x12\x1c\n\x18\x45MAIL_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14\x45MAIL_STATUS_PENDING\x10\x01\x12\x18\n\x14\x45MAIL_STATUS_SENDING\x10\x02\x12\x15\n\x11\x45MAIL_STATUS_SENT\x10\x03\x12\x17\n\x13\x45MAIL_STATUS_FAILED\x10\x04\x12\x18\n\x14\x45MAIL_STATUS_BOUNCED\x10\x05\x12\x1b\n\x17\x45MAIL_STATUS_SUPPRESSED\x10\x06\x12\x18\n\x14\x45MAIL_STATUS_EXPIRED\x10\x07\x32\xae\x05\n\x0bMailService\x12\x81\x01\n\tSendEmail\x12$.invitemesh.mail.v1.SendEmailRequest\x1a%.invitemesh.mail.v1.SendEmailResponse\"\'\x8a\xb5\x18#\x08\x04\x12\x08\x61uth_svc\x12\tadmin_svc\x12\ninvite_svc\x12\x93\x01\n\x0f\x42\x61tchSendEmails\x12*.invitemesh.mail.v1.BatchSendEmailsRequest\x1a+.invitemesh.mail.v1.BatchSendEmailsResponse\"\'\x8a\xb5\x18#\x08\x04\x12\x08\x61uth_svc\x12\tadmin_svc\x12\ninvite_svc\x12n\n\nListEmails\x12%.invitemesh.mail.v1.ListEmailsRequest\x1a&.invitemesh.mail.v1.ListEmailsResponse\"\x11\x8a\xb5\x18\r\x08\x04\x12\tadmin_svc\x12w\n\rGetEmailStats\x12(.invitemesh.mail.v1.GetEmailStatsRequest\x1a).invitemesh.mail.v1.GetEmailStatsResponse\"\x11\x8a\xb5\x18\r\x08\x04\x12\tadmin_svc\x12\x9b\x01\n\x13ReportDeliveryEvent\x12..invitemesh.mail.v1.ReportDeliveryEventRequest\x1a/.invitemesh.mail.v1.ReportDeliveryEventResponse\"#\x8a\xb5\x18\x02\x08\x01\x82\xd3\xe4\x93\x02\x17\"\x0f/v1/mail/events:\x04\x62odyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%invitemesh/mail/v1/mail_service.proto\x12\x12invitemesh.mail.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1finvitemesh/mesh/v1/access.proto\"\xc2\x03\n\x05\x45mail\x12\n\n\x02id\x18\x01 \x01(\t\x12\x33\n\x08template\x18\x02 \x01(\x0e\x32!.invitemesh.mail.v1.EmailTemplate\x12\n\n\x02to\x18\x03 \x01(\t\x12\x0f\n\x07subject\x18\x04 \x01(\t\x12/\n\x06status\x18\x05 \x01(\x0e\x32\x1f.invitemesh.mail.v1.EmailStatus\x12\x10\n\x08\x61ttempts\x18\x06 \x01(\x05\x12\x12\n\nlast_error\x18\x07 \x01(\t\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tsend_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10masked_text_body\x18\n \x01(\t\x12/\n\x0b\x65xpire_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x66rom_address\x18\x0c \x01(\t\x12-\n\tfail_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0crequested_by\x18\x0e \x01(\t\"\x97\x02\n\x10SendEmailRequest\x12\x33\n\x08template\x18\x01 \x01(\x0e\x32!.invitemesh.mail.v1.EmailTemplate\x12\n\n\x02to\x18\x02 \x01(\t\x12\x46\n\tvariables\x18\x03 \x03(\x0b\x32\x33.invitemesh.mail.v1.SendEmailRequest.VariablesEntry\x12\x17\n\x0fidempotency_key\x18\x04 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a\x30\n\x0eVariablesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"=\n\x11SendEmailResponse\x12(\n\x05\x65mail\x18\x01 \x01(\x0b\x32\x19.invitemesh.mail.v1.Email\"P\n\x16\x42\x61tchSendEmailsRequest\x12\x36\n\x08requests\x18\x01 \x03(\x0b\x32$.invitemesh.mail.v1.SendEmailRequest\"D\n\x17\x42\x61tchSendEmailsResponse\x12)\n\x06\x65mails\x18\x01 \x03(\x0b\x32\x19.invitemesh.mail.v1.Email\"\xd5\x01\n\x11ListEmailsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12/\n\x06status\x18\x03 \x01(\x0e\x32\x1f.invitemesh.mail.v1.EmailStatus\x12\n\n\x02to\x18\x04 \x01(\t\x12.\n\nstart_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"l\n\x12ListEmailsResponse\x12)\n\x06\x65mails\x18\x01 \x03(\x0b\x32\x19.invitemesh.mail.v1.Email\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x03\"6\n\x14GetEmailStatsRequest\x12\x0b\n\x03\x64\x61y\x18\x01 \x01(\t\x12\x11\n\ttime_zone\x18\x02 \x01(\t\"~\n\nEmailStats\x12\x0b\n\x03\x64\x61y\x18\x01 \x01(\t\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x03\x12\x0c\n\x04sent\x18\x03 \x01(\x03\x12\x0e\n\x06\x66\x61iled\x18\x04 \x01(\x03\x12\x0f\n\x07\x62ounced\x18\x05 \x01(\x03\x12\x12\n\nsuppressed\x18\x06 \x01(\x03\x12\x0f\n\x07\x65xpired\x18\x07 \x01(\x03\"F\n\x15GetEmailStatsResponse\x12-\n\x05stats\x18\x01 \x01(\x0b\x32\x1e.invitemesh.mail.v1.EmailStats\"@\n\x1aReportDeliveryEventRequest\x12\"\n\x04\x62ody\x18\x01 \x01(\x0b\x32\x14.google.api.HttpBody\"\x1d\n\x1bReportDeliveryEventResponse*\xe5\x01\n\rEmailTemplate\x12\x1e\n\x1a\x45MAIL_TEMPLATE_UNSPECIFIED\x10\x00\x12\x1f\n\x1b\x45MAIL_TEMPLATE_VERIFICATION\x10\x01\x12\x30\n,EMAIL_TEMPLATE_DUPLICATE_REGISTRATION_NOTICE\x10\x02\x12!\n\x1d\x45MAIL_TEMPLATE_PASSWORD_RESET\x10\x03\x12\x1f\n\x1b\x45MAIL_TEMPLATE_INVITE_CODES\x10\x04\x12\x1d\n\x19\x45MAIL_TEMPLATE_PLAIN_TEXT\x10\x05*\xe0\x01\n\x0b\x45mailStatus\x12\x1c\n\x18\x45MAIL_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14\x45MAIL_STATUS_PENDING\x10\x01\x12\x18\n\x14\x45MAIL_STATUS_SENDING\x10\x02\x12\x15\n\x11\x45MAIL_STATUS_SENT\x10\x03\x12\x17\n\x13\x45MAIL_STATUS_FAILED\x10\x04\x12\x18\n\x14\x45MAIL_STATUS_BOUNCED\x10\x05\x12\x1b\n\x17\x45MAIL_STATUS_SUPPRESSED\x10\x06\x12\x18\n\x14\x45MAIL_STATUS_EXPIRED\x10\x07\x32\xae\x05\n\x0bMailService\x12\x81\x01\n\tSendEmail\x12$.invitemesh.mail.v1.SendEmailRequest\x1a%.invitemesh.mail.v1.SendEmailResponse\"\'\x8a\xb5\x18#\x08\x04\x12\x08\x61uth_svc\x12\tadmin_svc\x12\ninvite_svc\x12\x93\x01\n\x0f\x42\x61tchSendEmails\x12*.invitemesh.mail.v1.BatchSendEmailsRequest\x1a+.invitemesh.mail.v1.BatchSendEmailsResponse\"\'\x8a\xb5\x18#\x08\x04\x12\x08\x61uth_svc\x12\tadmin_svc\x12\ninvite_svc\x12n\n\nListEmails\x12%.invitemesh.mail.v1.ListEmailsRequest\x1a&.invitemesh.mail.v1.ListEmailsResponse\"\x11\x8a\xb5\x18\r\x08\x04\x12\tadmin_svc\x12w\n\rGetEmailStats\x12(.invitemesh.mail.v1.GetEmailStatsRequest\x1a).invitemesh.mail.v1.GetEmailStatsResponse\"\x11\x8a\xb5\x18\r\x08\x04\x12\tadmin_svc\x12\x9b\x01\n\x13ReportDeliveryEvent\x12..invitemesh.mail.v1.ReportDeliveryEventRequest\x1a/.invitemesh.mail.v1.ReportDeliveryEventResponse\"#\x8a\xb5\x18\x02\x08\x01\x82\xd3\xe4\x93\x02\x17\"\x0f/v1/mail/events:\x04\x62odyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -47,36 +47,36 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MAILSERVICE'].methods_by_name['GetEmailStats']._serialized_options = b'\212\265\030\r\010\004\022\tadmin_svc'
   _globals['_MAILSERVICE'].methods_by_name['ReportDeliveryEvent']._loaded_options = None
   _globals['_MAILSERVICE'].methods_by_name['ReportDeliveryEvent']._serialized_options = b'\212\265\030\002\010\001\202\323\344\223\002\027\"\017/v1/mail/events:\004body'
-  _globals['_EMAILTEMPLATE']._serialized_start=1703
-  _globals['_EMAILTEMPLATE']._serialized_end=1901
-  _globals['_EMAILSTATUS']._serialized_start=1904
-  _globals['_EMAILSTATUS']._serialized_end=2128
+  _globals['_EMAILTEMPLATE']._serialized_start=1814
+  _globals['_EMAILTEMPLATE']._serialized_end=2043
+  _globals['_EMAILSTATUS']._serialized_start=2046
+  _globals['_EMAILSTATUS']._serialized_end=2270
   _globals['_EMAIL']._serialized_start=185
-  _globals['_EMAIL']._serialized_end=544
-  _globals['_SENDEMAILREQUEST']._serialized_start=547
-  _globals['_SENDEMAILREQUEST']._serialized_end=826
-  _globals['_SENDEMAILREQUEST_VARIABLESENTRY']._serialized_start=778
-  _globals['_SENDEMAILREQUEST_VARIABLESENTRY']._serialized_end=826
-  _globals['_SENDEMAILRESPONSE']._serialized_start=828
-  _globals['_SENDEMAILRESPONSE']._serialized_end=889
-  _globals['_BATCHSENDEMAILSREQUEST']._serialized_start=891
-  _globals['_BATCHSENDEMAILSREQUEST']._serialized_end=971
-  _globals['_BATCHSENDEMAILSRESPONSE']._serialized_start=973
-  _globals['_BATCHSENDEMAILSRESPONSE']._serialized_end=1041
-  _globals['_LISTEMAILSREQUEST']._serialized_start=1044
-  _globals['_LISTEMAILSREQUEST']._serialized_end=1257
-  _globals['_LISTEMAILSRESPONSE']._serialized_start=1259
-  _globals['_LISTEMAILSRESPONSE']._serialized_end=1347
-  _globals['_GETEMAILSTATSREQUEST']._serialized_start=1349
-  _globals['_GETEMAILSTATSREQUEST']._serialized_end=1403
-  _globals['_EMAILSTATS']._serialized_start=1405
-  _globals['_EMAILSTATS']._serialized_end=1531
-  _globals['_GETEMAILSTATSRESPONSE']._serialized_start=1533
-  _globals['_GETEMAILSTATSRESPONSE']._serialized_end=1603
-  _globals['_REPORTDELIVERYEVENTREQUEST']._serialized_start=1605
-  _globals['_REPORTDELIVERYEVENTREQUEST']._serialized_end=1669
-  _globals['_REPORTDELIVERYEVENTRESPONSE']._serialized_start=1671
-  _globals['_REPORTDELIVERYEVENTRESPONSE']._serialized_end=1700
-  _globals['_MAILSERVICE']._serialized_start=2131
-  _globals['_MAILSERVICE']._serialized_end=2817
+  _globals['_EMAIL']._serialized_end=635
+  _globals['_SENDEMAILREQUEST']._serialized_start=638
+  _globals['_SENDEMAILREQUEST']._serialized_end=917
+  _globals['_SENDEMAILREQUEST_VARIABLESENTRY']._serialized_start=869
+  _globals['_SENDEMAILREQUEST_VARIABLESENTRY']._serialized_end=917
+  _globals['_SENDEMAILRESPONSE']._serialized_start=919
+  _globals['_SENDEMAILRESPONSE']._serialized_end=980
+  _globals['_BATCHSENDEMAILSREQUEST']._serialized_start=982
+  _globals['_BATCHSENDEMAILSREQUEST']._serialized_end=1062
+  _globals['_BATCHSENDEMAILSRESPONSE']._serialized_start=1064
+  _globals['_BATCHSENDEMAILSRESPONSE']._serialized_end=1132
+  _globals['_LISTEMAILSREQUEST']._serialized_start=1135
+  _globals['_LISTEMAILSREQUEST']._serialized_end=1348
+  _globals['_LISTEMAILSRESPONSE']._serialized_start=1350
+  _globals['_LISTEMAILSRESPONSE']._serialized_end=1458
+  _globals['_GETEMAILSTATSREQUEST']._serialized_start=1460
+  _globals['_GETEMAILSTATSREQUEST']._serialized_end=1514
+  _globals['_EMAILSTATS']._serialized_start=1516
+  _globals['_EMAILSTATS']._serialized_end=1642
+  _globals['_GETEMAILSTATSRESPONSE']._serialized_start=1644
+  _globals['_GETEMAILSTATSRESPONSE']._serialized_end=1714
+  _globals['_REPORTDELIVERYEVENTREQUEST']._serialized_start=1716
+  _globals['_REPORTDELIVERYEVENTREQUEST']._serialized_end=1780
+  _globals['_REPORTDELIVERYEVENTRESPONSE']._serialized_start=1782
+  _globals['_REPORTDELIVERYEVENTRESPONSE']._serialized_end=1811
+  _globals['_MAILSERVICE']._serialized_start=2273
+  _globals['_MAILSERVICE']._serialized_end=2959
 # @@protoc_insertion_point(module_scope)

@@ -37,6 +37,10 @@ class _EmailTemplateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EmailTe
     """A password reset link."""
     EMAIL_TEMPLATE_INVITE_CODES: _EmailTemplate.ValueType  # 4
     """The new user's own invite codes."""
+    EMAIL_TEMPLATE_PLAIN_TEXT: _EmailTemplate.ValueType  # 5
+    """A free-form plain-text email an admin wrote: variables `subject` (one
+    line) and `text`.
+    """
 
 class EmailTemplate(_EmailTemplate, metaclass=_EmailTemplateEnumTypeWrapper):
     """Which template renders an email."""
@@ -51,6 +55,10 @@ EMAIL_TEMPLATE_PASSWORD_RESET: EmailTemplate.ValueType  # 3
 """A password reset link."""
 EMAIL_TEMPLATE_INVITE_CODES: EmailTemplate.ValueType  # 4
 """The new user's own invite codes."""
+EMAIL_TEMPLATE_PLAIN_TEXT: EmailTemplate.ValueType  # 5
+"""A free-form plain-text email an admin wrote: variables `subject` (one
+line) and `text`.
+"""
 Global___EmailTemplate: _TypeAlias = EmailTemplate  # noqa: Y015
 
 class _EmailStatus:
@@ -114,6 +122,9 @@ class Email(_message.Message):
     SEND_TIME_FIELD_NUMBER: _builtins.int
     MASKED_TEXT_BODY_FIELD_NUMBER: _builtins.int
     EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    FROM_ADDRESS_FIELD_NUMBER: _builtins.int
+    FAIL_TIME_FIELD_NUMBER: _builtins.int
+    REQUESTED_BY_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Stable id (UUID)."""
     template: Global___EmailTemplate.ValueType
@@ -130,6 +141,12 @@ class Email(_message.Message):
     """The last delivery error, if any."""
     masked_text_body: _builtins.str
     """The text part with secrets masked."""
+    from_address: _builtins.str
+    """Sender address."""
+    requested_by: _builtins.str
+    """Who asked for it beyond the calling service, when someone did: the acting
+    admin's id (`admin:<id>`) the call was signed with.
+    """
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When it was logged."""
@@ -141,6 +158,10 @@ class Email(_message.Message):
     @_builtins.property
     def expire_time(self) -> _timestamp_pb2.Timestamp:
         """Never sent after this, when set."""
+
+    @_builtins.property
+    def fail_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was given up (FAILED), when it was."""
 
     def __init__(
         self,
@@ -156,10 +177,13 @@ class Email(_message.Message):
         send_time: _timestamp_pb2.Timestamp | None = ...,
         masked_text_body: _builtins.str = ...,
         expire_time: _timestamp_pb2.Timestamp | None = ...,
+        from_address: _builtins.str = ...,
+        fail_time: _timestamp_pb2.Timestamp | None = ...,
+        requested_by: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "expire_time", b"expire_time", "send_time", b"send_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "expire_time", b"expire_time", "fail_time", b"fail_time", "send_time", b"send_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "create_time", b"create_time", "expire_time", b"expire_time", "id", b"id", "last_error", b"last_error", "masked_text_body", b"masked_text_body", "send_time", b"send_time", "status", b"status", "subject", b"subject", "template", b"template", "to", b"to"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "create_time", b"create_time", "expire_time", b"expire_time", "fail_time", b"fail_time", "from_address", b"from_address", "id", b"id", "last_error", b"last_error", "masked_text_body", b"masked_text_body", "requested_by", b"requested_by", "send_time", b"send_time", "status", b"status", "subject", b"subject", "template", b"template", "to", b"to"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -355,8 +379,11 @@ class ListEmailsResponse(_message.Message):
 
     EMAILS_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    TOTAL_SIZE_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
     """Empty when there are no more."""
+    total_size: _builtins.int
+    """How many emails match the filters (counted at most a few seconds ago)."""
     @_builtins.property
     def emails(self) -> _containers.RepeatedCompositeFieldContainer[Global___Email]:
         """The emails, newest first."""
@@ -366,10 +393,11 @@ class ListEmailsResponse(_message.Message):
         *,
         emails: _abc.Iterable[Global___Email] | None = ...,
         next_page_token: _builtins.str = ...,
+        total_size: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["emails", b"emails", "next_page_token", b"next_page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["emails", b"emails", "next_page_token", b"next_page_token", "total_size", b"total_size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -105,7 +105,9 @@ class Access(_message.Message):
     def callers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """For AUDIENCE_INTERNAL: the services allowed to call, by service name
         (for example "auth_svc"). An internal method with no callers is callable
-        by no one.
+        by no one. For AUDIENCE_ADMIN: identities that may call with signed call
+        metadata instead of an admin token, as the operator tooling (`meshctl`)
+        does to bootstrap the first admin; they are held to no role.
         """
 
     def __init__(

@@ -1,0 +1,1 @@
+"""SQL of the `admin` schema: accounts and sessions, and the audit log."""
