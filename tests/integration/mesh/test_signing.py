@@ -18,11 +18,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from invitemesh.invite.v1 import invite_service_pb2, invite_service_pb2_grpc
 
+from mesh.access import ACTOR
 from mesh.channels import open_channel
 from mesh.errors import error_info
 from mesh.keys import Keystore, TrustStore
 from mesh.server import MeshServer
-from mesh.signing import CALLER, NONCE, SIGNATURE, TIMESTAMP, CallSigner
+from mesh.signing import CALLER, NONCE, SIGNATURE, TIMESTAMP, CallSigner, acting_for
 from mesh.telemetry import TRACEPARENT, continued_trace
 from meshctl.embedded import EmbeddedRedis
 from tests.conftest import eventually
@@ -107,6 +108,19 @@ async def test_other_body_is_refused(hold: RawHold, trust: Trust) -> None:
         UNAUTHENTICATED,
         "CALL_SIGNATURE_INVALID",
     )
+
+
+async def test_whom_a_call_acts_for_is_covered_by_its_signature(hold: RawHold, trust: Trust) -> None:
+    with acting_for("admin:7"):
+        signed = trust.signer("admin_svc").metadata(HOLD, BODY)
+    unsigned = trust.signer("admin_svc").metadata(HOLD, BODY)
+    swapped = [(k, "admin:8" if k == ACTOR else v) for k, v in signed]
+    dropped = [(k, v) for k, v in signed if k != ACTOR]
+    added = [*unsigned, (ACTOR, "admin:7")]
+
+    assert ("x-mesh-actor", "admin:7") in signed
+    for tampered in (swapped, dropped, added):
+        assert await _refusal(hold(BODY, tampered)) == (UNAUTHENTICATED, "CALL_SIGNATURE_INVALID")
 
 
 async def test_other_method_is_refused(hold: RawHold, trust: Trust) -> None:
