@@ -8,6 +8,7 @@ import pyotp
 import pytest
 from invitemesh.admin.v1 import admin_service_pb2 as pb
 from invitemesh.invite.v1 import invite_service_pb2 as invite_pb
+from invitemesh.mesh.v1 import access_pb2
 
 from admin_svc.domain import audited_request, new_totp_secret, totp_step, totp_uri
 
@@ -39,7 +40,11 @@ def test_secrets_are_long_and_the_uri_is_what_authenticator_apps_read() -> None:
 
 
 def test_the_audit_log_keeps_a_request_without_its_secrets() -> None:
-    kept = json.loads(audited_request(pb.CreateAdminRequest(email="op@example.com", password="hunter2hunter2", role=3)))
+    kept = json.loads(
+        audited_request(
+            pb.CreateAdminRequest(email="op@example.com", password="hunter2hunter2", role=access_pb2.ADMIN_ROLE_OWNER)
+        )
+    )
     mfa = json.loads(audited_request(pb.VerifySessionMfaRequest(mfa_token="a:b:c:d", totp_code="123456")))
 
     assert kept == {"email": "op@example.com", "role": "ADMIN_ROLE_OWNER"}
