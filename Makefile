@@ -46,3 +46,4 @@ bench: $(VENV)/.installed-dev
 	$(PY) -m bench.mail_stats
 	$(PY) -m bench.auth
 	$(PY) -m bench.edge
+	$(PY) -m bench.admin

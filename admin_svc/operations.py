@@ -87,7 +87,7 @@ Change = Callable[[Any, str, str], Awaitable[Message]]
 
 def changes(downstream: Downstream) -> dict[str, Change]:
     """Every audited change made through another service, by the AdminService method it serves."""
-    invites, auth, mail, rules = downstream.invites, downstream.auth, downstream.mail, downstream.rules
+    # Stubs are taken at each call, not here: a peer's address is needed only when it is called.
     call = downstream.call
 
     async def create_invite_batch(
@@ -102,41 +102,41 @@ def changes(downstream: Downstream) -> dict[str, Change]:
         )
         if request.HasField("expire_time"):
             mint.expire_time.CopyFrom(request.expire_time)
-        minted = await call(INVITES, partial(invites.MintCodes, mint, timeout=DEADLINE))
+        minted = await call(INVITES, partial(downstream.invites.MintCodes, mint, timeout=DEADLINE))
         return pb.CreateInviteBatchResponse(codes=minted.codes)
 
     async def create_campaign(request: pb.CreateCampaignRequest, key: str, actor: str) -> pb.CreateCampaignResponse:
         made = invite_pb.CreateCampaignRequest(campaign=request.campaign, request_id=key)
-        created = await call(INVITES, partial(invites.CreateCampaign, made, timeout=DEADLINE))
+        created = await call(INVITES, partial(downstream.invites.CreateCampaign, made, timeout=DEADLINE))
         return pb.CreateCampaignResponse(campaign=created.campaign)
 
     async def disable_invite(request: pb.DisableInviteRequest, key: str, actor: str) -> pb.DisableInviteResponse:
         disable = invite_pb.DisableCodeRequest(code=request.code)
-        disabled = await call(INVITES, partial(invites.DisableCode, disable, timeout=DEADLINE))
+        disabled = await call(INVITES, partial(downstream.invites.DisableCode, disable, timeout=DEADLINE))
         return pb.DisableInviteResponse(code=disabled.code)
 
     async def suspend_user(request: pb.SuspendUserRequest, key: str, actor: str) -> pb.SuspendUserResponse:
         suspend = auth_pb.SuspendUserRequest(user_id=request.user_id, reason=request.reason)
-        suspended = await call(AUTH, partial(auth.SuspendUser, suspend, timeout=DEADLINE))
+        suspended = await call(AUTH, partial(downstream.auth.SuspendUser, suspend, timeout=DEADLINE))
         return pb.SuspendUserResponse(user=suspended.user)
 
     async def reactivate_user(request: pb.ReactivateUserRequest, key: str, actor: str) -> pb.ReactivateUserResponse:
         reactivate = auth_pb.ReactivateUserRequest(user_id=request.user_id)
-        reactivated = await call(AUTH, partial(auth.ReactivateUser, reactivate, timeout=DEADLINE))
+        reactivated = await call(AUTH, partial(downstream.auth.ReactivateUser, reactivate, timeout=DEADLINE))
         return pb.ReactivateUserResponse(user=reactivated.user)
 
     async def send_email(request: pb.SendEmailRequest, key: str, actor: str) -> pb.SendEmailResponse:
         to = request.to
         if request.WhichOneof("recipient") == "user_id":
             asked = auth_pb.GetUserRequest(user_id=request.user_id)
-            to = (await call(AUTH, partial(auth.GetUser, asked, timeout=DEADLINE))).user.email
+            to = (await call(AUTH, partial(downstream.auth.GetUser, asked, timeout=DEADLINE))).user.email
         send = mail_pb.SendEmailRequest(
             template=mail_pb.EMAIL_TEMPLATE_PLAIN_TEXT,
             to=to,
             variables={"subject": request.subject, "text": request.text},
             idempotency_key=key,
         )
-        sent = await call(MAIL, partial(mail.SendEmail, send, timeout=DEADLINE))
+        sent = await call(MAIL, partial(downstream.mail.SendEmail, send, timeout=DEADLINE))
         return pb.SendEmailResponse(email=sent.email)
 
     async def update_rate_limits(
@@ -146,14 +146,14 @@ def changes(downstream: Downstream) -> dict[str, Change]:
         if len(set(routes)) != len(routes):
             raise InvalidArgument([FieldViolation("rules", "one rule per route")])
         listed = ratelimit_pb.ListRateLimitRulesRequest()
-        before = await call(RATELIMIT, partial(rules.ListRateLimitRules, listed, timeout=DEADLINE))
+        before = await call(RATELIMIT, partial(downstream.rules.ListRateLimitRules, listed, timeout=DEADLINE))
         for rule in request.rules:
             update = ratelimit_pb.UpdateRateLimitRuleRequest(rule=rule)
-            await call(RATELIMIT, partial(rules.UpdateRateLimitRule, update, timeout=DEADLINE))
+            await call(RATELIMIT, partial(downstream.rules.UpdateRateLimitRule, update, timeout=DEADLINE))
         for route in {rule.route for rule in before.rules if not rule.default} - set(routes):
             delete = ratelimit_pb.DeleteRateLimitRuleRequest(route=route)
-            await call(RATELIMIT, partial(rules.DeleteRateLimitRule, delete, timeout=DEADLINE))
-        after = await call(RATELIMIT, partial(rules.ListRateLimitRules, listed, timeout=DEADLINE))
+            await call(RATELIMIT, partial(downstream.rules.DeleteRateLimitRule, delete, timeout=DEADLINE))
+        after = await call(RATELIMIT, partial(downstream.rules.ListRateLimitRules, listed, timeout=DEADLINE))
         return pb.UpdateRateLimitsResponse(rules=after.rules)
 
     return {

@@ -58,7 +58,7 @@ class Mesh:
             "MESH_AUTH_REGISTRATIONS_PER_HOUR": "1000000",
         }
 
-    def ctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def ctl(self, *args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "meshctl.cli", *args],
             env=self.env,
@@ -66,6 +66,7 @@ class Mesh:
             text=True,
             timeout=240,
             check=check,
+            input=input,
         )
 
     def stack(self) -> dict[str, Any]:

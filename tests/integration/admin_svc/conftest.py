@@ -65,7 +65,9 @@ async def new_admin(stack: Stack, role: str = "owner", by: str | None = None) ->
     request = pb.CreateAdminRequest(email=email, password=PASSWORD, role=_ROLES[role], request_id=uuid.uuid4().hex)
     stub: admin_service_pb2_grpc.AdminServiceAsyncStub = stack.admin(by) if by else stack.admin_as("meshctl")
     created = await stub.CreateAdmin(request)
-    return Admin(created.admin, email, pyotp.parse_uri(created.totp_uri))  # type: ignore[arg-type]
+    totp = pyotp.parse_uri(created.totp_uri)
+    assert isinstance(totp, pyotp.TOTP)
+    return Admin(created.admin, email, totp)
 
 
 async def signed_in(stack: Stack, admin: Admin, steps_ahead: int = 0) -> str:
