@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable
-from functools import partial
 from typing import Any, TypeVar
 
 import grpc
+import structlog
 from google.protobuf.message import Message
 from invitemesh.admin.v1 import admin_service_pb2 as pb
 from invitemesh.auth.v1 import auth_service_pb2 as auth_pb
@@ -29,6 +29,7 @@ from mesh.breakers import BreakerOpen
 from mesh.channels import Peers, unreachable
 from mesh.errors import FieldViolation, InvalidArgument, PassedOn, Unavailable, status_of
 
+log = structlog.get_logger("admin_svc.operations")
 T = TypeVar("T")
 DEADLINE = 5.0
 AUTH, INVITES, MAIL, RATELIMIT = "auth_svc", "invite_svc", "mail_svc", "ratelimit_svc"
@@ -68,6 +69,9 @@ class Downstream:
         try:
             async with self._peers.breaker(service).guard():
                 return await call()
+        except LookupError:
+            log.error("no address for a peer; set MESH_SERVICE_ADDRESSES", peer=service)
+            raise _unavailable(service) from None
         except BreakerOpen:
             raise _unavailable(service) from None
         except grpc.aio.AioRpcError as error:
@@ -87,7 +91,7 @@ Change = Callable[[Any, str, str], Awaitable[Message]]
 
 def changes(downstream: Downstream) -> dict[str, Change]:
     """Every audited change made through another service, by the AdminService method it serves."""
-    # Stubs are taken at each call, not here: a peer's address is needed only when it is called.
+    # Stubs are taken inside each call: a peer's address is needed only when it is called.
     call = downstream.call
 
     async def create_invite_batch(
@@ -102,41 +106,41 @@ def changes(downstream: Downstream) -> dict[str, Change]:
         )
         if request.HasField("expire_time"):
             mint.expire_time.CopyFrom(request.expire_time)
-        minted = await call(INVITES, partial(downstream.invites.MintCodes, mint, timeout=DEADLINE))
+        minted = await call(INVITES, lambda: downstream.invites.MintCodes(mint, timeout=DEADLINE))
         return pb.CreateInviteBatchResponse(codes=minted.codes)
 
     async def create_campaign(request: pb.CreateCampaignRequest, key: str, actor: str) -> pb.CreateCampaignResponse:
         made = invite_pb.CreateCampaignRequest(campaign=request.campaign, request_id=key)
-        created = await call(INVITES, partial(downstream.invites.CreateCampaign, made, timeout=DEADLINE))
+        created = await call(INVITES, lambda: downstream.invites.CreateCampaign(made, timeout=DEADLINE))
         return pb.CreateCampaignResponse(campaign=created.campaign)
 
     async def disable_invite(request: pb.DisableInviteRequest, key: str, actor: str) -> pb.DisableInviteResponse:
         disable = invite_pb.DisableCodeRequest(code=request.code)
-        disabled = await call(INVITES, partial(downstream.invites.DisableCode, disable, timeout=DEADLINE))
+        disabled = await call(INVITES, lambda: downstream.invites.DisableCode(disable, timeout=DEADLINE))
         return pb.DisableInviteResponse(code=disabled.code)
 
     async def suspend_user(request: pb.SuspendUserRequest, key: str, actor: str) -> pb.SuspendUserResponse:
         suspend = auth_pb.SuspendUserRequest(user_id=request.user_id, reason=request.reason)
-        suspended = await call(AUTH, partial(downstream.auth.SuspendUser, suspend, timeout=DEADLINE))
+        suspended = await call(AUTH, lambda: downstream.auth.SuspendUser(suspend, timeout=DEADLINE))
         return pb.SuspendUserResponse(user=suspended.user)
 
     async def reactivate_user(request: pb.ReactivateUserRequest, key: str, actor: str) -> pb.ReactivateUserResponse:
         reactivate = auth_pb.ReactivateUserRequest(user_id=request.user_id)
-        reactivated = await call(AUTH, partial(downstream.auth.ReactivateUser, reactivate, timeout=DEADLINE))
+        reactivated = await call(AUTH, lambda: downstream.auth.ReactivateUser(reactivate, timeout=DEADLINE))
         return pb.ReactivateUserResponse(user=reactivated.user)
 
     async def send_email(request: pb.SendEmailRequest, key: str, actor: str) -> pb.SendEmailResponse:
         to = request.to
         if request.WhichOneof("recipient") == "user_id":
             asked = auth_pb.GetUserRequest(user_id=request.user_id)
-            to = (await call(AUTH, partial(downstream.auth.GetUser, asked, timeout=DEADLINE))).user.email
+            to = (await call(AUTH, lambda: downstream.auth.GetUser(asked, timeout=DEADLINE))).user.email
         send = mail_pb.SendEmailRequest(
             template=mail_pb.EMAIL_TEMPLATE_PLAIN_TEXT,
             to=to,
             variables={"subject": request.subject, "text": request.text},
             idempotency_key=key,
         )
-        sent = await call(MAIL, partial(downstream.mail.SendEmail, send, timeout=DEADLINE))
+        sent = await call(MAIL, lambda: downstream.mail.SendEmail(send, timeout=DEADLINE))
         return pb.SendEmailResponse(email=sent.email)
 
     async def update_rate_limits(
@@ -146,14 +150,19 @@ def changes(downstream: Downstream) -> dict[str, Change]:
         if len(set(routes)) != len(routes):
             raise InvalidArgument([FieldViolation("rules", "one rule per route")])
         listed = ratelimit_pb.ListRateLimitRulesRequest()
-        before = await call(RATELIMIT, partial(downstream.rules.ListRateLimitRules, listed, timeout=DEADLINE))
+        before = await call(RATELIMIT, lambda: downstream.rules.ListRateLimitRules(listed, timeout=DEADLINE))
+
+        async def put(update: ratelimit_pb.UpdateRateLimitRuleRequest) -> None:
+            await call(RATELIMIT, lambda: downstream.rules.UpdateRateLimitRule(update, timeout=DEADLINE))
+
+        async def reset(delete: ratelimit_pb.DeleteRateLimitRuleRequest) -> None:
+            await call(RATELIMIT, lambda: downstream.rules.DeleteRateLimitRule(delete, timeout=DEADLINE))
+
         for rule in request.rules:
-            update = ratelimit_pb.UpdateRateLimitRuleRequest(rule=rule)
-            await call(RATELIMIT, partial(downstream.rules.UpdateRateLimitRule, update, timeout=DEADLINE))
+            await put(ratelimit_pb.UpdateRateLimitRuleRequest(rule=rule))
         for route in {rule.route for rule in before.rules if not rule.default} - set(routes):
-            delete = ratelimit_pb.DeleteRateLimitRuleRequest(route=route)
-            await call(RATELIMIT, partial(downstream.rules.DeleteRateLimitRule, delete, timeout=DEADLINE))
-        after = await call(RATELIMIT, partial(downstream.rules.ListRateLimitRules, listed, timeout=DEADLINE))
+            await reset(ratelimit_pb.DeleteRateLimitRuleRequest(route=route))
+        after = await call(RATELIMIT, lambda: downstream.rules.ListRateLimitRules(listed, timeout=DEADLINE))
         return pb.UpdateRateLimitsResponse(rules=after.rules)
 
     return {

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
@@ -144,7 +145,7 @@ class AdminService(admin_service_pb2_grpc.AdminServiceServicer):
 
     async def ListCampaigns(self, request: pb.ListCampaignsRequest, context: Any) -> pb.ListCampaignsResponse:
         asked = invite_pb.ListCampaignsRequest(page_size=request.page_size, page_token=request.page_token)
-        listed = await self._read(INVITES, self._downstream.invites.ListCampaigns, asked)
+        listed = await self._read(INVITES, lambda: self._downstream.invites.ListCampaigns(asked, timeout=DEADLINE))
         return pb.ListCampaignsResponse(campaigns=listed.campaigns, next_page_token=listed.next_page_token)
 
     async def ListInvites(self, request: pb.ListInvitesRequest, context: Any) -> pb.ListInvitesResponse:
@@ -154,40 +155,41 @@ class AdminService(admin_service_pb2_grpc.AdminServiceServicer):
             campaign_id=request.campaign_id,
             state=request.state,
         )
-        listed = await self._read(INVITES, self._downstream.invites.ListCodes, asked)
+        listed = await self._read(INVITES, lambda: self._downstream.invites.ListCodes(asked, timeout=DEADLINE))
         return pb.ListInvitesResponse(codes=listed.codes, next_page_token=listed.next_page_token)
 
     async def GetInvite(self, request: pb.GetInviteRequest, context: Any) -> pb.GetInviteResponse:
-        found = await self._read(INVITES, self._downstream.invites.GetCode, invite_pb.GetCodeRequest(code=request.code))
+        asked = invite_pb.GetCodeRequest(code=request.code)
+        found = await self._read(INVITES, lambda: self._downstream.invites.GetCode(asked, timeout=DEADLINE))
         return pb.GetInviteResponse(code=found.code, redemptions=found.redemptions)
 
     async def ListReferrals(self, request: pb.ListReferralsRequest, context: Any) -> pb.ListReferralsResponse:
         asked = invite_pb.GetReferralTreeRequest(root=invite_pb.Owner(user_id=request.user_id), depth=request.depth)
-        tree = await self._read(INVITES, self._downstream.invites.GetReferralTree, asked)
+        tree = await self._read(INVITES, lambda: self._downstream.invites.GetReferralTree(asked, timeout=DEADLINE))
         return pb.ListReferralsResponse(children=tree.children)
 
     async def ListEmails(self, request: pb.ListEmailsRequest, context: Any) -> pb.ListEmailsResponse:
         asked = mail_pb.ListEmailsRequest(
             page_size=request.page_size, page_token=request.page_token, status=request.status, to=request.to
         )
-        listed = await self._read(MAIL, self._downstream.mail.ListEmails, asked)
+        listed = await self._read(MAIL, lambda: self._downstream.mail.ListEmails(asked, timeout=DEADLINE))
         return pb.ListEmailsResponse(
             emails=listed.emails, next_page_token=listed.next_page_token, total_size=listed.total_size
         )
 
     async def GetEmailStats(self, request: pb.GetEmailStatsRequest, context: Any) -> pb.GetEmailStatsResponse:
         asked = mail_pb.GetEmailStatsRequest(day=request.day, time_zone=request.time_zone)
-        counted = await self._read(MAIL, self._downstream.mail.GetEmailStats, asked)
+        counted = await self._read(MAIL, lambda: self._downstream.mail.GetEmailStats(asked, timeout=DEADLINE))
         return pb.GetEmailStatsResponse(stats=counted.stats)
 
     async def ListRateLimits(self, request: pb.ListRateLimitsRequest, context: Any) -> pb.ListRateLimitsResponse:
         asked = ratelimit_pb.ListRateLimitRulesRequest()
-        listed = await self._read(RATELIMIT, self._downstream.rules.ListRateLimitRules, asked)
+        listed = await self._read(RATELIMIT, lambda: self._downstream.rules.ListRateLimitRules(asked, timeout=DEADLINE))
         return pb.ListRateLimitsResponse(rules=listed.rules)
 
-    async def _read(self, service: str, method: Any, request: Message) -> Any:
+    async def _read(self, service: str, call: Callable[[], Awaitable[R]]) -> R:
         with acting_for(actor_of(current_principal.get())):
-            return await self._downstream.call(service, lambda: method(request, timeout=DEADLINE))
+            return await self._downstream.call(service, call)
 
     # The audit log.
 

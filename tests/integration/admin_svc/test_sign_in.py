@@ -172,3 +172,26 @@ async def test_an_owner_cannot_change_its_own_account(stack: Stack) -> None:
         grpc.StatusCode.FAILED_PRECONDITION,
         "ADMIN_CHANGES_ITSELF",
     )
+
+
+async def test_after_a_key_rotation_tokens_of_the_retired_key_still_verify(admin_stack_with: StackFactory) -> None:
+    async with admin_stack_with(admin_signing_key_max_age=1.0) as stack:
+        admin = await new_admin(stack)
+        old = await signed_in(stack, admin)
+        old_kid = jwt.get_unverified_header(old)["kid"]
+        published: list[str] = []
+
+        async def rotated() -> bool:
+            # The key set lists keys oldest first; the last one signs.
+            keys = (await stack.admin_as("auth_svc").GetAdminJwks(pb.GetAdminJwksRequest())).keys
+            published[:] = [key.kid for key in keys]
+            return bool(published[-1] != old_kid)
+
+        await eventually(rotated, within=15, what="the admin key ring's rotation")
+        new = await signed_in(stack, admin, steps_ahead=1)
+        await rotated()
+
+        new_kid = jwt.get_unverified_header(new)["kid"]
+        assert old_kid != new_kid and {old_kid, new_kid} <= set(published)
+        for token in (old, new):
+            await stack.admin(token).ListCampaigns(pb.ListCampaignsRequest())

@@ -699,7 +699,7 @@ class ListInvitesResponse(_message.Message):
     """Empty when there are no more."""
     @_builtins.property
     def codes(self) -> _containers.RepeatedCompositeFieldContainer[_invite_service_pb2.InviteCode]:
-        """The codes, newest first."""
+        """The codes, oldest first."""
 
     def __init__(
         self,

@@ -231,7 +231,7 @@ class AdminServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListInvites(self, request, context):
-        """Lists codes, newest first.
+        """Lists codes, oldest first (the order they were minted in).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

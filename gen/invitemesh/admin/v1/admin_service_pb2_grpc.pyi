@@ -67,7 +67,7 @@ class AdminServiceStub:
     ListCampaigns: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ListCampaignsRequest, _admin_service_pb2.ListCampaignsResponse]
     """Lists campaigns."""
     ListInvites: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ListInvitesRequest, _admin_service_pb2.ListInvitesResponse]
-    """Lists codes, newest first."""
+    """Lists codes, oldest first (the order they were minted in)."""
     GetInvite: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.GetInviteRequest, _admin_service_pb2.GetInviteResponse]
     """Looks a code up with its owner and redemptions."""
     DisableInvite: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.DisableInviteRequest, _admin_service_pb2.DisableInviteResponse]
@@ -136,7 +136,7 @@ class AdminServiceAsyncStub(AdminServiceStub):
     ListCampaigns: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ListCampaignsRequest, _admin_service_pb2.ListCampaignsResponse]  # type: ignore[assignment]
     """Lists campaigns."""
     ListInvites: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ListInvitesRequest, _admin_service_pb2.ListInvitesResponse]  # type: ignore[assignment]
-    """Lists codes, newest first."""
+    """Lists codes, oldest first (the order they were minted in)."""
     GetInvite: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.GetInviteRequest, _admin_service_pb2.GetInviteResponse]  # type: ignore[assignment]
     """Looks a code up with its owner and redemptions."""
     DisableInvite: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.DisableInviteRequest, _admin_service_pb2.DisableInviteResponse]  # type: ignore[assignment]
@@ -268,7 +268,7 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _admin_service_pb2.ListInvitesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_admin_service_pb2.ListInvitesResponse, _abc.Awaitable[_admin_service_pb2.ListInvitesResponse]]:
-        """Lists codes, newest first."""
+        """Lists codes, oldest first (the order they were minted in)."""
 
     @_abc_1.abstractmethod
     def GetInvite(
