@@ -74,6 +74,7 @@ def test_an_operators_day_over_rest(mesh: Mesh) -> None:
     owner_email = f"owner.{uuid.uuid4().hex[:8]}@example.com"
     created = mesh.ctl("admins", "create", owner_email, "--role", "owner", "--json", input=ADMIN_PASSWORD + "\n")
     bootstrapped = json.loads(created.stdout)
+    listed = json.loads(mesh.ctl("admins", "list", "--json").stdout)
     totp = pyotp.parse_uri(bootstrapped["totpUri"])
     assert isinstance(totp, pyotp.TOTP)
     edge = mesh.edge
@@ -111,6 +112,7 @@ def test_an_operators_day_over_rest(mesh: Mesh) -> None:
     stats = ok(call(edge, "GET", "/v1/admin/emails:stats", token=token))["stats"]
 
     assert bootstrapped["admin"]["email"] == owner_email and bootstrapped["admin"]["role"] == "ADMIN_ROLE_OWNER"
+    assert bootstrapped["admin"] in listed
     assert session["admin"]["id"] == bootstrapped["admin"]["id"]
     assert {c["owner"]["adminId"] for c in batch} == {bootstrapped["admin"]["id"]}
     assert [r["userId"] for r in looked_up["redemptions"]] == [me["id"]]

@@ -210,7 +210,10 @@ async def test_resends_and_reset_requests_take_as_long_whatever_the_email(stack:
                 await quiet()
 
     medians = {who: statistics.median(times) for who, times in took.items()}
-    assert max(medians.values()) < 1.5 * min(medians.values()), medians
+    # Paths of about 2 ms: a stray millisecond on a shared 2-core machine is noise, not a path a
+    # client could tell apart (a password hash, the difference this guards against, is tens).
+    spread = max(medians.values()) - min(medians.values())
+    assert spread < max(0.5 * min(medians.values()), 0.001), medians
 
 
 @asynccontextmanager
