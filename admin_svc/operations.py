@@ -158,8 +158,12 @@ def changes(downstream: Downstream) -> dict[str, Change]:
         async def reset(delete: ratelimit_pb.DeleteRateLimitRuleRequest) -> None:
             await call(RATELIMIT, lambda: downstream.rules.DeleteRateLimitRule(delete, timeout=DEADLINE))
 
+        stored = {_terms(rule) for rule in before.rules if not rule.default}
         for rule in request.rules:
-            await put(ratelimit_pb.UpdateRateLimitRuleRequest(rule=rule))
+            # A rule given back as it is stays untouched: one stored before its route left the
+            # contract could not be set again, and need not be.
+            if _terms(rule) not in stored:
+                await put(ratelimit_pb.UpdateRateLimitRuleRequest(rule=rule))
         for route in {rule.route for rule in before.rules if not rule.default} - set(routes):
             await reset(ratelimit_pb.DeleteRateLimitRuleRequest(route=route))
         after = await call(RATELIMIT, lambda: downstream.rules.ListRateLimitRules(listed, timeout=DEADLINE))
@@ -174,3 +178,7 @@ def changes(downstream: Downstream) -> dict[str, Change]:
         "SendEmail": send_email,
         "UpdateRateLimits": update_rate_limits,
     }
+
+
+def _terms(rule: ratelimit_pb.RateLimitRule) -> tuple[str, int, int, bool]:
+    return rule.route, rule.requests_per_unit, rule.unit, rule.fail_closed

@@ -128,7 +128,7 @@ class AdminSessions:
             await self._refuse(request, "", Unauthenticated("MFA_TOKEN_INVALID", "sign in with the password again"))
         canonical, client = canonical_email(admin.email), client_address()
         try:
-            await self._throttle.admit(canonical, client)
+            failures = await self._throttle.admit(canonical, client)
         except AccountLocked:
             await self._refuse(request, f"admin:{admin.id}", _wrong_code())
         secret = self._totp_sealer.unseal(totp_seal_record(admin.id), admin.sealed_totp_secret).decode()
@@ -146,7 +146,8 @@ class AdminSessions:
         if signed_in is None:
             await self._throttle.failed(canonical, client)
             await self._refuse(request, f"admin:{admin.id}", _wrong_code())
-        await self._throttle.succeeded(canonical)
+        if failures:
+            await self._throttle.succeeded(canonical)
         access = (await self._keys.ready()).access_token(
             signed_in.id, session_id, role=_ROLE_CLAIMS[int(signed_in.role)]
         )

@@ -104,11 +104,13 @@ class RateLimitRuleService(ratelimit_service_pb2_grpc.RateLimitRuleServiceServic
     async def DeleteRateLimitRule(
         self, request: pb.DeleteRateLimitRuleRequest, context: Any
     ) -> pb.DeleteRateLimitRuleResponse:
-        if request.route != ANY_ROUTE and request.route not in edge_methods():
+        stored = await self._stored()
+        # A stored rule goes whatever its route: one whose method left the contract included.
+        if request.route not in stored and request.route != ANY_ROUTE and request.route not in edge_methods():
             raise InvalidArgument([FieldViolation("route", "a method the edge routes, or *")])
         await self._rules.delete(request.route)
         log.info("rate-limit rule removed", route=request.route)
-        stored = await self._stored()
+        stored.pop(request.route, None)
         in_force = rule_for(request.route, with_defaults(stored))
         now = _rule_message(replace(in_force, route=request.route), default=in_force.route not in stored)
         return pb.DeleteRateLimitRuleResponse(rule=now)

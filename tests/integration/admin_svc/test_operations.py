@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 
+import asyncpg
 import grpc
 from invitemesh.admin.v1 import admin_service_pb2 as pb
 from invitemesh.auth.v1 import auth_service_pb2 as auth_pb
@@ -162,6 +163,30 @@ async def test_the_rate_limit_rules_are_replaced_as_a_whole(stack: Stack) -> Non
         }
     finally:
         await admin.UpdateRateLimits(pb.UpdateRateLimitsRequest())
+
+
+async def test_a_rule_whose_route_left_the_contract_is_kept_when_given_back_and_can_be_dropped(stack: Stack) -> None:
+    admin = stack.admin(await signed_in(stack, await new_admin(stack, "operator")))
+    gone = f"/invitemesh.gone.v1.Gone/Method{uuid.uuid4().hex[:8]}"
+    check = ratelimit_pb.RateLimitRule(
+        route="/invitemesh.invite.v1.InviteService/CheckCode", requests_per_unit=6, unit=ratelimit_pb.TIME_UNIT_MINUTE
+    )
+    connection = await asyncpg.connect(stack.database_url)
+    try:
+        await connection.execute(
+            "INSERT INTO ratelimit.rules (route, requests_per_unit, unit, fail_closed) VALUES ($1, 3, 2, false)", gone
+        )
+    finally:
+        await connection.close()
+    listed = (await admin.ListRateLimits(pb.ListRateLimitsRequest())).rules
+    kept = [r for r in listed if not r.default and r.route != check.route]
+
+    with_stale = await admin.UpdateRateLimits(pb.UpdateRateLimitsRequest(rules=[*kept, check]))
+    without = await admin.UpdateRateLimits(pb.UpdateRateLimitsRequest(rules=[r for r in kept if r.route != gone]))
+
+    assert {r.route for r in with_stale.rules if not r.default} >= {gone, check.route}
+    assert gone not in {r.route for r in without.rules}
+    assert check.route not in {r.route for r in without.rules if not r.default}
 
 
 async def test_admins_are_created_once_per_email_and_request_and_listed_in_pages(stack: Stack) -> None:
