@@ -12,7 +12,7 @@ from admin_svc.audit import Auditor, actor_of
 from admin_svc.domain import AdminState, new_totp_secret, totp_uri
 from admin_svc.sessions import AdminSessions, admin_message, totp_seal_record
 from admin_svc.store.accounts import AccountStore, NewAdmin
-from mesh.access import AdminRole, current_principal
+from mesh.access import ADMIN_ROLES, AdminRole, current_principal
 from mesh.cursors import PageTokens, page_size
 from mesh.emails import InvalidEmail, canonical_email, checked_address
 from mesh.errors import AlreadyExists, FailedPrecondition, FieldViolation, InvalidArgument, MeshError, NotFound
@@ -20,7 +20,7 @@ from mesh.passwords import Passwords, password_problem
 from mesh.sealing import Sealer
 
 MAX_REQUEST_ID = 200
-_ROLES = frozenset(int(role) for role in AdminRole if role is not AdminRole.UNSPECIFIED)
+_ROLES = frozenset(map(int, ADMIN_ROLES.values()))
 _STATES = frozenset(int(state) for state in AdminState)
 _LISTING = "admins"
 

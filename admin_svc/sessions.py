@@ -39,7 +39,6 @@ from mesh.token_keys import StoredKeyRing
 
 log = structlog.get_logger("admin_svc.sessions")
 SIGN_IN, PASSWORD_OK = "admin-sign-in", "password-ok"
-_ROLE_CLAIMS = {1: "viewer", 2: "operator", 3: "owner"}
 MAX_TOKEN = 512
 
 
@@ -148,9 +147,7 @@ class AdminSessions:
             await self._refuse(request, f"admin:{admin.id}", _wrong_code())
         if failures:
             await self._throttle.succeeded(canonical)
-        access = (await self._keys.ready()).access_token(
-            signed_in.id, session_id, role=_ROLE_CLAIMS[int(signed_in.role)]
-        )
+        access = (await self._keys.ready()).access_token(signed_in.id, session_id, role=signed_in.role.claim)
         return pb.VerifySessionMfaResponse(
             access_token=access.token,
             access_token_expire_time=timestamp(access.expire_time),

@@ -23,10 +23,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
-import os
 import random
 import statistics
-import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -42,7 +40,15 @@ from invitemesh.invite.v1 import invite_service_pb2_grpc
 from invitemesh.mesh.v1 import access_pb2
 
 from admin_svc.settings import AdminSettings
-from bench.harness import backends, calls_per_second, listed, median, running_services, signed_channel
+from bench.harness import (
+    backends,
+    calls_per_second,
+    hashes_per_second,
+    listed,
+    median,
+    running_services,
+    signed_channel,
+)
 from bench.mail_stats import fill as fill_emails
 from mesh.channels import open_channel
 from mesh.cursors import PageTokens
@@ -65,26 +71,10 @@ FROM generate_series((SELECT coalesce(max(sequence), 0) + 1 FROM admin.audit_log
 """
 
 
-def hashes_per_second(seconds: float) -> float:
-    """One hashing thread per core, with admin_svc's argon2id parameters."""
+def _hasher() -> PasswordHasher:
+    """admin_svc's hasher: the service reads the same `MESH_ADMIN_ARGON2_*`."""
     own = AdminSettings()
-    hasher = PasswordHasher(own.argon2_time_cost, own.argon2_memory_kib, own.argon2_parallelism, type=Type.ID)
-    done, lock, deadline = 0, threading.Lock(), time.perf_counter() + seconds
-
-    def hash_until_deadline() -> None:
-        nonlocal done
-        while time.perf_counter() < deadline:
-            hasher.hash(PASSWORD)
-            with lock:
-                done += 1
-
-    threads = [threading.Thread(target=hash_until_deadline) for _ in range(os.cpu_count() or 1)]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return done / (time.perf_counter() - started)
+    return PasswordHasher(own.argon2_time_cost, own.argon2_memory_kib, own.argon2_parallelism, type=Type.ID)
 
 
 async def mint(settings: Settings, count: int) -> None:
@@ -262,7 +252,7 @@ async def measure(args: argparse.Namespace, settings: Settings) -> None:
             rates: dict[str, list[float]] = {"hash": [], "sign-in": [], "first step": [], "second step": []}
             taken: dict[str, list[float]] = {f"{name} {where}": [] for name in lists for where in ("first", "deep")}
             for _ in range(args.rounds):
-                rates["hash"].append(await asyncio.to_thread(hashes_per_second, args.seconds))
+                rates["hash"].append(await asyncio.to_thread(hashes_per_second, _hasher(), args.seconds))
                 rates["sign-in"].append(await calls_per_second(sign_in, args.seconds, args.concurrency))
                 rates["first step"].append(await calls_per_second(first_step, args.seconds, args.concurrency))
                 rates["second step"].append(await second_steps(args.second_steps))

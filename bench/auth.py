@@ -20,8 +20,6 @@ import argparse
 import asyncio
 import itertools
 import os
-import threading
-import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -39,6 +37,7 @@ from auth_svc.settings import AuthSettings
 from bench.harness import (
     Call,
     calls_per_second,
+    hashes_per_second,
     listed,
     median,
     run,
@@ -67,29 +66,6 @@ def _hasher() -> PasswordHasher:
         parallelism=own.argon2_parallelism,
         type=Type.ID,
     )
-
-
-def hashes_per_second(seconds: float) -> float:
-    """One hashing thread per core for `seconds` (argon2's C code releases the GIL)."""
-    hasher = _hasher()
-    done = 0
-    lock = threading.Lock()
-    deadline = time.perf_counter() + seconds
-
-    def hash_until_deadline() -> None:
-        nonlocal done
-        while time.perf_counter() < deadline:
-            hasher.hash(PASSWORD)
-            with lock:
-                done += 1
-
-    threads = [threading.Thread(target=hash_until_deadline) for _ in range(os.cpu_count() or 1)]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return done / (time.perf_counter() - started)
 
 
 @asynccontextmanager
@@ -184,7 +160,7 @@ async def measure(args: argparse.Namespace, settings: Settings) -> None:
             await calls_per_second(checked_me, 1, args.concurrency)
             await calls_per_second(unchecked_me, 1, args.concurrency)
             for _ in range(args.rounds):
-                rates["hash"].append(await asyncio.to_thread(hashes_per_second, args.seconds))
+                rates["hash"].append(await asyncio.to_thread(hashes_per_second, _hasher(), args.seconds))
                 rates["register"].append(await calls_per_second(register, args.seconds, args.concurrency))
                 rates["login"].append(await calls_per_second(login, args.seconds, args.concurrency))
                 rates["refresh"].append(await calls_per_second(refresh, args.seconds, args.concurrency))

@@ -10,6 +10,7 @@ import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
@@ -19,6 +20,7 @@ from typing import Any
 
 import grpc
 import uvloop
+from argon2 import PasswordHasher
 
 from mesh.channels import open_channel
 from mesh.keys import Keystore, load_kek
@@ -194,3 +196,26 @@ def listed(values: list[float], digits: int = 0) -> str:
 
 def signed_channel(target: str, settings: Settings, service: str) -> grpc.aio.Channel:
     return open_channel(target, settings, service, signer_for(service, settings))
+
+
+def hashes_per_second(hasher: PasswordHasher, seconds: float) -> float:
+    """`hasher`'s hashes per second with one thread per core for `seconds` (argon2's C code
+    releases the GIL): the physical limit of any flow that hashes or checks one password."""
+    done = 0
+    lock = threading.Lock()
+    deadline = time.perf_counter() + seconds
+
+    def hash_until_deadline() -> None:
+        nonlocal done
+        while time.perf_counter() < deadline:
+            hasher.hash("a long passphrase for the benchmark")
+            with lock:
+                done += 1
+
+    threads = [threading.Thread(target=hash_until_deadline) for _ in range(os.cpu_count() or 1)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return done / (time.perf_counter() - started)

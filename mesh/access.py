@@ -57,6 +57,15 @@ class AdminRole(IntEnum):
     OPERATOR = access_pb2.ADMIN_ROLE_OPERATOR
     OWNER = access_pb2.ADMIN_ROLE_OWNER
 
+    @property
+    def claim(self) -> str:
+        """The role as an admin token's `role` claim and meshctl's `--role` spell it."""
+        return self.name.lower()
+
+
+ADMIN_ROLES = {role.claim: role for role in AdminRole if role is not AdminRole.UNSPECIFIED}
+"""Every role an admin can hold, by its claim."""
+
 
 @dataclass(frozen=True)
 class AccessRule:
@@ -173,8 +182,9 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     async def _admit(self, rule: AccessRule, method: str, metadata: Mapping[str, str], body: bytes) -> Principal:
         if rule.audience is Audience.PUBLIC:
             return ANONYMOUS
-        signed = any(metadata.get(header) for header in SIGNATURE_HEADERS)
-        if rule.audience is Audience.INTERNAL or (rule.audience is Audience.ADMIN and rule.callers and signed):
+        if rule.audience is Audience.INTERNAL or (
+            rule.audience is Audience.ADMIN and rule.callers and any(map(metadata.get, SIGNATURE_HEADERS))
+        ):
             if any(not metadata.get(header) for header in SIGNATURE_HEADERS):
                 raise Unauthenticated("CALL_SIGNATURE_MISSING", "internal method: signed call metadata required")
             caller = await self._calls.verify_call(method, metadata, body)

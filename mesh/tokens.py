@@ -25,7 +25,7 @@ from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 from invitemesh.mesh.v1 import access_pb2
 
-from mesh.access import AdminRole, Audience, Principal
+from mesh.access import ADMIN_ROLES, Audience, Principal
 from mesh.channels import Peers
 from mesh.contracts import SERVICE_DESCRIPTORS, full_method_name
 from mesh.errors import Unauthenticated
@@ -41,7 +41,6 @@ LEEWAY = 5.0
 AUDIENCE = "invitemesh"
 ALGORITHM = "ES256"
 FetchKeys = Callable[[], Awaitable[Sequence[Message]]]
-_ROLES = {"viewer": AdminRole.VIEWER, "operator": AdminRole.OPERATOR, "owner": AdminRole.OWNER}
 
 
 @dataclass(frozen=True)
@@ -136,7 +135,7 @@ class JwtVerifier:
 
     async def verify_admin_token(self, token: str) -> Principal:
         claims = await self._claims(token, self._admins)
-        role = _ROLES.get(str(claims.get("role")))
+        role = ADMIN_ROLES.get(str(claims.get("role")))
         if role is None:
             raise Unauthenticated("ACCESS_TOKEN_INVALID", "admin token without a known role")
         return Principal("admin", str(claims["sub"]), role, session_id=str(claims["sid"]))

@@ -10,21 +10,22 @@ import getpass
 import json
 import sys
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import segno
 from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import Message
 from invitemesh.admin.v1 import admin_service_pb2 as pb
 from invitemesh.admin.v1 import admin_service_pb2_grpc
-from invitemesh.mesh.v1 import access_pb2
 
+from mesh.access import ADMIN_ROLES, AdminRole
 from mesh.audit_chain import first_break
 from mesh.keys import TrustFile
 from mesh.services import ADMIN
 from mesh.settings import Settings
 from meshctl.operator import operator_channel
 
-ROLES = {"viewer": access_pb2.ADMIN_ROLE_VIEWER, "operator": access_pb2.ADMIN_ROLE_OPERATOR,
-         "owner": access_pb2.ADMIN_ROLE_OWNER}  # fmt: skip
 _PAGE = 500
 
 
@@ -40,7 +41,10 @@ def read_password() -> str:
 
 async def create_admin(settings: Settings, args: argparse.Namespace) -> int:
     request = pb.CreateAdminRequest(
-        email=args.email, password=read_password(), role=ROLES[args.role], request_id=uuid.uuid4().hex
+        email=args.email,
+        password=read_password(),
+        role=ADMIN_ROLES[args.role],  # type: ignore[arg-type]
+        request_id=uuid.uuid4().hex,
     )
     async with operator_channel(settings, ADMIN) as channel:
         created = await admin_service_pb2_grpc.AdminServiceStub(channel).CreateAdmin(request)
@@ -55,34 +59,23 @@ async def create_admin(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def list_admins(settings: Settings, args: argparse.Namespace) -> int:
-    admins: list[pb.Admin] = []
     async with operator_channel(settings, ADMIN) as channel:
         stub = admin_service_pb2_grpc.AdminServiceStub(channel)
-        token = ""
-        while True:
-            page = await stub.ListAdmins(pb.ListAdminsRequest(page_size=_PAGE, page_token=token))
-            admins += page.admins
-            if not (token := page.next_page_token):
-                break
+        admins = [admin async for page in _pages(stub.ListAdmins, pb.ListAdminsRequest) for admin in page.admins]
     if args.json:
         print(json.dumps([_admin(admin) for admin in admins]))
     for admin in [] if args.json else admins:
-        role = access_pb2.AdminRole.Name(admin.role).removeprefix("ADMIN_ROLE_").lower()
+        role = AdminRole(admin.role).claim
         state = pb.AdminState.Name(admin.state).removeprefix("ADMIN_STATE_").lower()
         print(f"{admin.id}  {admin.email:<40} {role:<9} {state}")
     return 0
 
 
 async def verify_audit_log(settings: Settings, args: argparse.Namespace) -> int:
-    entries: list[pb.AuditLogEntry] = []
     async with operator_channel(settings, ADMIN) as channel:
         stub = admin_service_pb2_grpc.AdminServiceStub(channel)
-        token = ""
-        while True:
-            page = await stub.ListAuditLogEntries(pb.ListAuditLogEntriesRequest(page_size=_PAGE, page_token=token))
-            entries += page.entries
-            if not (token := page.next_page_token):
-                break
+        listing = _pages(stub.ListAuditLogEntries, pb.ListAuditLogEntriesRequest)
+        entries = [entry async for page in listing for entry in page.entries]
     keys = TrustFile.read(settings.resolved_keys_dir / "trust.json").signature_keys(ADMIN.name)
     broken = first_break(reversed(entries), keys)
     if broken is not None:
@@ -90,6 +83,16 @@ async def verify_audit_log(settings: Settings, args: argparse.Namespace) -> int:
         return 1
     print(f"audit log verified: {len(entries)} entries, every link and signature holds")
     return 0
+
+
+async def _pages(method: Callable[[Any], Awaitable[Any]], request: Callable[..., Message]) -> AsyncIterator[Any]:
+    """Every page of a listing, from the first to the one without a `next_page_token`."""
+    token = ""
+    while True:
+        page = await method(request(page_size=_PAGE, page_token=token))
+        yield page
+        if not (token := page.next_page_token):
+            return
 
 
 def _admin(admin: pb.Admin) -> dict[str, object]:

@@ -15,13 +15,14 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
+from mesh.access import ADMIN_ROLES
 from mesh.clients import EDGE_NAME
 from mesh.keys import KeyringError, Keystore, TrustFile, load_kek
 from mesh.logs import configure_logging
 from mesh.migrate import upgrade_all
 from mesh.services import IDENTITIES, SERVICES
 from meshctl import operator
-from meshctl.admins import ROLES, create_admin, list_admins, verify_audit_log
+from meshctl.admins import create_admin, list_admins, verify_audit_log
 from meshctl.certs import make_dev_certs
 from meshctl.operator import TIME_UNITS, mint_codes, rate_limits
 from meshctl.probes import degraded
@@ -83,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     admin_commands = admins.add_subparsers(dest="admins_command", required=True)
     create = admin_commands.add_parser("create", help="an admin; the password comes from stdin or a prompt")
     create.add_argument("email")
-    create.add_argument("--role", choices=list(ROLES), required=True)
+    create.add_argument("--role", choices=list(ADMIN_ROLES), required=True)
     create.add_argument("--json", action="store_true")
     admin_listing = admin_commands.add_parser("list", help="every admin")
     admin_listing.add_argument("--json", action="store_true")

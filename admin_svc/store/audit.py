@@ -68,7 +68,7 @@ class AuditStore:
         connection: AsyncConnection,
         draft: Draft,
         sealing: Sealing,
-        outcome: Outcome | Callable[[Seal], Outcome] | None,
+        outcome: Callable[[Seal], Outcome] | None,
     ) -> None:
         """Writes `draft` at the end of the chain in the caller's transaction, settled at once
         when `outcome` is given (a function of the seal, for an outcome signed over it)."""
@@ -80,7 +80,7 @@ class AuditStore:
         ).first()
         sequence, previous = (last.sequence + 1, last.digest) if last else (1, GENESIS)
         seal = sealing(draft, sequence, previous)
-        settled = outcome(seal) if callable(outcome) else outcome
+        settled = outcome(seal) if outcome else None
         values = {
             "sequence": sequence,
             "id": draft.id,

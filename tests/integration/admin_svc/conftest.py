@@ -8,18 +8,16 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pyotp
 import pytest
 from invitemesh.admin.v1 import admin_service_pb2 as pb
 from invitemesh.admin.v1 import admin_service_pb2_grpc
-from invitemesh.mesh.v1 import access_pb2
 
-from tests.integration.auth_svc.conftest import CORE, PASSWORD, Stack, StackFactory, stack_trust
+from mesh.access import ADMIN_ROLES
+from tests.integration.auth_svc.conftest import CORE, PASSWORD, Stack, StackFactory, stack_factory
 from tests.integration.mail_svc.relay import ScriptedRelay
 
 EVERY_SERVICE = (*CORE, "ratelimit_svc", "admin_svc")
@@ -39,18 +37,7 @@ class Admin:
 
 @pytest.fixture
 def admin_stack_with(tmp_path: Path, migrated_database_url: str, redis_url: str, relay: ScriptedRelay) -> StackFactory:
-    @asynccontextmanager
-    async def started(**more: Any) -> AsyncIterator[Stack]:
-        trust = stack_trust(tmp_path, migrated_database_url, redis_url, relay.url, **{**FAST_ADMIN, **more})
-        running = Stack(trust, relay, migrated_database_url)
-        try:
-            for service in EVERY_SERVICE:
-                await running.start(service)
-            yield running
-        finally:
-            await running.close()
-
-    return started
+    return stack_factory(tmp_path, migrated_database_url, redis_url, relay, EVERY_SERVICE, **FAST_ADMIN)
 
 
 @pytest.fixture
@@ -62,7 +49,12 @@ async def stack(admin_stack_with: StackFactory) -> AsyncIterator[Stack]:
 async def new_admin(stack: Stack, role: str = "owner", by: str | None = None) -> Admin:
     """A fresh admin of `role`, made by the owner whose token is `by`, else by meshctl."""
     email = f"op.{uuid.uuid4().hex[:10]}@example.com"
-    request = pb.CreateAdminRequest(email=email, password=PASSWORD, role=_ROLES[role], request_id=uuid.uuid4().hex)
+    request = pb.CreateAdminRequest(
+        email=email,
+        password=PASSWORD,
+        role=ADMIN_ROLES[role],  # type: ignore[arg-type]
+        request_id=uuid.uuid4().hex,
+    )
     stub: admin_service_pb2_grpc.AdminServiceAsyncStub = stack.admin(by) if by else stack.admin_as("meshctl")
     created = await stub.CreateAdmin(request)
     totp = pyotp.parse_uri(created.totp_uri)
@@ -77,10 +69,3 @@ async def signed_in(stack: Stack, admin: Admin, steps_ahead: int = 0) -> str:
         pb.VerifySessionMfaRequest(mfa_token=first.mfa_token, totp_code=admin.code(steps_ahead))
     )
     return second.access_token
-
-
-_ROLES = {
-    "viewer": access_pb2.ADMIN_ROLE_VIEWER,
-    "operator": access_pb2.ADMIN_ROLE_OPERATOR,
-    "owner": access_pb2.ADMIN_ROLE_OWNER,
-}

@@ -8,6 +8,7 @@ import uuid
 
 import asyncpg
 import grpc
+import pytest
 from invitemesh.admin.v1 import admin_service_pb2 as pb
 from invitemesh.auth.v1 import auth_service_pb2 as auth_pb
 from invitemesh.invite.v1 import invite_service_pb2 as invite_pb
@@ -214,11 +215,9 @@ async def test_admins_are_created_once_per_email_and_request_and_listed_in_pages
 
     assert repeated.admin.id == first.admin.id and repeated.totp_uri == first.totp_uri
     assert await refusal(admin.CreateAdmin(taken)) == (grpc.StatusCode.ALREADY_EXISTS, "ADMIN_EXISTS")
-    with_bad = admin.CreateAdmin(bad)
-    try:
-        await with_bad
-    except grpc.aio.AioRpcError as error:
-        assert {v.field for v in field_violations(error)} == {"email", "password", "role"}
+    with pytest.raises(grpc.aio.AioRpcError) as refused_bad:
+        await admin.CreateAdmin(bad)
+    assert {v.field for v in field_violations(refused_bad.value)} == {"email", "password", "role"}
     listed = [a.id for page in pages for a in page]
     assert first.admin.id in listed and len(listed) == len(set(listed))
     assert all(len(page) <= 2 for page in pages)

@@ -234,14 +234,16 @@ def stack_trust(tmp_path: Path, database_url: str, redis_url: str, smtp_url: str
 StackFactory = Callable[..., AbstractAsyncContextManager[Stack]]
 
 
-@pytest.fixture
-def stack_with(tmp_path: Path, migrated_database_url: str, redis_url: str, relay: ScriptedRelay) -> StackFactory:
-    """Starts a stack whose settings differ from the default by the keywords given."""
+def stack_factory(
+    tmp_path: Path, database_url: str, redis_url: str, relay: ScriptedRelay, services: tuple[str, ...], **defaults: Any
+) -> StackFactory:
+    """Starts `services`, with settings that differ from the default by `defaults` and then by
+    the keywords given."""
 
     @asynccontextmanager
-    async def started(*, services: tuple[str, ...] = CORE, **more: Any) -> AsyncIterator[Stack]:
-        trust = stack_trust(tmp_path, migrated_database_url, redis_url, relay.url, **more)
-        running = Stack(trust, relay, migrated_database_url)
+    async def started(**more: Any) -> AsyncIterator[Stack]:
+        trust = stack_trust(tmp_path, database_url, redis_url, relay.url, **{**defaults, **more})
+        running = Stack(trust, relay, database_url)
         try:
             for service in services:
                 await running.start(service)
@@ -250,6 +252,12 @@ def stack_with(tmp_path: Path, migrated_database_url: str, redis_url: str, relay
             await running.close()
 
     return started
+
+
+@pytest.fixture
+def stack_with(tmp_path: Path, migrated_database_url: str, redis_url: str, relay: ScriptedRelay) -> StackFactory:
+    """Starts a stack whose settings differ from the default by the keywords given."""
+    return stack_factory(tmp_path, migrated_database_url, redis_url, relay, CORE)
 
 
 @pytest.fixture
