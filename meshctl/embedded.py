@@ -18,6 +18,7 @@ import importlib
 import importlib.util
 import os
 import pwd
+import secrets
 import shutil
 import socket
 import subprocess
@@ -50,10 +51,36 @@ _CLUSTERS = _PG_HOME / "clusters"
 DATABASE_NAME = "invitemesh"
 
 
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_handed_out: set[int] = set()
+
+
+def _below_ephemeral() -> range:
+    try:
+        low = int(_EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    return range(10000, max(low, 11000))
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
+    """A port free now, taken from below the kernel's ephemeral range: a port asked of the kernel
+    (bind to 0) lies inside that range, where any outgoing connection (to PostgreSQL, Redis, a
+    peer) may take it before the process it was picked for binds it. Never the same port twice
+    in one process, so two parts picked in a row never collide either."""
+    candidates = _below_ephemeral()
+    for _ in range(200):
+        port = secrets.choice(candidates)
+        if port in _handed_out:
+            continue
+        with socket.socket() as probe:
+            try:
+                probe.bind((host, port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free port found on {host} in {candidates}")
 
 
 def wait_for_port(host: str, port: int, timeout: float) -> None:
