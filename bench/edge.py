@@ -29,7 +29,7 @@ from invitemesh.ratelimit.v1 import ratelimit_service_pb2 as ratelimit_pb
 from invitemesh.ratelimit.v1 import ratelimit_service_pb2_grpc
 
 from bench.harness import Call, calls_per_second, listed, median, run_rounds, running_services, signed_channel
-from invite_svc import codes
+from mesh import invite_codes as codes
 from mesh.clients import edge_token
 from mesh.keys import load_kek
 from mesh.services import INVITE, OPERATOR, RATELIMIT, SERVICES

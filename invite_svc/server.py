@@ -13,7 +13,6 @@ from invitemesh.invite.v1 import invite_service_pb2 as pb
 from invitemesh.invite.v1 import invite_service_pb2_grpc
 
 from invite_svc import domain
-from invite_svc.codes import InvalidCode, display, normalize
 from invite_svc.domain import OwnCodes, Refusal
 from invite_svc.jobs import expiry_job
 from invite_svc.sealing import CodeSealer
@@ -34,6 +33,7 @@ from mesh.errors import (
     ResourceExhausted,
     Unavailable,
 )
+from mesh.invite_codes import InvalidCode, display, normalize
 from mesh.keys import load_kek
 from mesh.limits import FixedWindowLimit
 from mesh.sealing import derive_key

@@ -11,12 +11,12 @@ from sqlalchemy import func, insert, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as upsert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from invite_svc import codes as code_format
 from invite_svc.domain import NOT_FOUND, CodeState, HoldState, Refusal, slot_capacities
 from invite_svc.models import code_slots, codes, holds
 from invite_svc.sealing import CodeSealer
 from invite_svc.store.holds import CodeTermsCache
 from invite_svc.store.records import MintedCode, OwnedCode, Owner, Redemption, hold_record, hold_with_terms
+from mesh import invite_codes as code_format
 
 MAX_REDEMPTIONS = 1000
 

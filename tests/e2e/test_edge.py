@@ -23,7 +23,7 @@ import pytest
 from invitemesh.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
 from invitemesh.invite.v1 import invite_service_pb2, invite_service_pb2_grpc
 
-from invite_svc import codes as invite_codes
+from mesh import invite_codes
 from mesh.clients import edge_token
 from mesh.errors import error_info
 from mesh.keys import load_kek

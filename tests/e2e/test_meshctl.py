@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from invitemesh.mail.v1 import mail_service_pb2, mail_service_pb2_grpc
 
-from invite_svc import codes as invite_codes
 from mail_svc.events import SIGNATURE_HEADER, TIMESTAMP_HEADER, signature
+from mesh import invite_codes
 from mesh.channels import open_channel
 from mesh.services import MAIL, OPERATOR, SERVICES
 from mesh.settings import Settings

@@ -22,7 +22,7 @@ from invitemesh.auth.v1 import auth_service_pb2 as pb
 from invitemesh.invite.v1 import invite_service_pb2 as invite_pb
 from invitemesh.invite.v1 import invite_service_pb2_grpc
 
-from invite_svc import codes as invite_codes
+from mesh import invite_codes
 from mesh.emails import canonical_email
 from mesh.errors import status_of
 from mesh.followups import FollowUps

@@ -16,10 +16,10 @@ import pytest
 from invitemesh.invite.v1 import invite_service_pb2 as pb
 from invitemesh.invite.v1 import invite_service_pb2_grpc
 
-from invite_svc.codes import generate
 from invite_svc.server import add_servicers
 from mesh.channels import open_channel
 from mesh.errors import error_info, field_violations
+from mesh.invite_codes import generate
 from mesh.services import INVITE
 from tests.integration.conftest import from_the_edge
 from tests.integration.mesh.trust_fixtures import make_trust

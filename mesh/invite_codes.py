@@ -1,12 +1,14 @@
 """Invite codes as people see them: hard to guess, easy to type, typos caught before any lookup.
 
+invite_svc makes and looks them up; web_svc checks what a person types before asking it.
+
 A code is `length` symbols drawn with a CSPRNG from a 32-symbol alphabet without 0/O/1/I (40
 bits at the default 8), plus one check symbol, shown as `XXXX-XXXX-C`.
 
 The check symbol is a Damm check over a totally anti-symmetric quasigroup of order 32: with
 GF(32) built on x^5 + x^2 + 1 and g its generator, `x * y = g.x + y`. Each row and column of * is
 a permutation (so any single substitution changes the result) and `(c*x)*y = (c*y)*x` forces
-`x = y` (so any adjacent swap does too); tests/unit/invite_svc/test_codes.py proves both
+`x = y` (so any adjacent swap does too); tests/unit/mesh/test_invite_codes.py proves both
 exhaustively. The check symbol `k` makes the whole code fold to 0: `interim * k = 0`, i.e.
 `k = g.interim` (addition in GF(2^5) is XOR).
 """

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from invite_svc.codes import (
+from mesh.invite_codes import (
     ALPHABET,
     OPERATION,
     InvalidCode,
