@@ -99,3 +99,9 @@ def refuse_hold(terms: CodeTerms, email_domain: str, now: datetime.datetime) -> 
         raise Refusal(CAMPAIGN_CLOSED, "this invite campaign is not open")
     if terms.allowed_email_domains and email_domain not in terms.allowed_email_domains:
         raise Refusal(DOMAIN_NOT_ALLOWED, "this invite code is not for this email domain")
+
+
+def masked_email(email: str) -> str:
+    """`ada@example.com` → `a•••@example.com`: a friend recognisable, not an address to write to."""
+    local, _, domain_name = email.rpartition("@")
+    return f"{local[:1]}•••@{domain_name}"

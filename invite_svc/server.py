@@ -130,6 +130,23 @@ class InviteService(invite_service_pb2_grpc.InviteServiceServicer):
             next_page_token=self._pages.keyset_next([(c.create_time, c.code.id) for c in owned], size, query),
         )
 
+    async def ListMyReferrals(self, request: pb.ListMyReferralsRequest, context: Any) -> pb.ListMyReferralsResponse:
+        me = uuid.UUID(current_principal.get().id)
+        query = f"my referrals {me}"
+        size, before = self._page(request.page_size, request.page_token, query)
+        joined = await self._store.referrals.joined_through(me, size, before)
+        return pb.ListMyReferralsResponse(
+            referrals=[
+                pb.Referral(
+                    code=display(person.code),
+                    masked_email=domain.masked_email(person.canonical_email),
+                    join_time=optional_timestamp(person.join_time),
+                )
+                for person in joined
+            ],
+            next_page_token=self._pages.keyset_next([(p.join_time, p.hold_id) for p in joined], size, query),
+        )
+
     async def GetCode(self, request: pb.GetCodeRequest, context: Any) -> pb.GetCodeResponse:
         with _refusals():
             owned, redemptions = await self._store.codes.code(_code(request.code))

@@ -48,5 +48,5 @@ class InviteStore:
             CodeStore(engine, sealer, terms),
             HoldStore(engine, driver, sealer, terms, hold_ttl),
             CampaignStore(engine),
-            ReferralStore(engine),
+            ReferralStore(engine, sealer),
         )

@@ -2,17 +2,53 @@
 
 from __future__ import annotations
 
-from sqlalchemy import literal, select
+import datetime
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import literal, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from invite_svc.domain import HoldState
 from invite_svc.models import codes, holds
+from invite_svc.sealing import CodeSealer
 from invite_svc.store.records import Owner, ReferralNode
 
 
+@dataclass(frozen=True)
+class Joined:
+    """Someone who joined through a user's code."""
+
+    hold_id: uuid.UUID
+    code: str
+    canonical_email: str
+    join_time: datetime.datetime
+
+
 class ReferralStore:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, sealer: CodeSealer) -> None:
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._sealer = sealer
+
+    async def joined_through(
+        self, user_id: uuid.UUID, limit: int, before: tuple[datetime.datetime, uuid.UUID] | None = None
+    ) -> list[Joined]:
+        """The confirmed uses of `user_id`'s codes, newest first; keyset-paginated."""
+        query = (
+            select(holds.c.id, holds.c.code_id, holds.c.canonical_email, holds.c.finish_time, codes.c.sealed)
+            .select_from(holds.join(codes, holds.c.code_id == codes.c.id))
+            .where(codes.c.owner_user_id == user_id, holds.c.state == HoldState.CONFIRMED)
+            .order_by(holds.c.finish_time.desc(), holds.c.id.desc())
+            .limit(limit)
+        )
+        if before is not None:
+            query = query.where(tuple_(holds.c.finish_time, holds.c.id) < tuple_(*before))
+        async with self._autocommit.connect() as connection:
+            rows = (await connection.execute(query)).all()
+        return [
+            Joined(row.id, self._sealer.unseal(row.code_id, row.sealed), row.canonical_email, row.finish_time)
+            for row in rows
+        ]
 
     async def referral_tree(self, root: Owner, depth: int) -> list[ReferralNode]:
         """Whom `root` invited (confirmed uses of its codes), and whom they invited, `depth` levels down."""

@@ -135,3 +135,35 @@ async def test_verification_and_reset_mails_expire_with_what_they_carry(stack: S
     assert abs(verification.total_seconds() - stack.trust.own(AuthSettings).verification_ttl) < 30
     assert abs(reset.total_seconds() - stack.trust.own(AuthSettings).reset_ttl) < 30
     assert lifetimes[mail_pb.EMAIL_TEMPLATE_INVITE_CODES] is None
+
+
+async def test_a_user_sees_who_joined_through_their_codes_newest_first_and_masked(stack_with: StackFactory) -> None:
+    async with stack_with(invite_default_quota=1, invite_default_uses=3) as stack:
+        _, inviter = await stack.signed_up()
+        (own,) = await _own_codes_once_minted(stack, inviter.session, 1)
+        invites = invite_service_pb2_grpc.InviteServiceStub(stack._channel("invite_svc"))
+        bearer = _bearer(inviter.session.access_token)
+        friends = [f"{initial}.{someone()}" for initial in "xyz"]
+        for friend in friends:
+            await stack.verify(friend, await stack.register(friend, own.code))
+
+            async def listed(count: int = friends.index(friend) + 1) -> bool:
+                listed = await invites.ListMyReferrals(invite_pb.ListMyReferralsRequest(), metadata=bearer)
+                return len(listed.referrals) == count
+
+            # Each use is confirmed through the outbox after its verification answered.
+            await eventually(listed, what=f"{friend} among the referrals")
+        first = await invites.ListMyReferrals(invite_pb.ListMyReferralsRequest(page_size=2), metadata=bearer)
+        rest = await invites.ListMyReferrals(
+            invite_pb.ListMyReferralsRequest(page_size=2, page_token=first.next_page_token), metadata=bearer
+        )
+        _, stranger = await stack.signed_up()
+        theirs = await invites.ListMyReferrals(
+            invite_pb.ListMyReferralsRequest(), metadata=_bearer(stranger.session.access_token)
+        )
+
+    joined = [*first.referrals, *rest.referrals]
+    assert [person.masked_email for person in joined] == ["z•••@example.com", "y•••@example.com", "x•••@example.com"]
+    assert {person.code for person in joined} == {own.code}
+    assert rest.next_page_token == "" and len(rest.referrals) == 1
+    assert list(theirs.referrals) == []

@@ -399,6 +399,94 @@ class ListMyCodesResponse(_message.Message):
 Global___ListMyCodesResponse: _TypeAlias = ListMyCodesResponse  # noqa: Y015
 
 @_typing.final
+class Referral(_message.Message):
+    """Someone who joined through one of the caller's codes."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CODE_FIELD_NUMBER: _builtins.int
+    MASKED_EMAIL_FIELD_NUMBER: _builtins.int
+    JOIN_TIME_FIELD_NUMBER: _builtins.int
+    code: _builtins.str
+    """The code they used, as displayed."""
+    masked_email: _builtins.str
+    """Their email masked (`a•••@example.com`): enough to recognise a friend by,
+    not to write to them.
+    """
+    @_builtins.property
+    def join_time(self) -> _timestamp_pb2.Timestamp:
+        """When their use of the code was confirmed."""
+
+    def __init__(
+        self,
+        *,
+        code: _builtins.str = ...,
+        masked_email: _builtins.str = ...,
+        join_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["join_time", b"join_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "join_time", b"join_time", "masked_email", b"masked_email"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Referral: _TypeAlias = Referral  # noqa: Y015
+
+@_typing.final
+class ListMyReferralsRequest(_message.Message):
+    """Request for ListMyReferrals."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """Most people to return; the server caps it."""
+    page_token: _builtins.str
+    """From a previous response's `next_page_token`."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListMyReferralsRequest: _TypeAlias = ListMyReferralsRequest  # noqa: Y015
+
+@_typing.final
+class ListMyReferralsResponse(_message.Message):
+    """Response for ListMyReferrals."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REFERRALS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Empty when there are no more."""
+    @_builtins.property
+    def referrals(self) -> _containers.RepeatedCompositeFieldContainer[Global___Referral]:
+        """People who joined through the caller's codes, newest first."""
+
+    def __init__(
+        self,
+        *,
+        referrals: _abc.Iterable[Global___Referral] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "referrals", b"referrals"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListMyReferralsResponse: _TypeAlias = ListMyReferralsResponse  # noqa: Y015
+
+@_typing.final
 class HoldCodeRequest(_message.Message):
     """Request for HoldCode."""
 

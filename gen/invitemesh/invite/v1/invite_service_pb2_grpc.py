@@ -48,6 +48,11 @@ class InviteServiceStub:
                 request_serializer=invitemesh_dot_invite_dot_v1_dot_invite__service__pb2.ListMyCodesRequest.SerializeToString,
                 response_deserializer=invitemesh_dot_invite_dot_v1_dot_invite__service__pb2.ListMyCodesResponse.FromString,
                 _registered_method=True)
+        self.ListMyReferrals = channel.unary_unary(
+                '/invitemesh.invite.v1.InviteService/ListMyReferrals',
+                request_serializer=invitemesh_dot_invite_dot_v1_dot_invite__service__pb2.ListMyReferralsRequest.SerializeToString,
+                response_deserializer=invitemesh_dot_invite_dot_v1_dot_invite__service__pb2.ListMyReferralsResponse.FromString,
+                _registered_method=True)
         self.HoldCode = channel.unary_unary(
                 '/invitemesh.invite.v1.InviteService/HoldCode',
                 request_serializer=invitemesh_dot_invite_dot_v1_dot_invite__service__pb2.HoldCodeRequest.SerializeToString,
@@ -117,6 +122,14 @@ class InviteServiceServicer:
 
     def ListMyCodes(self, request, context):
         """Lists the signed-in user's own codes with their uses.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListMyReferrals(self, request, context):
+        """Lists the people who joined through the signed-in user's codes, newest
+        first, each with the code they used and their email masked.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -211,6 +224,11 @@ def add_InviteServiceServicer_to_server(servicer, server):
                     servicer.ListMyCodes,
                     request_deserializer=invitemesh_dot_invite_dot_v1_dot_invite__service__pb2.ListMyCodesRequest.FromString,
                     response_serializer=invitemesh_dot_invite_dot_v1_dot_invite__service__pb2.ListMyCodesResponse.SerializeToString,
+            ),
+            'ListMyReferrals': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListMyReferrals,
+                    request_deserializer=invitemesh_dot_invite_dot_v1_dot_invite__service__pb2.ListMyReferralsRequest.FromString,
+                    response_serializer=invitemesh_dot_invite_dot_v1_dot_invite__service__pb2.ListMyReferralsResponse.SerializeToString,
             ),
             'HoldCode': grpc.unary_unary_rpc_method_handler(
                     servicer.HoldCode,
@@ -321,6 +339,33 @@ class InviteService:
             '/invitemesh.invite.v1.InviteService/ListMyCodes',
             invitemesh_dot_invite_dot_v1_dot_invite__service__pb2.ListMyCodesRequest.SerializeToString,
             invitemesh_dot_invite_dot_v1_dot_invite__service__pb2.ListMyCodesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListMyReferrals(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/invitemesh.invite.v1.InviteService/ListMyReferrals',
+            invitemesh_dot_invite_dot_v1_dot_invite__service__pb2.ListMyReferralsRequest.SerializeToString,
+            invitemesh_dot_invite_dot_v1_dot_invite__service__pb2.ListMyReferralsResponse.FromString,
             options,
             channel_credentials,
             insecure,

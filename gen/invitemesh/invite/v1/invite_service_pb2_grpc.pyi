@@ -43,6 +43,10 @@ class InviteServiceStub:
     """
     ListMyCodes: _grpc.UnaryUnaryMultiCallable[_invite_service_pb2.ListMyCodesRequest, _invite_service_pb2.ListMyCodesResponse]
     """Lists the signed-in user's own codes with their uses."""
+    ListMyReferrals: _grpc.UnaryUnaryMultiCallable[_invite_service_pb2.ListMyReferralsRequest, _invite_service_pb2.ListMyReferralsResponse]
+    """Lists the people who joined through the signed-in user's codes, newest
+    first, each with the code they used and their email masked.
+    """
     HoldCode: _grpc.UnaryUnaryMultiCallable[_invite_service_pb2.HoldCodeRequest, _invite_service_pb2.HoldCodeResponse]
     """Takes one use of a code as a hold with a time to live, in one atomic step
     that checks state, expiry, validity window, email domain, the code's uses and
@@ -89,6 +93,10 @@ class InviteServiceAsyncStub(InviteServiceStub):
     """
     ListMyCodes: _aio.UnaryUnaryMultiCallable[_invite_service_pb2.ListMyCodesRequest, _invite_service_pb2.ListMyCodesResponse]  # type: ignore[assignment]
     """Lists the signed-in user's own codes with their uses."""
+    ListMyReferrals: _aio.UnaryUnaryMultiCallable[_invite_service_pb2.ListMyReferralsRequest, _invite_service_pb2.ListMyReferralsResponse]  # type: ignore[assignment]
+    """Lists the people who joined through the signed-in user's codes, newest
+    first, each with the code they used and their email masked.
+    """
     HoldCode: _aio.UnaryUnaryMultiCallable[_invite_service_pb2.HoldCodeRequest, _invite_service_pb2.HoldCodeResponse]  # type: ignore[assignment]
     """Takes one use of a code as a hold with a time to live, in one atomic step
     that checks state, expiry, validity window, email domain, the code's uses and
@@ -144,6 +152,16 @@ class InviteServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_invite_service_pb2.ListMyCodesResponse, _abc.Awaitable[_invite_service_pb2.ListMyCodesResponse]]:
         """Lists the signed-in user's own codes with their uses."""
+
+    @_abc_1.abstractmethod
+    def ListMyReferrals(
+        self,
+        request: _invite_service_pb2.ListMyReferralsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_invite_service_pb2.ListMyReferralsResponse, _abc.Awaitable[_invite_service_pb2.ListMyReferralsResponse]]:
+        """Lists the people who joined through the signed-in user's codes, newest
+        first, each with the code they used and their email masked.
+        """
 
     @_abc_1.abstractmethod
     def HoldCode(
