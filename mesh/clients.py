@@ -20,12 +20,18 @@ from mesh.sealing import derive_key
 
 EXTERNAL_ADDRESS = "x-envoy-external-address"
 EDGE_TOKEN_HEADER = "x-mesh-edge"  # noqa: S105 - the header's name, not a token
+WEB_TOKEN_HEADER = "x-mesh-web"  # noqa: S105 - the header's name, not a token
+"""What web_svc presents to the edge's listener for its calls on a browser's behalf."""
 EDGE_NAME = "envoy"
 """The edge's name among the mesh's certificates (mesh.tls)."""
 
 
 def edge_token(kek: bytes) -> str:
     return base64.urlsafe_b64encode(derive_key(kek, "edge token v1")).decode().rstrip("=")
+
+
+def web_token(kek: bytes) -> str:
+    return base64.urlsafe_b64encode(derive_key(kek, "web token v1")).decode().rstrip("=")
 
 
 @dataclass(frozen=True)

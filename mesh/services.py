@@ -62,6 +62,19 @@ def serving(grpc_service: str) -> ServiceSpec:
     return spec
 
 
+@dataclass(frozen=True)
+class PagesSpec:
+    """web_svc: pages over HTTP behind the edge, a client of the others' public and user methods."""
+
+    name: str
+    port_offset: int
+    """Its HTTP port under `meshctl up` is `MESH_PORT_BASE + port_offset`."""
+    health_path: str
+    """Answers 200 while it can serve pages (the edge's health checks ask it)."""
+
+
+WEB = PagesSpec("web_svc", 7, "/healthz")
+
 OPERATOR = "meshctl"
 """The identity operator tooling signs its calls as; contracts name it among a method's callers."""
 IDENTITIES: tuple[str, ...] = (*(spec.name for spec in SERVICES), OPERATOR)

@@ -23,9 +23,9 @@ from invitemesh.mesh.v1 import edge_pb2
 
 from mesh import ratelimits
 from mesh.access import edge_methods
-from mesh.clients import EDGE_TOKEN_HEADER
+from mesh.clients import EDGE_TOKEN_HEADER, WEB_TOKEN_HEADER
 from mesh.contracts import method_descriptor
-from mesh.services import CONTRACT_SERVICES, RATELIMIT, SERVICES
+from mesh.services import CONTRACT_SERVICES, RATELIMIT, SERVICES, WEB
 from mesh.tls import dns_name
 from meshctl.embedded import free_port
 from meshctl.local_replies import MALFORMED, grpc_status, local_reply_mappers
@@ -37,7 +37,13 @@ OPENAPI_DOCUMENT = ENVOY_DIR / "openapi.json"
 OPENAPI_PATH = "/openapi.json"
 TEMPLATE = ENVOY_DIR / "edge.yaml"
 HEALTH_PATH = "/healthz"
+TRACE_PARENT, TRACE_STATE = "traceparent", "tracestate"
 NO_ROUTE_CLUSTER = "no_such_route"
+WEB_CLUSTER = WEB.name
+API_PREFIXES = ("/v1/", "/.well-known/")
+"""Paths of the REST surface; with pages, every other path but `/openapi.json` is one."""
+PAGES_TIMEOUT = 15
+"""Seconds the edge waits for a page: a form's handler may wait for a saga (Register) itself."""
 # Whatever MESH_HOST says: the admin interface can stop Envoy and dump its configuration.
 EDGE_ADMIN_HOST = "127.0.0.1"
 
@@ -81,6 +87,19 @@ def edge_limits(settings: StackSettings) -> EdgeLimits:
 
 
 @dataclass(frozen=True)
+class Pages:
+    """web_svc behind the edge: every path that is not the API's goes to it, and its own calls
+    come back in through a listener of their own that believes the browser address it names."""
+
+    upstream: tuple[str, int]
+    """web_svc's HTTP address."""
+    calls_port: int
+    """The listener for web_svc's calls, on loopback."""
+    token: str
+    """What web_svc presents to that listener (`x-mesh-web`, mesh.clients.web_token)."""
+
+
+@dataclass(frozen=True)
 class UpstreamTls:
     """Envoy's client certificate towards the services, and the CA it trusts them by."""
 
@@ -104,8 +123,9 @@ def upstream_timeout(method: str) -> int:
     return math.ceil(declared.timeout.ToTimedelta().total_seconds())
 
 
-def edge_routes() -> list[dict[str, Any]]:
-    """One exact-path route per method callable from outside, to its service's cluster."""
+def edge_routes(pages: bool = False) -> list[dict[str, Any]]:
+    """One exact-path route per method callable from outside, to its service's cluster; with
+    `pages`, every path outside the API to web_svc."""
     cluster_of = {service: spec.name for spec in SERVICES for service in spec.grpc_services}
     routes: list[dict[str, Any]] = []
     for path in edge_methods():
@@ -156,16 +176,45 @@ def edge_routes() -> list[dict[str, Any]]:
             ],
         }
     )
-    # Everything else: a REST path the transcoder maps to one of the routes above on its way, or
-    # nothing. It needs a route of its own, one with a route entry, for the CORS filter to answer
+    # A REST path, which the transcoder maps to one of the routes above on its way, or nothing.
+    # It needs a route of its own, one with a route entry, for the CORS filter to answer
     # preflights to it; the cluster does not exist, so whatever reaches it is a 404.
-    routes.append(
-        {
-            "match": {"prefix": "/"},
-            "route": {"cluster": NO_ROUTE_CLUSTER, "cluster_not_found_response_code": "NOT_FOUND"},
-        }
-    )
-    return routes
+    nowhere = {"cluster": NO_ROUTE_CLUSTER, "cluster_not_found_response_code": "NOT_FOUND"}
+    if not pages:
+        return [*routes, {"match": {"prefix": "/"}, "route": nowhere}]
+    api = [{"match": {"prefix": prefix}, "route": nowhere} for prefix in API_PREFIXES]
+    grpc_call = {"prefix": "/", "headers": [{"name": "content-type", "string_match": {"prefix": "application/grpc"}}]}
+    return [*routes, *api, {"match": grpc_call, "route": nowhere}, _pages_route()]
+
+
+def _pages_route() -> dict[str, Any]:
+    """Every other path is a page (or its static files), counted per client like any method."""
+    return {
+        "match": {"prefix": "/"},
+        "route": {
+            "cluster": WEB_CLUSTER,
+            "timeout": f"{PAGES_TIMEOUT}s",
+            "rate_limits": [
+                {
+                    "actions": [
+                        {"generic_key": {"descriptor_key": ratelimits.ROUTE_KEY, "descriptor_value": ratelimits.PAGES}},
+                        {"remote_address": {}},
+                    ]
+                }
+            ],
+        },
+        # Forms and pages, not JSON or gRPC: neither the transcoder nor the request shape applies.
+        "typed_per_filter_config": {
+            "envoy.filters.http.grpc_json_transcoder": {
+                "@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig",
+                "disabled": True,
+            },
+            "envoy.filters.http.lua": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.LuaPerRoute",
+                "disabled": True,
+            },
+        },
+    }
 
 
 def render_envoy_config(
@@ -178,14 +227,31 @@ def render_envoy_config(
     descriptor_set: Path = DESCRIPTOR_SET,
     tls: UpstreamTls | None = None,
     edge_token: str | None = None,
+    pages: Pages | None = None,
 ) -> str:
     """The bootstrap as YAML; `upstreams` maps service name to its gRPC address. Envoy shows the
     services that a call comes from the edge by `tls` (its certificate) or else by `edge_token`
-    (mesh.clients)."""
+    (mesh.clients). With `pages`, web_svc serves every path outside the API."""
     environment = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)  # noqa: S701
+    not_passed_on = [TRACE_PARENT, TRACE_STATE]
+    edge = {"name": "edge", "host": host, "port": port, "trusted_hops": 0, "required_header": None}
+    listeners = [{**edge, "headers_to_remove": not_passed_on}]
+    if pages is not None:
+        listeners.append(
+            {
+                "name": "pages",
+                "host": EDGE_ADMIN_HOST,
+                "port": pages.calls_port,
+                "trusted_hops": 1,
+                "required_header": {"name": WEB_TOKEN_HEADER, "string_match": {"exact": pages.token}},
+                "headers_to_remove": [*not_passed_on, WEB_TOKEN_HEADER],
+            }
+        )
+    clusters = [_cluster(name, address, tls) for name, address in upstreams.items()]
+    if pages is not None:
+        clusters.append(_pages_cluster(pages.upstream))
     return environment.from_string(TEMPLATE.read_text()).render(
-        host=host,
-        port=port,
+        listeners=listeners,
         admin_host=EDGE_ADMIN_HOST,
         admin_port=admin_port,
         max_request_bytes=limits.max_request_bytes,
@@ -204,15 +270,15 @@ def render_envoy_config(
         else [],
         backstop_per_second=limits.backstop_per_second,
         cors_origins=[{"exact": origin} for origin in limits.cors_origins],
-        routes=edge_routes(),
+        routes=edge_routes(pages=pages is not None),
         local_replies=local_reply_mappers(),
         health_path=HEALTH_PATH,
-        healthy_percentages={name: {"value": 100} for name in upstreams},
+        healthy_percentages={cluster["name"]: {"value": 100} for cluster in clusters},
         descriptor_set=str(descriptor_set),
         transcoded_services=[spec.grpc_service for spec in CONTRACT_SERVICES],
         rate_limit_domain=ratelimits.DOMAIN,
         rate_limit_cluster=RATELIMIT.name,
-        clusters=[_cluster(name, address, tls) for name, address in upstreams.items()],
+        clusters=clusters,
     )
 
 
@@ -329,6 +395,29 @@ def _cluster(name: str, address: tuple[str, int], tls: UpstreamTls | None) -> di
             },
         }
     return cluster
+
+
+def _pages_cluster(address: tuple[str, int]) -> dict[str, Any]:
+    """web_svc over HTTP/1.1, health-checked on its own health path."""
+    return {
+        "name": WEB_CLUSTER,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": WEB_CLUSTER,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _socket(*address)}}]}],
+        },
+        "health_checks": [
+            {
+                "timeout": "1s",
+                "interval": "2s",
+                "no_traffic_interval": "2s",
+                "unhealthy_threshold": 2,
+                "healthy_threshold": 1,
+                "http_health_check": {"path": WEB.health_path},
+            }
+        ],
+    }
 
 
 def _socket(host: str, port: int) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from redis.exceptions import RedisError
 
 from mesh.access import edge_methods
 from mesh.errors import FieldViolation, InvalidArgument
-from mesh.ratelimits import CLIENT_KEY, ROUTE_KEY
+from mesh.ratelimits import CLIENT_KEY, PAGES, ROUTE_KEY
 from mesh.redis import KeySpace
 from mesh.server import ServiceRuntime
 from mesh.windows import Hit, Window, WindowCounters, window
@@ -92,7 +92,7 @@ class RateLimitRuleService(ratelimit_service_pb2_grpc.RateLimitRuleServiceServic
         given = request.rule
         unit = _UNITS.get(given.unit)
         rule = Rule(given.route, given.requests_per_unit, unit or Unit.MINUTE, given.fail_closed)
-        violations = rule_violations(rule, edge_methods())
+        violations = rule_violations(rule, _limited_routes())
         if unit is None:
             violations.append(FieldViolation("rule.unit", "TIME_UNIT_SECOND, _MINUTE, _HOUR or _DAY"))
         if violations:
@@ -106,7 +106,7 @@ class RateLimitRuleService(ratelimit_service_pb2_grpc.RateLimitRuleServiceServic
     ) -> pb.DeleteRateLimitRuleResponse:
         stored = await self._stored()
         # A stored rule goes whatever its route: one whose method left the contract included.
-        if request.route not in stored and request.route != ANY_ROUTE and request.route not in edge_methods():
+        if request.route not in stored and request.route != ANY_ROUTE and request.route not in _limited_routes():
             raise InvalidArgument([FieldViolation("route", "a method the edge routes, or *")])
         await self._rules.delete(request.route)
         log.info("rate-limit rule removed", route=request.route)
@@ -118,6 +118,10 @@ class RateLimitRuleService(ratelimit_service_pb2_grpc.RateLimitRuleServiceServic
     async def _stored(self) -> dict[str, Rule]:
         # Past the cache: whoever just changed a rule sees the change.
         return {rule.route: rule for rule in await self._rules.stored()}
+
+
+def _limited_routes() -> tuple[str, ...]:
+    return (*edge_methods(), PAGES)
 
 
 def _rule_message(rule: Rule, default: bool) -> pb.RateLimitRule:

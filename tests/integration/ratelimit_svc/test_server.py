@@ -22,7 +22,7 @@ from mesh.clients import EDGE_TOKEN_HEADER, edge_token
 from mesh.errors import field_violations
 from mesh.keys import load_kek
 from mesh.migrate import upgrade
-from mesh.ratelimits import CLIENT_KEY, ROUTE_KEY
+from mesh.ratelimits import CLIENT_KEY, PAGES, ROUTE_KEY
 from mesh.services import OPERATOR, RATELIMIT
 from meshctl.embedded import EmbeddedRedis
 from ratelimit_svc.domain import Unit
@@ -295,3 +295,20 @@ async def test_admin_svc_may_edit_rules_and_other_services_and_unsigned_callers_
     assert admitted.rule.requests_per_unit == 5
     assert other_service == (grpc.StatusCode.PERMISSION_DENIED, "CALLER_NOT_ALLOWED")
     assert unsigned == (grpc.StatusCode.UNAUTHENTICATED, "CALL_SIGNATURE_MISSING")
+
+
+async def test_pages_have_a_rule_of_their_own_to_set(
+    tmp_path: Path, ratelimit_database_url: str, redis_url: str
+) -> None:
+    client = _client()
+    async with (
+        running(tmp_path, ratelimit_database_url, redis_url) as (address, trust),
+        rules_as(OPERATOR, address, trust) as rules,
+        asking(address, trust) as ask,
+    ):
+        set_ = await rules.UpdateRateLimitRule(pb.UpdateRateLimitRuleRequest(rule=_rule(PAGES, 1, pb.TIME_UNIT_HOUR)))
+        answers = [(await ask(PAGES, client)).overall_code for _ in range(2)]
+        await rules.DeleteRateLimitRule(pb.DeleteRateLimitRuleRequest(route=PAGES))
+
+    assert set_.rule.route == PAGES
+    assert answers == [OK, OVER_LIMIT]

@@ -7,12 +7,14 @@ from invitemesh.mesh.v1 import edge_pb2
 
 from mesh.access import Audience, access_rule
 from mesh.contracts import SERVICE_DESCRIPTORS, full_method_name, method_descriptor
-from mesh.services import CONTRACT_SERVICES, RATELIMIT, SERVICES
+from mesh.services import CONTRACT_SERVICES, RATELIMIT, SERVICES, WEB
 from meshctl.edge import (
     DEFAULT_TIMEOUT,
     DESCRIPTOR_SET,
     NO_ROUTE_CLUSTER,
+    WEB_CLUSTER,
     EdgeLimits,
+    Pages,
     edge_limits,
     edge_routes,
     envoy_config,
@@ -164,3 +166,60 @@ def test_edge_limits_come_from_the_settings() -> None:
 def test_an_origin_must_be_a_scheme_and_a_host(origin: str) -> None:
     with pytest.raises(ValueError, match="an origin"):
         StackSettings(edge_cors_origins=[origin])
+
+
+PAGES = Pages(upstream=("127.0.0.1", 2), calls_port=8081, token="the-web-token")
+
+
+def _listeners(**arguments: Any) -> dict[str, dict[str, Any]]:
+    config = envoy_config(host="0.0.0.0", port=8080, admin_port=9901, upstreams=UPSTREAMS, **arguments)
+    return {listener["name"]: listener for listener in config["static_resources"]["listeners"]}
+
+
+def test_with_pages_every_path_outside_the_api_goes_to_web_svc_as_a_page() -> None:
+    routes = edge_routes(pages=True)
+    page = routes[-1]
+    api_and_grpc = [route for route in routes[len(_method_routes()) + 1 : -1]]
+
+    assert [route["match"].get("prefix") for route in api_and_grpc] == ["/v1/", "/.well-known/", "/"]
+    assert all(route["route"]["cluster"] == NO_ROUTE_CLUSTER for route in api_and_grpc)
+    assert api_and_grpc[-1]["match"]["headers"][0]["string_match"] == {"prefix": "application/grpc"}
+    assert page["match"] == {"prefix": "/"} and page["route"]["cluster"] == WEB_CLUSTER == WEB.name
+    # A form is neither JSON nor gRPC: the transcoder and the request-shape filter stay out.
+    assert all(config["disabled"] for config in page["typed_per_filter_config"].values())
+    assert set(page["typed_per_filter_config"]) == {"envoy.filters.http.grpc_json_transcoder", "envoy.filters.http.lua"}
+    (limits,) = page["route"]["rate_limits"]
+    assert limits["actions"] == [
+        {"generic_key": {"descriptor_key": "route", "descriptor_value": "pages"}},
+        {"remote_address": {}},
+    ]
+
+
+def test_web_svc_calls_through_a_loopback_listener_that_believes_its_address_only_with_its_token() -> None:
+    without = _listeners()
+    listeners = _listeners(pages=PAGES)
+
+    assert set(without) == {"edge"}
+    edge, pages = listeners["edge"], listeners["pages"]
+    assert pages["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 8081}
+    edge_manager = edge["filter_chains"][0]["filters"][0]["typed_config"]
+    pages_manager = pages["filter_chains"][0]["filters"][0]["typed_config"]
+    assert edge_manager["xff_num_trusted_hops"] == 0
+    assert pages_manager["xff_num_trusted_hops"] == 1
+    (rbac,) = [f["typed_config"] for f in pages_manager["http_filters"] if f["name"] == "envoy.filters.http.rbac"]
+    (policy,) = rbac["rules"]["policies"].values()
+    assert policy["principals"] == [{"header": {"name": "x-mesh-web", "string_match": {"exact": "the-web-token"}}}]
+    assert "envoy.filters.http.rbac" not in [f["name"] for f in edge_manager["http_filters"]]
+    # The token goes no further than the edge.
+    assert "x-mesh-web" in pages_manager["route_config"]["request_headers_to_remove"]
+
+
+def test_web_svc_is_a_cluster_checked_on_its_health_path() -> None:
+    config = envoy_config(host="127.0.0.1", port=8080, admin_port=9901, upstreams=UPSTREAMS, pages=PAGES)
+
+    (web,) = [c for c in config["static_resources"]["clusters"] if c["name"] == WEB_CLUSTER]
+    assert web["health_checks"][0]["http_health_check"] == {"path": WEB.health_path}
+    assert web["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"] == {
+        "address": "127.0.0.1",
+        "port_value": 2,
+    }
