@@ -34,7 +34,7 @@ check-gen: gen
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy mesh meshctl auth_svc invite_svc mail_svc admin_svc chain_svc ratelimit_svc tests bench scripts
+	$(VENV)/bin/mypy mesh meshctl auth_svc invite_svc mail_svc admin_svc chain_svc ratelimit_svc web_svc tests bench scripts
 	$(VENV)/bin/buf lint
 	$(VENV)/bin/openapi-spec-validator envoy/openapi.json
 

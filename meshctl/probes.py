@@ -111,8 +111,14 @@ def _metrics(metrics_address: str) -> str:
 
 
 async def probe_envoy(admin_address: str) -> str | None:
+    return await probe_http(f"http://{admin_address}/ready")
+
+
+async def probe_http(url: str) -> str | None:
+    """Envoy's readiness, or web_svc's health: a 200 from `url`."""
+
     def check() -> None:
-        with urllib.request.urlopen(f"http://{admin_address}/ready", timeout=_TIMEOUT) as answer:
+        with urllib.request.urlopen(url, timeout=_TIMEOUT) as answer:  # noqa: S310 - an http URL the stack made
             if answer.status != 200:
                 raise RuntimeError(f"HTTP {answer.status}")
 

@@ -12,12 +12,14 @@ from mesh.settings import Settings
 
 class StackSettings(Settings):
     port_base: int = Field(default=50050, ge=1024, le=65000)
-    """under `meshctl`: services on base+1…6, PostgreSQL base+10, Redis base+11, SMTP base+12,
-    metrics base+21…26"""
+    """under `meshctl`: services on base+1…6, web_svc base+7, PostgreSQL base+10, Redis base+11,
+    SMTP base+12, metrics base+21…26"""
     edge_port: int = Field(default=8080, ge=1, le=65535)
     """Envoy's listener (REST and gRPC)"""
     edge_admin_port: int = Field(default=9901, ge=1, le=65535)
     """Envoy's admin interface, always on 127.0.0.1"""
+    edge_pages_port: int = Field(default=8081, ge=1, le=65535)
+    """Envoy's listener for web_svc's calls on a browser's behalf, always on 127.0.0.1"""
     edge_cors_origins: list[str] = Field(default_factory=list)
     """JSON list of origins browsers may call the edge from, e.g. `["https://app.example.com"]`;
     none by default"""

@@ -22,16 +22,16 @@ from typing import Any
 
 import structlog
 
-from mesh.clients import EDGE_NAME, edge_token
+from mesh.clients import EDGE_NAME, edge_token, web_token
 from mesh.keys import Keystore, load_kek
 from mesh.migrate import upgrade_all
-from mesh.services import IDENTITIES, SERVICES
+from mesh.services import IDENTITIES, SERVICES, WEB
 from mesh.settings import Settings
 from mesh.tls import CA_NAME, cert_path, channel_credentials, key_path
 from meshctl.certs import make_dev_certs
-from meshctl.edge import EDGE_ADMIN_HOST, UpstreamTls, edge_limits, envoy_binary, render_envoy_config
+from meshctl.edge import EDGE_ADMIN_HOST, Pages, UpstreamTls, edge_limits, envoy_binary, render_envoy_config
 from meshctl.embedded import EmbeddedPostgres, EmbeddedRedis, wait_for_port
-from meshctl.probes import probe_envoy, probe_grpc_health, probe_postgres, probe_redis, probe_smtp
+from meshctl.probes import probe_envoy, probe_grpc_health, probe_http, probe_postgres, probe_redis, probe_smtp
 from meshctl.settings import StackSettings
 
 log = structlog.get_logger("meshctl.stack")
@@ -47,7 +47,7 @@ READY_TIMEOUT = 90.0
 class Part:
     name: str
     kind: str
-    """postgres, redis, smtp, service or edge."""
+    """postgres, redis, smtp, service, web or edge."""
     address: str
     """A URL for postgres, redis and smtp; host:port for a service and the edge."""
     embedded: bool = True
@@ -122,6 +122,7 @@ async def probe(part: Part, settings: Settings) -> str | None:
             part.address, part.details.get("grpc_service", ""), credentials, part.details.get("metrics")
         ),
         "edge": lambda: probe_envoy(part.details["admin"]),
+        "web": lambda: probe_http(f"http://{part.address}{WEB.health_path}"),
     }
     if part.pid is not None and not process_alive(part.pid):
         return "process exited"
@@ -165,6 +166,7 @@ class Stack:
             await upgrade_all(SERVICES, database_url)
             prepare_trust(self.settings)
             self._start_services(database_url, redis_url, smtp_url)
+            self._start_web(redis_url)
             self._start_edge()
             await self._wait_until_ready()
         except BaseException as error:
@@ -241,6 +243,7 @@ class Stack:
                 "MESH_GRPC_PORT": str(port),
                 "MESH_METRICS_PORT": str(metrics_port),
                 "MESH_SERVICE_ADDRESSES": json.dumps(addresses),
+                **self._page_links(),
             }
             process = self._spawn(spec.name, [sys.executable, "-m", spec.name], env)
             self._add(
@@ -254,6 +257,25 @@ class Stack:
                 )
             )
 
+    def _page_links(self) -> dict[str, str]:
+        """Where mails link to: web_svc's pages at the edge, unless set otherwise."""
+        host = "localhost" if self.settings.host in ("0.0.0.0", "::") else self.settings.host
+        origin = f"http://{host}:{self.settings.edge_port}"
+        links = {"MESH_AUTH_RESET_URL": f"{origin}/reset-password", "MESH_AUTH_SIGN_IN_URL": f"{origin}/sign-in"}
+        return {name: value for name, value in links.items() if name not in os.environ}
+
+    def _start_web(self, redis_url: str) -> None:
+        port = self._port(WEB.port_offset)
+        env = {
+            "MESH_REDIS_URL": redis_url,
+            "MESH_STATE_DIR": str(self.state_dir),
+            "MESH_WEB_PORT": str(port),
+            "MESH_WEB_EDGE_ADDRESS": f"{EDGE_ADMIN_HOST}:{self.settings.edge_pages_port}",
+        }
+        process = self._spawn(WEB.name, [sys.executable, "-m", WEB.name], env)
+        address = f"{self.settings.host}:{port}"
+        self._add(Part(WEB.name, "web", address, pid=process.pid, log=str(self._log_of(WEB.name))))
+
     def _start_edge(self) -> None:
         host = self.settings.host
         config_file = self.state_dir / "envoy.yaml"
@@ -265,7 +287,13 @@ class Stack:
                 upstreams={spec.name: (host, self._port(spec.port_offset)) for spec in SERVICES},
                 limits=edge_limits(self.settings),
                 tls=self._edge_tls(),
-                edge_token=None if self.settings.tls else edge_token(load_kek(self.settings)),
+                # web_svc knows the edge by its token under TLS too (it serves plain HTTP).
+                edge_token=edge_token(load_kek(self.settings)),
+                pages=Pages(
+                    upstream=(host, self._port(WEB.port_offset)),
+                    calls_port=self.settings.edge_pages_port,
+                    token=web_token(load_kek(self.settings)),
+                ),
             )
         )
         process = self._spawn(

@@ -22,6 +22,7 @@ from mail_svc.settings import MailSettings
 from mesh.settings import MeshSettings, Settings
 from meshctl.settings import StackSettings
 from ratelimit_svc.settings import RateLimitSettings
+from web_svc.settings import WebSettings
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 START = "<!-- settings: written by scripts/settings_table.py from the settings classes (make gen) -->"
@@ -34,6 +35,7 @@ TABLES: tuple[tuple[str, type[MeshSettings]], ...] = (
     ("mail_svc", MailSettings),
     ("ratelimit_svc", RateLimitSettings),
     ("admin_svc", AdminSettings),
+    ("web_svc", WebSettings),
 )
 
 

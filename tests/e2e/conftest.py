@@ -29,7 +29,7 @@ def _free(port: int) -> bool:
 
 
 def _free_port_base() -> int:
-    offsets = [0, *range(1, METRICS_PORT_OFFSET + len(SERVICES) + 1), 100, 101]
+    offsets = [0, *range(1, METRICS_PORT_OFFSET + len(SERVICES) + 1), 100, 101, 102]
     for _ in range(50):
         base = random.randrange(20000, 30000, 200)
         if all(_free(base + offset) for offset in offsets):
@@ -53,6 +53,7 @@ class Mesh:
             "MESH_PORT_BASE": str(port_base),
             "MESH_EDGE_PORT": str(port_base + 100),
             "MESH_EDGE_ADMIN_PORT": str(port_base + 101),
+            "MESH_EDGE_PAGES_PORT": str(port_base + 102),
             # Every call here comes from one client address, and a Redis given by MESH_REDIS_URL
             # keeps its budgets from run to run; the budgets are tested where they are built.
             "MESH_AUTH_REGISTRATIONS_PER_HOUR": "1000000",

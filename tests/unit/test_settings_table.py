@@ -7,7 +7,7 @@ import importlib.util
 from pathlib import Path
 from types import ModuleType
 
-from mesh.services import SERVICES
+from mesh.services import SERVICES, WEB
 from mesh.settings import MeshSettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,7 +24,8 @@ def _script() -> ModuleType:
 def _settings_classes() -> set[type[MeshSettings]]:
     """Every settings class the code defines: mesh's, meshctl's and each service's own."""
     modules = ["mesh.settings", "meshctl.settings"]
-    modules += [f"{spec.name}.settings" for spec in SERVICES if importlib.util.find_spec(f"{spec.name}.settings")]
+    packages = [spec.name for spec in SERVICES] + [WEB.name]
+    modules += [f"{name}.settings" for name in packages if importlib.util.find_spec(f"{name}.settings")]
     found = set()
     for name in modules:
         for value in vars(importlib.import_module(name)).values():

@@ -1,0 +1,51 @@
+from mesh.invite_codes import display, generate
+from web_svc.domain import (
+    CODE_MESSAGES,
+    UNEXPECTED,
+    code_problem,
+    displayed_code,
+    form_errors,
+    message_for,
+    share_link,
+    verification_code_problem,
+)
+
+
+def test_a_typed_code_is_judged_without_a_lookup() -> None:
+    code = display(generate())
+    typo = code[:-1] + ("A" if code[-1] != "A" else "B")
+
+    assert code_problem(code) is None
+    assert code_problem(code.lower().replace("-", " ")) is None
+    assert code_problem(typo) == CODE_MESSAGES["INVITE_CODE_TYPO"]
+    assert code_problem("ABCD-EFG0-J") == CODE_MESSAGES["INVITE_CODE_AMBIGUOUS_SYMBOL"]
+    assert code_problem("ABC") == CODE_MESSAGES["INVITE_CODE_MALFORMED"]
+
+
+def test_a_code_from_a_link_is_shown_as_people_read_it() -> None:
+    code = display(generate())
+
+    assert displayed_code(code.lower().replace("-", "")) == code
+    assert displayed_code("  not a code  ") == "not a code"
+    assert len(displayed_code("X" * 500)) == 40
+
+
+def test_field_violations_land_beside_their_form_fields_as_sentences() -> None:
+    errors = form_errors({"invite_code": "unknown code", "new_password": "too short.", "email": "not an email"})
+
+    assert errors == {"code": "Unknown code.", "password": "Too short.", "email": "Not an email."}
+
+
+def test_every_reason_has_words_and_an_unknown_one_a_general_apology() -> None:
+    assert message_for("INVALID_CREDENTIALS") == "The email or the password is not right."
+    assert message_for("SOMETHING_NEW") == UNEXPECTED
+
+
+def test_the_verification_code_has_six_digits() -> None:
+    assert verification_code_problem(" 123456 ") is None
+    assert verification_code_problem("12345") is not None
+    assert verification_code_problem("12345a") is not None
+
+
+def test_a_share_link_opens_the_reserve_page_with_the_code() -> None:
+    assert share_link("https://invites.example.com/", "ABCD-EFGH-J") == "https://invites.example.com/?code=ABCD-EFGH-J"

@@ -1,0 +1,3 @@
+from web_svc.server import main
+
+main()

@@ -1,0 +1,67 @@
+"""`/me`: the account, its codes with their uses and share links, and who joined through them."""
+
+from __future__ import annotations
+
+from invitemesh.auth.v1 import auth_service_pb2 as auth
+from invitemesh.invite.v1 import invite_service_pb2 as invite
+from starlette.requests import Request
+from starlette.responses import Response
+
+from web_svc import domain
+from web_svc.calls import Mesh
+from web_svc.pages import page, see_other
+from web_svc.sessions import Sessions
+
+LISTED = 100
+"""Codes and referrals shown at most (a person has a handful of codes)."""
+CODE_STATES = {
+    invite.CODE_STATE_ACTIVE: "active",
+    invite.CODE_STATE_DISABLED: "switched off",
+    invite.CODE_STATE_EXPIRED: "expired",
+}
+
+
+class Account:
+    def __init__(self, mesh: Mesh, sessions: Sessions, public_url: str | None) -> None:
+        self._mesh = mesh
+        self._sessions = sessions
+        self._public_url = public_url
+
+    async def me(self, request: Request) -> Response:
+        browser = await self._sessions.browser(request)
+        if browser is None:
+            return see_other("/sign-in")
+        me = await self._mesh.call(self._mesh.auth.GetMe, auth.GetMeRequest(), browser)
+        codes = await self._mesh.call(
+            self._mesh.invite.ListMyCodes, invite.ListMyCodesRequest(page_size=LISTED), browser
+        )
+        joined = await self._mesh.call(
+            self._mesh.invite.ListMyReferrals, invite.ListMyReferralsRequest(page_size=LISTED), browser
+        )
+        origin = self._public_url or str(request.base_url)
+        return page(
+            request,
+            "me.html.j2",
+            personal=True,
+            email=me.user.email,
+            member_since=me.user.verify_time.ToDatetime().date().isoformat(),
+            codes=[
+                {
+                    "code": code.code,
+                    "state": CODE_STATES.get(code.state, "unknown"),
+                    "active": code.state == invite.CODE_STATE_ACTIVE,
+                    "used": code.confirmed_uses,
+                    "uses": code.max_uses or None,
+                    "link": domain.share_link(origin, code.code),
+                }
+                for code in codes.codes
+            ],
+            joined=[
+                {
+                    "email": person.masked_email,
+                    "code": person.code,
+                    "date": person.join_time.ToDatetime().date().isoformat(),
+                }
+                for person in joined.referrals
+            ],
+        )

@@ -1,0 +1,82 @@
+"""What the pages say and check by themselves, free of I/O: a person's words for the mesh's
+reasons, which form field an API field is, and the checks a page makes before any call."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlencode
+
+from mesh.invite_codes import InvalidCode, display, normalize
+
+CODE_MESSAGES = {
+    "INVITE_CODE_MALFORMED": "Codes look like ABCD-EFGH-J: eight letters or digits and a check symbol.",
+    "INVITE_CODE_AMBIGUOUS_SYMBOL": "Codes never contain 0, O, 1 or I. A 0 is probably a Q or D, a 1 an L or 7.",
+    "INVITE_CODE_TYPO": "This code has a typo: please check each symbol.",
+    "INVITE_CODE_NOT_FOUND": "We don't know this code. Please check it against your invitation.",
+    "INVITE_CODE_DISABLED": "This code has been switched off.",
+    "INVITE_CODE_EXPIRED": "This code has expired.",
+    "INVITE_CODE_NOT_YET_VALID": "This code does not work yet.",
+    "INVITE_CODE_EXHAUSTED": "This code has been used up.",
+    "INVITE_CAMPAIGN_FULL": "Every spot of this invitation is taken.",
+    "INVITE_CAMPAIGN_CLOSED": "This invitation is closed.",
+    "INVITE_EMAIL_DOMAIN_NOT_ALLOWED": "This invitation is for other email addresses than this one.",
+}
+"""Refusals of a code, said beside the code field."""
+
+MESSAGES = {
+    **CODE_MESSAGES,
+    "INVITE_CODE_BUSY": "Many people are using this code right now. Please send the form again.",
+    "INVALID_CREDENTIALS": "The email or the password is not right.",
+    "EMAIL_NOT_VERIFIED": "This email is not verified yet: enter the code we mailed you.",
+    "USER_SUSPENDED": "This account is suspended.",
+    "VERIFICATION_CODE_INVALID": "This code is not right, has expired or was used up. Ask for a new one.",
+    "RESET_TOKEN_INVALID": "This reset link is not valid any more. Ask for a new one.",
+    "RATE_LIMITED": "Too many tries from here. Please wait a moment and try again.",
+}
+"""What a person reads for a refusal; any other reason gets `UNEXPECTED`."""
+UNEXPECTED = "Something went wrong on our side. Please try again in a moment."
+
+FORM_FIELDS = {"invite_code": "code", "new_password": "password", "token": "token"}
+"""The form field an API field violation belongs beside, where the names differ."""
+
+SIX_DIGITS = re.compile(r"\d{6}")
+
+
+def message_for(reason: str) -> str:
+    return MESSAGES.get(reason, UNEXPECTED)
+
+
+def form_errors(violations: dict[str, str]) -> dict[str, str]:
+    """Field violations keyed by the form field they are shown beside, in a person's words."""
+    return {FORM_FIELDS.get(field, field): _sentence(description) for field, description in violations.items()}
+
+
+def code_problem(typed: str) -> str | None:
+    """What is wrong with a typed code that needs no lookup to tell (None: it may exist)."""
+    try:
+        normalize(typed)
+    except InvalidCode as invalid:
+        return CODE_MESSAGES[invalid.reason]
+    return None
+
+
+def displayed_code(typed: str) -> str:
+    """A code from a link or a form as people read it, when it is well-formed; else as given."""
+    try:
+        return display(normalize(typed))
+    except InvalidCode:
+        return typed.strip()[:40]
+
+
+def verification_code_problem(typed: str) -> str | None:
+    return None if SIX_DIGITS.fullmatch(typed.strip()) else "The code from the mail has six digits."
+
+
+def share_link(origin: str, code: str) -> str:
+    """The link a person sends a friend: the reserve page with the code filled in."""
+    return f"{origin.rstrip('/')}/?{urlencode({'code': code})}"
+
+
+def _sentence(description: str) -> str:
+    text = description.strip()
+    return text[:1].upper() + text[1:] + ("" if text.endswith((".", "!", "?")) else ".")

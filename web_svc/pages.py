@@ -1,0 +1,57 @@
+"""Rendering: one Jinja2 environment over `templates/`, and the answer shapes every page uses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse
+
+from web_svc.security import CSRF_FIELD, PERSONAL, csrf_token
+
+TEMPLATES = Path(__file__).parent / "templates"
+STATIC = Path(__file__).parent / "static"
+
+_environment = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(TEMPLATES),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+
+def page(
+    request: Request,
+    template: str,
+    *,
+    status: int = 200,
+    personal: bool = False,
+    signed_in: bool = False,
+    **context: Any,
+) -> HTMLResponse:
+    """`template` rendered for this browser: its CSRF token in every form, and no-store when the
+    page shows personal data."""
+    html = _environment.get_template(template).render(
+        csrf_field=CSRF_FIELD,
+        csrf=csrf_token(request),
+        path=request.url.path,
+        signed_in=signed_in or personal,
+        **context,
+    )
+    response = HTMLResponse(html, status_code=status)
+    if personal:
+        response.headers["cache-control"] = PERSONAL
+    return response
+
+
+def fragment(request: Request, template: str, **context: Any) -> HTMLResponse:
+    """A piece of a page, for htmx to swap in."""
+    return HTMLResponse(_environment.get_template(template).render(**context))
+
+
+def see_other(path: str) -> RedirectResponse:
+    """After a form: the browser fetches `path` with GET, so reloading never sends the form again."""
+    return RedirectResponse(path, status_code=303)

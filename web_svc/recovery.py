@@ -1,0 +1,57 @@
+"""A forgotten password: asking for a reset link, and the page that link opens. The mail's link
+carries the token in its fragment, which no browser sends to a server: the page's script moves
+it into the form, which posts it in the body (so it reaches no log and no Referer); without
+JavaScript, a person pastes it."""
+
+from __future__ import annotations
+
+from invitemesh.auth.v1 import auth_service_pb2 as auth
+from starlette.requests import Request
+from starlette.responses import Response
+
+from web_svc import domain
+from web_svc.calls import Mesh, Refused
+from web_svc.pages import page, see_other
+from web_svc.security import checked_form, form_text
+from web_svc.sessions import anonymous
+
+
+class Recovery:
+    def __init__(self, mesh: Mesh) -> None:
+        self._mesh = mesh
+
+    async def reset_page(self, request: Request) -> Response:
+        return page(request, "reset_password.html.j2", email="", errors={}, problem=None, notice=None)
+
+    async def request_link(self, request: Request) -> Response:
+        form = await checked_form(request)
+        email = form_text(form, "email").strip()
+        try:
+            await self._mesh.call(
+                self._mesh.auth.RequestPasswordReset, auth.RequestPasswordResetRequest(email=email), anonymous(request)
+            )
+        except Refused as refused:
+            errors = domain.form_errors(refused.violations)
+            problem = None if errors else domain.message_for(refused.reason)
+            return page(
+                request, "reset_password.html.j2", status=400, email=email, errors=errors, problem=problem, notice=None
+            )
+        notice = f"If {email} has an account, a link to choose a new password is on its way."
+        return page(request, "reset_password.html.j2", email=email, errors={}, problem=None, notice=notice)
+
+    async def reset(self, request: Request) -> Response:
+        form = await checked_form(request)
+        asked = auth.ResetPasswordRequest(
+            token=form_text(form, "token").strip(), new_password=form_text(form, "password")
+        )
+        try:
+            await self._mesh.call(self._mesh.auth.ResetPassword, asked, anonymous(request))
+        except Refused as refused:
+            errors = domain.form_errors(refused.violations)
+            if refused.reason == "RESET_TOKEN_INVALID":
+                errors = {"token": domain.message_for(refused.reason)}
+            problem = None if errors else domain.message_for(refused.reason)
+            return page(
+                request, "reset_password.html.j2", status=400, email="", errors=errors, problem=problem, notice=None
+            )
+        return see_other("/sign-in?after=reset")

@@ -1,0 +1,124 @@
+"""What every page request passes through: which browser it is (an opaque cookie), where it comes
+from (the edge's word, believed only with the edge's token), CSRF tokens bound to that cookie,
+and the headers that keep a page from being framed, sniffed, cached or scripted from elsewhere."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+import secrets
+from collections.abc import Awaitable, Callable
+
+from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException
+from starlette.middleware.base import BaseHTTPMiddleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp
+
+from mesh.clients import EDGE_TOKEN_HEADER, EXTERNAL_ADDRESS
+
+CONTENT_SECURITY_POLICY = "; ".join(
+    (
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self' data:",
+        "connect-src 'self'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+        "base-uri 'none'",
+        "object-src 'none'",
+    )
+)
+SECURITY_HEADERS = {
+    "content-security-policy": CONTENT_SECURITY_POLICY,
+    "x-content-type-options": "nosniff",
+    "x-frame-options": "DENY",
+    "referrer-policy": "same-origin",
+    "cross-origin-opener-policy": "same-origin",
+}
+PERSONAL = "no-store"
+"""Cache-Control of a page that shows personal data."""
+CSRF_FIELD = "csrf"
+_BROWSER_ID = re.compile(r"[A-Za-z0-9_-]{43}")
+
+
+def new_browser_id() -> str:
+    return secrets.token_urlsafe(32)
+
+
+class Guard(BaseHTTPMiddleware):
+    """Gives each request `state.browser_id` and `state.address`, and each answer its headers and,
+    when the browser is new or signed in or out, its cookie."""
+
+    def __init__(self, app: ASGIApp, *, edge_token: str, csrf_key: bytes, secure_cookies: bool) -> None:
+        super().__init__(app)
+        self._edge_token = edge_token.encode()
+        self._csrf_key = csrf_key
+        self._secure = secure_cookies
+        self.cookie = "__Host-browser" if secure_cookies else "browser"
+
+    async def dispatch(self, request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        given = request.cookies.get(self.cookie, "")
+        known = _BROWSER_ID.fullmatch(given) is not None
+        request.state.browser_id = given if known else new_browser_id()
+        request.state.new_cookie = not known
+        request.state.address = self._address(request)
+        request.state.csrf_key = self._csrf_key
+        response = await call_next(request)
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        # Pages carry a CSRF token bound to this browser: no shared cache may keep one.
+        response.headers.setdefault("cache-control", "private, no-cache")
+        if request.state.new_cookie:
+            response.set_cookie(
+                self.cookie,
+                request.state.browser_id,
+                httponly=True,
+                samesite="lax",
+                secure=self._secure,
+                path="/",
+                max_age=400 * 86400,
+            )
+        return response
+
+    def _address(self, request: Request) -> str:
+        peer = request.client.host if request.client else "unknown"
+        presented = request.headers.get(EDGE_TOKEN_HEADER, "").encode()
+        if presented and hmac.compare_digest(presented, self._edge_token):
+            return request.headers.get(EXTERNAL_ADDRESS) or peer
+        return peer
+
+
+def csrf_token(request: Request) -> str:
+    """The token every form of this browser carries (bound to its cookie, so useless elsewhere)."""
+    digest = hmac.new(request.state.csrf_key, request.state.browser_id.encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+def start_over(request: Request) -> None:
+    """A new cookie for this browser from this answer on: at sign-in (so a cookie planted before
+    cannot ride the session) and at sign-out."""
+    request.state.browser_id = new_browser_id()
+    request.state.new_cookie = True
+
+
+async def checked_form(request: Request) -> FormData:
+    """The posted form, once its CSRF token is this browser's and the browser says the post came
+    from this site; else 403."""
+    if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+        raise HTTPException(403, "This form was sent from another site.")
+    form = await request.form()
+    given = form.get(CSRF_FIELD)
+    if not isinstance(given, str) or not hmac.compare_digest(given.encode(), csrf_token(request).encode()):
+        raise HTTPException(403, "This form has expired. Reload the page and send it again.")
+    return form
+
+
+def form_text(form: FormData, name: str) -> str:
+    """A text field of a posted form, empty when it is missing or a file."""
+    value = form.get(name)
+    return value if isinstance(value, str) else ""

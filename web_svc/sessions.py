@@ -1,0 +1,97 @@
+"""Signed-in browsers: the session's tokens stay in Redis under the browser's cookie, and the
+access token is renewed with the refresh token shortly before it expires, by one request of the
+browser while its others wait for the result (a refresh token works once)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import grpc
+from invitemesh.auth.v1 import auth_service_pb2 as auth
+from starlette.requests import Request
+
+from web_svc.calls import Browser, Mesh, Refused
+from web_svc.security import start_over
+from web_svc.store import Session, WebStore
+
+RENEWAL_WAIT = 5.0
+"""Seconds the other requests of a browser wait for its renewal (and how long one may take)."""
+
+
+def session_of(given: auth.Session) -> Session:
+    return Session(
+        access_token=given.access_token,
+        access_expires=float(given.access_token_expire_time.ToSeconds()),
+        refresh_token=given.refresh_token,
+        refresh_expires=float(given.refresh_token_expire_time.ToSeconds()),
+    )
+
+
+def anonymous(request: Request) -> Browser:
+    return Browser(request.state.address)
+
+
+class Sessions:
+    def __init__(self, store: WebStore, mesh: Mesh, refresh_before: float) -> None:
+        self._store = store
+        self._mesh = mesh
+        self._refresh_before = refresh_before
+
+    async def signed_in(self, request: Request) -> bool:
+        return await self._store.session(request.state.browser_id) is not None
+
+    async def browser(self, request: Request) -> Browser | None:
+        """This browser with its user's access token, renewed if due; None when not signed in."""
+        browser_id = request.state.browser_id
+        session = await self._store.session(browser_id)
+        if session is None:
+            return None
+        if session.access_expires - time.time() <= self._refresh_before:
+            session = await self._renewed(browser_id, session, anonymous(request))
+        return None if session is None else Browser(request.state.address, session.access_token)
+
+    async def begin(self, request: Request, given: auth.Session) -> None:
+        start_over(request)
+        await self._store.keep_session(request.state.browser_id, session_of(given))
+
+    async def end(self, request: Request) -> None:
+        ended = await self._store.drop_session(request.state.browser_id)
+        start_over(request)
+        if ended is not None:
+            try:
+                await self._mesh.call(
+                    self._mesh.auth.Logout, auth.LogoutRequest(refresh_token=ended.refresh_token), anonymous(request)
+                )
+            except Refused as refused:
+                if refused.code is not grpc.StatusCode.UNAUTHENTICATED:
+                    raise
+
+    async def _renewed(self, browser_id: str, session: Session, browser: Browser) -> Session | None:
+        if not await self._store.renewing(browser_id, RENEWAL_WAIT):
+            return await self._after_renewal(browser_id, session)
+        try:
+            answer = await self._mesh.call(
+                self._mesh.auth.Refresh, auth.RefreshRequest(refresh_token=session.refresh_token), browser
+            )
+        except Refused as refused:
+            if refused.code is grpc.StatusCode.UNAUTHENTICATED:
+                await self._store.drop_session(browser_id)
+                return None
+            raise
+        finally:
+            await self._store.renewed(browser_id)
+        renewed = session_of(answer.session)
+        await self._store.keep_session(browser_id, renewed)
+        return renewed
+
+    async def _after_renewal(self, browser_id: str, session: Session) -> Session | None:
+        """The session another request of this browser is renewing, once it has."""
+        deadline = time.monotonic() + RENEWAL_WAIT
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            current = await self._store.session(browser_id)
+            if current is None or current.access_token != session.access_token:
+                return current
+        # The renewal did not finish: the old token still works until it expires.
+        return session if session.access_expires > time.time() else None
