@@ -121,10 +121,10 @@ class InviteService(invite_service_pb2_grpc.InviteServiceServicer):
             return pb.ReleaseHoldResponse(hold=_hold(released, self._own_codes))
 
     async def ListMyCodes(self, request: pb.ListMyCodesRequest, context: Any) -> pb.ListMyCodesResponse:
-        me = Owner(user_id=uuid.UUID(current_principal.get().id))
-        query = f"my codes {me.user_id}"
+        me = uuid.UUID(current_principal.get().id)
+        query = f"my codes {me}"
         size, after = self._page(request.page_size, request.page_token, query)
-        owned = await self._store.codes.list_codes(size, after, owner=me)
+        owned = await self._store.codes.codes_of_user(me, size, after)
         return pb.ListMyCodesResponse(
             codes=[_owned(code) for code in owned],
             next_page_token=self._pages.keyset_next([(c.create_time, c.code.id) for c in owned], size, query),

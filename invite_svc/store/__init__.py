@@ -45,8 +45,8 @@ class InviteStore:
     ) -> InviteStore:
         terms = CodeTermsCache(driver)
         return cls(
-            CodeStore(engine, sealer, terms),
+            CodeStore(engine, driver, sealer, terms),
             HoldStore(engine, driver, sealer, terms, hold_ttl),
             CampaignStore(engine),
-            ReferralStore(engine, sealer),
+            ReferralStore(engine, driver, sealer),
         )

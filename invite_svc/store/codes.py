@@ -7,7 +7,7 @@ import datetime
 import uuid
 from typing import Any
 
-from sqlalchemy import func, insert, select, text, tuple_, update
+from sqlalchemy import bindparam, func, insert, null, or_, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as upsert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -17,13 +17,15 @@ from invite_svc.sealing import CodeSealer
 from invite_svc.store.holds import CodeTermsCache
 from invite_svc.store.records import MintedCode, OwnedCode, Owner, Redemption, hold_record, hold_with_terms
 from mesh import invite_codes as code_format
+from mesh.db import DriverPool, DriverStatement
 
 MAX_REDEMPTIONS = 1000
 
 
 class CodeStore:
-    def __init__(self, engine: AsyncEngine, sealer: CodeSealer, terms: CodeTermsCache) -> None:
+    def __init__(self, engine: AsyncEngine, driver: DriverPool, sealer: CodeSealer, terms: CodeTermsCache) -> None:
         self._engine = engine
+        self._driver = driver
         # Reads and single-statement writes need no BEGIN/ROLLBACK around them.
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._sealer = sealer
@@ -100,6 +102,18 @@ class CodeStore:
         async with self._autocommit.connect() as connection:
             return [self._owned(row._mapping) for row in await connection.execute(query)]
 
+    async def codes_of_user(
+        self, user_id: uuid.UUID, limit: int, after: tuple[datetime.datetime, uuid.UUID] | None = None
+    ) -> list[OwnedCode]:
+        """A user's own codes as `list_codes` lists them, by a statement compiled once (a person's
+        /me asks on every view)."""
+        after_time, after_id = after or (None, None)
+        async with self._driver.connection() as connection:
+            rows = await _CODES_OF_USER.fetch(
+                connection, owner=user_id, limit=limit, after_time=after_time, after_id=after_id
+            )
+        return [self._owned(row) for row in rows]
+
     async def code(self, code: str) -> tuple[OwnedCode, list[Redemption]]:
         """One code by its canonical form, with its uses, newest first."""
         async with self._autocommit.connect() as connection:
@@ -166,4 +180,18 @@ _LISTED_CODES = select(
     .where(holds.c.code_id == codes.c.id, holds.c.state == HoldState.HELD)
     .scalar_subquery()
     .label("held"),
+)
+
+_after_time = bindparam("after_time", type_=codes.c.create_time.type, required=False, value=None)
+_CODES_OF_USER = DriverStatement(
+    _LISTED_CODES.where(
+        codes.c.owner_user_id == bindparam("owner"),
+        or_(
+            _after_time.is_(null()),
+            tuple_(codes.c.create_time, codes.c.id)
+            > tuple_(_after_time, bindparam("after_id", type_=codes.c.id.type, required=False, value=None)),
+        ),
+    )
+    .order_by(codes.c.create_time, codes.c.id)
+    .limit(bindparam("limit"))
 )

@@ -6,13 +6,14 @@ import datetime
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import literal, select, tuple_
+from sqlalchemy import bindparam, literal, null, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from invite_svc.domain import HoldState
 from invite_svc.models import codes, holds
 from invite_svc.sealing import CodeSealer
 from invite_svc.store.records import Owner, ReferralNode
+from mesh.db import DriverPool, DriverStatement
 
 
 @dataclass(frozen=True)
@@ -26,27 +27,27 @@ class Joined:
 
 
 class ReferralStore:
-    def __init__(self, engine: AsyncEngine, sealer: CodeSealer) -> None:
+    def __init__(self, engine: AsyncEngine, driver: DriverPool, sealer: CodeSealer) -> None:
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._driver = driver
         self._sealer = sealer
 
     async def joined_through(
         self, user_id: uuid.UUID, limit: int, before: tuple[datetime.datetime, uuid.UUID] | None = None
     ) -> list[Joined]:
         """The confirmed uses of `user_id`'s codes, newest first; keyset-paginated."""
-        query = (
-            select(holds.c.id, holds.c.code_id, holds.c.canonical_email, holds.c.finish_time, codes.c.sealed)
-            .select_from(holds.join(codes, holds.c.code_id == codes.c.id))
-            .where(codes.c.owner_user_id == user_id, holds.c.state == HoldState.CONFIRMED)
-            .order_by(holds.c.finish_time.desc(), holds.c.id.desc())
-            .limit(limit)
-        )
-        if before is not None:
-            query = query.where(tuple_(holds.c.finish_time, holds.c.id) < tuple_(*before))
-        async with self._autocommit.connect() as connection:
-            rows = (await connection.execute(query)).all()
+        before_time, before_id = before or (None, None)
+        async with self._driver.connection() as connection:
+            rows = await _JOINED_THROUGH.fetch(
+                connection, owner=user_id, limit=limit, before_time=before_time, before_id=before_id
+            )
         return [
-            Joined(row.id, self._sealer.unseal(row.code_id, row.sealed), row.canonical_email, row.finish_time)
+            Joined(
+                row["id"],
+                self._sealer.unseal(row["code_id"], row["sealed"]),
+                row["canonical_email"],
+                row["finish_time"],
+            )
             for row in rows
         ]
 
@@ -89,3 +90,22 @@ class ReferralStore:
             parent = nodes.get(row.parent) if row.level > 1 else None
             (parent.children if parent is not None else roots).append(nodes[row.user_id])
         return roots
+
+
+# On /me with every page view: one statement compiled once, with its keyset start optional.
+_before_time = bindparam("before_time", type_=holds.c.finish_time.type, required=False, value=None)
+_JOINED_THROUGH = DriverStatement(
+    select(holds.c.id, holds.c.code_id, holds.c.canonical_email, holds.c.finish_time, codes.c.sealed)
+    .select_from(holds.join(codes, holds.c.code_id == codes.c.id))
+    .where(
+        codes.c.owner_user_id == bindparam("owner"),
+        holds.c.state == HoldState.CONFIRMED,
+        or_(
+            _before_time.is_(null()),
+            tuple_(holds.c.finish_time, holds.c.id)
+            < tuple_(_before_time, bindparam("before_id", type_=holds.c.id.type, required=False, value=None)),
+        ),
+    )
+    .order_by(holds.c.finish_time.desc(), holds.c.id.desc())
+    .limit(bindparam("limit"))
+)
