@@ -18,8 +18,7 @@ import asyncio
 import json
 import tempfile
 import urllib.request
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 import grpc
@@ -28,7 +27,18 @@ from invitemesh.invite.v1 import invite_service_pb2_grpc
 from invitemesh.ratelimit.v1 import ratelimit_service_pb2 as ratelimit_pb
 from invitemesh.ratelimit.v1 import ratelimit_service_pb2_grpc
 
-from bench.harness import Call, calls_per_second, listed, median, run_rounds, running_services, signed_channel
+from bench.harness import (
+    JSON,
+    Call,
+    HttpConnection,
+    calls_per_second,
+    http_pool,
+    listed,
+    median,
+    run_rounds,
+    running_services,
+    signed_channel,
+)
 from mesh import invite_codes as codes
 from mesh.clients import edge_token
 from mesh.keys import load_kek
@@ -41,41 +51,6 @@ CHECK_CODE = "/invitemesh.invite.v1.InviteService/CheckCode"
 NEVER = 10**9
 TARGET = 0.5
 WAYS = ("direct gRPC", "gRPC via Envoy", "REST via Envoy", "REST via Envoy+RLS")
-
-
-class RestConnection:
-    """One keep-alive HTTP/1.1 connection posting JSON; small, so the client costs little."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._reader, self._writer = reader, writer
-
-    @classmethod
-    async def open(cls, address: str) -> RestConnection:
-        host, port = address.rsplit(":", 1)
-        return cls(*await asyncio.open_connection(host, int(port)))
-
-    async def post(self, path: str, body: bytes) -> tuple[int, dict[str, str]]:
-        head = (
-            f"POST {path} HTTP/1.1\r\nhost: edge\r\ncontent-type: application/json\r\n"
-            f"content-length: {len(body)}\r\n\r\n"
-        )
-        self._writer.write(head.encode() + body)
-        status = int((await self._reader.readline()).split()[1])
-        headers = {}
-        while (line := await self._reader.readline()) not in (b"\r\n", b""):
-            name, _, value = line.decode().partition(":")
-            headers[name.strip().lower()] = value.strip()
-        if headers.get("transfer-encoding") == "chunked":
-            while (size := int(await self._reader.readline(), 16)) > 0:
-                await self._reader.readexactly(size + 2)
-            await self._reader.readline()
-        else:
-            await self._reader.readexactly(int(headers.get("content-length", "0")))
-        return status, headers
-
-    async def close(self) -> None:
-        self._writer.close()
-        await self._writer.wait_closed()
 
 
 def _turn_rate_limiting(edge: RunningEdge, on: bool) -> None:
@@ -96,25 +71,11 @@ async def _rule_that_never_refuses(deployed: Settings) -> None:
         await stub.UpdateRateLimitRule(ratelimit_pb.UpdateRateLimitRuleRequest(rule=rule))
 
 
-@asynccontextmanager
-async def _rest_pool(address: str, size: int) -> AsyncIterator[asyncio.Queue[RestConnection]]:
-    """Open connections; a caller takes one for each call and puts it back."""
-    pool: asyncio.Queue[RestConnection] = asyncio.Queue()
-    connections = [await RestConnection.open(address) for _ in range(size)]
-    for connection in connections:
-        pool.put_nowait(connection)
-    try:
-        yield pool
-    finally:
-        for connection in connections:
-            await connection.close()
-
-
-def _rest_call(pool: asyncio.Queue[RestConnection], body: bytes, *, rate_limited: bool) -> Call:
+def _rest_call(pool: asyncio.Queue[HttpConnection], body: bytes, *, rate_limited: bool) -> Call:
     async def call() -> None:
         connection = pool.get_nowait()
         try:
-            status, headers = await connection.post("/v1/invites:check", body)
+            status, headers, _ = await connection.request("POST", "/v1/invites:check", body, JSON)
         finally:
             pool.put_nowait(connection)
         # Proof of the path taken: only ratelimit_svc's answers carry the x-ratelimit headers.
@@ -152,7 +113,7 @@ async def measure(args: argparse.Namespace, settings: Settings) -> None:
         edge = stack.enter_context(running_edge(directory, upstreams, EdgeLimits(backstop_per_second=NEVER), token))
         direct = await stack.enter_async_context(grpc.aio.insecure_channel(deployed.service_addresses[INVITE.name]))
         via_envoy = await stack.enter_async_context(grpc.aio.insecure_channel(edge.address))
-        pool = await stack.enter_async_context(_rest_pool(edge.address, args.concurrency))
+        pool = await stack.enter_async_context(http_pool(edge.address, args.concurrency))
         calls = {
             WAYS[0]: _grpc_call(direct, request),
             WAYS[1]: _grpc_call(via_envoy, request),

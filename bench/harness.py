@@ -36,16 +36,73 @@ Call = Callable[[], Awaitable[object]]
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
+JSON = {"content-type": "application/json"}
+
+
+class HttpConnection:
+    """One keep-alive HTTP/1.1 connection; small, so the client costs little beside what it
+    measures."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader, self._writer = reader, writer
+
+    @classmethod
+    async def open(cls, address: str) -> HttpConnection:
+        host, port = address.rsplit(":", 1)
+        return cls(*await asyncio.open_connection(host, int(port)))
+
+    async def request(
+        self, method: str, path: str, body: bytes = b"", headers: Mapping[str, str] = {}
+    ) -> tuple[int, dict[str, str], bytes]:
+        lines = [f"{method} {path} HTTP/1.1", "host: edge", f"content-length: {len(body)}"]
+        lines += [f"{name}: {value}" for name, value in headers.items()]
+        self._writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+        status = int((await self._reader.readline()).split()[1])
+        answered: dict[str, str] = {}
+        while (line := await self._reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode().partition(":")
+            answered[name.strip().lower()] = value.strip()
+        if answered.get("transfer-encoding") == "chunked":
+            chunks = []
+            while (size := int(await self._reader.readline(), 16)) > 0:
+                chunks.append((await self._reader.readexactly(size + 2))[:-2])
+            await self._reader.readline()
+            return status, answered, b"".join(chunks)
+        return status, answered, await self._reader.readexactly(int(answered.get("content-length", "0")))
+
+    async def close(self) -> None:
+        self._writer.close()
+        await self._writer.wait_closed()
+
+
+@asynccontextmanager
+async def http_pool(address: str, size: int) -> AsyncIterator[asyncio.Queue[HttpConnection]]:
+    """Open connections; a caller takes one for each call and puts it back."""
+    pool: asyncio.Queue[HttpConnection] = asyncio.Queue()
+    connections = [await HttpConnection.open(address) for _ in range(size)]
+    for connection in connections:
+        pool.put_nowait(connection)
+    try:
+        yield pool
+    finally:
+        for connection in connections:
+            await connection.close()
+
+
 @dataclass(frozen=True)
 class Served:
     address: str
     pid: int
 
     def cpu_seconds(self) -> float:
-        """CPU seconds the server process has used, from /proc."""
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rpartition(")")[2].split()
-        # After the command: state, ppid, …; utime and stime are the 12th and 13th.
-        return (int(fields[11]) + int(fields[12])) / _TICKS
+        return cpu_seconds(self.pid)
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds process `pid` has used, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    # After the command: state, ppid, …; utime and stime are the 12th and 13th.
+    return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
 @contextmanager
@@ -184,6 +241,27 @@ async def calls_per_second(call: Call, seconds: float, concurrency: int) -> floa
     started = time.perf_counter()
     await asyncio.gather(*(caller() for _ in range(concurrency)))
     return done / (time.perf_counter() - started)
+
+
+async def timed_calls(call: Call, seconds: float, concurrency: int) -> tuple[float, list[float]]:
+    """Closed loop as `calls_per_second`, answering the rate and every call's seconds."""
+    took: list[float] = []
+    deadline = time.perf_counter() + seconds
+
+    async def caller() -> None:
+        while (started := time.perf_counter()) < deadline:
+            await call()
+            took.append(time.perf_counter() - started)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(caller() for _ in range(concurrency)))
+    return len(took) / (time.perf_counter() - started), took
+
+
+def percentile(values: list[float], share: float) -> float:
+    """The value `share` (0…1) of `values` lie at or below."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
 def median(values: list[float]) -> float:
