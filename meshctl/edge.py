@@ -41,7 +41,9 @@ TRACE_PARENT, TRACE_STATE = "traceparent", "tracestate"
 NO_ROUTE_CLUSTER = "no_such_route"
 WEB_CLUSTER = WEB.name
 API_PREFIXES = ("/v1/", "/.well-known/")
-"""Paths of the REST surface; with pages, every other path but `/openapi.json` is one."""
+"""Paths of the REST surface; with pages, every other path but `/openapi.json` and gRPC's is one."""
+GRPC_PATH = r"/[A-Za-z_]\w*(\.\w+)+/[^/]*"
+"""A gRPC method's path, `/package.Service/Method`, over gRPC or guessed over REST: never a page."""
 PAGES_TIMEOUT = 15
 """Seconds the edge waits for a page: a form's handler may wait for a saga (Register) itself."""
 # Whatever MESH_HOST says: the admin interface can stop Envoy and dump its configuration.
@@ -183,8 +185,8 @@ def edge_routes(pages: bool = False) -> list[dict[str, Any]]:
     if not pages:
         return [*routes, {"match": {"prefix": "/"}, "route": nowhere}]
     api = [{"match": {"prefix": prefix}, "route": nowhere} for prefix in API_PREFIXES]
-    grpc_call = {"prefix": "/", "headers": [{"name": "content-type", "string_match": {"prefix": "application/grpc"}}]}
-    return [*routes, *api, {"match": grpc_call, "route": nowhere}, _pages_route()]
+    grpc_path = {"safe_regex": {"regex": GRPC_PATH}}
+    return [*routes, *api, {"match": grpc_path, "route": nowhere}, _pages_route()]
 
 
 def _pages_route() -> dict[str, Any]:

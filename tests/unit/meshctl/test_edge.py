@@ -1,4 +1,5 @@
 import base64
+import re
 from typing import Any
 
 import pytest
@@ -181,9 +182,12 @@ def test_with_pages_every_path_outside_the_api_goes_to_web_svc_as_a_page() -> No
     page = routes[-1]
     api_and_grpc = [route for route in routes[len(_method_routes()) + 1 : -1]]
 
-    assert [route["match"].get("prefix") for route in api_and_grpc] == ["/v1/", "/.well-known/", "/"]
+    assert [route["match"].get("prefix") for route in api_and_grpc] == ["/v1/", "/.well-known/", None]
     assert all(route["route"]["cluster"] == NO_ROUTE_CLUSTER for route in api_and_grpc)
-    assert api_and_grpc[-1]["match"]["headers"][0]["string_match"] == {"prefix": "application/grpc"}
+    grpc_path = re.compile(api_and_grpc[-1]["match"]["safe_regex"]["regex"])
+    assert grpc_path.fullmatch("/invitemesh.invite.v1.InviteService/HoldCode")
+    assert grpc_path.fullmatch("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo")
+    assert not any(grpc_path.fullmatch(page) for page in ("/", "/me", "/static/site.css", "/reset-password"))
     assert page["match"] == {"prefix": "/"} and page["route"]["cluster"] == WEB_CLUSTER == WEB.name
     # A form is neither JSON nor gRPC: the transcoder and the request-shape filter stay out.
     assert all(config["disabled"] for config in page["typed_per_filter_config"].values())
