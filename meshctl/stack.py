@@ -11,7 +11,9 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -41,6 +43,8 @@ REDIS_PORT_OFFSET = 11
 SMTP_PORT_OFFSET = 12
 METRICS_PORT_OFFSET = 20
 READY_TIMEOUT = 90.0
+EDGE_PORT_OFFSETS = {"MESH_EDGE_PORT": 100, "MESH_EDGE_ADMIN_PORT": 101, "MESH_EDGE_PAGES_PORT": 102}
+"""Where a stack on a port base of its own puts the edge's listeners (tests, benchmarks)."""
 
 
 @dataclass
@@ -368,6 +372,39 @@ class Stack:
         if self._postgres is not None:
             self._postgres.stop()
         self.file.path.unlink(missing_ok=True)
+
+
+def free_port_base() -> int:
+    """A `MESH_PORT_BASE` under which every port of a stack is free now (the edge's at the
+    offsets of `EDGE_PORT_OFFSETS`), for one more stack beside others on this machine."""
+    offsets = [
+        *(spec.port_offset for spec in SERVICES),
+        *(METRICS_PORT_OFFSET + spec.port_offset for spec in SERVICES),
+        WEB.port_offset,
+        POSTGRES_PORT_OFFSET,
+        REDIS_PORT_OFFSET,
+        SMTP_PORT_OFFSET,
+        *EDGE_PORT_OFFSETS.values(),
+    ]
+    for _ in range(50):
+        base = random.randrange(20000, 30000, 200)  # noqa: S311 - a port range, not a secret
+        if all(_free(base + offset) for offset in offsets):
+            return base
+    raise RuntimeError("no free port range")
+
+
+def port_settings(base: int) -> dict[str, str]:
+    """The variables that put a stack on `base` (see `free_port_base`)."""
+    return {"MESH_PORT_BASE": str(base), **{name: str(base + offset) for name, offset in EDGE_PORT_OFFSETS.items()}}
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def prepare_trust(settings: Settings) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,26 +14,7 @@ from typing import Any
 
 import pytest
 
-from mesh.services import SERVICES
-from meshctl.stack import METRICS_PORT_OFFSET
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _free_port_base() -> int:
-    offsets = [0, *range(1, METRICS_PORT_OFFSET + len(SERVICES) + 1), 100, 101, 102]
-    for _ in range(50):
-        base = random.randrange(20000, 30000, 200)
-        if all(_free(base + offset) for offset in offsets):
-            return base
-    raise RuntimeError("no free port range")
+from meshctl.stack import free_port_base, port_settings
 
 
 def loopback_client() -> str:
@@ -46,14 +26,12 @@ def loopback_client() -> str:
 class Mesh:
     def __init__(self, state_dir: Path, port_base: int) -> None:
         self.state_dir = state_dir
-        self.edge = f"127.0.0.1:{port_base + 100}"
+        ports = port_settings(port_base)
+        self.edge = f"127.0.0.1:{ports['MESH_EDGE_PORT']}"
         self.env = {
             **os.environ,
             "MESH_STATE_DIR": str(state_dir),
-            "MESH_PORT_BASE": str(port_base),
-            "MESH_EDGE_PORT": str(port_base + 100),
-            "MESH_EDGE_ADMIN_PORT": str(port_base + 101),
-            "MESH_EDGE_PAGES_PORT": str(port_base + 102),
+            **ports,
             # Every call here comes from one client address, and a Redis given by MESH_REDIS_URL
             # keeps its budgets from run to run; the budgets are tested where they are built.
             "MESH_AUTH_REGISTRATIONS_PER_HOUR": "1000000",
@@ -76,7 +54,7 @@ class Mesh:
 
 @contextmanager
 def running_mesh(tmp_path_factory: pytest.TempPathFactory, **env: str) -> Iterator[Mesh]:
-    mesh = Mesh(tmp_path_factory.mktemp("mesh") / "state", _free_port_base())
+    mesh = Mesh(tmp_path_factory.mktemp("mesh") / "state", free_port_base())
     mesh.env.update(env)
     up = mesh.ctl("up", "--detach", check=False)
     assert up.returncode == 0, up.stderr + up.stdout
