@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test gen lint check-gen bench
+.PHONY: run test gen lint check-gen bench screenshots
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -47,3 +47,8 @@ bench: $(VENV)/.installed-dev
 	$(PY) -m bench.auth
 	$(PY) -m bench.edge
 	$(PY) -m bench.admin
+	$(PY) -m bench.web
+
+# A PNG of every page at 1280 and 375 px into screenshots/ (not committed), from a stack of its own.
+screenshots: $(VENV)/.installed-dev
+	MESH_SCREENSHOTS=screenshots $(PY) -m pytest -q tests/e2e/test_page_access.py -k each_page

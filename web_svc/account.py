@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from invitemesh.auth.v1 import auth_service_pb2 as auth
+import asyncio
+
 from invitemesh.invite.v1 import invite_service_pb2 as invite
 from starlette.requests import Request
 from starlette.responses import Response
@@ -28,23 +29,24 @@ class Account:
         self._public_url = public_url
 
     async def me(self, request: Request) -> Response:
-        browser = await self._sessions.browser(request)
-        if browser is None:
+        signed_in = await self._sessions.signed_in_as(request)
+        if signed_in is None:
             return see_other("/sign-in")
-        me = await self._mesh.call(self._mesh.auth.GetMe, auth.GetMeRequest(), browser)
-        codes = await self._mesh.call(
-            self._mesh.invite.ListMyCodes, invite.ListMyCodesRequest(page_size=LISTED), browser
-        )
-        joined = await self._mesh.call(
-            self._mesh.invite.ListMyReferrals, invite.ListMyReferralsRequest(page_size=LISTED), browser
+        browser = signed_in.browser
+        # Two calls, neither waiting for the other.
+        codes, joined = await asyncio.gather(
+            self._mesh.call(self._mesh.invite.ListMyCodes, invite.ListMyCodesRequest(page_size=LISTED), browser),
+            self._mesh.call(
+                self._mesh.invite.ListMyReferrals, invite.ListMyReferralsRequest(page_size=LISTED), browser
+            ),
         )
         origin = self._public_url or str(request.base_url)
         return page(
             request,
             "me.html.j2",
             personal=True,
-            email=me.user.email,
-            member_since=me.user.verify_time.ToDatetime().date().isoformat(),
+            email=signed_in.email,
+            member_since=signed_in.member_since,
             codes=[
                 {
                     "code": code.code,

@@ -52,10 +52,6 @@ class Reservation:
         form = await checked_form(request)
         code, email, password = form_text(form, "code"), form_text(form, "email").strip(), form_text(form, "password")
         shown = domain.displayed_code(code)
-        if problem := domain.code_problem(code):
-            return page(
-                request, "reserve.html.j2", status=400, code=shown, email=email, errors={"code": problem}, problem=None
-            )
         try:
             answer = await self._mesh.call(
                 self._mesh.auth.Register,
@@ -64,6 +60,10 @@ class Reservation:
             )
         except Refused as refused:
             errors, problem = _placed(refused)
+            # auth_svc asks invite_svc about the code only once the rest is right: a typo the
+            # page can tell by itself is said now, with the rest.
+            if errors and "code" not in errors and (typo := domain.code_problem(code)):
+                errors["code"] = typo
             status = 429 if refused.code is grpc.StatusCode.RESOURCE_EXHAUSTED else 400
             return page(
                 request, "reserve.html.j2", status=status, code=shown, email=email, errors=errors, problem=problem

@@ -9,14 +9,11 @@ import hashlib
 import hmac
 import re
 import secrets
-from collections.abc import Awaitable, Callable
 
-from starlette.datastructures import FormData
+from starlette.datastructures import FormData, MutableHeaders
 from starlette.exceptions import HTTPException
-from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
-from starlette.responses import Response
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mesh.clients import EDGE_TOKEN_HEADER, EXTERNAL_ADDRESS
 
@@ -43,6 +40,8 @@ SECURITY_HEADERS = {
 PERSONAL = "no-store"
 """Cache-Control of a page that shows personal data."""
 CSRF_FIELD = "csrf"
+COOKIE_LIFETIME = 400 * 86400
+"""Seconds a browser keeps its cookie (Chrome's cap); signing out or in replaces it."""
 _BROWSER_ID = re.compile(r"[A-Za-z0-9_-]{43}")
 
 
@@ -50,40 +49,46 @@ def new_browser_id() -> str:
     return secrets.token_urlsafe(32)
 
 
-class Guard(BaseHTTPMiddleware):
+class Guard:
     """Gives each request `state.browser_id` and `state.address`, and each answer its headers and,
-    when the browser is new or signed in or out, its cookie."""
+    when the browser is new or signed in or out, its cookie. Plain ASGI: every page passes here."""
 
     def __init__(self, app: ASGIApp, *, edge_token: str, csrf_key: bytes, secure_cookies: bool) -> None:
-        super().__init__(app)
+        self._app = app
         self._edge_token = edge_token.encode()
         self._csrf_key = csrf_key
         self._secure = secure_cookies
         self.cookie = "__Host-browser" if secure_cookies else "browser"
 
-    async def dispatch(self, request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        request = Request(scope)
         given = request.cookies.get(self.cookie, "")
         known = _BROWSER_ID.fullmatch(given) is not None
-        request.state.browser_id = given if known else new_browser_id()
-        request.state.new_cookie = not known
-        request.state.address = self._address(request)
-        request.state.csrf_key = self._csrf_key
-        response = await call_next(request)
-        for name, value in SECURITY_HEADERS.items():
-            response.headers.setdefault(name, value)
-        # Pages carry a CSRF token bound to this browser: no shared cache may keep one.
-        response.headers.setdefault("cache-control", "private, no-cache")
-        if request.state.new_cookie:
-            response.set_cookie(
-                self.cookie,
-                request.state.browser_id,
-                httponly=True,
-                samesite="lax",
-                secure=self._secure,
-                path="/",
-                max_age=400 * 86400,
-            )
-        return response
+        state = request.state
+        state.browser_id = given if known else new_browser_id()
+        state.new_cookie = not known
+        state.address = self._address(request)
+        state.csrf_key = self._csrf_key
+
+        async def answer(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in SECURITY_HEADERS.items():
+                    headers.setdefault(name, value)
+                # Pages carry a CSRF token bound to this browser: no shared cache may keep one.
+                headers.setdefault("cache-control", "private, no-cache")
+                if state.new_cookie:
+                    headers.append("set-cookie", self._cookie(state.browser_id))
+            await send(message)
+
+        await self._app(scope, receive, answer)
+
+    def _cookie(self, browser_id: str) -> str:
+        secure = "; Secure" if self._secure else ""
+        return f"{self.cookie}={browser_id}; HttpOnly; Max-Age={COOKIE_LIFETIME}; Path=/; SameSite=Lax{secure}"
 
     def _address(self, request: Request) -> str:
         peer = request.client.host if request.client else "unknown"

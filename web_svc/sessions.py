@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass, replace
 
 import grpc
 from invitemesh.auth.v1 import auth_service_pb2 as auth
@@ -19,8 +20,18 @@ RENEWAL_WAIT = 5.0
 """Seconds the other requests of a browser wait for its renewal (and how long one may take)."""
 
 
-def session_of(given: auth.Session) -> Session:
-    return Session(
+@dataclass(frozen=True)
+class SignedIn:
+    """A signed-in browser: what its calls need, and who it is."""
+
+    browser: Browser
+    email: str
+    member_since: str
+
+
+def _renewed_tokens(session: Session, given: auth.Session) -> Session:
+    return replace(
+        session,
         access_token=given.access_token,
         access_expires=float(given.access_token_expire_time.ToSeconds()),
         refresh_token=given.refresh_token,
@@ -41,7 +52,7 @@ class Sessions:
     async def signed_in(self, request: Request) -> bool:
         return await self._store.session(request.state.browser_id) is not None
 
-    async def browser(self, request: Request) -> Browser | None:
+    async def signed_in_as(self, request: Request) -> SignedIn | None:
         """This browser with its user's access token, renewed if due; None when not signed in."""
         browser_id = request.state.browser_id
         session = await self._store.session(browser_id)
@@ -49,11 +60,18 @@ class Sessions:
             return None
         if session.access_expires - time.time() <= self._refresh_before:
             session = await self._renewed(browser_id, session, anonymous(request))
-        return None if session is None else Browser(request.state.address, session.access_token)
+        if session is None:
+            return None
+        return SignedIn(Browser(request.state.address, session.access_token), session.email, session.member_since)
 
     async def begin(self, request: Request, given: auth.Session) -> None:
+        """Signs this browser in (under a new cookie) with the session a sign-in answered."""
+        me = await self._mesh.call(
+            self._mesh.auth.GetMe, auth.GetMeRequest(), Browser(request.state.address, given.access_token)
+        )
+        unfilled = Session("", 0.0, "", 0.0, me.user.email, me.user.verify_time.ToDatetime().date().isoformat())
         start_over(request)
-        await self._store.keep_session(request.state.browser_id, session_of(given))
+        await self._store.keep_session(request.state.browser_id, _renewed_tokens(unfilled, given))
 
     async def end(self, request: Request) -> None:
         ended = await self._store.drop_session(request.state.browser_id)
@@ -67,23 +85,30 @@ class Sessions:
                 if refused.code is not grpc.StatusCode.UNAUTHENTICATED:
                     raise
 
-    async def _renewed(self, browser_id: str, session: Session, browser: Browser) -> Session | None:
+    async def _renewed(self, browser_id: str, seen: Session, browser: Browser) -> Session | None:
         if not await self._store.renewing(browser_id, RENEWAL_WAIT):
-            return await self._after_renewal(browser_id, session)
+            return await self._after_renewal(browser_id, seen)
         try:
-            answer = await self._mesh.call(
-                self._mesh.auth.Refresh, auth.RefreshRequest(refresh_token=session.refresh_token), browser
-            )
-        except Refused as refused:
-            if refused.code is grpc.StatusCode.UNAUTHENTICATED:
-                await self._store.drop_session(browser_id)
-                return None
-            raise
+            # Read again under the lock: a renewal may have finished since `seen` was read, and
+            # its refresh token is spent.
+            session = await self._store.session(browser_id)
+            if session is None or session.refresh_token != seen.refresh_token:
+                return session
+            try:
+                answer = await self._mesh.call(
+                    self._mesh.auth.Refresh, auth.RefreshRequest(refresh_token=session.refresh_token), browser
+                )
+            except Refused as refused:
+                if refused.code is grpc.StatusCode.UNAUTHENTICATED:
+                    await self._store.drop_session(browser_id)
+                    return None
+                raise
+            renewed = _renewed_tokens(session, answer.session)
+            # Kept before the lock goes: no request may find the spent token after it.
+            await self._store.keep_session(browser_id, renewed)
+            return renewed
         finally:
             await self._store.renewed(browser_id)
-        renewed = session_of(answer.session)
-        await self._store.keep_session(browser_id, renewed)
-        return renewed
 
     async def _after_renewal(self, browser_id: str, session: Session) -> Session | None:
         """The session another request of this browser is renewing, once it has."""

@@ -26,6 +26,10 @@ class Session:
     """Epoch seconds."""
     refresh_token: str
     refresh_expires: float
+    email: str
+    """The account's, as auth_svc told at sign-in (a page shows it without asking again)."""
+    member_since: str
+    """The day the email was proven, ISO 8601."""
 
 
 @dataclass(frozen=True)

@@ -214,3 +214,25 @@ def test_budgets_count_each_browser_not_web_svc(mesh: Mesh, browser: Browser) ->
 
     assert "✓ This code works." in answers[0]
     assert "Too many tries from here" in answers[-1]
+
+
+def test_everything_works_with_javascript_off(mesh: Mesh, browser: Browser) -> None:
+    email = fresh_email()
+    with person(browser, mesh.edge, javascript=False) as context:
+        page = context.new_page()
+        page.goto(f"/?code={minted(mesh)}")
+        reserve(page, mesh, email)
+        own_codes(page, 2)
+        # The share link is a field to copy by hand; the copy button needs a script.
+        expect(page.locator("button.copy").first).to_be_hidden()
+
+        page.goto("/sign-out")
+        page.get_by_role("button", name="Sign out").click()
+        page.goto("/reset-password")
+        page.get_by_label("Email").fill(email)
+        page.get_by_role("button", name="Mail me a link").click()
+        token = mailed(mesh, email, r"#token=(\S+)")
+        page.get_by_label("Token from the mail").fill(token)
+        page.get_by_label("New password", exact=True).fill(NEW_PASSWORD)
+        page.get_by_role("button", name="Set my new password").click()
+        expect(page).to_have_url(re.compile(r"/sign-in\?after=reset$"))

@@ -1,0 +1,159 @@
+"""Every page at 1280 and 375 px wide: no axe-core violation of level serious or critical, a
+label on every field, nothing wider than the screen, and the main flows done with the keyboard
+alone. With `MESH_SCREENSHOTS=<dir>` (`make screenshots`) each page is also saved there as a PNG,
+for people who review the look."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from axe_playwright_python.sync_playwright import Axe
+from playwright.sync_api import Browser, Page, expect
+
+from tests.e2e.browsers import chromium, person
+from tests.e2e.conftest import Mesh, running_mesh
+from tests.e2e.test_edge import PASSWORD, fresh_email, mailed, registered_and_verified
+from tests.e2e.test_pages import minted
+
+pytestmark = pytest.mark.e2e
+
+WIDTHS = (1280, 375)
+SERIOUS = ("serious", "critical")
+SCREENSHOTS = os.environ.get("MESH_SCREENSHOTS")
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+    with running_mesh(tmp_path_factory) as mesh:
+        yield mesh
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with chromium() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def member(mesh: Mesh) -> str:
+    """The email of an account with codes of its own (password PASSWORD)."""
+    email = fresh_email()
+    registered_and_verified(mesh, email, minted(mesh, quota=2))
+    return email
+
+
+def _anonymous(page: Page, mesh: Mesh, member: str) -> None:
+    del page, mesh, member
+
+
+def _with_a_code(page: Page, mesh: Mesh, member: str) -> None:
+    page.goto(f"/?code={minted(mesh)}")
+    expect(page.locator("#code-status")).to_have_text("✓ This code works.")
+
+
+def _with_errors(page: Page, mesh: Mesh, member: str) -> None:
+    page.goto("/?code=ABCD-EFGH-J")
+    page.get_by_label("Email").fill("not an email")
+    page.get_by_label("Password").fill("short")
+    page.get_by_role("button", name="Reserve my spot").click()
+    # Every field's problem at once, each beside its field.
+    for field in ("Invite code", "Email", "Password"):
+        expect(page.get_by_label(field, exact=True)).to_have_attribute("aria-invalid", "true")
+
+
+def _pending(page: Page, mesh: Mesh, member: str) -> None:
+    page.goto(f"/?code={minted(mesh)}")
+    page.get_by_label("Email").fill(fresh_email())
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Reserve my spot").click()
+    expect(page).to_have_url(re.compile(r"/verify$"))
+
+
+def _signed_in(page: Page, mesh: Mesh, member: str) -> None:
+    page.goto("/sign-in")
+    page.get_by_label("Email").fill(member)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page).to_have_url(re.compile(r"/me$"))
+
+
+Setup = Callable[[Page, Mesh, str], None]
+PAGES: list[tuple[str, Setup, str]] = [
+    ("reserve", _anonymous, "/"),
+    ("reserve-with-code", _with_a_code, ""),
+    ("reserve-with-errors", _with_errors, ""),
+    ("verify", _anonymous, "/verify"),
+    ("verify-pending", _pending, ""),
+    ("sign-in", _anonymous, "/sign-in"),
+    ("reset-password", _anonymous, "/reset-password"),
+    ("sign-out", _signed_in, "/sign-out"),
+    ("me", _signed_in, "/me"),
+    ("not-found", _anonymous, "/no/such/page"),
+]
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+@pytest.mark.parametrize(("name", "setup", "path"), PAGES, ids=[name for name, _, _ in PAGES])
+def test_each_page_is_usable_by_everyone_at_each_width(
+    mesh: Mesh, browser: Browser, member: str, name: str, setup: Setup, path: str, width: int
+) -> None:
+    with person(browser, mesh.edge, width=width) as context:
+        page = context.new_page()
+        setup(page, mesh, member)
+        if path:
+            page.goto(path)
+        if SCREENSHOTS:
+            Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(Path(SCREENSHOTS) / f"{name}-{width}.png"), full_page=True)
+        violations = Axe().run(page).response["violations"]
+        unlabelled = page.eval_on_selector_all(
+            "input:not([type=hidden]), select, textarea",
+            "fields => fields.filter(f => f.labels.length === 0 && !f.getAttribute('aria-label')).map(f => f.name)",
+        )
+        overflow = page.evaluate("() => document.documentElement.scrollWidth - document.documentElement.clientWidth")
+
+    assert [(v["id"], v["impact"]) for v in violations if v["impact"] in SERIOUS] == []
+    assert unlabelled == []
+    assert overflow <= 0
+
+
+def _tab_to(page: Page, selector: str, presses: int = 25) -> None:
+    """Tab until `selector` has the focus (it must be reachable in order), and see the focus."""
+    for _ in range(presses):
+        page.keyboard.press("Tab")
+        if page.evaluate("s => document.activeElement.matches(s)", selector):
+            outline = page.evaluate("() => getComputedStyle(document.activeElement).outlineStyle")
+            assert outline != "none", f"{selector} shows no focus"
+            return
+    raise AssertionError(f"{selector} not reached in {presses} tabs")
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_reserving_verifying_and_signing_out_with_the_keyboard_alone(mesh: Mesh, browser: Browser, width: int) -> None:
+    email = fresh_email()
+    with person(browser, mesh.edge, width=width) as context:
+        page = context.new_page()
+        page.goto("/")
+        _tab_to(page, "#code")
+        page.keyboard.type(minted(mesh))
+        expect(page.locator("#code-status")).to_have_text("✓ This code works.")
+        _tab_to(page, "#email")
+        page.keyboard.type(email)
+        _tab_to(page, "#password")
+        page.keyboard.type(PASSWORD)
+        page.keyboard.press("Enter")
+        expect(page).to_have_url(re.compile(r"/verify$"))
+        _tab_to(page, "#code")
+        page.keyboard.type(mailed(mesh, email, r"\b(\d{6})\b"))
+        page.keyboard.press("Enter")
+        expect(page).to_have_url(re.compile(r"/me$"))
+        _tab_to(page, "a[href='/sign-out']")
+        page.keyboard.press("Enter")
+        expect(page).to_have_url(re.compile(r"/sign-out$"))
+        _tab_to(page, "main button[type=submit]")
+        page.keyboard.press("Enter")
+        expect(page).to_have_url(re.compile(r"/sign-in\?after=out$"))
