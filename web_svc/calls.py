@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import grpc
+from invitemesh.admin.v1 import admin_service_pb2_grpc
 from invitemesh.auth.v1 import auth_service_pb2_grpc
 from invitemesh.invite.v1 import invite_service_pb2_grpc
 
@@ -60,6 +61,7 @@ class Mesh:
         self._timeout = timeout
         self.auth = auth_service_pb2_grpc.AuthServiceStub(self._channel)
         self.invite = invite_service_pb2_grpc.InviteServiceStub(self._channel)
+        self.admin = admin_service_pb2_grpc.AdminServiceStub(self._channel)
 
     async def call(self, method: Callable[..., Awaitable[Response]], request: Any, browser: Browser) -> Response:
         """`method(request)` for `browser`; an error answer raises `Refused`."""

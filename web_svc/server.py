@@ -27,6 +27,7 @@ from mesh.settings import Settings
 from web_svc import domain
 from web_svc.account import Account
 from web_svc.calls import Mesh, Refused
+from web_svc.console import Console
 from web_svc.pages import STATIC, page, see_other
 from web_svc.recovery import Recovery
 from web_svc.reservation import Reservation
@@ -34,7 +35,7 @@ from web_svc.security import Guard, start_over
 from web_svc.sessions import Sessions
 from web_svc.settings import WebSettings
 from web_svc.sign_in import SignIn
-from web_svc.store import WebStore
+from web_svc.store import AdminStore, WebStore
 
 log = structlog.get_logger("web_svc")
 
@@ -59,6 +60,7 @@ def create_app(settings: Settings, own: WebSettings) -> Starlette:
     sign_in = SignIn(mesh, sessions)
     recovery = Recovery(mesh)
     account = Account(mesh, sessions, own.public_url)
+    console = Console(mesh, AdminStore(redis))
 
     async def health(request: Request) -> Response:
         return PlainTextResponse("ok")
@@ -70,11 +72,23 @@ def create_app(settings: Settings, own: WebSettings) -> Starlette:
 
     async def refused(request: Request, error: Exception) -> Response:
         assert isinstance(error, Refused)
+        if request.url.path.startswith("/admin"):
+            return await console_refused(request, error)
         if error.code is grpc.StatusCode.UNAUTHENTICATED:
             # The session ended elsewhere (signed out, password reset, suspended): sign in again.
             await store.drop_session(request.state.browser_id)
             start_over(request)
             return see_other("/sign-in")
+        status = 429 if error.code is grpc.StatusCode.RESOURCE_EXHAUSTED else 503
+        return page(request, "error.html.j2", status=status, message=domain.message_for(error.reason))
+
+    async def console_refused(request: Request, error: Refused) -> Response:
+        if error.code is grpc.StatusCode.UNAUTHENTICATED:
+            # Expired (admins have no refresh token), revoked, or the role changed: sign in again.
+            await console.forget(request)
+            return see_other("/admin/sign-in")
+        if error.code is grpc.StatusCode.PERMISSION_DENIED:
+            return page(request, "error.html.j2", status=403, message="Your role may not do this.")
         status = 429 if error.code is grpc.StatusCode.RESOURCE_EXHAUSTED else 503
         return page(request, "error.html.j2", status=status, message=domain.message_for(error.reason))
 
@@ -99,6 +113,22 @@ def create_app(settings: Settings, own: WebSettings) -> Starlette:
         Route("/reset-password", recovery.request_link, methods=["POST"]),
         Route("/reset-password/confirm", recovery.reset, methods=["POST"]),
         Route("/me", account.me, methods=["GET"]),
+        Route("/admin/sign-in", console.sign_in_page, methods=["GET"]),
+        Route("/admin/sign-in", console.sign_in, methods=["POST"]),
+        Route("/admin/sign-in/code", console.code_page, methods=["GET"]),
+        Route("/admin/sign-in/code", console.verify_code, methods=["POST"]),
+        Route("/admin/sign-out", console.sign_out, methods=["POST"]),
+        Route("/admin", console.dashboard, methods=["GET"]),
+        Route("/admin/codes", console.codes, methods=["GET"]),
+        Route("/admin/codes/disable", console.disable_code, methods=["POST"]),
+        Route("/admin/campaigns", console.campaigns, methods=["GET"]),
+        Route("/admin/campaigns", console.create_campaign, methods=["POST"]),
+        Route("/admin/users", console.users, methods=["GET"]),
+        Route("/admin/users", console.change_user, methods=["POST"]),
+        Route("/admin/mail", console.mail_log, methods=["GET"]),
+        Route("/admin/rate-limits", console.rate_limits, methods=["GET"]),
+        Route("/admin/rate-limits", console.update_rate_limits, methods=["POST"]),
+        Route("/admin/audit", console.audit_log, methods=["GET"]),
         Route(WEB.health_path, health, methods=["GET"]),
         Mount("/static", _Static(directory=STATIC), name="static"),
     ]

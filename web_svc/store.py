@@ -33,6 +33,20 @@ class Session:
 
 
 @dataclass(frozen=True)
+class AdminSession:
+    """An admin signed in on this browser: no refresh token exists for admins, so when the access
+    token expires the admin signs in again."""
+
+    access_token: str
+    expires: float
+    """Epoch seconds."""
+    admin_id: str
+    email: str
+    role: int
+    """mesh.access.AdminRole."""
+
+
+@dataclass(frozen=True)
 class Pending:
     """A registration whose mailed code the verify page asks for."""
 
@@ -89,6 +103,35 @@ class WebStore:
     async def drop_pending(self, browser_id: str) -> None:
         slot = _slot(browser_id)
         await self._redis.delete(KEYS.key("pending", slot), KEYS.key("resends", slot))
+
+
+class AdminStore:
+    """The console's state: a sign-in waiting for its second step, and a signed-in admin."""
+
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+
+    async def keep_mfa_token(self, browser_id: str, token: str, lifetime: float) -> None:
+        await self._redis.set(KEYS.key("admin-mfa", _slot(browser_id)), token, ex=max(1, int(lifetime)))
+
+    async def take_mfa_token(self, browser_id: str) -> str | None:
+        """The first step's token, once: a wrong code means signing in with the password again."""
+        token = await self._redis.getdel(KEYS.key("admin-mfa", _slot(browser_id)))
+        return token.decode() if isinstance(token, bytes) else token
+
+    async def has_mfa_token(self, browser_id: str) -> bool:
+        return bool(await self._redis.exists(KEYS.key("admin-mfa", _slot(browser_id))))
+
+    async def session(self, browser_id: str) -> AdminSession | None:
+        session = _load(AdminSession, await self._redis.get(KEYS.key("admin", _slot(browser_id))))
+        return session if session is not None and session.expires > time.time() else None
+
+    async def keep_session(self, browser_id: str, session: AdminSession) -> None:
+        lifetime = max(1, int(session.expires - time.time()))
+        await self._redis.set(KEYS.key("admin", _slot(browser_id)), json.dumps(asdict(session)), ex=lifetime)
+
+    async def drop_session(self, browser_id: str) -> AdminSession | None:
+        return _load(AdminSession, await self._redis.getdel(KEYS.key("admin", _slot(browser_id))))
 
 
 def _load(kind: type[Stored], raw: bytes | str | None) -> Stored | None:

@@ -5,8 +5,10 @@ for people who review the look."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from playwright.sync_api import Browser, Page, expect
 
 from tests.e2e.browsers import chromium, person
 from tests.e2e.conftest import Mesh, running_mesh
+from tests.e2e.test_console import sign_in
 from tests.e2e.test_edge import PASSWORD, fresh_email, mailed, registered_and_verified
 from tests.e2e.test_pages import minted
 
@@ -106,19 +109,64 @@ def test_each_page_is_usable_by_everyone_at_each_width(
         setup(page, mesh, member)
         if path:
             page.goto(path)
-        if SCREENSHOTS:
-            Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(Path(SCREENSHOTS) / f"{name}-{width}.png"), full_page=True)
-        violations = Axe().run(page).response["violations"]
-        unlabelled = page.eval_on_selector_all(
-            "input:not([type=hidden]), select, textarea",
-            "fields => fields.filter(f => f.labels.length === 0 && !f.getAttribute('aria-label')).map(f => f.name)",
-        )
-        overflow = page.evaluate("() => document.documentElement.scrollWidth - document.documentElement.clientWidth")
+        problems = _problems(page, name, width)
 
-    assert [(v["id"], v["impact"]) for v in violations if v["impact"] in SERIOUS] == []
-    assert unlabelled == []
-    assert overflow <= 0
+    assert problems == NONE
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_each_console_page_is_usable_by_everyone_at_each_width(mesh: Mesh, browser: Browser, width: int) -> None:
+    campaign = f"a11y-{uuid.uuid4().hex[:8]}"
+    (code,) = json.loads(mesh.ctl("invites", "mint", "--campaign", campaign, "--json").stdout)
+    searched = [
+        ("console-code", f"/admin/codes?code={code['code']}"),
+        ("console-codes-found", f"/admin/codes?campaign={code['campaignId']}"),
+    ]
+    found = {}
+    with person(browser, mesh.edge, width=width) as context:
+        page = context.new_page()
+        sign_in(page, mesh, "owner")
+        for name, path in [*CONSOLE_PAGES, *searched]:
+            page.goto(path)
+            found[name] = _problems(page, name, width)
+        context.clear_cookies()
+        for name, path in [("console-sign-in", "/admin/sign-in")]:
+            page.goto(path)
+            found[name] = _problems(page, name, width)
+
+    assert {name: problems for name, problems in found.items() if problems != NONE} == {}
+
+
+NONE = {"serious": [], "unlabelled": [], "overflow": 0}
+CONSOLE_PAGES = [
+    ("console-dashboard", "/admin"),
+    ("console-codes", "/admin/codes"),
+    ("console-campaigns", "/admin/campaigns"),
+    ("console-users", f"/admin/users?user_id={uuid.uuid4()}"),
+    ("console-mail", "/admin/mail"),
+    ("console-rate-limits", "/admin/rate-limits"),
+    ("console-audit", "/admin/audit"),
+]
+
+
+def _problems(page: Page, name: str, width: int) -> dict[str, object]:
+    """What keeps someone from using `page`: axe-core's serious and critical violations, fields
+    without a label, and how far it spills past the screen's width (saved as a PNG too, with
+    MESH_SCREENSHOTS)."""
+    if SCREENSHOTS:
+        Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(SCREENSHOTS) / f"{name}-{width}.png"), full_page=True)
+    violations = Axe().run(page).response["violations"]
+    unlabelled = page.eval_on_selector_all(
+        "input:not([type=hidden]), select, textarea",
+        "fields => fields.filter(f => f.labels.length === 0 && !f.getAttribute('aria-label')).map(f => f.name)",
+    )
+    overflow = page.evaluate("() => document.documentElement.scrollWidth - document.documentElement.clientWidth")
+    return {
+        "serious": [(v["id"], v["impact"]) for v in violations if v["impact"] in SERIOUS],
+        "unlabelled": unlabelled,
+        "overflow": max(0, overflow),
+    }
 
 
 def _tab_to(page: Page, selector: str, presses: int = 25) -> None:

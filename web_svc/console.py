@@ -1,0 +1,357 @@
+"""The admins' console (`/admin`): sign-in with password and TOTP, a dashboard, codes, campaigns,
+users and their referral trees, the mail log, rate limits and the audit log. Every control is
+shown only to a role the contract lets use it (mesh.access reads the method's
+`min_admin_role`), and admin_svc checks it again on every call."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from invitemesh.admin.v1 import admin_service_pb2 as admin
+from invitemesh.invite.v1 import invite_service_pb2 as invite
+from invitemesh.mail.v1 import mail_service_pb2 as mail
+from invitemesh.ratelimit.v1 import ratelimit_service_pb2 as ratelimit
+from starlette.requests import Request
+from starlette.responses import Response
+
+from mesh.access import AdminRole, access_rule
+from web_svc import domain
+from web_svc.calls import Browser, Mesh, Refused
+from web_svc.charts import Bar, bar_chart
+from web_svc.pages import page, see_other
+from web_svc.security import checked_form, form_text, start_over
+from web_svc.sessions import anonymous
+from web_svc.store import AdminSession, AdminStore
+
+ADMIN_SERVICE = "/invitemesh.admin.v1.AdminService/"
+PAGE_SIZE = 50
+EMAIL_STATUSES = [name.removeprefix("EMAIL_STATUS_").lower() for name in mail.EmailStatus.keys()[1:]]
+CODE_STATES = [name.removeprefix("CODE_STATE_").lower() for name in invite.CodeState.keys()[1:]]
+UNITS = {"second": ratelimit.TIME_UNIT_SECOND, "minute": ratelimit.TIME_UNIT_MINUTE,
+         "hour": ratelimit.TIME_UNIT_HOUR, "day": ratelimit.TIME_UNIT_DAY}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SignedInAdmin:
+    browser: Browser
+    session: AdminSession
+
+    def can(self, method: str) -> bool:
+        """Whether this admin's role may call `method` of AdminService, as its contract says."""
+        rule = access_rule(ADMIN_SERVICE + method)
+        return rule is not None and self.session.role >= rule.min_admin_role
+
+    @property
+    def role(self) -> str:
+        return AdminRole(self.session.role).claim
+
+
+class Console:
+    def __init__(self, mesh: Mesh, store: AdminStore) -> None:
+        self._mesh = mesh
+        self._store = store
+
+    # Sign-in, in two steps.
+
+    async def sign_in_page(self, request: Request) -> Response:
+        if await self.signed_in(request):
+            return see_other("/admin")
+        return page(request, "admin/sign_in.html.j2", email="", problem=None)
+
+    async def sign_in(self, request: Request) -> Response:
+        form = await checked_form(request)
+        email = form_text(form, "email").strip()
+        asked = admin.CreateSessionRequest(email=email, password=form_text(form, "password"))
+        try:
+            answer = await self._mesh.call(self._mesh.admin.CreateSession, asked, anonymous(request))
+        except Refused as refused:
+            problem = domain.message_for(refused.reason)
+            return page(request, "admin/sign_in.html.j2", status=400, email=email, problem=problem)
+        lifetime = answer.mfa_expire_time.ToSeconds() - time.time()
+        await self._store.keep_mfa_token(request.state.browser_id, answer.mfa_token, lifetime)
+        return see_other("/admin/sign-in/code")
+
+    async def code_page(self, request: Request) -> Response:
+        if not await self._store.has_mfa_token(request.state.browser_id):
+            return see_other("/admin/sign-in")
+        return page(request, "admin/code.html.j2", errors={})
+
+    async def verify_code(self, request: Request) -> Response:
+        form = await checked_form(request)
+        code = form_text(form, "code").strip()
+        if problem := domain.verification_code_problem(code):
+            return page(request, "admin/code.html.j2", status=400, errors={"code": problem.replace("mail", "app")})
+        token = await self._store.take_mfa_token(request.state.browser_id)
+        if token is None:
+            return see_other("/admin/sign-in")
+        asked = admin.VerifySessionMfaRequest(mfa_token=token, totp_code=code)
+        try:
+            answer = await self._mesh.call(self._mesh.admin.VerifySessionMfa, asked, anonymous(request))
+        except Refused as refused:
+            problem = domain.message_for(refused.reason)
+            return page(request, "admin/sign_in.html.j2", status=400, email="", problem=problem)
+        start_over(request)
+        signed_in = AdminSession(
+            access_token=answer.access_token,
+            expires=float(answer.access_token_expire_time.ToSeconds()),
+            admin_id=answer.admin.id,
+            email=answer.admin.email,
+            role=answer.admin.role,
+        )
+        await self._store.keep_session(request.state.browser_id, signed_in)
+        return see_other("/admin")
+
+    async def sign_out(self, request: Request) -> Response:
+        await checked_form(request)
+        ended = await self._store.drop_session(request.state.browser_id)
+        if ended is not None:
+            try:
+                browser = Browser(request.state.address, ended.access_token)
+                await self._mesh.call(self._mesh.admin.RevokeSession, admin.RevokeSessionRequest(), browser)
+            except Refused:
+                pass  # expired or revoked already: signed out all the same
+        start_over(request)
+        return see_other("/admin/sign-in")
+
+    async def signed_in(self, request: Request) -> SignedInAdmin | None:
+        session = await self._store.session(request.state.browser_id)
+        if session is None:
+            return None
+        return SignedInAdmin(Browser(request.state.address, session.access_token), session)
+
+    async def forget(self, request: Request) -> None:
+        """This browser's admin session ended elsewhere (revoked, role changed, expired)."""
+        await self._store.drop_session(request.state.browser_id)
+
+    # The console's pages: each needs a signed-in admin.
+
+    async def dashboard(self, request: Request) -> Response:
+        if (me := await self.signed_in(request)) is None:
+            return see_other("/admin/sign-in")
+        stats, campaigns = await asyncio.gather(
+            self._call(me, self._mesh.admin.GetEmailStats, admin.GetEmailStatsRequest()),
+            self._call(me, self._mesh.admin.ListCampaigns, admin.ListCampaignsRequest(page_size=PAGE_SIZE)),
+        )
+        counted = stats.stats
+        mail_chart = bar_chart(
+            "Mail today by status",
+            [
+                Bar(name, getattr(counted, name))
+                for name in ("created", "sent", "failed", "bounced", "suppressed", "expired")
+            ],
+        )
+        fill_chart = bar_chart(
+            "Campaigns filled",
+            [Bar(c.display_name, c.taken, c.capacity or None) for c in campaigns.campaigns[:12]],
+        )
+        return self._page(request, me, "admin/dashboard.html.j2", day=counted.day, mail_chart=mail_chart,
+                          fill_chart=fill_chart, logged=counted.created)  # fmt: skip
+
+    async def codes(self, request: Request) -> Response:
+        if (me := await self.signed_in(request)) is None:
+            return see_other("/admin/sign-in")
+        query = request.query_params
+        code = query.get("code", "").strip()
+        if code:
+            try:
+                found = await self._call(me, self._mesh.admin.GetInvite, admin.GetInviteRequest(code=code))
+            except Refused as refused:
+                return self._page(request, me, "admin/codes.html.j2", status=404 if refused.reason else 400,
+                                  code=code, found=None, problem=domain.message_for(refused.reason), listing=None,
+                                  filters=self._code_filters(query))  # fmt: skip
+            return self._page(request, me, "admin/codes.html.j2", code=code, found=found, problem=None, listing=None,
+                              filters=self._code_filters(query))  # fmt: skip
+        filters = self._code_filters(query)
+        if not any(filters.values()):
+            return self._page(request, me, "admin/codes.html.j2", code="", found=None, problem=None, listing=None,
+                              filters=filters)  # fmt: skip
+        state = invite.CodeState.Value(f"CODE_STATE_{(filters['state'] or 'unspecified').upper()}")
+        listing = await self._call(
+            me,
+            self._mesh.admin.ListInvites,
+            admin.ListInvitesRequest(
+                page_size=PAGE_SIZE,
+                page_token=query.get("page_token", ""),
+                campaign_id=filters["campaign"],
+                state=state,
+            ),
+        )
+        return self._page(request, me, "admin/codes.html.j2", code="", found=None, problem=None, listing=listing,
+                          filters=filters)  # fmt: skip
+
+    async def disable_code(self, request: Request) -> Response:
+        if (me := await self.signed_in(request)) is None:
+            return see_other("/admin/sign-in")
+        code = form_text(await checked_form(request), "code").strip()
+        await self._call(me, self._mesh.admin.DisableInvite, admin.DisableInviteRequest(code=code))
+        return see_other(f"/admin/codes?code={code}")
+
+    async def campaigns(self, request: Request) -> Response:
+        if (me := await self.signed_in(request)) is None:
+            return see_other("/admin/sign-in")
+        return await self._campaigns_page(request, me, errors={}, given={}, status=200)
+
+    async def create_campaign(self, request: Request) -> Response:
+        if (me := await self.signed_in(request)) is None:
+            return see_other("/admin/sign-in")
+        form = await checked_form(request)
+        given = {name: form_text(form, name).strip() for name in ("name", "capacity", "quota", "domains")}
+        errors = {
+            name: "A whole number, 0 or more."
+            for name in ("capacity", "quota")
+            if given[name] and not given[name].isdigit()
+        }
+        if not errors:
+            campaign = invite.Campaign(
+                display_name=given["name"],
+                capacity=int(given["capacity"] or 0),
+                invite_quota=int(given["quota"] or 0),
+                allowed_email_domains=[d.strip() for d in given["domains"].split(",") if d.strip()],
+            )
+            asked = admin.CreateCampaignRequest(campaign=campaign, request_id=form_text(form, "request_id"))
+            try:
+                await self._call(me, self._mesh.admin.CreateCampaign, asked)
+                return see_other("/admin/campaigns")
+            except Refused as refused:
+                fields = {"campaign.display_name": "name", "campaign.capacity": "capacity",
+                          "campaign.invite_quota": "quota", "campaign.allowed_email_domains": "domains"}  # fmt: skip
+                errors = {fields.get(f, f): d for f, d in domain.form_errors(refused.violations).items()}
+                if not errors:
+                    errors = {"name": domain.message_for(refused.reason)}
+        return await self._campaigns_page(request, me, errors=errors, given=given, status=400)
+
+    async def _campaigns_page(
+        self, request: Request, me: SignedInAdmin, *, errors: dict[str, str], given: dict[str, str], status: int
+    ) -> Response:
+        listed = await self._call(me, self._mesh.admin.ListCampaigns, admin.ListCampaignsRequest(page_size=PAGE_SIZE))
+        return self._page(request, me, "admin/campaigns.html.j2", status=status, campaigns=listed.campaigns,
+                          errors=errors, given=given, request_id=str(uuid.uuid4()))  # fmt: skip
+
+    async def users(self, request: Request) -> Response:
+        if (me := await self.signed_in(request)) is None:
+            return see_other("/admin/sign-in")
+        user_id = request.query_params.get("user_id", "").strip()
+        tree, problem = None, None
+        if user_id:
+            try:
+                tree = await self._call(
+                    me, self._mesh.admin.ListReferrals, admin.ListReferralsRequest(user_id=user_id, depth=3)
+                )
+            except Refused as refused:
+                problem = next(iter(domain.form_errors(refused.violations).values()), None) or domain.message_for(
+                    refused.reason
+                )
+        notice = {"suspended": "The user is suspended.", "reactivated": "The user is active again."}.get(
+            request.query_params.get("done", "")
+        )
+        return self._page(request, me, "admin/users.html.j2", user_id=user_id, tree=tree, problem=problem,
+                          notice=notice)  # fmt: skip
+
+    async def change_user(self, request: Request) -> Response:
+        if (me := await self.signed_in(request)) is None:
+            return see_other("/admin/sign-in")
+        form = await checked_form(request)
+        user_id, change = form_text(form, "user_id").strip(), form_text(form, "change")
+        if change == "suspend":
+            asked: Any = admin.SuspendUserRequest(user_id=user_id, reason=form_text(form, "reason").strip())
+            await self._call(me, self._mesh.admin.SuspendUser, asked)
+            return see_other(f"/admin/users?user_id={user_id}&done=suspended")
+        await self._call(me, self._mesh.admin.ReactivateUser, admin.ReactivateUserRequest(user_id=user_id))
+        return see_other(f"/admin/users?user_id={user_id}&done=reactivated")
+
+    async def mail_log(self, request: Request) -> Response:
+        if (me := await self.signed_in(request)) is None:
+            return see_other("/admin/sign-in")
+        query = request.query_params
+        status_name = query.get("status", "") if query.get("status", "") in EMAIL_STATUSES else ""
+        to = query.get("to", "").strip()
+        status = mail.EmailStatus.Value(f"EMAIL_STATUS_{(status_name or 'unspecified').upper()}")
+        asked = admin.ListEmailsRequest(
+            page_size=PAGE_SIZE, page_token=query.get("page_token", ""), status=status, to=to
+        )
+        listed = await self._call(me, self._mesh.admin.ListEmails, asked)
+        return self._page(request, me, "admin/mail.html.j2", emails=listed.emails, total=listed.total_size,
+                          next_page_token=listed.next_page_token, status_filter=status_name, to=to,
+                          statuses=EMAIL_STATUSES, status_names=_email_status_names())  # fmt: skip
+
+    async def rate_limits(self, request: Request) -> Response:
+        if (me := await self.signed_in(request)) is None:
+            return see_other("/admin/sign-in")
+        return await self._rate_limits_page(request, me, status=200, problem=None, notice=None)
+
+    async def update_rate_limits(self, request: Request) -> Response:
+        if (me := await self.signed_in(request)) is None:
+            return see_other("/admin/sign-in")
+        form = await checked_form(request)
+        routes = form.getlist("route")
+        rules, problem = [], None
+        for index, route in enumerate(routes):
+            if not isinstance(route, str) or not route.strip():
+                continue  # the blank row for a new rule, left blank
+            requests = form_text(form, f"requests-{index}").strip()
+            unit = UNITS.get(form_text(form, f"unit-{index}"))
+            if not requests.isdigit() or unit is None:
+                problem = f"The rule of {route} needs a whole number of requests and a unit."
+                break
+            rules.append(
+                ratelimit.RateLimitRule(
+                    route=route.strip(), requests_per_unit=int(requests), unit=unit,
+                    fail_closed=form_text(form, f"fail-closed-{index}") == "on",
+                )
+            )  # fmt: skip
+        if problem is None:
+            asked = admin.UpdateRateLimitsRequest(rules=rules, request_id=form_text(form, "request_id"))
+            try:
+                await self._call(me, self._mesh.admin.UpdateRateLimits, asked)
+                return await self._rate_limits_page(request, me, status=200, problem=None, notice="Saved.")
+            except Refused as refused:
+                problem = "; ".join(domain.form_errors(refused.violations).values()) or domain.message_for(
+                    refused.reason
+                )
+        return await self._rate_limits_page(request, me, status=400, problem=problem, notice=None)
+
+    async def _rate_limits_page(
+        self, request: Request, me: SignedInAdmin, *, status: int, problem: str | None, notice: str | None
+    ) -> Response:
+        listed = await self._call(me, self._mesh.admin.ListRateLimits, admin.ListRateLimitsRequest())
+        unit_names = {value: name for name, value in UNITS.items()}
+        rules = [
+            {"route": rule.route, "requests": rule.requests_per_unit, "unit": unit_names.get(rule.unit, "minute"),
+             "fail_closed": rule.fail_closed, "default": rule.default}
+            for rule in listed.rules
+        ]  # fmt: skip
+        return self._page(request, me, "admin/rate_limits.html.j2", status=status, rules=rules, units=list(UNITS),
+                          problem=problem, notice=notice, request_id=str(uuid.uuid4()))  # fmt: skip
+
+    async def audit_log(self, request: Request) -> Response:
+        if (me := await self.signed_in(request)) is None:
+            return see_other("/admin/sign-in")
+        asked = admin.ListAuditLogEntriesRequest(
+            page_size=PAGE_SIZE, page_token=request.query_params.get("page_token", "")
+        )
+        listed = await self._call(me, self._mesh.admin.ListAuditLogEntries, asked)
+        return self._page(request, me, "admin/audit.html.j2", entries=listed.entries,
+                          next_page_token=listed.next_page_token,
+                          outcomes={v: n.removeprefix("AUDIT_OUTCOME_").lower()
+                                    for n, v in admin.AuditOutcome.items()})  # fmt: skip
+
+    async def _call(self, me: SignedInAdmin, method: Any, request: Any) -> Any:
+        return await self._mesh.call(method, request, me.browser)
+
+    def _page(
+        self, request: Request, me: SignedInAdmin, template: str, *, status: int = 200, **context: Any
+    ) -> Response:
+        return page(request, template, status=status, personal=True, admin=me, **context)
+
+    @staticmethod
+    def _code_filters(query: Any) -> dict[str, str]:
+        state = query.get("state", "")
+        return {"campaign": query.get("campaign", "").strip(), "state": state if state in CODE_STATES else ""}
+
+
+def _email_status_names() -> dict[int, str]:
+    return {value: name.removeprefix("EMAIL_STATUS_").lower() for name, value in mail.EmailStatus.items()}
