@@ -216,8 +216,12 @@ async def serve(spec: ServiceSpec, add_servicers: AddServicers, settings: Settin
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
     await stopping.wait()
+    stopped = asyncio.ensure_future(server.stop())
+    # Said once its first step has run, which refuses every new call: whoever reads "draining"
+    # may count on a call made after it being refused.
+    await asyncio.sleep(0)
     log.info("draining", grace_period=settings.grace_period)
-    await server.stop()
+    await stopped
     log.info("stopped")
 
 
