@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import datetime
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeVar
 
 import structlog
+from cryptography.hazmat.primitives.asymmetric import ec
 from google.protobuf.message import Message
 from invitemesh.admin.v1 import admin_service_pb2 as pb
 from sqlalchemy import Row
@@ -26,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from admin_svc.domain import audited_request
 from admin_svc.store.audit import AuditStore, Draft, Outcome, Seal
 from mesh.access import Principal, current_principal
-from mesh.audit_chain import entry_digest, outcome_digest
+from mesh.audit_chain import ChainBreak, ChainWalk, entry_digest, outcome_digest
 from mesh.errors import MeshError, Unavailable
 from mesh.signing import CallSigner
 from mesh.timestamps import optional_timestamp, timestamp
@@ -104,6 +105,18 @@ class Auditor:
 
     async def page(self, limit: int, before: int | None) -> list[pb.AuditLogEntry]:
         return [entry_of(row) for row in await self._store.page(limit, before)]
+
+    async def verify(
+        self, keys: Mapping[str, ec.EllipticCurvePublicKey], batch: int = 1000
+    ) -> tuple[int, ChainBreak | None]:
+        """Walks the whole chain: how many entries hold, and the first that does not."""
+        walk, after = ChainWalk(keys), 0
+        while rows := await self._store.oldest_first(batch, after):
+            for row in rows:
+                if (broken := walk.step(entry_of(row))) is not None:
+                    return walk.verified, broken
+            after = rows[-1].sequence
+        return walk.verified, None
 
     async def unsettled(self, older_than: datetime.datetime) -> list[pb.AuditLogEntry]:
         return [entry_of(row) for row in await self._store.unsettled(older_than)]

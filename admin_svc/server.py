@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
@@ -30,7 +31,7 @@ from admin_svc.store.audit import AuditStore
 from mesh.access import current_principal
 from mesh.cursors import InvalidPageToken, PageTokens, page_size
 from mesh.errors import FieldViolation, InvalidArgument, RateLimited
-from mesh.keys import load_kek
+from mesh.keys import TrustFile, load_kek
 from mesh.limits import FixedWindowLimit
 from mesh.passwords import Passwords
 from mesh.redis import KeySpace
@@ -59,6 +60,7 @@ class AdminService(admin_service_pb2_grpc.AdminServiceServicer):
         changes: dict[str, Change],
         mail_budget: FixedWindowLimit,
         pages: PageTokens,
+        trust_path: Path,
     ) -> None:
         self._sessions = sessions
         self._admins = admins
@@ -67,6 +69,7 @@ class AdminService(admin_service_pb2_grpc.AdminServiceServicer):
         self._changes = changes
         self._mail_budget = mail_budget
         self._pages = pages
+        self._trust_path = trust_path
 
     # Sign-in and the admins themselves.
 
@@ -214,6 +217,15 @@ class AdminService(admin_service_pb2_grpc.AdminServiceServicer):
             next_page_token=self._pages.issue([str(last)], _AUDIT_LISTING) if last else "",
         )
 
+    async def VerifyAuditLog(self, request: pb.VerifyAuditLogRequest, context: Any) -> pb.VerifyAuditLogResponse:
+        # Read now, retired keys included: the trust file changes as keys rotate.
+        keys = TrustFile.read(self._trust_path).signature_keys(ADMIN.name)
+        verified, broken = await self._auditor.verify(keys)
+        if broken is None:
+            return pb.VerifyAuditLogResponse(verified_entries=verified)
+        first = pb.AuditChainBreak(sequence=broken.sequence, entry_id=broken.entry_id, reason=broken.why)
+        return pb.VerifyAuditLogResponse(verified_entries=verified, first_break=first)
+
 
 def add_servicers(server: grpc.aio.Server, runtime: ServiceRuntime, own: AdminSettings | None = None) -> None:
     """admin_svc's wiring; `own` settings, else `MESH_ADMIN_*`."""
@@ -261,5 +273,6 @@ def add_servicers(server: grpc.aio.Server, runtime: ServiceRuntime, own: AdminSe
         made,
         FixedWindowLimit(runtime.counters, runtime.keys, "admin-mails", own.emails_per_hour, _HOUR),
         pages,
+        settings.resolved_keys_dir / "trust.json",
     )
     admin_service_pb2_grpc.add_AdminServiceServicer_to_server(service, server)

@@ -75,18 +75,33 @@ class ChainBreak:
     why: str
 
 
+class ChainWalk:
+    """The chain checked one entry at a time, oldest first from its start, for a log too long to
+    hold at once."""
+
+    def __init__(self, keys: Mapping[str, ec.EllipticCurvePublicKey]) -> None:
+        self._keys = keys
+        self._previous = GENESIS
+        self.verified = 0
+        """Entries that held so far."""
+
+    def step(self, entry: pb.AuditLogEntry) -> ChainBreak | None:
+        """The break `entry` makes, or None when it holds (and the walk moves past it)."""
+        why = _fault(entry, self._previous, self.verified + 1, self._keys)
+        if why is not None:
+            return ChainBreak(entry.sequence, entry.id, why)
+        self._previous = entry.digest
+        self.verified += 1
+        return None
+
+
 def first_break(
     entries: Iterable[pb.AuditLogEntry], keys: Mapping[str, ec.EllipticCurvePublicKey]
 ) -> ChainBreak | None:
     """Walks `entries` oldest first from the chain's start; None when every link, digest and
     signature holds."""
-    previous, expected = GENESIS, 1
-    for entry in entries:
-        why = _fault(entry, previous, expected, keys)
-        if why is not None:
-            return ChainBreak(entry.sequence, entry.id, why)
-        previous, expected = entry.digest, expected + 1
-    return None
+    walk = ChainWalk(keys)
+    return next((broken for entry in entries if (broken := walk.step(entry)) is not None), None)
 
 
 def _fault(

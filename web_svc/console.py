@@ -330,12 +330,15 @@ class Console:
     async def audit_log(self, request: Request) -> Response:
         if (me := await self.signed_in(request)) is None:
             return see_other("/admin/sign-in")
-        asked = admin.ListAuditLogEntriesRequest(
-            page_size=PAGE_SIZE, page_token=request.query_params.get("page_token", "")
-        )
+        token = request.query_params.get("page_token", "")
+        asked = admin.ListAuditLogEntriesRequest(page_size=PAGE_SIZE, page_token=token)
         listed = await self._call(me, self._mesh.admin.ListAuditLogEntries, asked)
+        # The chain is checked on the first page, the one an admin opens.
+        checked = (
+            None if token else await self._call(me, self._mesh.admin.VerifyAuditLog, admin.VerifyAuditLogRequest())
+        )
         return self._page(request, me, "admin/audit.html.j2", entries=listed.entries,
-                          next_page_token=listed.next_page_token,
+                          next_page_token=listed.next_page_token, checked=checked,
                           outcomes={v: n.removeprefix("AUDIT_OUTCOME_").lower()
                                     for n, v in admin.AuditOutcome.items()})  # fmt: skip
 

@@ -124,6 +124,12 @@ class AuditStore:
         async with self._engine.connect() as connection:
             return list((await connection.execute(query)).all())
 
+    async def oldest_first(self, limit: int, after: int) -> list[Row[Any]]:
+        """Entries in chain order, from above sequence `after`."""
+        query = select(audit_log).where(audit_log.c.sequence > after).order_by(audit_log.c.sequence).limit(limit)
+        async with self._engine.connect() as connection:
+            return list((await connection.execute(query)).all())
+
     async def unsettled(self, older_than: datetime.datetime, limit: int = 100) -> list[Row[Any]]:
         query = (
             select(audit_log)

@@ -40,7 +40,7 @@ def _until(found: Callable[[], Any], what: str, within: float = 60) -> Any:
     return value
 
 
-def _fresh_chain(mesh: Mesh) -> None:
+def fresh_chain(mesh: Mesh) -> None:
     """The audit chain is the database's, and one given by MESH_DATABASE_URL holds entries signed
     by other runs' keys: this mesh starts a chain of its own."""
     (database,) = [part["address"] for part in mesh.stack()["parts"] if part["name"] == "postgres"]
@@ -70,7 +70,7 @@ def _check_code(mesh: Mesh, code: str, client: str) -> int:
 
 
 def test_an_operators_day_over_rest(mesh: Mesh) -> None:
-    _fresh_chain(mesh)
+    fresh_chain(mesh)
     owner_email = f"owner.{uuid.uuid4().hex[:8]}@example.com"
     created = mesh.ctl("admins", "create", owner_email, "--role", "owner", "--json", input=ADMIN_PASSWORD + "\n")
     bootstrapped = json.loads(created.stdout)

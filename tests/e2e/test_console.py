@@ -16,6 +16,7 @@ from playwright.sync_api import Browser, Page, expect
 
 from tests.e2e.browsers import chromium, person
 from tests.e2e.conftest import Mesh, running_mesh
+from tests.e2e.test_admin import fresh_chain
 from tests.e2e.test_edge import PASSWORD, call, fresh_email, ok, registered_and_verified
 from tests.e2e.test_pages import minted
 
@@ -27,6 +28,7 @@ ADMIN_PASSWORD = "the operators' own long passphrase"
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     with running_mesh(tmp_path_factory, MESH_RATELIMIT_RULES_CACHE="0.5") as mesh:
+        fresh_chain(mesh)
         yield mesh
 
 
@@ -81,6 +83,7 @@ def test_an_operator_disables_a_code_and_the_reserve_page_then_says_so(mesh: Mes
 
         page.get_by_role("link", name="Audit log").click()
         expect(page.get_by_role("row").filter(has_text="DisableInvite").first).to_contain_text("succeeded")
+        expect(page.get_by_role("status")).to_contain_text("Chain check: all")
 
 
 def test_campaigns_users_mail_and_rate_limits_from_the_console(mesh: Mesh, browser: Browser) -> None:

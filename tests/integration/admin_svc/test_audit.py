@@ -106,10 +106,19 @@ async def test_a_row_edited_deleted_or_reordered_in_postgresql_is_found(
     await _some_history(stack)
     assert await _first_break(stack) is None
 
+    # admin_svc's own walk, which the console shows, finds what meshctl's finds (the viewer's
+    # sign-in adds two entries to the five).
+    viewer = await signed_in(stack, await new_admin(stack))
+    intact = await stack.admin(viewer).VerifyAuditLog(pb.VerifyAuditLogRequest())
     await database.execute(tampering)
     found = await _first_break(stack)
+    verified = await stack.admin(viewer).VerifyAuditLog(pb.VerifyAuditLogRequest())
 
     assert found is not None and found.sequence == broken_at, found
+    assert (intact.verified_entries, intact.HasField("first_break")) == (7, False)
+    assert verified.HasField("first_break")
+    assert (verified.first_break.sequence, verified.first_break.reason) == (found.sequence, found.why)
+    assert verified.verified_entries < broken_at
 
 
 async def test_a_change_whose_process_died_before_its_call_is_settled_by_repeating_the_call(

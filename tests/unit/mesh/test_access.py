@@ -52,6 +52,7 @@ BEYOND_DESIGN_TABLE = {
     "invitemesh.admin.v1.AdminService/UpdateAdmin": ("patch", "/v1/admin/admins/{admin.id}", ADMIN),
     "invitemesh.admin.v1.AdminService/RevokeSession": ("post", "/v1/admin/sessions:revoke", ADMIN),
     "invitemesh.invite.v1.InviteService/ListMyReferrals": ("get", "/v1/users/me/referrals", USER),
+    "invitemesh.admin.v1.AdminService/VerifyAuditLog": ("get", "/v1/admin/audit-log:verify", ADMIN),
 }
 
 

@@ -70,7 +70,7 @@ def test_each_route_waits_as_long_as_its_contract_says_and_tells_the_service_so(
     # The contracts give the methods that hash a password (or wait on another service) longer.
     assert declared == {
         *(f"/invitemesh.auth.v1.AuthService/{name}" for name in ("Register", "VerifyEmail", "Login", "ResetPassword")),
-        *(f"/invitemesh.admin.v1.AdminService/{name}" for name in ("CreateSession", "CreateAdmin")),
+        *(f"/invitemesh.admin.v1.AdminService/{name}" for name in ("CreateSession", "CreateAdmin", "VerifyAuditLog")),
     }
     for path, route in routes.items():
         seconds = 15 if path in declared else DEFAULT_TIMEOUT

@@ -1338,6 +1338,81 @@ class AuditLogEntry(_message.Message):
 Global___AuditLogEntry: _TypeAlias = AuditLogEntry  # noqa: Y015
 
 @_typing.final
+class VerifyAuditLogRequest(_message.Message):
+    """Request for VerifyAuditLog."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VerifyAuditLogRequest: _TypeAlias = VerifyAuditLogRequest  # noqa: Y015
+
+@_typing.final
+class AuditChainBreak(_message.Message):
+    """Where the audit log's chain breaks."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQUENCE_FIELD_NUMBER: _builtins.int
+    ENTRY_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    sequence: _builtins.int
+    """The sequence of the first entry that does not verify."""
+    entry_id: _builtins.str
+    """Its id."""
+    reason: _builtins.str
+    """What is wrong with it, in words."""
+    def __init__(
+        self,
+        *,
+        sequence: _builtins.int = ...,
+        entry_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entry_id", b"entry_id", "reason", b"reason", "sequence", b"sequence"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AuditChainBreak: _TypeAlias = AuditChainBreak  # noqa: Y015
+
+@_typing.final
+class VerifyAuditLogResponse(_message.Message):
+    """Response for VerifyAuditLog."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERIFIED_ENTRIES_FIELD_NUMBER: _builtins.int
+    FIRST_BREAK_FIELD_NUMBER: _builtins.int
+    verified_entries: _builtins.int
+    """Entries that verified, from the first."""
+    @_builtins.property
+    def first_break(self) -> Global___AuditChainBreak:
+        """The first entry that does not verify; unset when the whole log holds."""
+
+    def __init__(
+        self,
+        *,
+        verified_entries: _builtins.int = ...,
+        first_break: Global___AuditChainBreak | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["first_break", b"first_break"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["first_break", b"first_break", "verified_entries", b"verified_entries"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VerifyAuditLogResponse: _TypeAlias = VerifyAuditLogResponse  # noqa: Y015
+
+@_typing.final
 class ListAuditLogEntriesRequest(_message.Message):
     """Request for ListAuditLogEntries."""
 

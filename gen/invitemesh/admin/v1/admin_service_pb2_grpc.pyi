@@ -96,6 +96,11 @@ class AdminServiceStub:
     """The audit log, newest first; each entry carries its chain digest and
     signatures (`meshctl audit verify` checks them).
     """
+    VerifyAuditLog: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.VerifyAuditLogRequest, _admin_service_pb2.VerifyAuditLogResponse]
+    """Walks the whole audit log from its first entry: every link of the hash
+    chain and every signature, with every key admin_svc ever signed with.
+    Answers how many entries hold and the first that does not, if any.
+    """
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -164,6 +169,11 @@ class AdminServiceAsyncStub(AdminServiceStub):
     ListAuditLogEntries: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ListAuditLogEntriesRequest, _admin_service_pb2.ListAuditLogEntriesResponse]  # type: ignore[assignment]
     """The audit log, newest first; each entry carries its chain digest and
     signatures (`meshctl audit verify` checks them).
+    """
+    VerifyAuditLog: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.VerifyAuditLogRequest, _admin_service_pb2.VerifyAuditLogResponse]  # type: ignore[assignment]
+    """Walks the whole audit log from its first entry: every link of the hash
+    chain and every signature, with every key admin_svc ever signed with.
+    Answers how many entries hold and the first that does not, if any.
     """
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -362,6 +372,17 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_admin_service_pb2.ListAuditLogEntriesResponse, _abc.Awaitable[_admin_service_pb2.ListAuditLogEntriesResponse]]:
         """The audit log, newest first; each entry carries its chain digest and
         signatures (`meshctl audit verify` checks them).
+        """
+
+    @_abc_1.abstractmethod
+    def VerifyAuditLog(
+        self,
+        request: _admin_service_pb2.VerifyAuditLogRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.VerifyAuditLogResponse, _abc.Awaitable[_admin_service_pb2.VerifyAuditLogResponse]]:
+        """Walks the whole audit log from its first entry: every link of the hash
+        chain and every signature, with every key admin_svc ever signed with.
+        Answers how many entries hold and the first that does not, if any.
         """
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
