@@ -6,7 +6,6 @@ import asyncio
 import datetime
 import time
 import uuid
-import zoneinfo
 from enum import IntEnum
 from typing import Any, TypeVar
 
@@ -28,6 +27,7 @@ from mail_svc.templates import BadVariables, Renderer, Template, email_id_of, me
 from mail_svc.totals import ListingTotals
 from mesh.access import current_principal
 from mesh.cursors import PageTokens, page_size
+from mesh.days import day_window
 from mesh.emails import MAX_ADDRESS, checked_address
 from mesh.errors import FailedPrecondition, FieldViolation, InvalidArgument, Unauthenticated
 from mesh.keys import load_kek
@@ -172,27 +172,11 @@ class MailService(mail_service_pb2_grpc.MailServiceServicer):
         )
 
     async def GetEmailStats(self, request: pb.GetEmailStatsRequest, context: Any) -> pb.GetEmailStatsResponse:
-        violations: list[FieldViolation] = []
-        zone: zoneinfo.ZoneInfo | datetime.timezone = datetime.UTC
-        if request.time_zone:
-            try:
-                zone = zoneinfo.ZoneInfo(request.time_zone)
-            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-                violations.append(FieldViolation("time_zone", "an IANA time zone such as Europe/Berlin"))
-        day = datetime.datetime.now(zone).date()
-        if request.day:
-            try:
-                day = datetime.date.fromisoformat(request.day)
-            except ValueError:
-                violations.append(FieldViolation("day", "a date as YYYY-MM-DD"))
-        if violations:
-            raise InvalidArgument(violations)
-        start = datetime.datetime.combine(day, datetime.time(), zone)
-        end = datetime.datetime.combine(day + datetime.timedelta(days=1), datetime.time(), zone)
-        counts = await self._store.stats(start, end)
+        window = day_window(request.day, request.time_zone)
+        counts = await self._store.stats(window.start, window.end)
         return pb.GetEmailStatsResponse(
             stats=pb.EmailStats(
-                day=day.isoformat(),
+                day=window.day.isoformat(),
                 created=counts.created,
                 sent=counts.sent,
                 failed=counts.failed,
