@@ -15,6 +15,7 @@ import grpc
 from google.protobuf.message import Message
 from invitemesh.admin.v1 import admin_service_pb2 as pb
 from invitemesh.admin.v1 import admin_service_pb2_grpc
+from invitemesh.auth.v1 import auth_service_pb2 as auth_pb
 from invitemesh.invite.v1 import invite_service_pb2 as invite_pb
 from invitemesh.mail.v1 import mail_service_pb2 as mail_pb
 from invitemesh.ratelimit.v1 import ratelimit_service_pb2 as ratelimit_pb
@@ -23,7 +24,7 @@ from admin_svc import models
 from admin_svc.admins import Admins
 from admin_svc.audit import Auditor, actor_of
 from admin_svc.jobs import sweep_job
-from admin_svc.operations import DEADLINE, INVITES, MAIL, RATELIMIT, Change, Downstream, changes
+from admin_svc.operations import AUTH, DEADLINE, INVITES, MAIL, RATELIMIT, Change, Downstream, changes
 from admin_svc.sessions import AdminSessions
 from admin_svc.settings import AdminSettings
 from admin_svc.store.accounts import AccountStore
@@ -216,6 +217,13 @@ class AdminService(admin_service_pb2_grpc.AdminServiceServicer):
             entries=entries,
             next_page_token=self._pages.issue([str(last)], _AUDIT_LISTING) if last else "",
         )
+
+    async def GetRegistrationStats(
+        self, request: pb.GetRegistrationStatsRequest, context: Any
+    ) -> pb.GetRegistrationStatsResponse:
+        asked = auth_pb.GetRegistrationStatsRequest(day=request.day, time_zone=request.time_zone)
+        counted = await self._read(AUTH, lambda: self._downstream.auth.GetRegistrationStats(asked, timeout=DEADLINE))
+        return pb.GetRegistrationStatsResponse(stats=counted.stats)
 
     async def VerifyAuditLog(self, request: pb.VerifyAuditLogRequest, context: Any) -> pb.VerifyAuditLogResponse:
         # Read now, retired keys included: the trust file changes as keys rotate.

@@ -96,6 +96,11 @@ class AuthService(auth_service_pb2_grpc.AuthServiceServicer):
     async def GetUser(self, request: pb.GetUserRequest, context: Any) -> pb.GetUserResponse:
         return await self._users.get_user(request)
 
+    async def GetRegistrationStats(
+        self, request: pb.GetRegistrationStatsRequest, context: Any
+    ) -> pb.GetRegistrationStatsResponse:
+        return await self._users.registration_stats(request)
+
     async def ListUsers(self, request: pb.ListUsersRequest, context: Any) -> pb.ListUsersResponse:
         return await self._users.list_users(request)
 

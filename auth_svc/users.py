@@ -15,6 +15,7 @@ from auth_svc.store.records import UserRecord
 from auth_svc.store.users import UserStore
 from mesh.access import current_principal
 from mesh.cursors import PageTokens, page_size
+from mesh.days import day_window
 from mesh.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound, Unauthenticated
 from mesh.timestamps import optional_timestamp, timestamp
 
@@ -58,6 +59,12 @@ class Users:
             users=[user_message(user) for user in page],
             next_page_token=self._pages.keyset_next([(user.create_time, user.id) for user in page], size, query),
         )
+
+    async def registration_stats(self, request: pb.GetRegistrationStatsRequest) -> pb.GetRegistrationStatsResponse:
+        window = day_window(request.day, request.time_zone)
+        started, verified = await self._store.registrations(window.start, window.end)
+        stats = pb.RegistrationStats(day=window.day.isoformat(), started=started, verified=verified)
+        return pb.GetRegistrationStatsResponse(stats=stats)
 
     async def suspend_user(self, request: pb.SuspendUserRequest) -> pb.SuspendUserResponse:
         if len(request.reason) > MAX_REASON:

@@ -3,9 +3,11 @@ reactivated."""
 
 from __future__ import annotations
 
+import datetime
 import uuid
+from typing import Any
 
-from sqlalchemy import bindparam, select, tuple_, update
+from sqlalchemy import and_, bindparam, func, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from auth_svc.domain import UserState
@@ -60,6 +62,13 @@ class UserStore:
         async with self._engine.connect() as connection:
             return [user_record(row) for row in await connection.execute(query)]
 
+    async def registrations(self, start: datetime.datetime, end: datetime.datetime) -> tuple[int, int]:
+        """Registrations begun in [start, end), and emails proven in it."""
+        async with self._driver.connection() as connection:
+            row = await _REGISTRATIONS.fetchrow(connection, start=start, end=end)
+        assert row is not None
+        return int(row["started"]), int(row["verified"])
+
     async def change_state(
         self, user_id: uuid.UUID, allowed_from: frozenset[UserState], to: UserState
     ) -> tuple[UserRecord | None, list[uuid.UUID]]:
@@ -88,4 +97,16 @@ _SIGNING_IN = DriverStatement(
     .where(users.c.canonical_email == bindparam("canonical_email"))
     .order_by(users.c.state == int(UserState.PENDING_VERIFICATION), users.c.create_time.desc())
     .limit(1)
+)
+
+
+def _within(column: Any) -> Any:
+    return and_(column >= bindparam("start", type_=column.type), column < bindparam("end", type_=column.type))
+
+
+_REGISTRATIONS = DriverStatement(
+    select(
+        func.count().filter(_within(users.c.create_time)).label("started"),
+        func.count().filter(_within(users.c.verify_time)).label("verified"),
+    ).where(_within(users.c.create_time) | _within(users.c.verify_time))
 )

@@ -4,6 +4,7 @@ and admin accounts."""
 
 from __future__ import annotations
 
+import datetime
 import uuid
 
 import asyncpg
@@ -221,3 +222,22 @@ async def test_admins_are_created_once_per_email_and_request_and_listed_in_pages
     listed = [a.id for page in pages for a in page]
     assert first.admin.id in listed and len(listed) == len(set(listed))
     assert all(len(page) <= 2 for page in pages)
+
+
+async def test_a_days_registrations_begun_and_verified(stack: Stack) -> None:
+    admin = stack.admin(await signed_in(stack, await new_admin(stack, "viewer")))
+    # The database may hold other runs' registrations of today: what this test adds is counted.
+    before = (await admin.GetRegistrationStats(pb.GetRegistrationStatsRequest())).stats
+    await stack.signed_up()
+    pending = someone()
+    await stack.register(pending, (await stack.mint())[0])
+    after = (await admin.GetRegistrationStats(pb.GetRegistrationStatsRequest(time_zone="UTC"))).stats
+    long_ago = (await admin.GetRegistrationStats(pb.GetRegistrationStatsRequest(day="2001-01-01"))).stats
+    with pytest.raises(grpc.aio.AioRpcError) as bad:
+        await admin.GetRegistrationStats(pb.GetRegistrationStatsRequest(day="May 1st", time_zone="Mars"))
+
+    assert after.day == before.day == datetime.datetime.now(datetime.UTC).date().isoformat()
+    assert after.started - before.started >= 2 and after.verified - before.verified >= 1
+    assert (long_ago.started, long_ago.verified) == (0, 0)
+    assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert {violation.field for violation in field_violations(bad.value)} == {"day", "time_zone"}

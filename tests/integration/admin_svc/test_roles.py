@@ -42,6 +42,8 @@ REQUESTS: dict[str, Callable[[], Message]] = {
     # Two rules for one route: refused before anything is changed.
     "UpdateRateLimits": lambda: pb.UpdateRateLimitsRequest(rules=[_RULE, _RULE]),
     "ListAuditLogEntries": pb.ListAuditLogEntriesRequest,
+    "GetRegistrationStats": pb.GetRegistrationStatsRequest,
+    "VerifyAuditLog": pb.VerifyAuditLogRequest,
     # Last: it ends the caller's session.
     "RevokeSession": pb.RevokeSessionRequest,
 }
@@ -72,6 +74,8 @@ ALLOWED: dict[str, set[str]] = {
     "ListRateLimits": VIEWER_UP,
     "UpdateRateLimits": OPERATOR_UP,
     "ListAuditLogEntries": VIEWER_UP,
+    "GetRegistrationStats": VIEWER_UP,
+    "VerifyAuditLog": VIEWER_UP,
     "RevokeSession": VIEWER_UP,
 }
 _WHO_IS_REFUSED = {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED}

@@ -53,6 +53,7 @@ BEYOND_DESIGN_TABLE = {
     "invitemesh.admin.v1.AdminService/RevokeSession": ("post", "/v1/admin/sessions:revoke", ADMIN),
     "invitemesh.invite.v1.InviteService/ListMyReferrals": ("get", "/v1/users/me/referrals", USER),
     "invitemesh.admin.v1.AdminService/VerifyAuditLog": ("get", "/v1/admin/audit-log:verify", ADMIN),
+    "invitemesh.admin.v1.AdminService/GetRegistrationStats": ("get", "/v1/admin/registrations:stats", ADMIN),
 }
 
 

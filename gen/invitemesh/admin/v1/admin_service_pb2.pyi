@@ -1338,6 +1338,56 @@ class AuditLogEntry(_message.Message):
 Global___AuditLogEntry: _TypeAlias = AuditLogEntry  # noqa: Y015
 
 @_typing.final
+class GetRegistrationStatsRequest(_message.Message):
+    """Request for GetRegistrationStats."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DAY_FIELD_NUMBER: _builtins.int
+    TIME_ZONE_FIELD_NUMBER: _builtins.int
+    day: _builtins.str
+    """The day, `YYYY-MM-DD`; empty means today."""
+    time_zone: _builtins.str
+    """IANA time zone; empty means UTC."""
+    def __init__(
+        self,
+        *,
+        day: _builtins.str = ...,
+        time_zone: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["day", b"day", "time_zone", b"time_zone"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetRegistrationStatsRequest: _TypeAlias = GetRegistrationStatsRequest  # noqa: Y015
+
+@_typing.final
+class GetRegistrationStatsResponse(_message.Message):
+    """Response for GetRegistrationStats."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def stats(self) -> _auth_service_pb2.RegistrationStats:
+        """The counts."""
+
+    def __init__(
+        self,
+        *,
+        stats: _auth_service_pb2.RegistrationStats | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["stats", b"stats"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["stats", b"stats"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetRegistrationStatsResponse: _TypeAlias = GetRegistrationStatsResponse  # noqa: Y015
+
+@_typing.final
 class VerifyAuditLogRequest(_message.Message):
     """Request for VerifyAuditLog."""
 

@@ -147,6 +147,11 @@ class AdminServiceStub:
                 request_serializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.ListAuditLogEntriesRequest.SerializeToString,
                 response_deserializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.ListAuditLogEntriesResponse.FromString,
                 _registered_method=True)
+        self.GetRegistrationStats = channel.unary_unary(
+                '/invitemesh.admin.v1.AdminService/GetRegistrationStats',
+                request_serializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.GetRegistrationStatsRequest.SerializeToString,
+                response_deserializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.GetRegistrationStatsResponse.FromString,
+                _registered_method=True)
         self.VerifyAuditLog = channel.unary_unary(
                 '/invitemesh.admin.v1.AdminService/VerifyAuditLog',
                 request_serializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.VerifyAuditLogRequest.SerializeToString,
@@ -322,6 +327,13 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetRegistrationStats(self, request, context):
+        """One day's registrations, begun and verified.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def VerifyAuditLog(self, request, context):
         """Walks the whole audit log from its first entry: every link of the hash
         chain and every signature, with every key admin_svc ever signed with.
@@ -443,6 +455,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.ListAuditLogEntries,
                     request_deserializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.ListAuditLogEntriesRequest.FromString,
                     response_serializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.ListAuditLogEntriesResponse.SerializeToString,
+            ),
+            'GetRegistrationStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRegistrationStats,
+                    request_deserializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.GetRegistrationStatsRequest.FromString,
+                    response_serializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.GetRegistrationStatsResponse.SerializeToString,
             ),
             'VerifyAuditLog': grpc.unary_unary_rpc_method_handler(
                     servicer.VerifyAuditLog,
@@ -1047,6 +1064,33 @@ class AdminService:
             '/invitemesh.admin.v1.AdminService/ListAuditLogEntries',
             invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.ListAuditLogEntriesRequest.SerializeToString,
             invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.ListAuditLogEntriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRegistrationStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/invitemesh.admin.v1.AdminService/GetRegistrationStats',
+            invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.GetRegistrationStatsRequest.SerializeToString,
+            invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.GetRegistrationStatsResponse.FromString,
             options,
             channel_credentials,
             insecure,

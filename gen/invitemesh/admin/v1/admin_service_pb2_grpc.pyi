@@ -96,6 +96,8 @@ class AdminServiceStub:
     """The audit log, newest first; each entry carries its chain digest and
     signatures (`meshctl audit verify` checks them).
     """
+    GetRegistrationStats: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.GetRegistrationStatsRequest, _admin_service_pb2.GetRegistrationStatsResponse]
+    """One day's registrations, begun and verified."""
     VerifyAuditLog: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.VerifyAuditLogRequest, _admin_service_pb2.VerifyAuditLogResponse]
     """Walks the whole audit log from its first entry: every link of the hash
     chain and every signature, with every key admin_svc ever signed with.
@@ -170,6 +172,8 @@ class AdminServiceAsyncStub(AdminServiceStub):
     """The audit log, newest first; each entry carries its chain digest and
     signatures (`meshctl audit verify` checks them).
     """
+    GetRegistrationStats: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.GetRegistrationStatsRequest, _admin_service_pb2.GetRegistrationStatsResponse]  # type: ignore[assignment]
+    """One day's registrations, begun and verified."""
     VerifyAuditLog: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.VerifyAuditLogRequest, _admin_service_pb2.VerifyAuditLogResponse]  # type: ignore[assignment]
     """Walks the whole audit log from its first entry: every link of the hash
     chain and every signature, with every key admin_svc ever signed with.
@@ -373,6 +377,14 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         """The audit log, newest first; each entry carries its chain digest and
         signatures (`meshctl audit verify` checks them).
         """
+
+    @_abc_1.abstractmethod
+    def GetRegistrationStats(
+        self,
+        request: _admin_service_pb2.GetRegistrationStatsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.GetRegistrationStatsResponse, _abc.Awaitable[_admin_service_pb2.GetRegistrationStatsResponse]]:
+        """One day's registrations, begun and verified."""
 
     @_abc_1.abstractmethod
     def VerifyAuditLog(

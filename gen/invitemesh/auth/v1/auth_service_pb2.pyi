@@ -696,6 +696,88 @@ class GetUserResponse(_message.Message):
 Global___GetUserResponse: _TypeAlias = GetUserResponse  # noqa: Y015
 
 @_typing.final
+class GetRegistrationStatsRequest(_message.Message):
+    """Request for GetRegistrationStats."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DAY_FIELD_NUMBER: _builtins.int
+    TIME_ZONE_FIELD_NUMBER: _builtins.int
+    day: _builtins.str
+    """The day, `YYYY-MM-DD`; empty means today."""
+    time_zone: _builtins.str
+    """IANA time zone; empty means UTC."""
+    def __init__(
+        self,
+        *,
+        day: _builtins.str = ...,
+        time_zone: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["day", b"day", "time_zone", b"time_zone"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetRegistrationStatsRequest: _TypeAlias = GetRegistrationStatsRequest  # noqa: Y015
+
+@_typing.final
+class RegistrationStats(_message.Message):
+    """One day's registrations."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DAY_FIELD_NUMBER: _builtins.int
+    STARTED_FIELD_NUMBER: _builtins.int
+    VERIFIED_FIELD_NUMBER: _builtins.int
+    day: _builtins.str
+    """The day counted."""
+    started: _builtins.int
+    """Registrations begun that day (an email and a held code), proven or still
+    pending: one that lapsed unproven is deleted, and no longer counted.
+    """
+    verified: _builtins.int
+    """Emails proven that day: new accounts."""
+    def __init__(
+        self,
+        *,
+        day: _builtins.str = ...,
+        started: _builtins.int = ...,
+        verified: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["day", b"day", "started", b"started", "verified", b"verified"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RegistrationStats: _TypeAlias = RegistrationStats  # noqa: Y015
+
+@_typing.final
+class GetRegistrationStatsResponse(_message.Message):
+    """Response for GetRegistrationStats."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def stats(self) -> Global___RegistrationStats:
+        """The counts."""
+
+    def __init__(
+        self,
+        *,
+        stats: Global___RegistrationStats | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["stats", b"stats"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["stats", b"stats"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetRegistrationStatsResponse: _TypeAlias = GetRegistrationStatsResponse  # noqa: Y015
+
+@_typing.final
 class ListUsersRequest(_message.Message):
     """Request for ListUsers."""
 

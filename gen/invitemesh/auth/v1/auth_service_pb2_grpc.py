@@ -91,6 +91,11 @@ class AuthServiceStub:
                 request_serializer=invitemesh_dot_auth_dot_v1_dot_auth__service__pb2.GetUserRequest.SerializeToString,
                 response_deserializer=invitemesh_dot_auth_dot_v1_dot_auth__service__pb2.GetUserResponse.FromString,
                 _registered_method=True)
+        self.GetRegistrationStats = channel.unary_unary(
+                '/invitemesh.auth.v1.AuthService/GetRegistrationStats',
+                request_serializer=invitemesh_dot_auth_dot_v1_dot_auth__service__pb2.GetRegistrationStatsRequest.SerializeToString,
+                response_deserializer=invitemesh_dot_auth_dot_v1_dot_auth__service__pb2.GetRegistrationStatsResponse.FromString,
+                _registered_method=True)
         self.ListUsers = channel.unary_unary(
                 '/invitemesh.auth.v1.AuthService/ListUsers',
                 request_serializer=invitemesh_dot_auth_dot_v1_dot_auth__service__pb2.ListUsersRequest.SerializeToString,
@@ -205,6 +210,13 @@ class AuthServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetRegistrationStats(self, request, context):
+        """Counts one day's registrations: begun, and proven by the mailed code.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListUsers(self, request, context):
         """Lists users, newest first.
         """
@@ -283,6 +295,11 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     servicer.GetUser,
                     request_deserializer=invitemesh_dot_auth_dot_v1_dot_auth__service__pb2.GetUserRequest.FromString,
                     response_serializer=invitemesh_dot_auth_dot_v1_dot_auth__service__pb2.GetUserResponse.SerializeToString,
+            ),
+            'GetRegistrationStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRegistrationStats,
+                    request_deserializer=invitemesh_dot_auth_dot_v1_dot_auth__service__pb2.GetRegistrationStatsRequest.FromString,
+                    response_serializer=invitemesh_dot_auth_dot_v1_dot_auth__service__pb2.GetRegistrationStatsResponse.SerializeToString,
             ),
             'ListUsers': grpc.unary_unary_rpc_method_handler(
                     servicer.ListUsers,
@@ -599,6 +616,33 @@ class AuthService:
             '/invitemesh.auth.v1.AuthService/GetUser',
             invitemesh_dot_auth_dot_v1_dot_auth__service__pb2.GetUserRequest.SerializeToString,
             invitemesh_dot_auth_dot_v1_dot_auth__service__pb2.GetUserResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRegistrationStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/invitemesh.auth.v1.AuthService/GetRegistrationStats',
+            invitemesh_dot_auth_dot_v1_dot_auth__service__pb2.GetRegistrationStatsRequest.SerializeToString,
+            invitemesh_dot_auth_dot_v1_dot_auth__service__pb2.GetRegistrationStatsResponse.FromString,
             options,
             channel_credentials,
             insecure,

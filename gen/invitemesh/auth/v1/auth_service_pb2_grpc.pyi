@@ -77,6 +77,8 @@ class AuthServiceStub:
     """The public keys that verify access tokens (RFC 7517 JSON Web Key Set)."""
     GetUser: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.GetUserRequest, _auth_service_pb2.GetUserResponse]
     """A user by id, for other services."""
+    GetRegistrationStats: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.GetRegistrationStatsRequest, _auth_service_pb2.GetRegistrationStatsResponse]
+    """Counts one day's registrations: begun, and proven by the mailed code."""
     ListUsers: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.ListUsersRequest, _auth_service_pb2.ListUsersResponse]
     """Lists users, newest first."""
     SuspendUser: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.SuspendUserRequest, _auth_service_pb2.SuspendUserResponse]
@@ -133,6 +135,8 @@ class AuthServiceAsyncStub(AuthServiceStub):
     """The public keys that verify access tokens (RFC 7517 JSON Web Key Set)."""
     GetUser: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.GetUserRequest, _auth_service_pb2.GetUserResponse]  # type: ignore[assignment]
     """A user by id, for other services."""
+    GetRegistrationStats: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.GetRegistrationStatsRequest, _auth_service_pb2.GetRegistrationStatsResponse]  # type: ignore[assignment]
+    """Counts one day's registrations: begun, and proven by the mailed code."""
     ListUsers: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.ListUsersRequest, _auth_service_pb2.ListUsersResponse]  # type: ignore[assignment]
     """Lists users, newest first."""
     SuspendUser: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.SuspendUserRequest, _auth_service_pb2.SuspendUserResponse]  # type: ignore[assignment]
@@ -252,6 +256,14 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_auth_service_pb2.GetUserResponse, _abc.Awaitable[_auth_service_pb2.GetUserResponse]]:
         """A user by id, for other services."""
+
+    @_abc_1.abstractmethod
+    def GetRegistrationStats(
+        self,
+        request: _auth_service_pb2.GetRegistrationStatsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_service_pb2.GetRegistrationStatsResponse, _abc.Awaitable[_auth_service_pb2.GetRegistrationStatsResponse]]:
+        """Counts one day's registrations: begun, and proven by the mailed code."""
 
     @_abc_1.abstractmethod
     def ListUsers(
