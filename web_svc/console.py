@@ -29,6 +29,7 @@ from web_svc.store import AdminSession, AdminStore
 
 ADMIN_SERVICE = "/invitemesh.admin.v1.AdminService/"
 PAGE_SIZE = 50
+MAIL_COUNTS = ("created", "sent", "failed", "bounced", "suppressed", "expired")
 EMAIL_STATUSES = [name.removeprefix("EMAIL_STATUS_").lower() for name in mail.EmailStatus.keys()[1:]]
 CODE_STATES = [name.removeprefix("CODE_STATE_").lower() for name in invite.CodeState.keys()[1:]]
 UNITS = {"second": ratelimit.TIME_UNIT_SECOND, "minute": ratelimit.TIME_UNIT_MINUTE,
@@ -132,24 +133,21 @@ class Console:
     async def dashboard(self, request: Request) -> Response:
         if (me := await self.signed_in(request)) is None:
             return see_other("/admin/sign-in")
-        stats, campaigns = await asyncio.gather(
+        registrations, stats, campaigns = await asyncio.gather(
+            self._call(me, self._mesh.admin.GetRegistrationStats, admin.GetRegistrationStatsRequest()),
             self._call(me, self._mesh.admin.GetEmailStats, admin.GetEmailStatsRequest()),
             self._call(me, self._mesh.admin.ListCampaigns, admin.ListCampaignsRequest(page_size=PAGE_SIZE)),
         )
-        counted = stats.stats
-        mail_chart = bar_chart(
-            "Mail today by status",
-            [
-                Bar(name, getattr(counted, name))
-                for name in ("created", "sent", "failed", "bounced", "suppressed", "expired")
-            ],
-        )
-        fill_chart = bar_chart(
-            "Campaigns filled",
-            [Bar(c.display_name, c.taken, c.capacity or None) for c in campaigns.campaigns[:12]],
-        )
-        return self._page(request, me, "admin/dashboard.html.j2", day=counted.day, mail_chart=mail_chart,
-                          fill_chart=fill_chart, logged=counted.created)  # fmt: skip
+        joined, mailed = registrations.stats, stats.stats
+        charts = [
+            bar_chart("Registrations today", [Bar("begun", joined.started), Bar("verified", joined.verified)]),
+            bar_chart("Mail today by status", [Bar(name, getattr(mailed, name)) for name in MAIL_COUNTS]),
+            bar_chart(
+                "Campaigns filled", [Bar(c.display_name, c.taken, c.capacity or None) for c in campaigns.campaigns[:12]]
+            ),
+        ]
+        return self._page(request, me, "admin/dashboard.html.j2", day=joined.day, charts=charts,
+                          verified=joined.verified)  # fmt: skip
 
     async def codes(self, request: Request) -> Response:
         if (me := await self.signed_in(request)) is None:

@@ -69,6 +69,9 @@ def test_an_operator_disables_a_code_and_the_reserve_page_then_says_so(mesh: Mes
         email = sign_in(page, mesh, "operator")
         expect(page.get_by_text(email)).to_be_visible()
         expect(page.get_by_role("img", name=re.compile("^Mail today by status"))).to_be_visible()
+        expect(
+            page.get_by_role("img", name=re.compile(r"^Registrations today: begun: \d+; verified: \d+"))
+        ).to_be_visible()
         page.get_by_role("link", name="Codes").click()
         page.get_by_label("Look up a code").fill(code)
         page.get_by_role("button", name="Look up").click()
