@@ -1,5 +1,5 @@
 """Tables of the `admin` schema: admin accounts, their sessions, the access-token key ring and the
-audit log."""
+audit log, and admins' passkeys."""
 
 from __future__ import annotations
 
@@ -77,4 +77,19 @@ audit_log = Table(
     Column("outcome_key_id", Text, nullable=False, server_default=""),
     Column("outcome_signature", LargeBinary, nullable=False, server_default=text("''::bytea")),
     Index("audit_log_pending", "create_time", postgresql_where=text("outcome = 1")),
+)
+
+passkeys = Table(
+    "passkeys",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column(
+        "admin_id", UUID(as_uuid=True), ForeignKey("admin.admins.id", ondelete="CASCADE"), nullable=False, index=True
+    ),
+    Column("credential_id", LargeBinary, nullable=False, unique=True),
+    Column("public_key", LargeBinary, nullable=False),
+    Column("sign_count", BigInteger, nullable=False),
+    Column("display_name", Text, nullable=False),
+    Column("create_time", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("last_use_time", DateTime(timezone=True)),
 )

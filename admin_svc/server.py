@@ -25,13 +25,15 @@ from admin_svc.admins import Admins
 from admin_svc.audit import Auditor, actor_of
 from admin_svc.jobs import sweep_job
 from admin_svc.operations import AUTH, DEADLINE, INVITES, MAIL, RATELIMIT, Change, Downstream, changes
+from admin_svc.passkeys import Passkeys, passkey_message
 from admin_svc.sessions import AdminSessions
 from admin_svc.settings import AdminSettings
-from admin_svc.store.accounts import AccountStore
+from admin_svc.store.accounts import AccountStore, AdminRecord
 from admin_svc.store.audit import AuditStore
+from admin_svc.store.passkeys import PasskeyStore
 from mesh.access import current_principal
 from mesh.cursors import InvalidPageToken, PageTokens, page_size
-from mesh.errors import FieldViolation, InvalidArgument, RateLimited
+from mesh.errors import FieldViolation, InvalidArgument, RateLimited, Unauthenticated
 from mesh.keys import TrustFile, load_kek
 from mesh.limits import FixedWindowLimit
 from mesh.passwords import Passwords
@@ -62,6 +64,8 @@ class AdminService(admin_service_pb2_grpc.AdminServiceServicer):
         mail_budget: FixedWindowLimit,
         pages: PageTokens,
         trust_path: Path,
+        passkeys: Passkeys,
+        accounts: AccountStore,
     ) -> None:
         self._sessions = sessions
         self._admins = admins
@@ -71,6 +75,8 @@ class AdminService(admin_service_pb2_grpc.AdminServiceServicer):
         self._mail_budget = mail_budget
         self._pages = pages
         self._trust_path = trust_path
+        self._passkeys = passkeys
+        self._accounts = accounts
 
     # Sign-in and the admins themselves.
 
@@ -218,6 +224,41 @@ class AdminService(admin_service_pb2_grpc.AdminServiceServicer):
             next_page_token=self._pages.issue([str(last)], _AUDIT_LISTING) if last else "",
         )
 
+    async def StartPasskeyRegistration(
+        self, request: pb.StartPasskeyRegistrationRequest, context: Any
+    ) -> pb.StartPasskeyRegistrationResponse:
+        admin = await self._me()
+        return pb.StartPasskeyRegistrationResponse(
+            options_json=await self._passkeys.registration_options(admin.id, admin.email)
+        )
+
+    async def CreatePasskey(self, request: pb.CreatePasskeyRequest, context: Any) -> pb.CreatePasskeyResponse:
+        admin = await self._me()
+        credential_id, public_key, sign_count = await self._passkeys.registered(admin.id, request)
+        async with self._auditor.transaction() as connection:
+            made = await self._passkeys.store.add(
+                connection, admin.id, credential_id, public_key, sign_count, request.display_name.strip()
+            )
+            await self._auditor.record(connection, "CreatePasskey", str(made.id), request)
+        return pb.CreatePasskeyResponse(passkey=passkey_message(made))
+
+    async def ListPasskeys(self, request: pb.ListPasskeysRequest, context: Any) -> pb.ListPasskeysResponse:
+        admin = await self._me()
+        return pb.ListPasskeysResponse(
+            passkeys=[passkey_message(p) for p in await self._passkeys.store.of_admin(admin.id)]
+        )
+
+    async def StartPasskeySignIn(
+        self, request: pb.StartPasskeySignInRequest, context: Any
+    ) -> pb.StartPasskeySignInResponse:
+        return await self._sessions.passkey_options(request)
+
+    async def _me(self) -> AdminRecord:
+        admin = await self._accounts.by_id(uuid.UUID(current_principal.get().id))
+        if admin is None:
+            raise Unauthenticated("ACCESS_TOKEN_REVOKED", "this admin is gone")
+        return admin
+
     async def GetRegistrationStats(
         self, request: pb.GetRegistrationStatsRequest, context: Any
     ) -> pb.GetRegistrationStatsResponse:
@@ -251,6 +292,9 @@ def add_servicers(server: grpc.aio.Server, runtime: ServiceRuntime, own: AdminSe
     )
     passwords = Passwords(own.argon2_memory_kib, own.argon2_time_cost, own.argon2_parallelism)
     totp_sealer = Sealer(derive_key(kek, "admin totp secret v1"))
+    passkeys = Passkeys(
+        PasskeyStore(runtime.engine), runtime.pipe, runtime.keys, own.passkey_rp_id, own.passkey_origins
+    )
     sessions = AdminSessions(
         accounts,
         passwords,
@@ -267,6 +311,7 @@ def add_servicers(server: grpc.aio.Server, runtime: ServiceRuntime, own: AdminSe
         RevokedSessions(runtime.pipe, KeySpace(ADMIN.redis_prefix)),
         auditor,
         access_ttl,
+        passkeys,
     )
     runtime.published_keys.append(sessions.published_keys)
     pages = PageTokens(derive_key(kek, "admin page-token v1"))
@@ -282,5 +327,7 @@ def add_servicers(server: grpc.aio.Server, runtime: ServiceRuntime, own: AdminSe
         FixedWindowLimit(runtime.counters, runtime.keys, "admin-mails", own.emails_per_hour, _HOUR),
         pages,
         settings.resolved_keys_dir / "trust.json",
+        passkeys,
+        accounts,
     )
     admin_service_pb2_grpc.add_AdminServiceServicer_to_server(service, server)

@@ -21,9 +21,11 @@ import structlog
 from invitemesh.admin.v1 import admin_service_pb2 as pb
 from invitemesh.auth.v1 import auth_service_pb2 as auth_pb
 from redis.exceptions import RedisError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from admin_svc.audit import Auditor
 from admin_svc.domain import AdminState, totp_step
+from admin_svc.passkeys import MAX_CREDENTIAL, Passkeys, wrong_passkey
 from admin_svc.store.accounts import AccountStore, AdminRecord
 from mesh.access import current_principal
 from mesh.clients import client_address
@@ -70,6 +72,7 @@ class AdminSessions:
         revoked: RevokedSessions,
         auditor: Auditor,
         access_ttl: datetime.timedelta,
+        passkeys: Passkeys,
     ) -> None:
         self._accounts = accounts
         self._passwords = passwords
@@ -80,6 +83,7 @@ class AdminSessions:
         self._revoked = revoked
         self._auditor = auditor
         self._access_ttl = access_ttl
+        self._passkeys = passkeys
         self.remembered = int(access_ttl.total_seconds()) + 120
         """Seconds a revoked session stays on the verifiers' list: longer than its last token lives."""
 
@@ -113,11 +117,22 @@ class AdminSessions:
         issued = await self._stages.issue(admin.id, SIGN_IN, PASSWORD_OK)
         return pb.CreateSessionResponse(mfa_token=issued.token, mfa_expire_time=timestamp(issued.expire_time))
 
+    async def passkey_options(self, request: pb.StartPasskeySignInRequest) -> pb.StartPasskeySignInResponse:
+        if not 0 < len(request.mfa_token) <= MAX_TOKEN:
+            raise InvalidArgument([FieldViolation("mfa_token", "required")])
+        admin_id = await self._stages.peek(request.mfa_token, SIGN_IN, PASSWORD_OK)
+        if admin_id is None:
+            raise Unauthenticated("MFA_TOKEN_INVALID", "sign in with the password again")
+        return pb.StartPasskeySignInResponse(
+            options_json=await self._passkeys.sign_in_options(request.mfa_token, admin_id)
+        )
+
     async def verify_session_mfa(self, request: pb.VerifySessionMfaRequest) -> pb.VerifySessionMfaResponse:
+        factor = request.WhichOneof("second_factor") or "totp_code"
         violations = [
             FieldViolation(name, "required")
-            for name, value in (("mfa_token", request.mfa_token), ("totp_code", request.totp_code))
-            if not 0 < len(value) <= MAX_TOKEN
+            for name, value in (("mfa_token", request.mfa_token), (factor, getattr(request, factor)))
+            if not 0 < len(value) <= (MAX_TOKEN if name != "passkey_credential_json" else MAX_CREDENTIAL)
         ]
         if violations:
             raise InvalidArgument(violations)
@@ -130,21 +145,26 @@ class AdminSessions:
             failures = await self._throttle.admit(canonical, client)
         except AccountLocked:
             await self._refuse(request, f"admin:{admin.id}", _wrong_code())
-        secret = self._totp_sealer.unseal(totp_seal_record(admin.id), admin.sealed_totp_secret).decode()
-        step = totp_step(secret, request.totp_code, time.time())
         session_id = uuid.uuid4()
         expire = datetime.datetime.now(datetime.UTC) + self._access_ttl
         signed_in = None
-        if step is not None:
-            async with self._auditor.transaction() as connection:
-                signed_in = await self._accounts.sign_in(connection, admin.id, step, session_id, expire)
-                if signed_in is not None:
-                    await self._auditor.record(
-                        connection, "VerifySessionMfa", str(admin.id), request, actor=f"admin:{admin.id}"
-                    )
+        if factor == "passkey_credential_json":
+            used = await self._passkeys.asserted(request.mfa_token, admin.id, request.passkey_credential_json)
+            if used is not None:
+                async with self._auditor.transaction() as connection:
+                    if await self._passkeys.store.use(connection, used[0].id, used[1]):
+                        signed_in = await self._signed_in(connection, request, admin.id, None, session_id, expire)
+            refusal = wrong_passkey()
+        else:
+            secret = self._totp_sealer.unseal(totp_seal_record(admin.id), admin.sealed_totp_secret).decode()
+            step = totp_step(secret, request.totp_code, time.time())
+            if step is not None:
+                async with self._auditor.transaction() as connection:
+                    signed_in = await self._signed_in(connection, request, admin.id, step, session_id, expire)
+            refusal = _wrong_code()
         if signed_in is None:
             await self._throttle.failed(canonical, client)
-            await self._refuse(request, f"admin:{admin.id}", _wrong_code())
+            await self._refuse(request, f"admin:{admin.id}", refusal)
         if failures:
             await self._throttle.succeeded(canonical)
         access = (await self._keys.ready()).access_token(signed_in.id, session_id, role=signed_in.role.claim)
@@ -153,6 +173,22 @@ class AdminSessions:
             access_token_expire_time=timestamp(access.expire_time),
             admin=admin_message(signed_in),
         )
+
+    async def _signed_in(
+        self,
+        connection: AsyncConnection,
+        request: pb.VerifySessionMfaRequest,
+        admin_id: uuid.UUID,
+        step: int | None,
+        session_id: uuid.UUID,
+        expire: datetime.datetime,
+    ) -> AdminRecord | None:
+        signed_in = await self._accounts.sign_in(connection, admin_id, step, session_id, expire)
+        if signed_in is not None:
+            await self._auditor.record(
+                connection, "VerifySessionMfa", str(admin_id), request, actor=f"admin:{admin_id}"
+            )
+        return signed_in
 
     async def revoke_session(self, request: pb.RevokeSessionRequest, session_id: uuid.UUID) -> None:
         async with self._auditor.transaction() as connection:

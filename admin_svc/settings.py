@@ -33,6 +33,12 @@ class AdminSettings(MeshSettings, env_prefix="MESH_ADMIN_"):
     settle_after: float = Field(default=30.0, gt=0)
     """seconds an audited change may stay without an outcome before the sweep repeats its
     idempotent call to settle it (a process died between the entry and the call)"""
+    passkey_rp_id: str = "localhost"
+    """the domain admins' passkeys belong to (WebAuthn relying party id): the console's host, such
+    as `invites.example.com`"""
+    passkey_origins: list[str] = Field(default_factory=lambda: ["http://localhost:8080"])
+    """JSON list of origins the console is served at, e.g. `["https://invites.example.com"]`; a
+    passkey answer from any other page is refused (`meshctl up`: the edge's own)"""
     jobs_interval: float = Field(default=15.0, gt=0)
     """seconds between admin_svc's sweeps (unsettled audit entries, revoked sessions told again,
     key rotation)"""

@@ -45,16 +45,23 @@ class StageTokens:
             raise Unavailable(_UNAVAILABLE, "this step cannot be started right now; try again shortly") from None
         return StageToken(f"{subject}:{function}:{secret}:{state}", expire.replace(microsecond=0))
 
+    async def peek(self, token: str, function: str, state: str) -> uuid.UUID | None:
+        """The subject of `token` as `redeem` would answer it, leaving the token unused."""
+        return await self._subject(token, function, state, "GET")
+
     async def redeem(self, token: str, function: str, state: str) -> uuid.UUID | None:
         """The subject of `token` if it was issued for `function` in `state` and is unused and
         unexpired; it is used up either way once its subject's entry is found."""
+        return await self._subject(token, function, state, "GETDEL")
+
+    async def _subject(self, token: str, function: str, state: str, read: str) -> uuid.UUID | None:
         if token.count(":") != 3:
             return None
         subject, found_function, secret, found_state = token.split(":")
         if not secret or not _is_uuid(subject):
             return None
         try:
-            stored = await self._pipe.execute("GETDEL", self._key(subject, secret))
+            stored = await self._pipe.execute(read, self._key(subject, secret))
         except RedisError:
             raise Unavailable(_UNAVAILABLE, "this step cannot be checked right now; try again shortly") from None
         issued_for = _stage(function, state).encode()

@@ -262,10 +262,16 @@ class Stack:
             )
 
     def _page_links(self) -> dict[str, str]:
-        """Where mails link to: web_svc's pages at the edge, unless set otherwise."""
+        """Where mails link to and the console is served: web_svc's pages at the edge, unless set
+        otherwise."""
         host = "localhost" if self.settings.host in ("0.0.0.0", "::") else self.settings.host
         origin = f"http://{host}:{self.settings.edge_port}"
-        links = {"MESH_AUTH_RESET_URL": f"{origin}/reset-password", "MESH_AUTH_SIGN_IN_URL": f"{origin}/sign-in"}
+        links = {
+            "MESH_AUTH_RESET_URL": f"{origin}/reset-password",
+            "MESH_AUTH_SIGN_IN_URL": f"{origin}/sign-in",
+            # Passkeys need a domain, and localhost is the one a browser allows over plain HTTP.
+            "MESH_ADMIN_PASSKEY_ORIGINS": json.dumps([f"http://localhost:{self.settings.edge_port}"]),
+        }
         return {name: value for name, value in links.items() if name not in os.environ}
 
     def _start_web(self, redis_url: str) -> None:

@@ -7,7 +7,7 @@ import datetime
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import Row, insert, select, tuple_, update
+from sqlalchemy import Row, insert, select, true, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as upsert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -114,21 +114,23 @@ class AccountStore:
         self,
         connection: AsyncConnection,
         admin_id: uuid.UUID,
-        step: int,
+        step: int | None,
         session_id: uuid.UUID,
         expire: datetime.datetime,
     ) -> AdminRecord | None:
-        """Takes TOTP `step` for the admin, if it is later than every step used before and the
-        admin is active, and starts the session; None otherwise (a code used twice, a disabled admin)."""
+        """Takes TOTP `step` for the admin (None: a passkey was the second factor), if it is later
+        than every step used before and the admin is active, and starts the session; None
+        otherwise (a code used twice, a disabled admin)."""
+        taken = {} if step is None else {"totp_last_step": step}
         row = (
             await connection.execute(
                 update(admins)
                 .where(
                     admins.c.id == admin_id,
-                    admins.c.totp_last_step < step,
+                    admins.c.totp_last_step < step if step is not None else true(),
                     admins.c.state == int(AdminState.ACTIVE),
                 )
-                .values(totp_last_step=step, last_sign_in_time=datetime.datetime.now(datetime.UTC))
+                .values(**taken, last_sign_in_time=datetime.datetime.now(datetime.UTC))
                 .returning(admins)
             )
         ).first()

@@ -44,6 +44,10 @@ REQUESTS: dict[str, Callable[[], Message]] = {
     "ListAuditLogEntries": pb.ListAuditLogEntriesRequest,
     "GetRegistrationStats": pb.GetRegistrationStatsRequest,
     "VerifyAuditLog": pb.VerifyAuditLogRequest,
+    "StartPasskeyRegistration": pb.StartPasskeyRegistrationRequest,
+    "CreatePasskey": pb.CreatePasskeyRequest,
+    "ListPasskeys": pb.ListPasskeysRequest,
+    "StartPasskeySignIn": pb.StartPasskeySignInRequest,
     # Last: it ends the caller's session.
     "RevokeSession": pb.RevokeSessionRequest,
 }
@@ -76,6 +80,10 @@ ALLOWED: dict[str, set[str]] = {
     "ListAuditLogEntries": VIEWER_UP,
     "GetRegistrationStats": VIEWER_UP,
     "VerifyAuditLog": VIEWER_UP,
+    "StartPasskeyRegistration": VIEWER_UP,
+    "CreatePasskey": VIEWER_UP,
+    "ListPasskeys": VIEWER_UP,
+    "StartPasskeySignIn": ANYONE,
     "RevokeSession": VIEWER_UP,
 }
 _WHO_IS_REFUSED = {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED}

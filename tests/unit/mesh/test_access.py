@@ -54,6 +54,14 @@ BEYOND_DESIGN_TABLE = {
     "invitemesh.invite.v1.InviteService/ListMyReferrals": ("get", "/v1/users/me/referrals", USER),
     "invitemesh.admin.v1.AdminService/VerifyAuditLog": ("get", "/v1/admin/audit-log:verify", ADMIN),
     "invitemesh.admin.v1.AdminService/GetRegistrationStats": ("get", "/v1/admin/registrations:stats", ADMIN),
+    "invitemesh.admin.v1.AdminService/StartPasskeyRegistration": (
+        "post",
+        "/v1/admin/passkeys:startRegistration",
+        ADMIN,
+    ),
+    "invitemesh.admin.v1.AdminService/CreatePasskey": ("post", "/v1/admin/passkeys", ADMIN),
+    "invitemesh.admin.v1.AdminService/ListPasskeys": ("get", "/v1/admin/passkeys", ADMIN),
+    "invitemesh.admin.v1.AdminService/StartPasskeySignIn": ("post", "/v1/admin/sessions:startPasskey", PUBLIC),
 }
 
 

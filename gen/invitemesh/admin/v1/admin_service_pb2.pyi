@@ -186,21 +186,29 @@ class VerifySessionMfaRequest(_message.Message):
 
     MFA_TOKEN_FIELD_NUMBER: _builtins.int
     TOTP_CODE_FIELD_NUMBER: _builtins.int
+    PASSKEY_CREDENTIAL_JSON_FIELD_NUMBER: _builtins.int
     mfa_token: _builtins.str
     """The token from CreateSession."""
     totp_code: _builtins.str
     """The current six-digit TOTP code."""
+    passkey_credential_json: _builtins.str
+    """The browser's answer to StartPasskeySignIn's options: a WebAuthn
+    PublicKeyCredential as JSON (its `toJSON()`).
+    """
     def __init__(
         self,
         *,
         mfa_token: _builtins.str = ...,
         totp_code: _builtins.str = ...,
+        passkey_credential_json: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["passkey_credential_json", b"passkey_credential_json", "second_factor", b"second_factor", "totp_code", b"totp_code"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["mfa_token", b"mfa_token", "totp_code", b"totp_code"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["mfa_token", b"mfa_token", "passkey_credential_json", b"passkey_credential_json", "second_factor", b"second_factor", "totp_code", b"totp_code"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType_second_factor: _TypeAlias = _typing.Literal["totp_code", "passkey_credential_json"]  # noqa: Y015
+    _WhichOneofArgType_second_factor: _TypeAlias = _typing.Literal["second_factor", b"second_factor"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_second_factor) -> _WhichOneofReturnType_second_factor | None: ...
 
 Global___VerifySessionMfaRequest: _TypeAlias = VerifySessionMfaRequest  # noqa: Y015
 
@@ -1336,6 +1344,222 @@ class AuditLogEntry(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AuditLogEntry: _TypeAlias = AuditLogEntry  # noqa: Y015
+
+@_typing.final
+class Passkey(_message.Message):
+    """An admin's passkey (WebAuthn credential)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    DISPLAY_NAME_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    LAST_USE_TIME_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Stable id (UUID)."""
+    display_name: _builtins.str
+    """The name the admin gave it."""
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was registered."""
+
+    @_builtins.property
+    def last_use_time(self) -> _timestamp_pb2.Timestamp:
+        """When it last signed the admin in, if ever."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        display_name: _builtins.str = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        last_use_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "last_use_time", b"last_use_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "display_name", b"display_name", "id", b"id", "last_use_time", b"last_use_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Passkey: _TypeAlias = Passkey  # noqa: Y015
+
+@_typing.final
+class StartPasskeyRegistrationRequest(_message.Message):
+    """Request for StartPasskeyRegistration."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StartPasskeyRegistrationRequest: _TypeAlias = StartPasskeyRegistrationRequest  # noqa: Y015
+
+@_typing.final
+class StartPasskeyRegistrationResponse(_message.Message):
+    """Response for StartPasskeyRegistration."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OPTIONS_JSON_FIELD_NUMBER: _builtins.int
+    options_json: _builtins.str
+    """PublicKeyCredentialCreationOptions as JSON, for
+    `PublicKeyCredential.parseCreationOptionsFromJSON`.
+    """
+    def __init__(
+        self,
+        *,
+        options_json: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["options_json", b"options_json"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StartPasskeyRegistrationResponse: _TypeAlias = StartPasskeyRegistrationResponse  # noqa: Y015
+
+@_typing.final
+class CreatePasskeyRequest(_message.Message):
+    """Request for CreatePasskey."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CREDENTIAL_JSON_FIELD_NUMBER: _builtins.int
+    DISPLAY_NAME_FIELD_NUMBER: _builtins.int
+    credential_json: _builtins.str
+    """The new PublicKeyCredential as JSON (its `toJSON()`)."""
+    display_name: _builtins.str
+    """A name to tell it from the admin's others, 1 to 60 characters."""
+    def __init__(
+        self,
+        *,
+        credential_json: _builtins.str = ...,
+        display_name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credential_json", b"credential_json", "display_name", b"display_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreatePasskeyRequest: _TypeAlias = CreatePasskeyRequest  # noqa: Y015
+
+@_typing.final
+class CreatePasskeyResponse(_message.Message):
+    """Response for CreatePasskey."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PASSKEY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def passkey(self) -> Global___Passkey:
+        """The passkey registered."""
+
+    def __init__(
+        self,
+        *,
+        passkey: Global___Passkey | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["passkey", b"passkey"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["passkey", b"passkey"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreatePasskeyResponse: _TypeAlias = CreatePasskeyResponse  # noqa: Y015
+
+@_typing.final
+class ListPasskeysRequest(_message.Message):
+    """Request for ListPasskeys."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPasskeysRequest: _TypeAlias = ListPasskeysRequest  # noqa: Y015
+
+@_typing.final
+class ListPasskeysResponse(_message.Message):
+    """Response for ListPasskeys."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PASSKEYS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def passkeys(self) -> _containers.RepeatedCompositeFieldContainer[Global___Passkey]:
+        """The signed-in admin's passkeys, oldest first."""
+
+    def __init__(
+        self,
+        *,
+        passkeys: _abc.Iterable[Global___Passkey] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["passkeys", b"passkeys"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPasskeysResponse: _TypeAlias = ListPasskeysResponse  # noqa: Y015
+
+@_typing.final
+class StartPasskeySignInRequest(_message.Message):
+    """Request for StartPasskeySignIn."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MFA_TOKEN_FIELD_NUMBER: _builtins.int
+    mfa_token: _builtins.str
+    """The token from CreateSession."""
+    def __init__(
+        self,
+        *,
+        mfa_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["mfa_token", b"mfa_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StartPasskeySignInRequest: _TypeAlias = StartPasskeySignInRequest  # noqa: Y015
+
+@_typing.final
+class StartPasskeySignInResponse(_message.Message):
+    """Response for StartPasskeySignIn."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OPTIONS_JSON_FIELD_NUMBER: _builtins.int
+    options_json: _builtins.str
+    """PublicKeyCredentialRequestOptions as JSON, for
+    `PublicKeyCredential.parseRequestOptionsFromJSON`.
+    """
+    def __init__(
+        self,
+        *,
+        options_json: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["options_json", b"options_json"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StartPasskeySignInResponse: _TypeAlias = StartPasskeySignInResponse  # noqa: Y015
 
 @_typing.final
 class GetRegistrationStatsRequest(_message.Message):

@@ -147,6 +147,26 @@ class AdminServiceStub:
                 request_serializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.ListAuditLogEntriesRequest.SerializeToString,
                 response_deserializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.ListAuditLogEntriesResponse.FromString,
                 _registered_method=True)
+        self.StartPasskeyRegistration = channel.unary_unary(
+                '/invitemesh.admin.v1.AdminService/StartPasskeyRegistration',
+                request_serializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.StartPasskeyRegistrationRequest.SerializeToString,
+                response_deserializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.StartPasskeyRegistrationResponse.FromString,
+                _registered_method=True)
+        self.CreatePasskey = channel.unary_unary(
+                '/invitemesh.admin.v1.AdminService/CreatePasskey',
+                request_serializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.CreatePasskeyRequest.SerializeToString,
+                response_deserializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.CreatePasskeyResponse.FromString,
+                _registered_method=True)
+        self.ListPasskeys = channel.unary_unary(
+                '/invitemesh.admin.v1.AdminService/ListPasskeys',
+                request_serializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.ListPasskeysRequest.SerializeToString,
+                response_deserializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.ListPasskeysResponse.FromString,
+                _registered_method=True)
+        self.StartPasskeySignIn = channel.unary_unary(
+                '/invitemesh.admin.v1.AdminService/StartPasskeySignIn',
+                request_serializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.StartPasskeySignInRequest.SerializeToString,
+                response_deserializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.StartPasskeySignInResponse.FromString,
+                _registered_method=True)
         self.GetRegistrationStats = channel.unary_unary(
                 '/invitemesh.admin.v1.AdminService/GetRegistrationStats',
                 request_serializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.GetRegistrationStatsRequest.SerializeToString,
@@ -327,6 +347,38 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StartPasskeyRegistration(self, request, context):
+        """Options for registering a passkey of the signed-in admin: WebAuthn
+        PublicKeyCredentialCreationOptions as JSON, whose challenge works once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreatePasskey(self, request, context):
+        """Registers the passkey a browser made from StartPasskeyRegistration's
+        options; the admin may then use it instead of a TOTP code.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPasskeys(self, request, context):
+        """The signed-in admin's passkeys.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StartPasskeySignIn(self, request, context):
+        """The second sign-in step with a passkey: WebAuthn
+        PublicKeyCredentialRequestOptions as JSON for CreateSession's MFA token,
+        naming the admin's passkeys. The answer goes to VerifySessionMfa.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetRegistrationStats(self, request, context):
         """One day's registrations, begun and verified.
         """
@@ -455,6 +507,26 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.ListAuditLogEntries,
                     request_deserializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.ListAuditLogEntriesRequest.FromString,
                     response_serializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.ListAuditLogEntriesResponse.SerializeToString,
+            ),
+            'StartPasskeyRegistration': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartPasskeyRegistration,
+                    request_deserializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.StartPasskeyRegistrationRequest.FromString,
+                    response_serializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.StartPasskeyRegistrationResponse.SerializeToString,
+            ),
+            'CreatePasskey': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreatePasskey,
+                    request_deserializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.CreatePasskeyRequest.FromString,
+                    response_serializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.CreatePasskeyResponse.SerializeToString,
+            ),
+            'ListPasskeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPasskeys,
+                    request_deserializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.ListPasskeysRequest.FromString,
+                    response_serializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.ListPasskeysResponse.SerializeToString,
+            ),
+            'StartPasskeySignIn': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartPasskeySignIn,
+                    request_deserializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.StartPasskeySignInRequest.FromString,
+                    response_serializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.StartPasskeySignInResponse.SerializeToString,
             ),
             'GetRegistrationStats': grpc.unary_unary_rpc_method_handler(
                     servicer.GetRegistrationStats,
@@ -1064,6 +1136,114 @@ class AdminService:
             '/invitemesh.admin.v1.AdminService/ListAuditLogEntries',
             invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.ListAuditLogEntriesRequest.SerializeToString,
             invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.ListAuditLogEntriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartPasskeyRegistration(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/invitemesh.admin.v1.AdminService/StartPasskeyRegistration',
+            invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.StartPasskeyRegistrationRequest.SerializeToString,
+            invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.StartPasskeyRegistrationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreatePasskey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/invitemesh.admin.v1.AdminService/CreatePasskey',
+            invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.CreatePasskeyRequest.SerializeToString,
+            invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.CreatePasskeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPasskeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/invitemesh.admin.v1.AdminService/ListPasskeys',
+            invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.ListPasskeysRequest.SerializeToString,
+            invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.ListPasskeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartPasskeySignIn(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/invitemesh.admin.v1.AdminService/StartPasskeySignIn',
+            invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.StartPasskeySignInRequest.SerializeToString,
+            invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.StartPasskeySignInResponse.FromString,
             options,
             channel_credentials,
             insecure,

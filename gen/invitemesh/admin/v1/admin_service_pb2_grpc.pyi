@@ -96,6 +96,21 @@ class AdminServiceStub:
     """The audit log, newest first; each entry carries its chain digest and
     signatures (`meshctl audit verify` checks them).
     """
+    StartPasskeyRegistration: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.StartPasskeyRegistrationRequest, _admin_service_pb2.StartPasskeyRegistrationResponse]
+    """Options for registering a passkey of the signed-in admin: WebAuthn
+    PublicKeyCredentialCreationOptions as JSON, whose challenge works once.
+    """
+    CreatePasskey: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.CreatePasskeyRequest, _admin_service_pb2.CreatePasskeyResponse]
+    """Registers the passkey a browser made from StartPasskeyRegistration's
+    options; the admin may then use it instead of a TOTP code.
+    """
+    ListPasskeys: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ListPasskeysRequest, _admin_service_pb2.ListPasskeysResponse]
+    """The signed-in admin's passkeys."""
+    StartPasskeySignIn: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.StartPasskeySignInRequest, _admin_service_pb2.StartPasskeySignInResponse]
+    """The second sign-in step with a passkey: WebAuthn
+    PublicKeyCredentialRequestOptions as JSON for CreateSession's MFA token,
+    naming the admin's passkeys. The answer goes to VerifySessionMfa.
+    """
     GetRegistrationStats: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.GetRegistrationStatsRequest, _admin_service_pb2.GetRegistrationStatsResponse]
     """One day's registrations, begun and verified."""
     VerifyAuditLog: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.VerifyAuditLogRequest, _admin_service_pb2.VerifyAuditLogResponse]
@@ -171,6 +186,21 @@ class AdminServiceAsyncStub(AdminServiceStub):
     ListAuditLogEntries: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ListAuditLogEntriesRequest, _admin_service_pb2.ListAuditLogEntriesResponse]  # type: ignore[assignment]
     """The audit log, newest first; each entry carries its chain digest and
     signatures (`meshctl audit verify` checks them).
+    """
+    StartPasskeyRegistration: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.StartPasskeyRegistrationRequest, _admin_service_pb2.StartPasskeyRegistrationResponse]  # type: ignore[assignment]
+    """Options for registering a passkey of the signed-in admin: WebAuthn
+    PublicKeyCredentialCreationOptions as JSON, whose challenge works once.
+    """
+    CreatePasskey: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.CreatePasskeyRequest, _admin_service_pb2.CreatePasskeyResponse]  # type: ignore[assignment]
+    """Registers the passkey a browser made from StartPasskeyRegistration's
+    options; the admin may then use it instead of a TOTP code.
+    """
+    ListPasskeys: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ListPasskeysRequest, _admin_service_pb2.ListPasskeysResponse]  # type: ignore[assignment]
+    """The signed-in admin's passkeys."""
+    StartPasskeySignIn: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.StartPasskeySignInRequest, _admin_service_pb2.StartPasskeySignInResponse]  # type: ignore[assignment]
+    """The second sign-in step with a passkey: WebAuthn
+    PublicKeyCredentialRequestOptions as JSON for CreateSession's MFA token,
+    naming the admin's passkeys. The answer goes to VerifySessionMfa.
     """
     GetRegistrationStats: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.GetRegistrationStatsRequest, _admin_service_pb2.GetRegistrationStatsResponse]  # type: ignore[assignment]
     """One day's registrations, begun and verified."""
@@ -376,6 +406,45 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_admin_service_pb2.ListAuditLogEntriesResponse, _abc.Awaitable[_admin_service_pb2.ListAuditLogEntriesResponse]]:
         """The audit log, newest first; each entry carries its chain digest and
         signatures (`meshctl audit verify` checks them).
+        """
+
+    @_abc_1.abstractmethod
+    def StartPasskeyRegistration(
+        self,
+        request: _admin_service_pb2.StartPasskeyRegistrationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.StartPasskeyRegistrationResponse, _abc.Awaitable[_admin_service_pb2.StartPasskeyRegistrationResponse]]:
+        """Options for registering a passkey of the signed-in admin: WebAuthn
+        PublicKeyCredentialCreationOptions as JSON, whose challenge works once.
+        """
+
+    @_abc_1.abstractmethod
+    def CreatePasskey(
+        self,
+        request: _admin_service_pb2.CreatePasskeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.CreatePasskeyResponse, _abc.Awaitable[_admin_service_pb2.CreatePasskeyResponse]]:
+        """Registers the passkey a browser made from StartPasskeyRegistration's
+        options; the admin may then use it instead of a TOTP code.
+        """
+
+    @_abc_1.abstractmethod
+    def ListPasskeys(
+        self,
+        request: _admin_service_pb2.ListPasskeysRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.ListPasskeysResponse, _abc.Awaitable[_admin_service_pb2.ListPasskeysResponse]]:
+        """The signed-in admin's passkeys."""
+
+    @_abc_1.abstractmethod
+    def StartPasskeySignIn(
+        self,
+        request: _admin_service_pb2.StartPasskeySignInRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.StartPasskeySignInResponse, _abc.Awaitable[_admin_service_pb2.StartPasskeySignInResponse]]:
+        """The second sign-in step with a passkey: WebAuthn
+        PublicKeyCredentialRequestOptions as JSON for CreateSession's MFA token,
+        naming the admin's passkeys. The answer goes to VerifySessionMfa.
         """
 
     @_abc_1.abstractmethod
