@@ -77,7 +77,7 @@ class Console:
         return see_other("/admin/sign-in/code")
 
     async def code_page(self, request: Request) -> Response:
-        if not await self._store.has_mfa_token(request.state.browser_id):
+        if await self._store.mfa_token(request.state.browser_id) is None:
             return see_other("/admin/sign-in")
         return page(request, "admin/code.html.j2", errors={})
 
@@ -96,6 +96,11 @@ class Console:
             problem = domain.message_for(refused.reason)
             return page(request, "admin/sign_in.html.j2", status=400, email="", problem=problem)
         start_over(request)
+        await self.keep(request, answer)
+        return see_other("/admin")
+
+    async def keep(self, request: Request, answer: admin.VerifySessionMfaResponse) -> None:
+        """Signs this browser in as the admin a second step answered (under its new cookie)."""
         signed_in = AdminSession(
             access_token=answer.access_token,
             expires=float(answer.access_token_expire_time.ToSeconds()),
@@ -104,7 +109,6 @@ class Console:
             role=answer.admin.role,
         )
         await self._store.keep_session(request.state.browser_id, signed_in)
-        return see_other("/admin")
 
     async def sign_out(self, request: Request) -> Response:
         await checked_form(request)
@@ -146,7 +150,7 @@ class Console:
                 "Campaigns filled", [Bar(c.display_name, c.taken, c.capacity or None) for c in campaigns.campaigns[:12]]
             ),
         ]
-        return self._page(request, me, "admin/dashboard.html.j2", day=joined.day, charts=charts,
+        return self.page_for(request, me, "admin/dashboard.html.j2", day=joined.day, charts=charts,
                           verified=joined.verified)  # fmt: skip
 
     async def codes(self, request: Request) -> Response:
@@ -158,14 +162,14 @@ class Console:
             try:
                 found = await self._call(me, self._mesh.admin.GetInvite, admin.GetInviteRequest(code=code))
             except Refused as refused:
-                return self._page(request, me, "admin/codes.html.j2", status=404 if refused.reason else 400,
+                return self.page_for(request, me, "admin/codes.html.j2", status=404 if refused.reason else 400,
                                   code=code, found=None, problem=domain.message_for(refused.reason), listing=None,
                                   filters=self._code_filters(query))  # fmt: skip
-            return self._page(request, me, "admin/codes.html.j2", code=code, found=found, problem=None, listing=None,
+            return self.page_for(request, me, "admin/codes.html.j2", code=code, found=found, problem=None, listing=None,
                               filters=self._code_filters(query))  # fmt: skip
         filters = self._code_filters(query)
         if not any(filters.values()):
-            return self._page(request, me, "admin/codes.html.j2", code="", found=None, problem=None, listing=None,
+            return self.page_for(request, me, "admin/codes.html.j2", code="", found=None, problem=None, listing=None,
                               filters=filters)  # fmt: skip
         state = invite.CodeState.Value(f"CODE_STATE_{(filters['state'] or 'unspecified').upper()}")
         listing = await self._call(
@@ -178,7 +182,7 @@ class Console:
                 state=state,
             ),
         )
-        return self._page(request, me, "admin/codes.html.j2", code="", found=None, problem=None, listing=listing,
+        return self.page_for(request, me, "admin/codes.html.j2", code="", found=None, problem=None, listing=listing,
                           filters=filters)  # fmt: skip
 
     async def disable_code(self, request: Request) -> Response:
@@ -226,7 +230,7 @@ class Console:
         self, request: Request, me: SignedInAdmin, *, errors: dict[str, str], given: dict[str, str], status: int
     ) -> Response:
         listed = await self._call(me, self._mesh.admin.ListCampaigns, admin.ListCampaignsRequest(page_size=PAGE_SIZE))
-        return self._page(request, me, "admin/campaigns.html.j2", status=status, campaigns=listed.campaigns,
+        return self.page_for(request, me, "admin/campaigns.html.j2", status=status, campaigns=listed.campaigns,
                           errors=errors, given=given, request_id=str(uuid.uuid4()))  # fmt: skip
 
     async def users(self, request: Request) -> Response:
@@ -246,7 +250,7 @@ class Console:
         notice = {"suspended": "The user is suspended.", "reactivated": "The user is active again."}.get(
             request.query_params.get("done", "")
         )
-        return self._page(request, me, "admin/users.html.j2", user_id=user_id, tree=tree, problem=problem,
+        return self.page_for(request, me, "admin/users.html.j2", user_id=user_id, tree=tree, problem=problem,
                           notice=notice)  # fmt: skip
 
     async def change_user(self, request: Request) -> Response:
@@ -272,7 +276,7 @@ class Console:
             page_size=PAGE_SIZE, page_token=query.get("page_token", ""), status=status, to=to
         )
         listed = await self._call(me, self._mesh.admin.ListEmails, asked)
-        return self._page(request, me, "admin/mail.html.j2", emails=listed.emails, total=listed.total_size,
+        return self.page_for(request, me, "admin/mail.html.j2", emails=listed.emails, total=listed.total_size,
                           next_page_token=listed.next_page_token, status_filter=status_name, to=to,
                           statuses=EMAIL_STATUSES, status_names=_email_status_names())  # fmt: skip
 
@@ -322,7 +326,7 @@ class Console:
              "fail_closed": rule.fail_closed, "default": rule.default}
             for rule in listed.rules
         ]  # fmt: skip
-        return self._page(request, me, "admin/rate_limits.html.j2", status=status, rules=rules, units=list(UNITS),
+        return self.page_for(request, me, "admin/rate_limits.html.j2", status=status, rules=rules, units=list(UNITS),
                           problem=problem, notice=notice, request_id=str(uuid.uuid4()))  # fmt: skip
 
     async def audit_log(self, request: Request) -> Response:
@@ -335,7 +339,7 @@ class Console:
         checked = (
             None if token else await self._call(me, self._mesh.admin.VerifyAuditLog, admin.VerifyAuditLogRequest())
         )
-        return self._page(request, me, "admin/audit.html.j2", entries=listed.entries,
+        return self.page_for(request, me, "admin/audit.html.j2", entries=listed.entries,
                           next_page_token=listed.next_page_token, checked=checked,
                           outcomes={v: n.removeprefix("AUDIT_OUTCOME_").lower()
                                     for n, v in admin.AuditOutcome.items()})  # fmt: skip
@@ -343,7 +347,7 @@ class Console:
     async def _call(self, me: SignedInAdmin, method: Any, request: Any) -> Any:
         return await self._mesh.call(method, request, me.browser)
 
-    def _page(
+    def page_for(
         self, request: Request, me: SignedInAdmin, template: str, *, status: int = 200, **context: Any
     ) -> Response:
         return page(request, template, status=status, personal=True, admin=me, **context)

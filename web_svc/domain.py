@@ -32,6 +32,12 @@ MESSAGES = {
     "VERIFICATION_CODE_INVALID": "This code is not right, has expired or was used up. Ask for a new one.",
     "RESET_TOKEN_INVALID": "This reset link is not valid any more. Ask for a new one.",
     "RATE_LIMITED": "Too many tries from here. Please wait a moment and try again.",
+    "MFA_TOKEN_INVALID": "Your sign-in took too long. Please sign in with your password again.",
+    "TOTP_CODE_INVALID": "This code is not right, or was used already. Please sign in again.",
+    "PASSKEY_INVALID": "This passkey did not sign you in. Please sign in with your password again.",
+    "PASSKEY_NONE": "You have no passkey yet: use the code from your app.",
+    "PASSKEY_CHALLENGE_EXPIRED": "That took too long. Please try again.",
+    "PASSKEY_EXISTS": "This passkey is registered already.",
 }
 """What a person reads for a refusal; any other reason gets `UNEXPECTED`."""
 UNEXPECTED = "Something went wrong on our side. Please try again in a moment."

@@ -7,8 +7,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 import re
 import secrets
+from typing import Any
 
 from starlette.datastructures import FormData, MutableHeaders
 from starlette.exceptions import HTTPException
@@ -40,6 +42,8 @@ SECURITY_HEADERS = {
 PERSONAL = "no-store"
 """Cache-Control of a page that shows personal data."""
 CSRF_FIELD = "csrf"
+CSRF_HEADER = "x-csrf-token"
+"""Where a page's script sends the CSRF token with JSON."""
 COOKIE_LIFETIME = 400 * 86400
 """Seconds a browser keeps its cookie (Chrome's cap); signing out or in replaces it."""
 _BROWSER_ID = re.compile(r"[A-Za-z0-9_-]{43}")
@@ -121,6 +125,23 @@ async def checked_form(request: Request) -> FormData:
     if not isinstance(given, str) or not hmac.compare_digest(given.encode(), csrf_token(request).encode()):
         raise HTTPException(403, "This form has expired. Reload the page and send it again.")
     return form
+
+
+async def checked_json(request: Request) -> dict[str, Any]:
+    """A script's posted JSON object, once its CSRF token (header `x-csrf-token`) is this
+    browser's; else 403 (400 for a body that is not a JSON object)."""
+    if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+        raise HTTPException(403, "This request was sent from another site.")
+    given = request.headers.get(CSRF_HEADER, "")
+    if not hmac.compare_digest(given.encode(), csrf_token(request).encode()):
+        raise HTTPException(403, "This page has expired. Reload it and try again.")
+    try:
+        body = json.loads(await request.body() or b"{}")
+    except ValueError:
+        raise HTTPException(400, "The request is not JSON.") from None
+    if not isinstance(body, dict):
+        raise HTTPException(400, "The request is not a JSON object.")
+    return body
 
 
 def form_text(form: FormData, name: str) -> str:

@@ -29,6 +29,7 @@ from web_svc.account import Account
 from web_svc.calls import Mesh, Refused
 from web_svc.console import Console
 from web_svc.pages import STATIC, page, see_other
+from web_svc.passkeys import ConsolePasskeys
 from web_svc.recovery import Recovery
 from web_svc.reservation import Reservation
 from web_svc.security import Guard, start_over
@@ -60,7 +61,9 @@ def create_app(settings: Settings, own: WebSettings) -> Starlette:
     sign_in = SignIn(mesh, sessions)
     recovery = Recovery(mesh)
     account = Account(mesh, sessions, own.public_url)
-    console = Console(mesh, AdminStore(redis))
+    admins = AdminStore(redis)
+    console = Console(mesh, admins)
+    passkeys = ConsolePasskeys(mesh, admins, console)
 
     async def health(request: Request) -> Response:
         return PlainTextResponse("ok")
@@ -117,7 +120,12 @@ def create_app(settings: Settings, own: WebSettings) -> Starlette:
         Route("/admin/sign-in", console.sign_in, methods=["POST"]),
         Route("/admin/sign-in/code", console.code_page, methods=["GET"]),
         Route("/admin/sign-in/code", console.verify_code, methods=["POST"]),
+        Route("/admin/sign-in/passkey/options", passkeys.sign_in_options, methods=["POST"]),
+        Route("/admin/sign-in/passkey", passkeys.sign_in, methods=["POST"]),
         Route("/admin/sign-out", console.sign_out, methods=["POST"]),
+        Route("/admin/passkeys", passkeys.page, methods=["GET"]),
+        Route("/admin/passkeys", passkeys.register, methods=["POST"]),
+        Route("/admin/passkeys/options", passkeys.registration_options, methods=["POST"]),
         Route("/admin", console.dashboard, methods=["GET"]),
         Route("/admin/codes", console.codes, methods=["GET"]),
         Route("/admin/codes/disable", console.disable_code, methods=["POST"]),

@@ -119,8 +119,10 @@ class AdminStore:
         token = await self._redis.getdel(KEYS.key("admin-mfa", _slot(browser_id)))
         return token.decode() if isinstance(token, bytes) else token
 
-    async def has_mfa_token(self, browser_id: str) -> bool:
-        return bool(await self._redis.exists(KEYS.key("admin-mfa", _slot(browser_id))))
+    async def mfa_token(self, browser_id: str) -> str | None:
+        """The first step's token, left in place (asking for passkey options does not use it)."""
+        token = await self._redis.get(KEYS.key("admin-mfa", _slot(browser_id)))
+        return token.decode() if isinstance(token, bytes) else token
 
     async def session(self, browser_id: str) -> AdminSession | None:
         session = _load(AdminSession, await self._redis.get(KEYS.key("admin", _slot(browser_id))))

@@ -18,7 +18,7 @@ from playwright.sync_api import Browser, Page, expect
 
 from tests.e2e.browsers import chromium, person
 from tests.e2e.conftest import Mesh, running_mesh
-from tests.e2e.test_console import sign_in
+from tests.e2e.test_console import ADMIN_PASSWORD, new_admin, sign_in
 from tests.e2e.test_edge import PASSWORD, fresh_email, mailed, registered_and_verified
 from tests.e2e.test_pages import minted
 
@@ -130,9 +130,14 @@ def test_each_console_page_is_usable_by_everyone_at_each_width(mesh: Mesh, brows
             page.goto(path)
             found[name] = _problems(page, name, width)
         context.clear_cookies()
-        for name, path in [("console-sign-in", "/admin/sign-in")]:
-            page.goto(path)
-            found[name] = _problems(page, name, width)
+        page.goto("/admin/sign-in")
+        found["console-sign-in"] = _problems(page, "console-sign-in", width)
+        email, _ = new_admin(mesh, "viewer")
+        page.get_by_label("Email").fill(email)
+        page.get_by_label("Password").fill(ADMIN_PASSWORD)
+        page.get_by_role("button", name="Continue").click()
+        expect(page).to_have_url(re.compile(r"/admin/sign-in/code$"))
+        found["console-sign-in-code"] = _problems(page, "console-sign-in-code", width)
 
     assert {name: problems for name, problems in found.items() if problems != NONE} == {}
 
@@ -146,6 +151,7 @@ CONSOLE_PAGES = [
     ("console-mail", "/admin/mail"),
     ("console-rate-limits", "/admin/rate-limits"),
     ("console-audit", "/admin/audit"),
+    ("console-passkeys", "/admin/passkeys"),
 ]
 
 
