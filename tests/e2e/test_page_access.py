@@ -211,3 +211,34 @@ def test_reserving_verifying_and_signing_out_with_the_keyboard_alone(mesh: Mesh,
         _tab_to(page, "main button[type=submit]")
         page.keyboard.press("Enter")
         expect(page).to_have_url(re.compile(r"/sign-in\?after=out$"))
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_an_operator_signs_in_and_disables_a_code_with_the_keyboard_alone(
+    mesh: Mesh, browser: Browser, width: int
+) -> None:
+    code = minted(mesh)
+    email, totp = new_admin(mesh, "operator")
+    with person(browser, mesh.edge, width=width) as context:
+        page = context.new_page()
+        page.goto("/admin/sign-in")
+        _tab_to(page, "#email")
+        page.keyboard.type(email)
+        _tab_to(page, "#password")
+        page.keyboard.type(ADMIN_PASSWORD)
+        page.keyboard.press("Enter")
+        expect(page).to_have_url(re.compile(r"/admin/sign-in/code$"))
+        _tab_to(page, "#code")
+        page.keyboard.type(totp.now())
+        page.keyboard.press("Enter")
+        expect(page).to_have_url(re.compile(r"/admin$"))
+        _tab_to(page, "a[href='/admin/codes']")
+        page.keyboard.press("Enter")
+        expect(page).to_have_url(re.compile(r"/admin/codes$"))
+        _tab_to(page, "#code")
+        page.keyboard.type(code)
+        page.keyboard.press("Enter")
+        expect(page.locator(".facts")).to_contain_text("active")
+        _tab_to(page, "button.danger")
+        page.keyboard.press("Enter")
+        expect(page.locator(".facts")).to_contain_text("disabled")
