@@ -202,18 +202,20 @@ async def test_resends_and_reset_requests_take_as_long_whatever_the_email(stack:
         for email in emails.all().values():  # every path once, before measuring
             await call(email)
             await quiet()
-        for _ in range(21):
+        for _ in range(31):
             for who, email in random.sample(list(emails.all().items()), 3):
                 started = time.perf_counter()
                 await call(email)
                 took[who].append(time.perf_counter() - started)
                 await quiet()
 
-    medians = {who: statistics.median(times) for who, times in took.items()}
-    # Paths of about 2 ms: a stray millisecond on a shared 2-core machine is noise, not a path a
-    # client could tell apart (a password hash, the difference this guards against, is tens).
-    spread = max(medians.values()) - min(medians.values())
-    assert spread < max(0.5 * min(medians.values()), 0.001), medians
+    # The lower quartile of each: what a path costs when nothing else on this shared 2-core machine
+    # gets in its way (the median moved by 1.7 ms once, while other tests ran beside this one).
+    typical = {who: statistics.quantiles(times, n=4)[0] for who, times in took.items()}
+    # Paths of about 2 ms: a stray millisecond is noise, not a path a client could tell apart (a
+    # password hash, the difference this guards against, is tens).
+    spread = max(typical.values()) - min(typical.values())
+    assert spread < max(0.5 * min(typical.values()), 0.001), typical
 
 
 @asynccontextmanager
