@@ -19,6 +19,7 @@ from invite_svc.sealing import CodeSealer
 from invite_svc.settings import InviteSettings
 from invite_svc.store import InviteStore
 from invite_svc.store.records import Campaign, HoldRecord, MintedCode, OwnedCode, Owner, ReferralNode
+from invite_svc.store.referrals import Joined
 from mesh.access import current_principal
 from mesh.clients import client_address
 from mesh.cursors import Keyset, PageTokens, page_size
@@ -41,6 +42,7 @@ from mesh.server import ServiceRuntime
 from mesh.timestamps import optional_timestamp
 
 MAX_MINT = 10_000
+REFERRALS_PER_CODE = 100
 S = TypeVar("S", bound="InviteService")
 MAX_DEPTH = 10
 MAX_NAME = 100
@@ -122,11 +124,18 @@ class InviteService(invite_service_pb2_grpc.InviteServiceServicer):
 
     async def ListMyCodes(self, request: pb.ListMyCodesRequest, context: Any) -> pb.ListMyCodesResponse:
         me = uuid.UUID(current_principal.get().id)
+        if request.view not in pb.InviteCodeView.values():
+            raise InvalidArgument([FieldViolation("view", "INVITE_CODE_VIEW_BASIC or INVITE_CODE_VIEW_FULL")])
         query = f"my codes {me}"
         size, after = self._page(request.page_size, request.page_token, query)
         owned = await self._store.codes.codes_of_user(me, size, after)
+        listed = [_owned(code) for code in owned]
+        if request.view == pb.INVITE_CODE_VIEW_FULL and owned:
+            joined = await self._store.referrals.joined_through_codes([c.code.id for c in owned], REFERRALS_PER_CODE)
+            for code, shown in zip(owned, listed, strict=True):
+                shown.referrals.extend(_referral_of(person) for person in joined[code.code.id])
         return pb.ListMyCodesResponse(
-            codes=[_owned(code) for code in owned],
+            codes=listed,
             next_page_token=self._pages.keyset_next([(c.create_time, c.code.id) for c in owned], size, query),
         )
 
@@ -136,14 +145,7 @@ class InviteService(invite_service_pb2_grpc.InviteServiceServicer):
         size, before = self._page(request.page_size, request.page_token, query)
         joined = await self._store.referrals.joined_through(me, size, before)
         return pb.ListMyReferralsResponse(
-            referrals=[
-                pb.Referral(
-                    code=display(person.code),
-                    masked_email=domain.masked_email(person.canonical_email),
-                    join_time=optional_timestamp(person.join_time),
-                )
-                for person in joined
-            ],
+            referrals=[_referral_of(person) for person in joined],
             next_page_token=self._pages.keyset_next([(p.join_time, p.hold_id) for p in joined], size, query),
         )
 
@@ -324,6 +326,14 @@ def _referral(node: ReferralNode) -> pb.ReferralNode:
         code_id=str(node.code_id),
         confirm_time=optional_timestamp(node.confirm_time),
         children=[_referral(child) for child in node.children],
+    )
+
+
+def _referral_of(person: Joined) -> pb.Referral:
+    return pb.Referral(
+        code=display(person.code),
+        masked_email=domain.masked_email(person.canonical_email),
+        join_time=optional_timestamp(person.join_time),
     )
 
 

@@ -6,7 +6,8 @@ import datetime
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, literal, null, or_, select, tuple_
+from sqlalchemy import any_, bindparam, func, literal, null, or_, select, tuple_
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from invite_svc.domain import HoldState
@@ -31,6 +32,18 @@ class ReferralStore:
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._driver = driver
         self._sealer = sealer
+
+    async def joined_through_codes(self, code_ids: list[uuid.UUID], per_code: int) -> dict[uuid.UUID, list[Joined]]:
+        """The confirmed uses of each of `code_ids`, newest first, at most `per_code` each."""
+        async with self._driver.connection() as connection:
+            rows = await _JOINED_THROUGH_CODES.fetch(connection, codes=code_ids, per_code=per_code)
+        joined: dict[uuid.UUID, list[Joined]] = {code_id: [] for code_id in code_ids}
+        unseal = self._sealer.unseal
+        for row in rows:
+            joined[row["code_id"]].append(
+                Joined(row["id"], unseal(row["code_id"], row["sealed"]), row["canonical_email"], row["finish_time"])
+            )
+        return joined
 
     async def joined_through(
         self, user_id: uuid.UUID, limit: int, before: tuple[datetime.datetime, uuid.UUID] | None = None
@@ -108,4 +121,28 @@ _JOINED_THROUGH = DriverStatement(
     )
     .order_by(holds.c.finish_time.desc(), holds.c.id.desc())
     .limit(bindparam("limit"))
+)
+
+_ranked = (
+    select(
+        holds.c.id,
+        holds.c.code_id,
+        holds.c.canonical_email,
+        holds.c.finish_time,
+        codes.c.sealed,
+        func.row_number()
+        .over(partition_by=holds.c.code_id, order_by=(holds.c.finish_time.desc(), holds.c.id.desc()))
+        .label("rank"),
+    )
+    .select_from(holds.join(codes, holds.c.code_id == codes.c.id))
+    .where(
+        holds.c.code_id == any_(bindparam("codes", type_=ARRAY(holds.c.code_id.type))),
+        holds.c.state == HoldState.CONFIRMED,
+    )
+    .subquery()
+)
+_JOINED_THROUGH_CODES = DriverStatement(
+    select(_ranked.c.id, _ranked.c.code_id, _ranked.c.canonical_email, _ranked.c.finish_time, _ranked.c.sealed)
+    .where(_ranked.c.rank <= bindparam("per_code"))
+    .order_by(_ranked.c.code_id, _ranked.c.rank)
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncpg
 import grpc
+import pytest
 from invitemesh.auth.v1 import auth_service_pb2 as pb
 from invitemesh.invite.v1 import invite_service_pb2 as invite_pb
 from invitemesh.invite.v1 import invite_service_pb2_grpc
@@ -157,6 +158,12 @@ async def test_a_user_sees_who_joined_through_their_codes_newest_first_and_maske
         rest = await invites.ListMyReferrals(
             invite_pb.ListMyReferralsRequest(page_size=2, page_token=first.next_page_token), metadata=bearer
         )
+        full = await invites.ListMyCodes(
+            invite_pb.ListMyCodesRequest(view=invite_pb.INVITE_CODE_VIEW_FULL), metadata=bearer
+        )
+        basic = await invites.ListMyCodes(invite_pb.ListMyCodesRequest(), metadata=bearer)
+        with pytest.raises(grpc.aio.AioRpcError) as no_such_view:
+            await invites.ListMyCodes(invite_pb.ListMyCodesRequest(view=7), metadata=bearer)  # type: ignore[arg-type]
         _, stranger = await stack.signed_up()
         theirs = await invites.ListMyReferrals(
             invite_pb.ListMyReferralsRequest(), metadata=_bearer(stranger.session.access_token)
@@ -167,3 +174,8 @@ async def test_a_user_sees_who_joined_through_their_codes_newest_first_and_maske
     assert {person.code for person in joined} == {own.code}
     assert rest.next_page_token == "" and len(rest.referrals) == 1
     assert list(theirs.referrals) == []
+    # The full view of the codes tells the same, code by code; the basic one leaves it out.
+    (with_referrals,) = full.codes
+    assert list(with_referrals.referrals) == joined
+    assert [list(code.referrals) for code in basic.codes] == [[]]
+    assert no_such_view.value.code() == grpc.StatusCode.INVALID_ARGUMENT

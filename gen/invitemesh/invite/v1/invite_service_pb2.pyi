@@ -48,6 +48,30 @@ CODE_STATE_EXPIRED: CodeState.ValueType  # 3
 """Past its expiry or its campaign's end."""
 Global___CodeState: _TypeAlias = CodeState  # noqa: Y015
 
+class _InviteCodeView:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _InviteCodeViewEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_InviteCodeView.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    INVITE_CODE_VIEW_UNSPECIFIED: _InviteCodeView.ValueType  # 0
+    """Not set: INVITE_CODE_VIEW_BASIC."""
+    INVITE_CODE_VIEW_BASIC: _InviteCodeView.ValueType  # 1
+    """The code and its uses."""
+    INVITE_CODE_VIEW_FULL: _InviteCodeView.ValueType  # 2
+    """Also the people who joined through it."""
+
+class InviteCodeView(_InviteCodeView, metaclass=_InviteCodeViewEnumTypeWrapper):
+    """How much of each code a listing shows (AIP-157)."""
+
+INVITE_CODE_VIEW_UNSPECIFIED: InviteCodeView.ValueType  # 0
+"""Not set: INVITE_CODE_VIEW_BASIC."""
+INVITE_CODE_VIEW_BASIC: InviteCodeView.ValueType  # 1
+"""The code and its uses."""
+INVITE_CODE_VIEW_FULL: InviteCodeView.ValueType  # 2
+"""Also the people who joined through it."""
+Global___InviteCodeView: _TypeAlias = InviteCodeView  # noqa: Y015
+
 class _HoldState:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -125,6 +149,7 @@ class InviteCode(_message.Message):
     START_TIME_FIELD_NUMBER: _builtins.int
     EXPIRE_TIME_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    REFERRALS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Stable id (UUID)."""
     code: _builtins.str
@@ -155,6 +180,12 @@ class InviteCode(_message.Message):
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """Creation time."""
 
+    @_builtins.property
+    def referrals(self) -> _containers.RepeatedCompositeFieldContainer[Global___Referral]:
+        """The people who joined through it, newest first, at most 100: in the
+        INVITE_CODE_VIEW_FULL view of the caller's own codes only.
+        """
+
     def __init__(
         self,
         *,
@@ -169,10 +200,11 @@ class InviteCode(_message.Message):
         start_time: _timestamp_pb2.Timestamp | None = ...,
         expire_time: _timestamp_pb2.Timestamp | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        referrals: _abc.Iterable[Global___Referral] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "expire_time", b"expire_time", "owner", b"owner", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id", "code", b"code", "confirmed_uses", b"confirmed_uses", "create_time", b"create_time", "expire_time", b"expire_time", "held_uses", b"held_uses", "id", b"id", "max_uses", b"max_uses", "owner", b"owner", "start_time", b"start_time", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id", "code", b"code", "confirmed_uses", b"confirmed_uses", "create_time", b"create_time", "expire_time", b"expire_time", "held_uses", b"held_uses", "id", b"id", "max_uses", b"max_uses", "owner", b"owner", "referrals", b"referrals", "start_time", b"start_time", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -352,19 +384,25 @@ class ListMyCodesRequest(_message.Message):
 
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    VIEW_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     """Most codes to return; the server caps it."""
     page_token: _builtins.str
     """From a previous response's `next_page_token`."""
+    view: Global___InviteCodeView.ValueType
+    """INVITE_CODE_VIEW_FULL adds each code's referrals: what a page showing a
+    person's codes and who joined through them needs, in one call.
+    """
     def __init__(
         self,
         *,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        view: Global___InviteCodeView.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "view", b"view"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
