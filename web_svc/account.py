@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from invitemesh.invite.v1 import invite_service_pb2 as invite
 from starlette.requests import Request
 from starlette.responses import Response
@@ -33,12 +31,13 @@ class Account:
         if signed_in is None:
             return see_other("/sign-in")
         browser = signed_in.browser
-        # Two calls, neither waiting for the other.
-        codes, joined = await asyncio.gather(
-            self._mesh.call(self._mesh.invite.ListMyCodes, invite.ListMyCodesRequest(page_size=LISTED), browser),
-            self._mesh.call(
-                self._mesh.invite.ListMyReferrals, invite.ListMyReferralsRequest(page_size=LISTED), browser
-            ),
+        # One call: the codes, each with who joined through it.
+        asked = invite.ListMyCodesRequest(page_size=LISTED, view=invite.INVITE_CODE_VIEW_FULL)
+        codes = await self._mesh.call(self._mesh.invite.ListMyCodes, asked, browser)
+        joined = sorted(
+            (person for code in codes.codes for person in code.referrals),
+            key=lambda person: person.join_time.ToNanoseconds(),
+            reverse=True,
         )
         origin = self._public_url or str(request.base_url)
         return page(
@@ -64,6 +63,6 @@ class Account:
                     "code": person.code,
                     "date": person.join_time.ToDatetime().date().isoformat(),
                 }
-                for person in joined.referrals
+                for person in joined[:LISTED]
             ],
         )
