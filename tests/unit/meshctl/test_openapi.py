@@ -71,7 +71,11 @@ def test_schemas_follow_protobufs_json_mapping() -> None:
 def test_queries_of_get_methods_are_their_fields_by_json_name() -> None:
     listed = DOCUMENT["paths"]["/v1/users/me/invites"]["get"]
 
-    assert [(p["name"], p["in"]) for p in listed["parameters"]] == [("pageSize", "query"), ("pageToken", "query")]
+    assert [(p["name"], p["in"]) for p in listed["parameters"]] == [
+        ("pageSize", "query"),
+        ("pageToken", "query"),
+        ("view", "query"),
+    ]
     assert "requestBody" not in listed
 
 
