@@ -296,6 +296,9 @@ class Console:
                 continue  # the blank row for a new rule, left blank
             requests = form_text(form, f"requests-{index}").strip()
             unit = UNITS.get(form_text(form, f"unit-{index}"))
+            shown = f"{requests}|{form_text(form, f'unit-{index}')}|{form_text(form, f'fail-closed-{index}') == 'on'}"
+            if form_text(form, f"default-{index}") == shown:
+                continue  # a default left as it was stays a default: the set names only rules set
             if not requests.isdigit() or unit is None:
                 problem = f"The rule of {route} needs a whole number of requests and a unit."
                 break

@@ -129,6 +129,10 @@ def test_campaigns_users_mail_and_rate_limits_from_the_console(mesh: Mesh, brows
         page.get_by_role("button", name="Save rate limits").click()
         expect(page.get_by_role("status")).to_have_text("Saved.")
         expect(page.get_by_label(f"Requests for {check_code}")).to_have_value("45")
+        # The rules left as they were are still the defaults, not rules set to the same numbers.
+        expect(page.get_by_role("row").filter(has_text="/invitemesh.auth.v1.AuthService/Login")).to_contain_text(
+            "(default)"
+        )
         # Back to the default: a database given by MESH_DATABASE_URL keeps rules for later runs.
         mesh.ctl("ratelimits", "reset", check_code)
 
