@@ -195,7 +195,7 @@ class Console:
     async def campaigns(self, request: Request) -> Response:
         if (me := await self.signed_in(request)) is None:
             return see_other("/admin/sign-in")
-        return await self._campaigns_page(request, me, errors={}, given={}, status=200)
+        return await self._campaigns_page(request, me, errors={}, given={}, status=200, notice=None)
 
     async def create_campaign(self, request: Request) -> Response:
         if (me := await self.signed_in(request)) is None:
@@ -216,22 +216,31 @@ class Console:
             )
             asked = admin.CreateCampaignRequest(campaign=campaign, request_id=form_text(form, "request_id"))
             try:
-                await self._call(me, self._mesh.admin.CreateCampaign, asked)
-                return see_other("/admin/campaigns")
+                made = (await self._call(me, self._mesh.admin.CreateCampaign, asked)).campaign
+                # Said here: among many campaigns the new one need not be on the list's first page.
+                notice = f"Created {made.display_name}: {made.taken} / {made.capacity or '∞'} spots, id {made.id}."
+                return await self._campaigns_page(request, me, errors={}, given={}, status=200, notice=notice)
             except Refused as refused:
                 fields = {"campaign.display_name": "name", "campaign.capacity": "capacity",
                           "campaign.invite_quota": "quota", "campaign.allowed_email_domains": "domains"}  # fmt: skip
                 errors = {fields.get(f, f): d for f, d in domain.form_errors(refused.violations).items()}
                 if not errors:
                     errors = {"name": domain.message_for(refused.reason)}
-        return await self._campaigns_page(request, me, errors=errors, given=given, status=400)
+        return await self._campaigns_page(request, me, errors=errors, given=given, status=400, notice=None)
 
     async def _campaigns_page(
-        self, request: Request, me: SignedInAdmin, *, errors: dict[str, str], given: dict[str, str], status: int
+        self,
+        request: Request,
+        me: SignedInAdmin,
+        *,
+        errors: dict[str, str],
+        given: dict[str, str],
+        status: int,
+        notice: str | None,
     ) -> Response:
         listed = await self._call(me, self._mesh.admin.ListCampaigns, admin.ListCampaignsRequest(page_size=PAGE_SIZE))
         return self.page_for(request, me, "admin/campaigns.html.j2", status=status, campaigns=listed.campaigns,
-                          errors=errors, given=given, request_id=str(uuid.uuid4()))  # fmt: skip
+                          errors=errors, given=given, request_id=str(uuid.uuid4()), notice=notice)  # fmt: skip
 
     async def users(self, request: Request) -> Response:
         if (me := await self.signed_in(request)) is None:

@@ -106,7 +106,7 @@ def test_campaigns_users_mail_and_rate_limits_from_the_console(mesh: Mesh, brows
         page.get_by_label("Spots (0: unlimited)").fill("50")
         page.get_by_label("Codes each new member gets").fill("2")
         page.get_by_role("button", name="Create campaign").click()
-        expect(page.get_by_role("row").filter(has_text=campaign)).to_contain_text("0 / 50")
+        expect(page.get_by_role("status")).to_contain_text(f"Created {campaign}: 0 / 50 spots")
 
         page.goto(f"/admin/users?user_id={user_id}")
         page.get_by_label("Reason (for the audit log)").fill("spam")
