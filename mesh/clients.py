@@ -27,11 +27,15 @@ EDGE_NAME = "envoy"
 
 
 def edge_token(kek: bytes) -> str:
-    return base64.urlsafe_b64encode(derive_key(kek, "edge token v1")).decode().rstrip("=")
+    return _derived_token(kek, "edge token v1")
 
 
 def web_token(kek: bytes) -> str:
-    return base64.urlsafe_b64encode(derive_key(kek, "web token v1")).decode().rstrip("=")
+    return _derived_token(kek, "web token v1")
+
+
+def _derived_token(kek: bytes, purpose: str) -> str:
+    return base64.urlsafe_b64encode(derive_key(kek, purpose)).decode().rstrip("=")
 
 
 @dataclass(frozen=True)

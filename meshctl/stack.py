@@ -287,6 +287,7 @@ class Stack:
         self._add(Part(WEB.name, "web", address, pid=process.pid, log=str(self._log_of(WEB.name))))
 
     def _start_edge(self) -> None:
+        kek = load_kek(self.settings)
         host = self.settings.host
         config_file = self.state_dir / "envoy.yaml"
         config_file.write_text(
@@ -298,11 +299,11 @@ class Stack:
                 limits=edge_limits(self.settings),
                 tls=self._edge_tls(),
                 # web_svc knows the edge by its token under TLS too (it serves plain HTTP).
-                edge_token=edge_token(load_kek(self.settings)),
+                edge_token=edge_token(kek),
                 pages=Pages(
                     upstream=(host, self._port(WEB.port_offset)),
                     calls_port=self.settings.edge_pages_port,
-                    token=web_token(load_kek(self.settings)),
+                    token=web_token(kek),
                 ),
             )
         )

@@ -6,8 +6,10 @@ shown only to a role the contract lets use it (mesh.access reads the method's
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +51,21 @@ class SignedInAdmin:
     @property
     def role(self) -> str:
         return AdminRole(self.session.role).claim
+
+
+AdminPage = Callable[["Console", Request, "SignedInAdmin"], Awaitable[Response]]
+
+
+def _for_admins(handler: AdminPage) -> Callable[[Console, Request], Awaitable[Response]]:
+    """A console page: for a signed-in admin, given as `me`; anyone else is sent to sign in."""
+
+    @functools.wraps(handler)
+    async def page(console: Console, request: Request) -> Response:
+        if (me := await console.signed_in(request)) is None:
+            return see_other("/admin/sign-in")
+        return await handler(console, request, me)
+
+    return page
 
 
 class Console:
@@ -134,9 +151,8 @@ class Console:
 
     # The console's pages: each needs a signed-in admin.
 
-    async def dashboard(self, request: Request) -> Response:
-        if (me := await self.signed_in(request)) is None:
-            return see_other("/admin/sign-in")
+    @_for_admins
+    async def dashboard(self, request: Request, me: SignedInAdmin) -> Response:
         registrations, stats, campaigns = await asyncio.gather(
             self._call(me, self._mesh.admin.GetRegistrationStats, admin.GetRegistrationStatsRequest()),
             self._call(me, self._mesh.admin.GetEmailStats, admin.GetEmailStatsRequest()),
@@ -153,9 +169,8 @@ class Console:
         return self.page_for(request, me, "admin/dashboard.html.j2", day=joined.day, charts=charts,
                           verified=joined.verified)  # fmt: skip
 
-    async def codes(self, request: Request) -> Response:
-        if (me := await self.signed_in(request)) is None:
-            return see_other("/admin/sign-in")
+    @_for_admins
+    async def codes(self, request: Request, me: SignedInAdmin) -> Response:
         query = request.query_params
         code = query.get("code", "").strip()
         if code:
@@ -185,21 +200,18 @@ class Console:
         return self.page_for(request, me, "admin/codes.html.j2", code="", found=None, problem=None, listing=listing,
                           filters=filters)  # fmt: skip
 
-    async def disable_code(self, request: Request) -> Response:
-        if (me := await self.signed_in(request)) is None:
-            return see_other("/admin/sign-in")
+    @_for_admins
+    async def disable_code(self, request: Request, me: SignedInAdmin) -> Response:
         code = form_text(await checked_form(request), "code").strip()
         await self._call(me, self._mesh.admin.DisableInvite, admin.DisableInviteRequest(code=code))
         return see_other(f"/admin/codes?code={code}")
 
-    async def campaigns(self, request: Request) -> Response:
-        if (me := await self.signed_in(request)) is None:
-            return see_other("/admin/sign-in")
+    @_for_admins
+    async def campaigns(self, request: Request, me: SignedInAdmin) -> Response:
         return await self._campaigns_page(request, me, errors={}, given={}, status=200, notice=None)
 
-    async def create_campaign(self, request: Request) -> Response:
-        if (me := await self.signed_in(request)) is None:
-            return see_other("/admin/sign-in")
+    @_for_admins
+    async def create_campaign(self, request: Request, me: SignedInAdmin) -> Response:
         form = await checked_form(request)
         given = {name: form_text(form, name).strip() for name in ("name", "capacity", "quota", "domains")}
         errors = {
@@ -242,9 +254,8 @@ class Console:
         return self.page_for(request, me, "admin/campaigns.html.j2", status=status, campaigns=listed.campaigns,
                           errors=errors, given=given, request_id=str(uuid.uuid4()), notice=notice)  # fmt: skip
 
-    async def users(self, request: Request) -> Response:
-        if (me := await self.signed_in(request)) is None:
-            return see_other("/admin/sign-in")
+    @_for_admins
+    async def users(self, request: Request, me: SignedInAdmin) -> Response:
         user_id = request.query_params.get("user_id", "").strip()
         tree, problem = None, None
         if user_id:
@@ -253,18 +264,15 @@ class Console:
                     me, self._mesh.admin.ListReferrals, admin.ListReferralsRequest(user_id=user_id, depth=3)
                 )
             except Refused as refused:
-                problem = next(iter(domain.form_errors(refused.violations).values()), None) or domain.message_for(
-                    refused.reason
-                )
+                problem = domain.in_one_line(refused.violations, refused.reason)
         notice = {"suspended": "The user is suspended.", "reactivated": "The user is active again."}.get(
             request.query_params.get("done", "")
         )
         return self.page_for(request, me, "admin/users.html.j2", user_id=user_id, tree=tree, problem=problem,
                           notice=notice)  # fmt: skip
 
-    async def change_user(self, request: Request) -> Response:
-        if (me := await self.signed_in(request)) is None:
-            return see_other("/admin/sign-in")
+    @_for_admins
+    async def change_user(self, request: Request, me: SignedInAdmin) -> Response:
         form = await checked_form(request)
         user_id, change = form_text(form, "user_id").strip(), form_text(form, "change")
         if change == "suspend":
@@ -274,9 +282,8 @@ class Console:
         await self._call(me, self._mesh.admin.ReactivateUser, admin.ReactivateUserRequest(user_id=user_id))
         return see_other(f"/admin/users?user_id={user_id}&done=reactivated")
 
-    async def mail_log(self, request: Request) -> Response:
-        if (me := await self.signed_in(request)) is None:
-            return see_other("/admin/sign-in")
+    @_for_admins
+    async def mail_log(self, request: Request, me: SignedInAdmin) -> Response:
         query = request.query_params
         status_name = query.get("status", "") if query.get("status", "") in EMAIL_STATUSES else ""
         to = query.get("to", "").strip()
@@ -289,14 +296,12 @@ class Console:
                           next_page_token=listed.next_page_token, status_filter=status_name, to=to,
                           statuses=EMAIL_STATUSES, status_names=_email_status_names())  # fmt: skip
 
-    async def rate_limits(self, request: Request) -> Response:
-        if (me := await self.signed_in(request)) is None:
-            return see_other("/admin/sign-in")
+    @_for_admins
+    async def rate_limits(self, request: Request, me: SignedInAdmin) -> Response:
         return await self._rate_limits_page(request, me, status=200, problem=None, notice=None)
 
-    async def update_rate_limits(self, request: Request) -> Response:
-        if (me := await self.signed_in(request)) is None:
-            return see_other("/admin/sign-in")
+    @_for_admins
+    async def update_rate_limits(self, request: Request, me: SignedInAdmin) -> Response:
         form = await checked_form(request)
         routes = form.getlist("route")
         rules, problem = [], None
@@ -323,9 +328,7 @@ class Console:
                 await self._call(me, self._mesh.admin.UpdateRateLimits, asked)
                 return await self._rate_limits_page(request, me, status=200, problem=None, notice="Saved.")
             except Refused as refused:
-                problem = "; ".join(domain.form_errors(refused.violations).values()) or domain.message_for(
-                    refused.reason
-                )
+                problem = domain.in_one_line(refused.violations, refused.reason)
         return await self._rate_limits_page(request, me, status=400, problem=problem, notice=None)
 
     async def _rate_limits_page(
@@ -341,9 +344,8 @@ class Console:
         return self.page_for(request, me, "admin/rate_limits.html.j2", status=status, rules=rules, units=list(UNITS),
                           problem=problem, notice=notice, request_id=str(uuid.uuid4()))  # fmt: skip
 
-    async def audit_log(self, request: Request) -> Response:
-        if (me := await self.signed_in(request)) is None:
-            return see_other("/admin/sign-in")
+    @_for_admins
+    async def audit_log(self, request: Request, me: SignedInAdmin) -> Response:
         token = request.query_params.get("page_token", "")
         asked = admin.ListAuditLogEntriesRequest(page_size=PAGE_SIZE, page_token=token)
         listed = await self._call(me, self._mesh.admin.ListAuditLogEntries, asked)

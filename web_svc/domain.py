@@ -57,6 +57,17 @@ def form_errors(violations: dict[str, str]) -> dict[str, str]:
     return {FORM_FIELDS.get(field, field): _sentence(description) for field, description in violations.items()}
 
 
+def placed(violations: dict[str, str], reason: str) -> tuple[dict[str, str], str | None]:
+    """A refusal as messages beside the fields it is about, or else one for the whole form."""
+    errors = form_errors(violations)
+    return errors, None if errors else message_for(reason)
+
+
+def in_one_line(violations: dict[str, str], reason: str) -> str:
+    """A refusal said once, where there is no field to put it beside."""
+    return " ".join(form_errors(violations).values()) or message_for(reason)
+
+
 def code_problem(typed: str) -> str | None:
     """What is wrong with a typed code that needs no lookup to tell (None: it may exist)."""
     try:

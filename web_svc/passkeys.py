@@ -89,10 +89,7 @@ async def _answer(call: Callable[[], Awaitable[Answer]], shape: Callable[[Answer
     try:
         answer = await call()
     except Refused as refused:
-        message = next(iter(domain.form_errors(refused.violations).values()), None) or domain.message_for(
-            refused.reason
-        )
-        return _failure(message, 400)
+        return _failure(domain.in_one_line(refused.violations, refused.reason), 400)
     return JSONResponse(shape(answer))
 
 

@@ -31,8 +31,7 @@ class Recovery:
                 self._mesh.auth.RequestPasswordReset, auth.RequestPasswordResetRequest(email=email), anonymous(request)
             )
         except Refused as refused:
-            errors = domain.form_errors(refused.violations)
-            problem = None if errors else domain.message_for(refused.reason)
+            errors, problem = domain.placed(refused.violations, refused.reason)
             return page(
                 request, "reset_password.html.j2", status=400, email=email, errors=errors, problem=problem, notice=None
             )
@@ -47,10 +46,9 @@ class Recovery:
         try:
             await self._mesh.call(self._mesh.auth.ResetPassword, asked, anonymous(request))
         except Refused as refused:
-            errors = domain.form_errors(refused.violations)
+            errors, problem = domain.placed(refused.violations, refused.reason)
             if refused.reason == "RESET_TOKEN_INVALID":
-                errors = {"token": domain.message_for(refused.reason)}
-            problem = None if errors else domain.message_for(refused.reason)
+                errors, problem = {"token": domain.message_for(refused.reason)}, None
             return page(
                 request, "reset_password.html.j2", status=400, email="", errors=errors, problem=problem, notice=None
             )

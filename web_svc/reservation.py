@@ -142,8 +142,6 @@ class Reservation:
 
 def _placed(refused: Refused) -> tuple[dict[str, str], str | None]:
     """A refusal as messages beside the fields it is about, or else one for the whole form."""
-    if refused.violations:
-        return domain.form_errors(refused.violations), None
-    if refused.reason in domain.CODE_MESSAGES:
+    if not refused.violations and refused.reason in domain.CODE_MESSAGES:
         return {"code": domain.CODE_MESSAGES[refused.reason]}, None
-    return {}, domain.message_for(refused.reason)
+    return domain.placed(refused.violations, refused.reason)

@@ -118,23 +118,16 @@ def start_over(request: Request) -> None:
 async def checked_form(request: Request) -> FormData:
     """The posted form, once its CSRF token is this browser's and the browser says the post came
     from this site; else 403."""
-    if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
-        raise HTTPException(403, "This form was sent from another site.")
     form = await request.form()
     given = form.get(CSRF_FIELD)
-    if not isinstance(given, str) or not hmac.compare_digest(given.encode(), csrf_token(request).encode()):
-        raise HTTPException(403, "This form has expired. Reload the page and send it again.")
+    _require_this_site(request, given if isinstance(given, str) else "")
     return form
 
 
 async def checked_json(request: Request) -> dict[str, Any]:
     """A script's posted JSON object, once its CSRF token (header `x-csrf-token`) is this
     browser's; else 403 (400 for a body that is not a JSON object)."""
-    if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
-        raise HTTPException(403, "This request was sent from another site.")
-    given = request.headers.get(CSRF_HEADER, "")
-    if not hmac.compare_digest(given.encode(), csrf_token(request).encode()):
-        raise HTTPException(403, "This page has expired. Reload it and try again.")
+    _require_this_site(request, request.headers.get(CSRF_HEADER, ""))
     try:
         body = json.loads(await request.body() or b"{}")
     except ValueError:
@@ -142,6 +135,15 @@ async def checked_json(request: Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise HTTPException(400, "The request is not a JSON object.")
     return body
+
+
+def _require_this_site(request: Request, given_token: str) -> None:
+    """403 unless the browser says the request came from this site and it carries this browser's
+    CSRF token."""
+    if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+        raise HTTPException(403, "This was sent from another site.")
+    if not hmac.compare_digest(given_token.encode(), csrf_token(request).encode()):
+        raise HTTPException(403, "This page has expired. Reload it and try again.")
 
 
 def form_text(form: FormData, name: str) -> str:

@@ -82,8 +82,7 @@ def create_app(settings: Settings, own: WebSettings) -> Starlette:
             await store.drop_session(request.state.browser_id)
             start_over(request)
             return see_other("/sign-in")
-        status = 429 if error.code is grpc.StatusCode.RESOURCE_EXHAUSTED else 503
-        return page(request, "error.html.j2", status=status, message=domain.message_for(error.reason))
+        return unavailable(request, error)
 
     async def console_refused(request: Request, error: Refused) -> Response:
         if error.code is grpc.StatusCode.UNAUTHENTICATED:
@@ -92,6 +91,9 @@ def create_app(settings: Settings, own: WebSettings) -> Starlette:
             return see_other("/admin/sign-in")
         if error.code is grpc.StatusCode.PERMISSION_DENIED:
             return page(request, "error.html.j2", status=403, message="Your role may not do this.")
+        return unavailable(request, error)
+
+    def unavailable(request: Request, error: Refused) -> Response:
         status = 429 if error.code is grpc.StatusCode.RESOURCE_EXHAUSTED else 503
         return page(request, "error.html.j2", status=status, message=domain.message_for(error.reason))
 

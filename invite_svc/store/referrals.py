@@ -6,6 +6,7 @@ import datetime
 import uuid
 from dataclasses import dataclass
 
+import asyncpg
 from sqlalchemy import any_, bindparam, func, literal, null, or_, select, tuple_
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -38,11 +39,8 @@ class ReferralStore:
         async with self._driver.connection() as connection:
             rows = await _JOINED_THROUGH_CODES.fetch(connection, codes=code_ids, per_code=per_code)
         joined: dict[uuid.UUID, list[Joined]] = {code_id: [] for code_id in code_ids}
-        unseal = self._sealer.unseal
         for row in rows:
-            joined[row["code_id"]].append(
-                Joined(row["id"], unseal(row["code_id"], row["sealed"]), row["canonical_email"], row["finish_time"])
-            )
+            joined[row["code_id"]].append(self._joined(row))
         return joined
 
     async def joined_through(
@@ -54,15 +52,11 @@ class ReferralStore:
             rows = await _JOINED_THROUGH.fetch(
                 connection, owner=user_id, limit=limit, before_time=before_time, before_id=before_id
             )
-        return [
-            Joined(
-                row["id"],
-                self._sealer.unseal(row["code_id"], row["sealed"]),
-                row["canonical_email"],
-                row["finish_time"],
-            )
-            for row in rows
-        ]
+        return [self._joined(row) for row in rows]
+
+    def _joined(self, row: asyncpg.Record) -> Joined:
+        code = self._sealer.unseal(row["code_id"], row["sealed"])
+        return Joined(row["id"], code, row["canonical_email"], row["finish_time"])
 
     async def referral_tree(self, root: Owner, depth: int) -> list[ReferralNode]:
         """Whom `root` invited (confirmed uses of its codes), and whom they invited, `depth` levels down."""

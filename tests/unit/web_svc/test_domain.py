@@ -5,7 +5,9 @@ from web_svc.domain import (
     code_problem,
     displayed_code,
     form_errors,
+    in_one_line,
     message_for,
+    placed,
     share_link,
     verification_code_problem,
 )
@@ -49,3 +51,10 @@ def test_the_verification_code_has_six_digits() -> None:
 
 def test_a_share_link_opens_the_reserve_page_with_the_code() -> None:
     assert share_link("https://invites.example.com/", "ABCD-EFGH-J") == "https://invites.example.com/?code=ABCD-EFGH-J"
+
+
+def test_a_refusal_goes_beside_its_fields_or_else_once_for_the_whole() -> None:
+    assert placed({"email": "not an email"}, "INVALID_ARGUMENT") == ({"email": "Not an email."}, None)
+    assert placed({}, "INVALID_CREDENTIALS") == ({}, "The email or the password is not right.")
+    assert in_one_line({"a": "one", "b": "two."}, "INVALID_ARGUMENT") == "One. Two."
+    assert in_one_line({}, "RATE_LIMITED") == message_for("RATE_LIMITED")
