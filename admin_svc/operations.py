@@ -18,6 +18,7 @@ from google.protobuf.message import Message
 from invitemesh.admin.v1 import admin_service_pb2 as pb
 from invitemesh.auth.v1 import auth_service_pb2 as auth_pb
 from invitemesh.auth.v1 import auth_service_pb2_grpc
+from invitemesh.chain.v1 import chain_service_pb2_grpc
 from invitemesh.invite.v1 import invite_service_pb2 as invite_pb
 from invitemesh.invite.v1 import invite_service_pb2_grpc
 from invitemesh.mail.v1 import mail_service_pb2 as mail_pb
@@ -32,8 +33,9 @@ from mesh.errors import FieldViolation, InvalidArgument, PassedOn, Unavailable, 
 log = structlog.get_logger("admin_svc.operations")
 T = TypeVar("T")
 DEADLINE = 5.0
-AUTH, INVITES, MAIL, RATELIMIT = "auth_svc", "invite_svc", "mail_svc", "ratelimit_svc"
+AUTH, INVITES, MAIL, RATELIMIT, CHAIN = "auth_svc", "invite_svc", "mail_svc", "ratelimit_svc", "chain_svc"
 _UNAVAILABLE = {
+    CHAIN: "CHAIN_SERVICE_UNAVAILABLE",
     AUTH: "AUTH_SERVICE_UNAVAILABLE",
     INVITES: "INVITE_SERVICE_UNAVAILABLE",
     MAIL: "MAIL_SERVICE_UNAVAILABLE",
@@ -54,6 +56,10 @@ class Downstream:
     @functools.cached_property
     def invites(self) -> invite_service_pb2_grpc.InviteServiceAsyncStub:
         return invite_service_pb2_grpc.InviteServiceStub(self._peers.channel(INVITES))
+
+    @functools.cached_property
+    def wallets(self) -> chain_service_pb2_grpc.ChainServiceAsyncStub:
+        return chain_service_pb2_grpc.ChainServiceStub(self._peers.channel(CHAIN))
 
     @functools.cached_property
     def mail(self) -> mail_service_pb2_grpc.MailServiceAsyncStub:

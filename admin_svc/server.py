@@ -16,6 +16,7 @@ from google.protobuf.message import Message
 from invitemesh.admin.v1 import admin_service_pb2 as pb
 from invitemesh.admin.v1 import admin_service_pb2_grpc
 from invitemesh.auth.v1 import auth_service_pb2 as auth_pb
+from invitemesh.chain.v1 import chain_service_pb2 as chain_pb
 from invitemesh.invite.v1 import invite_service_pb2 as invite_pb
 from invitemesh.mail.v1 import mail_service_pb2 as mail_pb
 from invitemesh.ratelimit.v1 import ratelimit_service_pb2 as ratelimit_pb
@@ -24,7 +25,7 @@ from admin_svc import models
 from admin_svc.admins import Admins
 from admin_svc.audit import Auditor, actor_of
 from admin_svc.jobs import sweep_job
-from admin_svc.operations import AUTH, DEADLINE, INVITES, MAIL, RATELIMIT, Change, Downstream, changes
+from admin_svc.operations import AUTH, CHAIN, DEADLINE, INVITES, MAIL, RATELIMIT, Change, Downstream, changes
 from admin_svc.passkeys import Passkeys, passkey_message
 from admin_svc.sessions import AdminSessions
 from admin_svc.settings import AdminSettings
@@ -177,6 +178,11 @@ class AdminService(admin_service_pb2_grpc.AdminServiceServicer):
         asked = invite_pb.GetReferralTreeRequest(root=invite_pb.Owner(user_id=request.user_id), depth=request.depth)
         tree = await self._read(INVITES, lambda: self._downstream.invites.GetReferralTree(asked, timeout=DEADLINE))
         return pb.ListReferralsResponse(children=tree.children)
+
+    async def GetUserWallet(self, request: pb.GetUserWalletRequest, context: Any) -> pb.GetUserWalletResponse:
+        asked = chain_pb.GetWalletRequest(user_id=request.user_id)
+        found = await self._read(CHAIN, lambda: self._downstream.wallets.GetWallet(asked, timeout=DEADLINE))
+        return pb.GetUserWalletResponse(wallet=found.wallet)
 
     async def ListEmails(self, request: pb.ListEmailsRequest, context: Any) -> pb.ListEmailsResponse:
         asked = mail_pb.ListEmailsRequest(

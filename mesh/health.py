@@ -1,5 +1,9 @@
 """gRPC health that tells the truth: a service is SERVING only while its database and Redis
-answer. A background probe checks both every `MESH_HEALTH_INTERVAL` seconds."""
+answer. A background probe checks both every `MESH_HEALTH_INTERVAL` seconds.
+
+A dependency a service survives in part (chain_svc's Ethereum node: wallets still link while it
+is down, only polling waits) is *watched*: probed alike, and its loss logged and exposed in
+`mesh_dependency_up` (which `meshctl status` reads), but the service stays SERVING."""
 
 from __future__ import annotations
 
@@ -18,17 +22,34 @@ _PROBE_TIMEOUT = 2.0
 
 
 class DependencyHealth:
-    def __init__(self, services: Sequence[str], probes: Mapping[str, Probe], metrics: Metrics) -> None:
+    def __init__(
+        self,
+        services: Sequence[str],
+        probes: Mapping[str, Probe],
+        metrics: Metrics,
+        watched: Mapping[str, Probe] | None = None,
+    ) -> None:
         self.servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self._services = tuple(services)
         self._probes = dict(probes)
+        self._watched = watched if watched is not None else {}
         self._metrics = metrics
         self.failures: dict[str, str] = {}
         """Why each unreachable dependency failed its last probe; empty while SERVING."""
+        self.degraded: dict[str, str] = {}
+        """Why each unreachable watched dependency failed its last probe."""
 
     async def probe(self) -> bool:
-        results = await asyncio.gather(*(self._run(name, probe) for name, probe in self._probes.items()))
-        failures = {name: error for name, error in results if error is not None}
+        everything = {**self._watched, **self._probes}
+        results = await asyncio.gather(*(self._run(name, probe) for name, probe in everything.items()))
+        degraded = {name: error for name, error in results if error is not None and name not in self._probes}
+        if degraded.keys() != self.degraded.keys():
+            if degraded:
+                log.warning("watched dependencies unreachable", failures=degraded)
+            else:
+                log.info("watched dependencies reachable again")
+        self.degraded = degraded
+        failures = {name: error for name, error in results if error is not None and name in self._probes}
         if failures != self.failures:
             if failures:
                 log.warning("dependencies unreachable", failures=failures)

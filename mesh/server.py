@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import grpc
@@ -21,7 +21,7 @@ from mesh.calls import CallInterceptor
 from mesh.channels import Peers
 from mesh.clients import EdgeRecognition, edge_token
 from mesh.db import DriverPool, create_engine, ping
-from mesh.health import DependencyHealth
+from mesh.health import DependencyHealth, Probe
 from mesh.jobs import PeriodicJob, Worker, run_periodically
 from mesh.keys import KeyringError, TrustStore, load_kek
 from mesh.logs import configure_logging
@@ -61,6 +61,11 @@ class ServiceRuntime:
     """Periodic work to run while serving; servicers add theirs when built."""
     workers: list[Worker] = field(default_factory=list)
     """Long-running work to run while serving (mail senders); stopped before the server."""
+    closing: list[Callable[[], Awaitable[object]]] = field(default_factory=list)
+    """What a service's servicers opened and the server closes when it has stopped (clients of
+    other dependencies)."""
+    watched: dict[str, Probe] = field(default_factory=dict)
+    """Dependencies a service survives in part, probed and reported by health (mesh.health)."""
     published_keys: list[FetchKeys] = field(default_factory=list)
     """Filled by a service that issues tokens (its contract publishes their key set): the keys,
     read in process rather than by a call to itself."""
@@ -99,6 +104,7 @@ class MeshServer:
             spec.grpc_services,
             {"postgres": lambda: ping(self.runtime.engine), "redis": self.runtime.redis.ping},
             self.metrics,
+            self.runtime.watched,
         )
         # A verifier made here holds a Redis connection of its own, closed with the server.
         self._signatures: SignatureVerifier | None = None
@@ -170,6 +176,8 @@ class MeshServer:
         await self._server.stop(self.settings.grace_period if grace is None else grace)
         await winding_down
         await self.runtime.peers.close()
+        for close in self.runtime.closing:
+            await close()
         if self._signatures is not None:
             await self._signatures.close()
         await self.runtime.driver.close()

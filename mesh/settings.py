@@ -64,6 +64,9 @@ class Settings(MeshSettings, env_prefix="MESH_"):
     """`redis://…`; unset, `meshctl` starts an embedded Redis"""
     smtp_url: str | None = None
     """`smtp://host:port` mail_svc sends through; unset, `meshctl` starts a local sink"""
+    chain_rpc_url: str | None = None
+    """Ethereum JSON-RPC endpoint chain_svc reads (`http://…`); unset, `meshctl` starts a local
+    development chain"""
     otlp_endpoint: str | None = None
     """OTLP/gRPC collector for traces; unset exports nowhere"""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -147,6 +150,11 @@ class Settings(MeshSettings, env_prefix="MESH_"):
     @classmethod
     def _smtp_url(cls, url: str | None) -> str | None:
         return require_scheme(url, ("smtp", "smtps"))
+
+    @field_validator("chain_rpc_url")
+    @classmethod
+    def _chain_rpc_url(cls, url: str | None) -> str | None:
+        return require_scheme(url, ("http", "https"))
 
     @field_validator("otlp_endpoint")
     @classmethod

@@ -13,7 +13,10 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
+from decimal import Decimal
 from pathlib import Path
+
+from web3 import Web3
 
 from mesh.access import ADMIN_ROLES
 from mesh.clients import EDGE_NAME
@@ -21,7 +24,7 @@ from mesh.keys import KeyringError, Keystore, TrustFile, load_kek
 from mesh.logs import configure_logging
 from mesh.migrate import upgrade_all
 from mesh.services import IDENTITIES, SERVICES
-from meshctl import operator
+from meshctl import chain_tools, operator
 from meshctl.admins import create_admin, list_admins, verify_audit_log
 from meshctl.certs import make_dev_certs
 from meshctl.operator import TIME_UNITS, mint_codes, rate_limits
@@ -98,6 +101,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     mail_list = mail_commands.add_parser("list")
     mail_list.add_argument("--to", help="only messages to this address")
     mail_list.add_argument("--json", action="store_true")
+    chain = commands.add_parser("chain", help="the development chain chain_svc polls (or MESH_CHAIN_RPC_URL)")
+    chain_commands = chain.add_subparsers(dest="chain_command", required=True)
+    fund = chain_commands.add_parser("fund", help="send ether from the chain's first account")
+    fund.add_argument("address")
+    fund.add_argument("amount", type=Decimal, help="in ether, e.g. 1.5")
+    mine = chain_commands.add_parser("mine", help="mine empty blocks")
+    mine.add_argument("blocks", nargs="?", type=int, default=1)
 
     args = parser.parse_args(argv)
     # Whatever meshctl and the parts it starts write (keys, logs, caught mails with their codes
@@ -120,6 +130,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         ),
         "audit": lambda: operator.run(verify_audit_log(settings, args)),
         "mail": lambda: _mail_list(settings, args.to, args.json),
+        "chain": lambda: _chain(settings, args),
     }
     sys.exit(handlers[args.command]())
 
@@ -341,6 +352,28 @@ def _mail_list(settings: StackSettings, to: str | None, as_json: bool) -> int:
         for message in messages:
             stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(message.received_at))
             print(f"{stamp}  {', '.join(message.rcpt_tos):<32} {message.subject}")
+    return 0
+
+
+def _chain(settings: StackSettings, args: argparse.Namespace) -> int:
+    found = StackFile.read(settings.state_dir.absolute())
+    node = found.part("chain") if found is not None else None
+    rpc_url = node.address if node is not None else settings.chain_rpc_url
+    if rpc_url is None:
+        print("no chain: start one with `meshctl up`, or set MESH_CHAIN_RPC_URL", file=sys.stderr)
+        return 1
+    if args.chain_command == "fund":
+        if args.amount <= 0:
+            print("the amount is a positive number of ether", file=sys.stderr)
+            return 2
+        if not Web3.is_address(args.address):
+            print(f"not an address: {args.address}", file=sys.stderr)
+            return 2
+        sent = chain_tools.fund(rpc_url, args.address, args.amount)
+        print(f"sent {args.amount} ether to {Web3.to_checksum_address(args.address)} in {sent}")
+        return 0
+    head = chain_tools.mine(rpc_url, args.blocks)
+    print(f"mined {args.blocks}; the head is block {head}")
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import urllib.request
 from urllib.parse import urlsplit
@@ -82,19 +83,24 @@ async def probe_grpc_health(
 
 
 def _dependencies_down(metrics_address: str) -> list[str]:
-    exposed = _metrics(metrics_address)
+    return _down_in(_metrics(metrics_address))
+
+
+def _down_in(exposed: str) -> list[str]:
     return [
         match.group(1) for match in re.finditer(r'^mesh_dependency_up\{dependency="([^"]+)"\} 0\.0$', exposed, re.M)
     ]
 
 
 async def degraded(metrics_address: str) -> list[str]:
-    """What a service's metrics say works in part only: circuit breakers that are not closed."""
+    """What a service's metrics say works in part only: circuit breakers that are not closed, and
+    dependencies it serves without (mesh.health's watched ones)."""
 
     def read() -> list[str]:
         exposed = _metrics(metrics_address)
         states = re.finditer(r'^mesh_breaker_state\{breaker="([^"]+)"\} ([12])\.0$', exposed, re.M)
-        return [f"{match.group(1)} breaker {_BREAKER_STATES[match.group(2)]}" for match in states]
+        breakers = [f"{match.group(1)} breaker {_BREAKER_STATES[match.group(2)]}" for match in states]
+        return [*breakers, *(f"{name} unreachable" for name in _down_in(exposed))]
 
     try:
         return await asyncio.to_thread(read)
@@ -108,6 +114,19 @@ _BREAKER_STATES = {"1": "half-open", "2": "open"}
 def _metrics(metrics_address: str) -> str:
     with urllib.request.urlopen(f"http://{metrics_address}/metrics", timeout=_TIMEOUT) as answer:
         return str(answer.read().decode())
+
+
+async def probe_chain(rpc_url: str) -> str | None:
+    """An Ethereum node: it answers `eth_chainId` over JSON-RPC."""
+
+    def check() -> None:
+        asked = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}).encode()
+        request = urllib.request.Request(rpc_url, asked, {"content-type": "application/json"})  # noqa: S310
+        with urllib.request.urlopen(request, timeout=_TIMEOUT) as answer:  # noqa: S310 - the node's http URL
+            if "result" not in json.loads(answer.read()):
+                raise RuntimeError("no chain id in its answer")
+
+    return await _failure(asyncio.to_thread(check))
 
 
 async def probe_envoy(admin_address: str) -> str | None:

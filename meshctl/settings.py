@@ -13,7 +13,7 @@ from mesh.settings import Settings
 class StackSettings(Settings):
     port_base: int = Field(default=50050, ge=1024, le=65000)
     """under `meshctl`: services on base+1…6, web_svc base+7, PostgreSQL base+10, Redis base+11,
-    SMTP base+12, metrics base+21…26"""
+    SMTP base+12, the development chain base+13, metrics base+21…26"""
     edge_port: int = Field(default=8080, ge=1, le=65535)
     """Envoy's listener (REST and gRPC)"""
     edge_admin_port: int = Field(default=9901, ge=1, le=65535)

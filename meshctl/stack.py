@@ -1,5 +1,5 @@
-"""The local stack behind `meshctl up`: embedded PostgreSQL, Redis and SMTP sink (unless their
-`MESH_*_URL` points elsewhere), migrations, every service and Envoy at the edge.
+"""The local stack behind `meshctl up`: embedded PostgreSQL, Redis, SMTP sink and development
+chain (unless their `MESH_*_URL` points elsewhere), migrations, every service and Envoy at the edge.
 
 One supervisor process owns every part. It records them in `<state dir>/stack.json`, which
 `meshctl status`, `down`, `logs` and `mail` read, and stops them in reverse order.
@@ -31,9 +31,18 @@ from mesh.services import IDENTITIES, SERVICES, WEB
 from mesh.settings import Settings
 from mesh.tls import CA_NAME, cert_path, channel_credentials, key_path
 from meshctl.certs import make_dev_certs
+from meshctl.chain_tools import deploy_dev_token
 from meshctl.edge import EDGE_ADMIN_HOST, Pages, UpstreamTls, edge_limits, envoy_binary, render_envoy_config
 from meshctl.embedded import EmbeddedPostgres, EmbeddedRedis, wait_for_port
-from meshctl.probes import probe_envoy, probe_grpc_health, probe_http, probe_postgres, probe_redis, probe_smtp
+from meshctl.probes import (
+    probe_chain,
+    probe_envoy,
+    probe_grpc_health,
+    probe_http,
+    probe_postgres,
+    probe_redis,
+    probe_smtp,
+)
 from meshctl.settings import StackSettings
 
 log = structlog.get_logger("meshctl.stack")
@@ -41,6 +50,7 @@ log = structlog.get_logger("meshctl.stack")
 POSTGRES_PORT_OFFSET = 10
 REDIS_PORT_OFFSET = 11
 SMTP_PORT_OFFSET = 12
+CHAIN_PORT_OFFSET = 13
 METRICS_PORT_OFFSET = 20
 READY_TIMEOUT = 90.0
 EDGE_PORT_OFFSETS = {"MESH_EDGE_PORT": 100, "MESH_EDGE_ADMIN_PORT": 101, "MESH_EDGE_PAGES_PORT": 102}
@@ -51,9 +61,9 @@ EDGE_PORT_OFFSETS = {"MESH_EDGE_PORT": 100, "MESH_EDGE_ADMIN_PORT": 101, "MESH_E
 class Part:
     name: str
     kind: str
-    """postgres, redis, smtp, service, web or edge."""
+    """postgres, redis, smtp, chain, service, web or edge."""
     address: str
-    """A URL for postgres, redis and smtp; host:port for a service and the edge."""
+    """A URL for postgres, redis, smtp and chain; host:port for a service and the edge."""
     embedded: bool = True
     pid: int | None = None
     log: str | None = None
@@ -122,6 +132,7 @@ async def probe(part: Part, settings: Settings) -> str | None:
         "postgres": lambda: probe_postgres(part.address),
         "redis": lambda: probe_redis(part.address),
         "smtp": lambda: probe_smtp(part.address),
+        "chain": lambda: probe_chain(part.address),
         "service": lambda: probe_grpc_health(
             part.address, part.details.get("grpc_service", ""), credentials, part.details.get("metrics")
         ),
@@ -167,9 +178,10 @@ class Stack:
             database_url = self._start_postgres()
             redis_url = self._start_redis()
             smtp_url = self._start_smtp()
+            chain = self._start_chain()
             await upgrade_all(SERVICES, database_url)
             prepare_trust(self.settings)
-            self._start_services(database_url, redis_url, smtp_url)
+            self._start_services(database_url, redis_url, smtp_url, chain)
             self._start_web(redis_url)
             self._start_edge()
             await self._wait_until_ready()
@@ -234,7 +246,23 @@ class Stack:
         )
         return url
 
-    def _start_services(self, database_url: str, redis_url: str, smtp_url: str) -> None:
+    def _start_chain(self) -> dict[str, str]:
+        """The node chain_svc reads, and the dev token it polls when the node is the embedded one."""
+        if self.settings.chain_rpc_url:
+            self._add(Part("chain", "chain", self.settings.chain_rpc_url, embedded=False))
+            return {"MESH_CHAIN_RPC_URL": self.settings.chain_rpc_url}
+        host, port = self.settings.host, self._port(CHAIN_PORT_OFFSET)
+        process = self._spawn("chain", [sys.executable, "-m", "meshctl.dev_chain", "--host", host, "--port", str(port)])
+        wait_for_port(host, port, timeout=60)
+        url = f"http://{host}:{port}"
+        token = deploy_dev_token(url)
+        self._add(
+            Part("chain", "chain", url, pid=process.pid, log=str(self._log_of("chain")), details={"token": token})
+        )
+        tokens = {} if "MESH_CHAIN_TOKENS" in os.environ else {"MESH_CHAIN_TOKENS": json.dumps([token])}
+        return {"MESH_CHAIN_RPC_URL": url, **tokens}
+
+    def _start_services(self, database_url: str, redis_url: str, smtp_url: str, chain: dict[str, str]) -> None:
         addresses = {spec.name: f"{self.settings.host}:{self._port(spec.port_offset)}" for spec in SERVICES}
         for spec in SERVICES:
             port = self._port(spec.port_offset)
@@ -247,6 +275,7 @@ class Stack:
                 "MESH_GRPC_PORT": str(port),
                 "MESH_METRICS_PORT": str(metrics_port),
                 "MESH_SERVICE_ADDRESSES": json.dumps(addresses),
+                **chain,
                 **self._page_links(),
             }
             process = self._spawn(spec.name, [sys.executable, "-m", spec.name], env)
@@ -271,6 +300,8 @@ class Stack:
             "MESH_AUTH_SIGN_IN_URL": f"{origin}/sign-in",
             # Passkeys need a domain, and localhost is the one a browser allows over plain HTTP.
             "MESH_ADMIN_PASSKEY_ORIGINS": json.dumps([f"http://localhost:{self.settings.edge_port}"]),
+            # The site a wallet's Sign-In with Ethereum message names.
+            "MESH_CHAIN_SIWE_URI": origin,
         }
         return {name: value for name, value in links.items() if name not in os.environ}
 
@@ -391,6 +422,7 @@ def free_port_base() -> int:
         POSTGRES_PORT_OFFSET,
         REDIS_PORT_OFFSET,
         SMTP_PORT_OFFSET,
+        CHAIN_PORT_OFFSET,
         *EDGE_PORT_OFFSETS.values(),
     ]
     for _ in range(50):

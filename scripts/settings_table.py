@@ -17,6 +17,7 @@ from pydantic.fields import FieldInfo
 
 from admin_svc.settings import AdminSettings
 from auth_svc.settings import AuthSettings
+from chain_svc.settings import ChainSettings
 from invite_svc.settings import InviteSettings
 from mail_svc.settings import MailSettings
 from mesh.settings import MeshSettings, Settings
@@ -35,6 +36,7 @@ TABLES: tuple[tuple[str, type[MeshSettings]], ...] = (
     ("mail_svc", MailSettings),
     ("ratelimit_svc", RateLimitSettings),
     ("admin_svc", AdminSettings),
+    ("chain_svc", ChainSettings),
     ("web_svc", WebSettings),
 )
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -12,7 +14,8 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
-from meshctl.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from meshctl.chain_tools import deploy_dev_token
+from meshctl.embedded import EmbeddedPostgres, EmbeddedRedis, free_port, wait_for_port
 
 # A shared 2-core CI machine stalls now and then; examples are judged on results, not speed.
 settings.register_profile("mesh", deadline=None)
@@ -39,6 +42,33 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     redis.start()
     yield redis.url
     redis.stop()
+
+
+@pytest.fixture(scope="session")
+def chain_rpc_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """An Ethereum JSON-RPC node: `MESH_CHAIN_RPC_URL` (anvil, say), or the development chain
+    `meshctl up` runs."""
+    if url := os.environ.get("MESH_CHAIN_RPC_URL"):
+        yield url
+        return
+    port = free_port()
+    log = (tmp_path_factory.mktemp("chain") / "chain.log").open("wb")
+    chain = subprocess.Popen(
+        [sys.executable, "-m", "meshctl.dev_chain", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT
+    )
+    try:
+        wait_for_port("127.0.0.1", port, timeout=60)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        chain.terminate()
+        chain.wait(10)
+        log.close()
+
+
+@pytest.fixture(scope="session")
+def dev_token(chain_rpc_url: str) -> str:
+    """An ERC-20 token on that chain, its whole supply on the chain's first account."""
+    return deploy_dev_token(chain_rpc_url)
 
 
 @pytest.fixture

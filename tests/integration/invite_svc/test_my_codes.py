@@ -12,21 +12,10 @@ from invitemesh.invite.v1 import invite_service_pb2 as pb
 from invitemesh.invite.v1 import invite_service_pb2_grpc
 
 from invite_svc.server import add_servicers
-from mesh.access import Principal
 from mesh.channels import open_channel
-from mesh.errors import Unauthenticated, field_violations
+from mesh.errors import field_violations
 from mesh.services import INVITE
-from tests.integration.mesh.trust_fixtures import make_trust
-
-
-class BearerIsUserId:
-    """Token verification belongs to tests/integration/mesh/test_tokens.py; here a token is a user id."""
-
-    async def verify_user_token(self, token: str) -> Principal:
-        return Principal("user", token)
-
-    async def verify_admin_token(self, token: str) -> Principal:
-        raise Unauthenticated("ACCESS_TOKEN_INVALID", "no admins here")
+from tests.integration.mesh.trust_fixtures import BearerIsUserId, make_trust
 
 
 @pytest.fixture

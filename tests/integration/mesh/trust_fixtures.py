@@ -16,12 +16,14 @@ from opentelemetry import trace
 
 from admin_svc.settings import AdminSettings
 from auth_svc.settings import AuthSettings
+from chain_svc.settings import ChainSettings
 from invite_svc.settings import InviteSettings
 from mail_svc.settings import MailSettings
-from mesh.access import current_principal
+from mesh.access import Principal, current_principal
+from mesh.errors import Unauthenticated
 from mesh.keys import Keystore, TrustStore, load_kek
 from mesh.server import MeshServer, ServiceRuntime
-from mesh.services import ADMIN, AUTH, IDENTITIES, INVITE, MAIL, RATELIMIT, ServiceSpec
+from mesh.services import ADMIN, AUTH, CHAIN, IDENTITIES, INVITE, MAIL, RATELIMIT, ServiceSpec
 from mesh.settings import MeshSettings, Settings
 from mesh.signing import CallSigner, Clock
 from ratelimit_svc.settings import RateLimitSettings
@@ -47,12 +49,23 @@ class WhoAmI(invite_service_pb2_grpc.InviteServiceServicer):
         return invite_service_pb2.ListMyCodesResponse(codes=[invite_service_pb2.InviteCode(owner=owner)])
 
 
+class BearerIsUserId:
+    """Token verification belongs to tests/integration/mesh/test_tokens.py; here a token is a user id."""
+
+    async def verify_user_token(self, token: str) -> Principal:
+        return Principal("user", token)
+
+    async def verify_admin_token(self, token: str) -> Principal:
+        raise Unauthenticated("ACCESS_TOKEN_INVALID", "no admins here")
+
+
 OWN_SETTINGS: dict[str, type[MeshSettings]] = {
     AUTH.name: AuthSettings,
     INVITE.name: InviteSettings,
     MAIL.name: MailSettings,
     RATELIMIT.name: RateLimitSettings,
     ADMIN.name: AdminSettings,
+    CHAIN.name: ChainSettings,
 }
 
 

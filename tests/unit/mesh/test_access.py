@@ -62,6 +62,8 @@ BEYOND_DESIGN_TABLE = {
     "invitemesh.admin.v1.AdminService/CreatePasskey": ("post", "/v1/admin/passkeys", ADMIN),
     "invitemesh.admin.v1.AdminService/ListPasskeys": ("get", "/v1/admin/passkeys", ADMIN),
     "invitemesh.admin.v1.AdminService/StartPasskeySignIn": ("post", "/v1/admin/sessions:startPasskey", PUBLIC),
+    "invitemesh.admin.v1.AdminService/GetUserWallet": ("get", "/v1/admin/users/{user_id}/wallet", ADMIN),
+    "invitemesh.chain.v1.ChainService/UnlinkWallet": ("delete", "/v1/users/me/wallet", USER),
 }
 
 

@@ -11,6 +11,7 @@ from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from invitemesh.auth.v1 import auth_service_pb2 as _auth_service_pb2
+from invitemesh.chain.v1 import chain_service_pb2 as _chain_service_pb2
 from invitemesh.invite.v1 import invite_service_pb2 as _invite_service_pb2
 from invitemesh.mail.v1 import mail_service_pb2 as _mail_service_pb2
 from invitemesh.mesh.v1 import access_pb2 as _access_pb2
@@ -870,6 +871,52 @@ class ListReferralsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListReferralsResponse: _TypeAlias = ListReferralsResponse  # noqa: Y015
+
+@_typing.final
+class GetUserWalletRequest(_message.Message):
+    """Request for GetUserWallet."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    """The user."""
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetUserWalletRequest: _TypeAlias = GetUserWalletRequest  # noqa: Y015
+
+@_typing.final
+class GetUserWalletResponse(_message.Message):
+    """Response for GetUserWallet."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WALLET_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def wallet(self) -> _chain_service_pb2.Wallet:
+        """The user's wallet with its latest snapshot."""
+
+    def __init__(
+        self,
+        *,
+        wallet: _chain_service_pb2.Wallet | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["wallet", b"wallet"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["wallet", b"wallet"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetUserWalletResponse: _TypeAlias = GetUserWalletResponse  # noqa: Y015
 
 @_typing.final
 class SuspendUserRequest(_message.Message):

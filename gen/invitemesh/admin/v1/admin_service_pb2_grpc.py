@@ -107,6 +107,11 @@ class AdminServiceStub:
                 request_serializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.ListReferralsRequest.SerializeToString,
                 response_deserializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.ListReferralsResponse.FromString,
                 _registered_method=True)
+        self.GetUserWallet = channel.unary_unary(
+                '/invitemesh.admin.v1.AdminService/GetUserWallet',
+                request_serializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.GetUserWalletRequest.SerializeToString,
+                response_deserializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.GetUserWalletResponse.FromString,
+                _registered_method=True)
         self.SuspendUser = channel.unary_unary(
                 '/invitemesh.admin.v1.AdminService/SuspendUser',
                 request_serializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.SuspendUserRequest.SerializeToString,
@@ -283,6 +288,13 @@ class AdminServiceServicer:
 
     def ListReferrals(self, request, context):
         """Whom a user invited, and whom those invited, to a depth.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetUserWallet(self, request, context):
+        """A user's linked wallet and its latest on-chain snapshot.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -467,6 +479,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.ListReferrals,
                     request_deserializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.ListReferralsRequest.FromString,
                     response_serializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.ListReferralsResponse.SerializeToString,
+            ),
+            'GetUserWallet': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUserWallet,
+                    request_deserializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.GetUserWalletRequest.FromString,
+                    response_serializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.GetUserWalletResponse.SerializeToString,
             ),
             'SuspendUser': grpc.unary_unary_rpc_method_handler(
                     servicer.SuspendUser,
@@ -920,6 +937,33 @@ class AdminService:
             '/invitemesh.admin.v1.AdminService/ListReferrals',
             invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.ListReferralsRequest.SerializeToString,
             invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.ListReferralsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetUserWallet(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/invitemesh.admin.v1.AdminService/GetUserWallet',
+            invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.GetUserWalletRequest.SerializeToString,
+            invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.GetUserWalletResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -74,6 +74,8 @@ class AdminServiceStub:
     """Disables a code."""
     ListReferrals: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ListReferralsRequest, _admin_service_pb2.ListReferralsResponse]
     """Whom a user invited, and whom those invited, to a depth."""
+    GetUserWallet: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.GetUserWalletRequest, _admin_service_pb2.GetUserWalletResponse]
+    """A user's linked wallet and its latest on-chain snapshot."""
     SuspendUser: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.SuspendUserRequest, _admin_service_pb2.SuspendUserResponse]
     """Suspends a user."""
     ReactivateUser: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ReactivateUserRequest, _admin_service_pb2.ReactivateUserResponse]
@@ -165,6 +167,8 @@ class AdminServiceAsyncStub(AdminServiceStub):
     """Disables a code."""
     ListReferrals: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ListReferralsRequest, _admin_service_pb2.ListReferralsResponse]  # type: ignore[assignment]
     """Whom a user invited, and whom those invited, to a depth."""
+    GetUserWallet: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.GetUserWalletRequest, _admin_service_pb2.GetUserWalletResponse]  # type: ignore[assignment]
+    """A user's linked wallet and its latest on-chain snapshot."""
     SuspendUser: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.SuspendUserRequest, _admin_service_pb2.SuspendUserResponse]  # type: ignore[assignment]
     """Suspends a user."""
     ReactivateUser: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ReactivateUserRequest, _admin_service_pb2.ReactivateUserResponse]  # type: ignore[assignment]
@@ -337,6 +341,14 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_admin_service_pb2.ListReferralsResponse, _abc.Awaitable[_admin_service_pb2.ListReferralsResponse]]:
         """Whom a user invited, and whom those invited, to a depth."""
+
+    @_abc_1.abstractmethod
+    def GetUserWallet(
+        self,
+        request: _admin_service_pb2.GetUserWalletRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.GetUserWalletResponse, _abc.Awaitable[_admin_service_pb2.GetUserWalletResponse]]:
+        """A user's linked wallet and its latest on-chain snapshot."""
 
     @_abc_1.abstractmethod
     def SuspendUser(

@@ -27,7 +27,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from invitemesh.mesh.v1 import access_pb2 as invitemesh_dot_mesh_dot_v1_dot_access__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'invitemesh/chain/v1/chain_service.proto\x12\x13invitemesh.chain.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1finvitemesh/mesh/v1/access.proto\"9\n\x0cTokenBalance\x12\x18\n\x10\x63ontract_address\x18\x01 \x01(\t\x12\x0f\n\x07\x62\x61lance\x18\x02 \x01(\t\"\xb4\x01\n\x0eWalletSnapshot\x12\x14\n\x0c\x62lock_number\x18\x01 \x01(\x04\x12\x13\n\x0b\x62\x61lance_wei\x18\x02 \x01(\t\x12\r\n\x05nonce\x18\x03 \x01(\x04\x12\x39\n\x0etoken_balances\x18\x04 \x03(\x0b\x32!.invitemesh.chain.v1.TokenBalance\x12-\n\tread_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa9\x01\n\x06Wallet\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x10\n\x08\x63hain_id\x18\x03 \x01(\x04\x12-\n\tlink_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12<\n\x0flatest_snapshot\x18\x05 \x01(\x0b\x32#.invitemesh.chain.v1.WalletSnapshot\"/\n\x1c\x43reateWalletChallengeRequest\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\"a\n\x1d\x43reateWalletChallengeResponse\x12\x0f\n\x07message\x18\x01 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"7\n\x11LinkWalletRequest\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\x11\n\tsignature\x18\x02 \x01(\t\"A\n\x12LinkWalletResponse\x12+\n\x06wallet\x18\x01 \x01(\x0b\x32\x1b.invitemesh.chain.v1.Wallet\"\x14\n\x12GetMyWalletRequest\"B\n\x13GetMyWalletResponse\x12+\n\x06wallet\x18\x01 \x01(\x0b\x32\x1b.invitemesh.chain.v1.Wallet\"#\n\x10GetWalletRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"@\n\x11GetWalletResponse\x12+\n\x06wallet\x18\x01 \x01(\x0b\x32\x1b.invitemesh.chain.v1.Wallet2\xaf\x04\n\x0c\x43hainService\x12\xa6\x01\n\x15\x43reateWalletChallenge\x12\x31.invitemesh.chain.v1.CreateWalletChallengeRequest\x1a\x32.invitemesh.chain.v1.CreateWalletChallengeResponse\"&\x8a\xb5\x18\x02\x08\x02\x82\xd3\xe4\x93\x02\x1a\"\x15/v1/wallets:challenge:\x01*\x12\x80\x01\n\nLinkWallet\x12&.invitemesh.chain.v1.LinkWalletRequest\x1a\'.invitemesh.chain.v1.LinkWalletResponse\"!\x8a\xb5\x18\x02\x08\x02\x82\xd3\xe4\x93\x02\x15\"\x10/v1/wallets:link:\x01*\x12\x83\x01\n\x0bGetMyWallet\x12\'.invitemesh.chain.v1.GetMyWalletRequest\x1a(.invitemesh.chain.v1.GetMyWalletResponse\"!\x8a\xb5\x18\x02\x08\x02\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/users/me/wallet\x12m\n\tGetWallet\x12%.invitemesh.chain.v1.GetWalletRequest\x1a&.invitemesh.chain.v1.GetWalletResponse\"\x11\x8a\xb5\x18\r\x08\x04\x12\tadmin_svcb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'invitemesh/chain/v1/chain_service.proto\x12\x13invitemesh.chain.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1finvitemesh/mesh/v1/access.proto\"9\n\x0cTokenBalance\x12\x18\n\x10\x63ontract_address\x18\x01 \x01(\t\x12\x0f\n\x07\x62\x61lance\x18\x02 \x01(\t\"\xc8\x01\n\x0eWalletSnapshot\x12\x14\n\x0c\x62lock_number\x18\x01 \x01(\x04\x12\x12\n\nblock_hash\x18\x06 \x01(\t\x12\x13\n\x0b\x62\x61lance_wei\x18\x02 \x01(\t\x12\r\n\x05nonce\x18\x03 \x01(\x04\x12\x39\n\x0etoken_balances\x18\x04 \x03(\x0b\x32!.invitemesh.chain.v1.TokenBalance\x12-\n\tread_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa9\x01\n\x06Wallet\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x10\n\x08\x63hain_id\x18\x03 \x01(\x04\x12-\n\tlink_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12<\n\x0flatest_snapshot\x18\x05 \x01(\x0b\x32#.invitemesh.chain.v1.WalletSnapshot\"/\n\x1c\x43reateWalletChallengeRequest\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\"a\n\x1d\x43reateWalletChallengeResponse\x12\x0f\n\x07message\x18\x01 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"7\n\x11LinkWalletRequest\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\x11\n\tsignature\x18\x02 \x01(\t\"A\n\x12LinkWalletResponse\x12+\n\x06wallet\x18\x01 \x01(\x0b\x32\x1b.invitemesh.chain.v1.Wallet\"\x14\n\x12GetMyWalletRequest\"B\n\x13GetMyWalletResponse\x12+\n\x06wallet\x18\x01 \x01(\x0b\x32\x1b.invitemesh.chain.v1.Wallet\"\x15\n\x13UnlinkWalletRequest\"\x16\n\x14UnlinkWalletResponse\"#\n\x10GetWalletRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"@\n\x11GetWalletResponse\x12+\n\x06wallet\x18\x01 \x01(\x0b\x32\x1b.invitemesh.chain.v1.Wallet2\xb8\x05\n\x0c\x43hainService\x12\xa6\x01\n\x15\x43reateWalletChallenge\x12\x31.invitemesh.chain.v1.CreateWalletChallengeRequest\x1a\x32.invitemesh.chain.v1.CreateWalletChallengeResponse\"&\x8a\xb5\x18\x02\x08\x02\x82\xd3\xe4\x93\x02\x1a\"\x15/v1/wallets:challenge:\x01*\x12\x80\x01\n\nLinkWallet\x12&.invitemesh.chain.v1.LinkWalletRequest\x1a\'.invitemesh.chain.v1.LinkWalletResponse\"!\x8a\xb5\x18\x02\x08\x02\x82\xd3\xe4\x93\x02\x15\"\x10/v1/wallets:link:\x01*\x12\x83\x01\n\x0bGetMyWallet\x12\'.invitemesh.chain.v1.GetMyWalletRequest\x1a(.invitemesh.chain.v1.GetMyWalletResponse\"!\x8a\xb5\x18\x02\x08\x02\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/users/me/wallet\x12\x86\x01\n\x0cUnlinkWallet\x12(.invitemesh.chain.v1.UnlinkWalletRequest\x1a).invitemesh.chain.v1.UnlinkWalletResponse\"!\x8a\xb5\x18\x02\x08\x02\x82\xd3\xe4\x93\x02\x15*\x13/v1/users/me/wallet\x12m\n\tGetWallet\x12%.invitemesh.chain.v1.GetWalletRequest\x1a&.invitemesh.chain.v1.GetWalletResponse\"\x11\x8a\xb5\x18\r\x08\x04\x12\tadmin_svcb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,30 +40,36 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CHAINSERVICE'].methods_by_name['LinkWallet']._serialized_options = b'\212\265\030\002\010\002\202\323\344\223\002\025\"\020/v1/wallets:link:\001*'
   _globals['_CHAINSERVICE'].methods_by_name['GetMyWallet']._loaded_options = None
   _globals['_CHAINSERVICE'].methods_by_name['GetMyWallet']._serialized_options = b'\212\265\030\002\010\002\202\323\344\223\002\025\022\023/v1/users/me/wallet'
+  _globals['_CHAINSERVICE'].methods_by_name['UnlinkWallet']._loaded_options = None
+  _globals['_CHAINSERVICE'].methods_by_name['UnlinkWallet']._serialized_options = b'\212\265\030\002\010\002\202\323\344\223\002\025*\023/v1/users/me/wallet'
   _globals['_CHAINSERVICE'].methods_by_name['GetWallet']._loaded_options = None
   _globals['_CHAINSERVICE'].methods_by_name['GetWallet']._serialized_options = b'\212\265\030\r\010\004\022\tadmin_svc'
   _globals['_TOKENBALANCE']._serialized_start=160
   _globals['_TOKENBALANCE']._serialized_end=217
   _globals['_WALLETSNAPSHOT']._serialized_start=220
-  _globals['_WALLETSNAPSHOT']._serialized_end=400
-  _globals['_WALLET']._serialized_start=403
-  _globals['_WALLET']._serialized_end=572
-  _globals['_CREATEWALLETCHALLENGEREQUEST']._serialized_start=574
-  _globals['_CREATEWALLETCHALLENGEREQUEST']._serialized_end=621
-  _globals['_CREATEWALLETCHALLENGERESPONSE']._serialized_start=623
-  _globals['_CREATEWALLETCHALLENGERESPONSE']._serialized_end=720
-  _globals['_LINKWALLETREQUEST']._serialized_start=722
-  _globals['_LINKWALLETREQUEST']._serialized_end=777
-  _globals['_LINKWALLETRESPONSE']._serialized_start=779
-  _globals['_LINKWALLETRESPONSE']._serialized_end=844
-  _globals['_GETMYWALLETREQUEST']._serialized_start=846
-  _globals['_GETMYWALLETREQUEST']._serialized_end=866
-  _globals['_GETMYWALLETRESPONSE']._serialized_start=868
-  _globals['_GETMYWALLETRESPONSE']._serialized_end=934
-  _globals['_GETWALLETREQUEST']._serialized_start=936
-  _globals['_GETWALLETREQUEST']._serialized_end=971
-  _globals['_GETWALLETRESPONSE']._serialized_start=973
-  _globals['_GETWALLETRESPONSE']._serialized_end=1037
-  _globals['_CHAINSERVICE']._serialized_start=1040
-  _globals['_CHAINSERVICE']._serialized_end=1599
+  _globals['_WALLETSNAPSHOT']._serialized_end=420
+  _globals['_WALLET']._serialized_start=423
+  _globals['_WALLET']._serialized_end=592
+  _globals['_CREATEWALLETCHALLENGEREQUEST']._serialized_start=594
+  _globals['_CREATEWALLETCHALLENGEREQUEST']._serialized_end=641
+  _globals['_CREATEWALLETCHALLENGERESPONSE']._serialized_start=643
+  _globals['_CREATEWALLETCHALLENGERESPONSE']._serialized_end=740
+  _globals['_LINKWALLETREQUEST']._serialized_start=742
+  _globals['_LINKWALLETREQUEST']._serialized_end=797
+  _globals['_LINKWALLETRESPONSE']._serialized_start=799
+  _globals['_LINKWALLETRESPONSE']._serialized_end=864
+  _globals['_GETMYWALLETREQUEST']._serialized_start=866
+  _globals['_GETMYWALLETREQUEST']._serialized_end=886
+  _globals['_GETMYWALLETRESPONSE']._serialized_start=888
+  _globals['_GETMYWALLETRESPONSE']._serialized_end=954
+  _globals['_UNLINKWALLETREQUEST']._serialized_start=956
+  _globals['_UNLINKWALLETREQUEST']._serialized_end=977
+  _globals['_UNLINKWALLETRESPONSE']._serialized_start=979
+  _globals['_UNLINKWALLETRESPONSE']._serialized_end=1001
+  _globals['_GETWALLETREQUEST']._serialized_start=1003
+  _globals['_GETWALLETREQUEST']._serialized_end=1038
+  _globals['_GETWALLETRESPONSE']._serialized_start=1040
+  _globals['_GETWALLETRESPONSE']._serialized_end=1104
+  _globals['_CHAINSERVICE']._serialized_start=1107
+  _globals['_CHAINSERVICE']._serialized_end=1803
 # @@protoc_insertion_point(module_scope)

@@ -52,12 +52,15 @@ class WalletSnapshot(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     BLOCK_NUMBER_FIELD_NUMBER: _builtins.int
+    BLOCK_HASH_FIELD_NUMBER: _builtins.int
     BALANCE_WEI_FIELD_NUMBER: _builtins.int
     NONCE_FIELD_NUMBER: _builtins.int
     TOKEN_BALANCES_FIELD_NUMBER: _builtins.int
     READ_TIME_FIELD_NUMBER: _builtins.int
     block_number: _builtins.int
-    """Block number read at."""
+    """Block number read at, the configured confirmations behind the head."""
+    block_hash: _builtins.str
+    """Hash of that block, 0x-prefixed hex."""
     balance_wei: _builtins.str
     """Ether balance in wei, as a decimal string."""
     nonce: _builtins.int
@@ -74,6 +77,7 @@ class WalletSnapshot(_message.Message):
         self,
         *,
         block_number: _builtins.int = ...,
+        block_hash: _builtins.str = ...,
         balance_wei: _builtins.str = ...,
         nonce: _builtins.int = ...,
         token_balances: _abc.Iterable[Global___TokenBalance] | None = ...,
@@ -81,7 +85,7 @@ class WalletSnapshot(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["read_time", b"read_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["balance_wei", b"balance_wei", "block_number", b"block_number", "nonce", b"nonce", "read_time", b"read_time", "token_balances", b"token_balances"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["balance_wei", b"balance_wei", "block_hash", b"block_hash", "block_number", b"block_number", "nonce", b"nonce", "read_time", b"read_time", "token_balances", b"token_balances"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -269,6 +273,40 @@ class GetMyWalletResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetMyWalletResponse: _TypeAlias = GetMyWalletResponse  # noqa: Y015
+
+@_typing.final
+class UnlinkWalletRequest(_message.Message):
+    """Request for UnlinkWallet."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UnlinkWalletRequest: _TypeAlias = UnlinkWalletRequest  # noqa: Y015
+
+@_typing.final
+class UnlinkWalletResponse(_message.Message):
+    """Response for UnlinkWallet."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UnlinkWalletResponse: _TypeAlias = UnlinkWalletResponse  # noqa: Y015
 
 @_typing.final
 class GetWalletRequest(_message.Message):

@@ -51,6 +51,11 @@ class ChainServiceStub:
                 request_serializer=invitemesh_dot_chain_dot_v1_dot_chain__service__pb2.GetMyWalletRequest.SerializeToString,
                 response_deserializer=invitemesh_dot_chain_dot_v1_dot_chain__service__pb2.GetMyWalletResponse.FromString,
                 _registered_method=True)
+        self.UnlinkWallet = channel.unary_unary(
+                '/invitemesh.chain.v1.ChainService/UnlinkWallet',
+                request_serializer=invitemesh_dot_chain_dot_v1_dot_chain__service__pb2.UnlinkWalletRequest.SerializeToString,
+                response_deserializer=invitemesh_dot_chain_dot_v1_dot_chain__service__pb2.UnlinkWalletResponse.FromString,
+                _registered_method=True)
         self.GetWallet = channel.unary_unary(
                 '/invitemesh.chain.v1.ChainService/GetWallet',
                 request_serializer=invitemesh_dot_chain_dot_v1_dot_chain__service__pb2.GetWalletRequest.SerializeToString,
@@ -84,6 +89,13 @@ class ChainServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UnlinkWallet(self, request, context):
+        """Unlinks the signed-in user's wallet; its snapshot goes with it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetWallet(self, request, context):
         """A user's wallet, for admin_svc.
         """
@@ -108,6 +120,11 @@ def add_ChainServiceServicer_to_server(servicer, server):
                     servicer.GetMyWallet,
                     request_deserializer=invitemesh_dot_chain_dot_v1_dot_chain__service__pb2.GetMyWalletRequest.FromString,
                     response_serializer=invitemesh_dot_chain_dot_v1_dot_chain__service__pb2.GetMyWalletResponse.SerializeToString,
+            ),
+            'UnlinkWallet': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnlinkWallet,
+                    request_deserializer=invitemesh_dot_chain_dot_v1_dot_chain__service__pb2.UnlinkWalletRequest.FromString,
+                    response_serializer=invitemesh_dot_chain_dot_v1_dot_chain__service__pb2.UnlinkWalletResponse.SerializeToString,
             ),
             'GetWallet': grpc.unary_unary_rpc_method_handler(
                     servicer.GetWallet,
@@ -198,6 +215,33 @@ class ChainService:
             '/invitemesh.chain.v1.ChainService/GetMyWallet',
             invitemesh_dot_chain_dot_v1_dot_chain__service__pb2.GetMyWalletRequest.SerializeToString,
             invitemesh_dot_chain_dot_v1_dot_chain__service__pb2.GetMyWalletResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnlinkWallet(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/invitemesh.chain.v1.ChainService/UnlinkWallet',
+            invitemesh_dot_chain_dot_v1_dot_chain__service__pb2.UnlinkWalletRequest.SerializeToString,
+            invitemesh_dot_chain_dot_v1_dot_chain__service__pb2.UnlinkWalletResponse.FromString,
             options,
             channel_credentials,
             insecure,

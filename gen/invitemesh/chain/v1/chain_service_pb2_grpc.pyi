@@ -41,6 +41,8 @@ class ChainServiceStub:
     """Links the address that signed the challenge to the signed-in user."""
     GetMyWallet: _grpc.UnaryUnaryMultiCallable[_chain_service_pb2.GetMyWalletRequest, _chain_service_pb2.GetMyWalletResponse]
     """The signed-in user's wallet and its latest snapshot."""
+    UnlinkWallet: _grpc.UnaryUnaryMultiCallable[_chain_service_pb2.UnlinkWalletRequest, _chain_service_pb2.UnlinkWalletResponse]
+    """Unlinks the signed-in user's wallet; its snapshot goes with it."""
     GetWallet: _grpc.UnaryUnaryMultiCallable[_chain_service_pb2.GetWalletRequest, _chain_service_pb2.GetWalletResponse]
     """A user's wallet, for admin_svc."""
 
@@ -57,6 +59,8 @@ class ChainServiceAsyncStub(ChainServiceStub):
     """Links the address that signed the challenge to the signed-in user."""
     GetMyWallet: _aio.UnaryUnaryMultiCallable[_chain_service_pb2.GetMyWalletRequest, _chain_service_pb2.GetMyWalletResponse]  # type: ignore[assignment]
     """The signed-in user's wallet and its latest snapshot."""
+    UnlinkWallet: _aio.UnaryUnaryMultiCallable[_chain_service_pb2.UnlinkWalletRequest, _chain_service_pb2.UnlinkWalletResponse]  # type: ignore[assignment]
+    """Unlinks the signed-in user's wallet; its snapshot goes with it."""
     GetWallet: _aio.UnaryUnaryMultiCallable[_chain_service_pb2.GetWalletRequest, _chain_service_pb2.GetWalletResponse]  # type: ignore[assignment]
     """A user's wallet, for admin_svc."""
 
@@ -88,6 +92,14 @@ class ChainServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_chain_service_pb2.GetMyWalletResponse, _abc.Awaitable[_chain_service_pb2.GetMyWalletResponse]]:
         """The signed-in user's wallet and its latest snapshot."""
+
+    @_abc_1.abstractmethod
+    def UnlinkWallet(
+        self,
+        request: _chain_service_pb2.UnlinkWalletRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_chain_service_pb2.UnlinkWalletResponse, _abc.Awaitable[_chain_service_pb2.UnlinkWalletResponse]]:
+        """Unlinks the signed-in user's wallet; its snapshot goes with it."""
 
     @_abc_1.abstractmethod
     def GetWallet(

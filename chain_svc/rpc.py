@@ -1,0 +1,115 @@
+"""What chain_svc asks an Ethereum node, over JSON-RPC with web3's AsyncWeb3: the chain id, the
+head, a block's hash, and for many addresses at one block their balance, transaction count and
+ERC-20 balances, batched (one JSON-RPC batch per `MESH_CHAIN_RPC_BATCH` addresses).
+
+Every request passes one circuit breaker (`chain_rpc`): a node that is down or keeps timing out
+is left alone for a while instead of being hammered by every poll, and `meshctl status` shows the
+breaker's state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from eth_typing import BlockNumber, ChecksumAddress
+from hexbytes import HexBytes
+from prometheus_client import Gauge
+from web3 import AsyncWeb3
+from web3.exceptions import Web3Exception
+from web3.providers.rpc import AsyncHTTPProvider
+
+from mesh.breakers import AsyncBreaker
+
+T = TypeVar("T")
+_BALANCE_OF = bytes.fromhex("70a08231")  # balanceOf(address)
+_BREAKER_FAILURES = 5
+_BREAKER_RESET = 15.0
+
+
+@dataclass(frozen=True)
+class Account:
+    balance_wei: int
+    nonce: int
+    token_balances: dict[str, int]
+
+
+def _counts(error: BaseException) -> bool:
+    """Failures of the node itself (unreachable, slow, answering errors), not of our request."""
+    return isinstance(error, OSError | TimeoutError | Web3Exception | ConnectionError) or type(
+        error
+    ).__module__.startswith("aiohttp")
+
+
+class ChainReader:
+    def __init__(self, rpc_url: str, timeout: float, batch: int, states: Gauge | None = None) -> None:
+        self._web3 = AsyncWeb3(
+            AsyncHTTPProvider(
+                rpc_url,
+                request_kwargs={"timeout": timeout},
+                # Retries are the poller's (with backoff), not web3's own.
+                exception_retry_configuration=None,
+            )
+        )
+        self._timeout = timeout
+        self._batch = batch
+        self._chain_id: int | None = None
+        self.breaker = AsyncBreaker("chain_rpc", _BREAKER_FAILURES, _BREAKER_RESET, _counts, states)
+
+    async def _ask(self, request: Callable[[], Awaitable[T]]) -> T:
+        async with self.breaker.guard():
+            return await asyncio.wait_for(request(), self._timeout)
+
+    async def chain_id(self) -> int:
+        if self._chain_id is None:
+            self._chain_id = await self._ask(lambda: self._web3.eth.chain_id)
+        return self._chain_id
+
+    async def head(self) -> int:
+        return int(await self._ask(lambda: self._web3.eth.block_number))
+
+    async def block_hash(self, number: int) -> str:
+        block = await self._ask(lambda: self._web3.eth.get_block(BlockNumber(number)))
+        return HexBytes(block["hash"]).to_0x_hex()
+
+    async def accounts(
+        self, addresses: Sequence[ChecksumAddress], block: int, tokens: Sequence[ChecksumAddress]
+    ) -> list[Account]:
+        """Each address's account at `block`, in order."""
+        read: list[Account] = []
+        for start in range(0, len(addresses), self._batch):
+            part = addresses[start : start + self._batch]
+            read.extend(await self._ask(functools.partial(self._batch_of, part, block, tokens)))
+        return read
+
+    async def _batch_of(
+        self, addresses: Sequence[ChecksumAddress], block: int, tokens: Sequence[ChecksumAddress]
+    ) -> list[Account]:
+        at = BlockNumber(block)
+        eth = self._web3.eth
+        async with self._web3.batch_requests() as batch:
+            for address in addresses:
+                batch.add(eth.get_balance(address, at))
+                batch.add(eth.get_transaction_count(address, at))
+                for token in tokens:
+                    data = HexBytes(_BALANCE_OF + bytes(12) + HexBytes(address))
+                    batch.add(eth.call({"to": token, "data": data}, at))
+            answers: list[Any] = await batch.async_execute()
+        per_address = 2 + len(tokens)
+        return [
+            Account(
+                balance_wei=int(answers[i]),
+                nonce=int(answers[i + 1]),
+                token_balances={
+                    token: int.from_bytes(HexBytes(answers[i + 2 + j]) or b"\0", "big")
+                    for j, token in enumerate(tokens)
+                },
+            )
+            for i in range(0, len(answers), per_address)
+        ]
+
+    async def close(self) -> None:
+        await self._web3.provider.disconnect()
