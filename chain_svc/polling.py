@@ -7,6 +7,7 @@ shard taken over from another replica is polled at once. A round that fails (nod
 breaker open) leaves its shards due, to be tried again after a backoff that doubles up to
 `_BACKOFF_CAP` (with jitter); nothing is lost, since a snapshot is only ever replaced by a later
 one, and nothing is doubled, since a stale holder's writes are fenced off (chain_svc.store).
+`mesh_chain_snapshots` and `mesh_chain_poll_rounds_failed` count both outcomes.
 """
 
 from __future__ import annotations
@@ -21,19 +22,18 @@ import time
 import uuid
 
 import structlog
-from eth_typing import ChecksumAddress
 from prometheus_client import Counter
 from web3 import Web3
 
 from chain_svc.rpc import ChainReader
+from chain_svc.settings import ChainSettings
 from chain_svc.store import Polled, Snapshot, WalletStore
 from mesh.breakers import BreakerOpen
 from mesh.leases import Held, ShardLeases
+from mesh.metrics import Metrics
 
 log = structlog.get_logger("chain_svc.polling")
 _BACKOFF_CAP = 300.0
-_POLLS = Counter("mesh_chain_wallets_polled", "Wallet snapshots written by this replica's pollers")
-_FAILED_ROUNDS = Counter("mesh_chain_poll_rounds_failed", "Polling rounds that failed and will be retried")
 
 
 class Poller:
@@ -44,16 +44,15 @@ class Poller:
         store: WalletStore,
         reader: ChainReader,
         leases: ShardLeases,
-        tokens: list[ChecksumAddress],
-        confirmations: int,
-        interval: float,
+        own: ChainSettings,
+        metrics: Metrics,
     ) -> None:
         self._store = store
         self._reader = reader
         self._leases = leases
-        self._tokens = tokens
-        self._confirmations = confirmations
-        self._interval = interval
+        self._tokens = own.tokens
+        self._confirmations = own.confirmations
+        self._interval = own.poll_interval
         self._held: dict[int, int] = {}
         """shard → the fence it is held under"""
         self._due: dict[int, float] = {}
@@ -62,6 +61,12 @@ class Poller:
         self._failures = 0
         self._woken = asyncio.Event()
         self._stopping = asyncio.Event()
+        self._polled = Counter(
+            "mesh_chain_snapshots", "Wallet snapshots this replica wrote.", registry=metrics.registry
+        )
+        self._failed_rounds = Counter(
+            "mesh_chain_poll_rounds_failed", "Polling rounds that failed, to be tried again.", registry=metrics.registry
+        )
 
     @property
     def held(self) -> dict[int, int]:
@@ -124,7 +129,7 @@ class Poller:
             written = await self._poll(shards)
         except Exception as error:  # the node (or the database) failed this round; it is tried again
             self._failures += 1
-            _FAILED_ROUNDS.inc()
+            self._failed_rounds.inc()
             delay = self._backoff(error)
             log.warning("poll round failed", shards=len(shards), retry_in=round(delay, 1), error=type(error).__name__)
             for shard in shards:
@@ -132,7 +137,7 @@ class Poller:
                     self._due[shard] = time.monotonic() + delay
             return
         self._failures = 0
-        _POLLS.inc(written)
+        self._polled.inc(written)
         for shard in shards:
             if shard in self._due:
                 self._due[shard] = started + self._interval

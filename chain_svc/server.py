@@ -139,7 +139,7 @@ def add_servicers(server: grpc.aio.Server, runtime: ServiceRuntime, own: ChainSe
     challenges = Challenges(runtime.redis, runtime.keys, own.challenge_ttl)
     if own.pollers:
         leases = ShardLeases(runtime.redis, runtime.keys, "poll", domain.SHARDS, own.lease_ttl, replica_name())
-        runtime.workers.append(Poller(store, reader, leases, own.tokens, own.confirmations, own.poll_interval))
+        runtime.workers.append(Poller(store, reader, leases, own, runtime.metrics))
     chain_service_pb2_grpc.add_ChainServiceServicer_to_server(
         ChainService(Linking(store, challenges, reader, own), store), server
     )

@@ -2,10 +2,11 @@
 
 One wallet per user is the primary key and one user per address a unique index: a link is one
 upsert on the user, and an address held by someone else breaks the index, not a read beforehand.
-A snapshot is written only over an older one of the same address and only by the newest holder
-of the wallet's shard (its fence, from mesh leases), so a replica that lost its shard while
-reading cannot write over the one that took it, and a relinked wallet never shows the old
-address's data.
+A snapshot is written only for the same address and only by the newest holder of the wallet's
+shard (its fence, from mesh.leases), so a replica that lost its shard while reading cannot write
+over the one that took it, and a relinked wallet never shows the old address's data. One holder
+polls a shard's rounds one after another, so its snapshots follow the chain; block numbers are
+not compared, since a development chain that starts afresh counts from zero again.
 """
 
 from __future__ import annotations
@@ -72,7 +73,6 @@ FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::bigint[], $5::text[], $6::
             $8::text[], $9::timestamptz[])
     AS p(user_id, address, fence, block_number, block_hash, balance_wei, nonce, token_balances, read_time)
 WHERE w.user_id = p.user_id AND w.address = p.address AND w.fence <= p.fence
-    AND (w.block_number IS NULL OR w.block_number <= p.block_number)
 RETURNING w.user_id
 """
 
