@@ -51,4 +51,4 @@ bench: $(VENV)/.installed-dev
 
 # A PNG of every page at 1280 and 375 px into screenshots/ (not committed), from a stack of its own.
 screenshots: $(VENV)/.installed-dev
-	MESH_SCREENSHOTS=screenshots $(PY) -m pytest -q tests/e2e/test_page_access.py -k each_page
+	MESH_SCREENSHOTS=screenshots $(PY) -m pytest -q tests/e2e/test_page_access.py tests/e2e/test_page_wallets.py -k 'each_page or wallet'

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import grpc
 from invitemesh.admin.v1 import admin_service_pb2_grpc
 from invitemesh.auth.v1 import auth_service_pb2_grpc
+from invitemesh.chain.v1 import chain_service_pb2_grpc
 from invitemesh.invite.v1 import invite_service_pb2_grpc
 
 from mesh.clients import WEB_TOKEN_HEADER
@@ -62,6 +63,7 @@ class Mesh:
         self.auth = auth_service_pb2_grpc.AuthServiceStub(self._channel)
         self.invite = invite_service_pb2_grpc.InviteServiceStub(self._channel)
         self.admin = admin_service_pb2_grpc.AdminServiceStub(self._channel)
+        self.chain = chain_service_pb2_grpc.ChainServiceStub(self._channel)
 
     async def call(self, method: Callable[..., Awaitable[Response]], request: Any, browser: Browser) -> Response:
         """`method(request)` for `browser`; an error answer raises `Refused`."""

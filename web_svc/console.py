@@ -21,13 +21,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from mesh.access import AdminRole, access_rule
-from web_svc import domain
+from web_svc import domain, wallets
 from web_svc.calls import Browser, Mesh, Refused
 from web_svc.charts import Bar, bar_chart
 from web_svc.pages import page, see_other
 from web_svc.security import checked_form, form_text, start_over
 from web_svc.sessions import anonymous
 from web_svc.store import AdminSession, AdminStore
+from web_svc.wallets import WalletShown
 
 ADMIN_SERVICE = "/invitemesh.admin.v1.AdminService/"
 PAGE_SIZE = 50
@@ -257,7 +258,7 @@ class Console:
     @_for_admins
     async def users(self, request: Request, me: SignedInAdmin) -> Response:
         user_id = request.query_params.get("user_id", "").strip()
-        tree, problem = None, None
+        tree, problem, wallet = None, None, None
         if user_id:
             try:
                 tree = await self._call(
@@ -265,11 +266,21 @@ class Console:
                 )
             except Refused as refused:
                 problem = domain.in_one_line(refused.violations, refused.reason)
+            else:
+                wallet = await self._wallet_of(me, user_id)
         notice = {"suspended": "The user is suspended.", "reactivated": "The user is active again."}.get(
             request.query_params.get("done", "")
         )
         return self.page_for(request, me, "admin/users.html.j2", user_id=user_id, tree=tree, problem=problem,
-                          notice=notice)  # fmt: skip
+                          notice=notice, wallet=wallet)  # fmt: skip
+
+    async def _wallet_of(self, me: SignedInAdmin, user_id: str) -> WalletShown | str | None:
+        """The user's wallet; None without one, or a note when it cannot be shown now."""
+        try:
+            found = await self._call(me, self._mesh.admin.GetUserWallet, admin.GetUserWalletRequest(user_id=user_id))
+        except Refused as refused:
+            return None if refused.reason == "WALLET_NOT_FOUND" else domain.WALLET_NOT_SHOWN
+        return wallets.shown(found.wallet)
 
     @_for_admins
     async def change_user(self, request: Request, me: SignedInAdmin) -> Response:

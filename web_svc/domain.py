@@ -38,9 +38,18 @@ MESSAGES = {
     "PASSKEY_NONE": "You have no passkey yet: use the code from your app.",
     "PASSKEY_CHALLENGE_EXPIRED": "That took too long. Please try again.",
     "PASSKEY_EXISTS": "This passkey is registered already.",
+    "WALLET_ADDRESS_INVALID": "Your wallet gave an address we cannot read. Please try again.",
+    "WALLET_SIGNATURE_INVALID": "The wallet's signature does not match its address. Please try again.",
+    "WALLET_CHALLENGE_EXPIRED": "That took too long. Please link the wallet again.",
+    "WALLET_CHALLENGE_USED": "That signature was used already. Please link the wallet again.",
+    "WALLET_CHALLENGE_UNKNOWN": "That took too long. Please link the wallet again.",
+    "WALLET_ADDRESS_TAKEN": "This wallet is linked to another account.",
+    "WALLET_CHAIN_MISMATCH": "Your wallet signed for another network. Switch networks and try again.",
+    "CHAIN_UNAVAILABLE": "Wallets cannot be linked right now. Please try again in a moment.",
 }
 """What a person reads for a refusal; any other reason gets `UNEXPECTED`."""
 UNEXPECTED = "Something went wrong on our side. Please try again in a moment."
+WALLET_NOT_SHOWN = "Your wallet cannot be shown right now. Please reload in a moment."
 
 FORM_FIELDS = {"invite_code": "code", "new_password": "password", "token": "token"}
 """The form field an API field violation belongs beside, where the names differ."""
@@ -97,3 +106,21 @@ def share_link(origin: str, code: str) -> str:
 def _sentence(description: str) -> str:
     text = description.strip()
     return text[:1].upper() + text[1:] + ("" if text.endswith((".", "!", "?")) else ".")
+
+
+WEI_PER_ETHER = 10**18
+
+
+def ether(wei: int) -> str:
+    """An amount of wei as ether for people: up to six decimals, trailing zeros dropped, and a
+    tiny amount said as such rather than as 0."""
+    if 0 < wei < WEI_PER_ETHER // 10**6:
+        return "less than 0.000001"
+    whole, rest = divmod(wei, WEI_PER_ETHER)
+    decimals = f"{rest * 10**6 // WEI_PER_ETHER:06d}".rstrip("0")
+    return f"{whole:,}.{decimals}" if decimals else f"{whole:,}"
+
+
+def short_address(address: str) -> str:
+    """`0x1234…abcd`: enough of an address to recognise it."""
+    return f"{address[:6]}…{address[-4:]}"

@@ -7,7 +7,7 @@ from typing import Any
 
 import jinja2
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse
 
 from web_svc.security import CSRF_FIELD, PERSONAL, csrf_token
 
@@ -55,3 +55,8 @@ def fragment(request: Request, template: str, **context: Any) -> HTMLResponse:
 def see_other(path: str) -> RedirectResponse:
     """After a form: the browser fetches `path` with GET, so reloading never sends the form again."""
     return RedirectResponse(path, status_code=303)
+
+
+def script_failure(message: str, status: int) -> JSONResponse:
+    """A refusal for a page's script to show: `{"message": …}` in a person's words."""
+    return JSONResponse({"message": message}, status_code=status)

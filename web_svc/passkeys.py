@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse, Response
 from web_svc import domain
 from web_svc.calls import Mesh, Refused
 from web_svc.console import Console
-from web_svc.pages import see_other
+from web_svc.pages import script_failure, see_other
 from web_svc.security import checked_json, start_over
 from web_svc.sessions import anonymous
 from web_svc.store import AdminStore
@@ -38,7 +38,7 @@ class ConsolePasskeys:
     async def registration_options(self, request: Request) -> Response:
         await checked_json(request)
         if (me := await self._console.signed_in(request)) is None:
-            return _failure("Sign in again.", 401)
+            return script_failure("Sign in again.", 401)
         asked = admin.StartPasskeyRegistrationRequest()
         return await _answer(
             lambda: self._mesh.call(self._mesh.admin.StartPasskeyRegistration, asked, me.browser), _options
@@ -47,7 +47,7 @@ class ConsolePasskeys:
     async def register(self, request: Request) -> Response:
         body = await checked_json(request)
         if (me := await self._console.signed_in(request)) is None:
-            return _failure("Sign in again.", 401)
+            return script_failure("Sign in again.", 401)
         asked = admin.CreatePasskeyRequest(
             credential_json=json.dumps(body.get("credential")), display_name=str(body.get("name", ""))
         )
@@ -60,7 +60,7 @@ class ConsolePasskeys:
         await checked_json(request)
         token = await self._store.mfa_token(request.state.browser_id)
         if token is None:
-            return _failure("Sign in with your password again.", 401)
+            return script_failure("Sign in with your password again.", 401)
         asked = admin.StartPasskeySignInRequest(mfa_token=token)
         return await _answer(
             lambda: self._mesh.call(self._mesh.admin.StartPasskeySignIn, asked, anonymous(request)), _options
@@ -70,14 +70,14 @@ class ConsolePasskeys:
         body = await checked_json(request)
         token = await self._store.take_mfa_token(request.state.browser_id)
         if token is None:
-            return _failure("Sign in with your password again.", 401)
+            return script_failure("Sign in with your password again.", 401)
         asked = admin.VerifySessionMfaRequest(
             mfa_token=token, passkey_credential_json=json.dumps(body.get("credential"))
         )
         try:
             answer = await self._mesh.call(self._mesh.admin.VerifySessionMfa, asked, anonymous(request))
         except Refused as refused:
-            return _failure(domain.message_for(refused.reason), 401)
+            return script_failure(domain.message_for(refused.reason), 401)
         start_over(request)
         await self._console.keep(request, answer)
         return JSONResponse({"next": "/admin"})
@@ -89,13 +89,9 @@ async def _answer(call: Callable[[], Awaitable[Answer]], shape: Callable[[Answer
     try:
         answer = await call()
     except Refused as refused:
-        return _failure(domain.in_one_line(refused.violations, refused.reason), 400)
+        return script_failure(domain.in_one_line(refused.violations, refused.reason), 400)
     return JSONResponse(shape(answer))
 
 
 def _options(answer: Any) -> dict[str, str]:
     return {"options": answer.options_json}
-
-
-def _failure(message: str, status: int) -> Response:
-    return JSONResponse({"message": message}, status_code=status)

@@ -37,6 +37,7 @@ from web_svc.sessions import Sessions
 from web_svc.settings import WebSettings
 from web_svc.sign_in import SignIn
 from web_svc.store import AdminStore, WebStore
+from web_svc.wallets import Wallets
 
 log = structlog.get_logger("web_svc")
 
@@ -60,7 +61,8 @@ def create_app(settings: Settings, own: WebSettings) -> Starlette:
     reservation = Reservation(mesh, store, sessions, own.resends)
     sign_in = SignIn(mesh, sessions)
     recovery = Recovery(mesh)
-    account = Account(mesh, sessions, own.public_url)
+    wallets = Wallets(mesh, sessions)
+    account = Account(mesh, sessions, wallets, own.public_url)
     admins = AdminStore(redis)
     console = Console(mesh, admins)
     passkeys = ConsolePasskeys(mesh, admins, console)
@@ -118,6 +120,9 @@ def create_app(settings: Settings, own: WebSettings) -> Starlette:
         Route("/reset-password", recovery.request_link, methods=["POST"]),
         Route("/reset-password/confirm", recovery.reset, methods=["POST"]),
         Route("/me", account.me, methods=["GET"]),
+        Route("/me/wallet/challenge", wallets.challenge, methods=["POST"]),
+        Route("/me/wallet/link", wallets.link, methods=["POST"]),
+        Route("/me/wallet/unlink", wallets.unlink, methods=["POST"]),
         Route("/admin/sign-in", console.sign_in_page, methods=["GET"]),
         Route("/admin/sign-in", console.sign_in, methods=["POST"]),
         Route("/admin/sign-in/code", console.code_page, methods=["GET"]),

@@ -109,7 +109,7 @@ def test_each_page_is_usable_by_everyone_at_each_width(
         setup(page, mesh, member)
         if path:
             page.goto(path)
-        problems = _problems(page, name, width)
+        problems = access_problems(page, name, width)
 
     assert problems == NONE
 
@@ -128,16 +128,16 @@ def test_each_console_page_is_usable_by_everyone_at_each_width(mesh: Mesh, brows
         sign_in(page, mesh, "owner")
         for name, path in [*CONSOLE_PAGES, *searched]:
             page.goto(path)
-            found[name] = _problems(page, name, width)
+            found[name] = access_problems(page, name, width)
         context.clear_cookies()
         page.goto("/admin/sign-in")
-        found["console-sign-in"] = _problems(page, "console-sign-in", width)
+        found["console-sign-in"] = access_problems(page, "console-sign-in", width)
         email, _ = new_admin(mesh, "viewer")
         page.get_by_label("Email").fill(email)
         page.get_by_label("Password").fill(ADMIN_PASSWORD)
         page.get_by_role("button", name="Continue").click()
         expect(page).to_have_url(re.compile(r"/admin/sign-in/code$"))
-        found["console-sign-in-code"] = _problems(page, "console-sign-in-code", width)
+        found["console-sign-in-code"] = access_problems(page, "console-sign-in-code", width)
 
     assert {name: problems for name, problems in found.items() if problems != NONE} == {}
 
@@ -155,7 +155,7 @@ CONSOLE_PAGES = [
 ]
 
 
-def _problems(page: Page, name: str, width: int) -> dict[str, object]:
+def access_problems(page: Page, name: str, width: int) -> dict[str, object]:
     """What keeps someone from using `page`: axe-core's serious and critical violations, fields
     without a label, and how far it spills past the screen's width (saved as a PNG too, with
     MESH_SCREENSHOTS)."""

@@ -1,14 +1,18 @@
+import pytest
+
 from mesh.invite_codes import display, generate
 from web_svc.domain import (
     CODE_MESSAGES,
     UNEXPECTED,
     code_problem,
     displayed_code,
+    ether,
     form_errors,
     in_one_line,
     message_for,
     placed,
     share_link,
+    short_address,
     verification_code_problem,
 )
 
@@ -58,3 +62,22 @@ def test_a_refusal_goes_beside_its_fields_or_else_once_for_the_whole() -> None:
     assert placed({}, "INVALID_CREDENTIALS") == ({}, "The email or the password is not right.")
     assert in_one_line({"a": "one", "b": "two."}, "INVALID_ARGUMENT") == "One. Two."
     assert in_one_line({}, "RATE_LIMITED") == message_for("RATE_LIMITED")
+
+
+@pytest.mark.parametrize(
+    ("wei", "shown"),
+    [
+        (0, "0"),
+        (25 * 10**17, "2.5"),
+        (10**18, "1"),
+        (1234567 * 10**18 + 10**12, "1,234,567.000001"),
+        (10**12 - 1, "less than 0.000001"),
+        (10**18 + 10**11, "1"),
+    ],
+)
+def test_wei_is_shown_as_ether_to_six_decimals(wei: int, shown: str) -> None:
+    assert ether(wei) == shown
+
+
+def test_an_address_is_shortened_to_its_ends() -> None:
+    assert short_address("0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed") == "0x5aAe…eAed"
