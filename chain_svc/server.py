@@ -133,7 +133,9 @@ def add_servicers(server: grpc.aio.Server, runtime: ServiceRuntime, own: ChainSe
     store = WalletStore(runtime.engine, runtime.driver)
     if not runtime.settings.chain_rpc_url:
         raise RuntimeError("MESH_CHAIN_RPC_URL is not set")
-    reader = ChainReader(runtime.settings.chain_rpc_url, own.rpc_timeout, own.rpc_batch, runtime.metrics.breaker_state)
+    reader = ChainReader(
+        runtime.settings.chain_rpc_url, own.rpc_timeout, own.rpc_batch, own.rpc_in_flight, runtime.metrics.breaker_state
+    )
     runtime.watched["chain_rpc"] = reader.head
     runtime.closing.append(reader.close)
     challenges = Challenges(runtime.redis, runtime.keys, own.challenge_ttl)

@@ -31,6 +31,8 @@ class ChainSettings(MeshSettings, env_prefix="MESH_CHAIN_"):
     loses its shards to the others within that (renewed three times in it)"""
     rpc_batch: int = Field(default=200, ge=1, le=10_000)
     """addresses read in one batched JSON-RPC request"""
+    rpc_in_flight: int = Field(default=2, ge=1, le=64)
+    """batched JSON-RPC requests a poller has sent at once"""
     rpc_timeout: float = Field(default=10.0, gt=0)
     """seconds a JSON-RPC request may take"""
     pollers: bool = True
