@@ -46,6 +46,7 @@ bench: $(VENV)/.installed-dev
 	$(PY) -m bench.mail_stats
 	$(PY) -m bench.auth
 	$(PY) -m bench.edge
+	$(PY) -m bench.chain
 	$(PY) -m bench.admin
 	$(PY) -m bench.web
 

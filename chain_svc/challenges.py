@@ -9,7 +9,6 @@ import json
 import uuid
 
 import redis.asyncio as aioredis
-import siwe
 
 from chain_svc import domain
 from mesh.redis import KeySpace
@@ -38,9 +37,9 @@ class Challenges:
         return self._keys.key("challenge", nonce)
 
     async def issue(self, user_id: uuid.UUID, address: str) -> str:
-        nonce = siwe.generate_nonce()
+        nonce = domain.new_nonce()
         await self._redis.set(self._key(nonce), _binding(user_id, address), ex=int(self._ttl) + _KEPT_BEYOND_EXPIRY)
-        return str(nonce)
+        return nonce
 
     async def spend(self, nonce: str, user_id: uuid.UUID, address: str) -> None:
         """Spends `nonce` if it was issued to `user_id` for `address` and is unspent. Someone

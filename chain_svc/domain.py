@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import datetime
 import uuid
+import warnings
 from dataclasses import dataclass
 
-import siwe
 from eth_typing import ChecksumAddress
 from web3 import Web3
+
+with warnings.catch_warnings():
+    # siwe's grammars define RFC 5234's core rules again, which abnf warns of at import.
+    warnings.simplefilter("ignore")
+    import siwe
 
 SHARDS = 256
 """The polling work is cut into this many shards by user id; replicas hold shards, not users, so
@@ -60,6 +65,10 @@ class Site:
     domain: str
     uri: str
     chain_id: int
+
+
+def new_nonce() -> str:
+    return str(siwe.generate_nonce())
 
 
 def challenge(site: Site, address: ChecksumAddress, nonce: str, now: datetime.datetime, ttl: float) -> siwe.SiweMessage:
