@@ -5,8 +5,9 @@ A round reads the head, goes `MESH_CHAIN_CONFIRMATIONS` blocks back, and reads e
 wallet's balance, transaction count and token balances at that one block, in JSON-RPC batches. A
 shard taken over from another replica is polled at once. A round that fails (node down, slow,
 breaker open) leaves its shards due, to be tried again after a backoff that doubles up to
-`_BACKOFF_CAP` (with jitter); nothing is lost, since a snapshot is only ever replaced by a later
-one, and nothing is doubled, since a stale holder's writes are fenced off (chain_svc.store).
+`_BACKOFF_CAP` (with jitter), or until the breaker lets a trial through; nothing is lost, since a
+wallet keeps its last snapshot until a round succeeds, and nothing is doubled, since a stale
+holder's writes are fenced off (chain_svc.store).
 `mesh_chain_snapshots` and `mesh_chain_poll_rounds_failed` count both outcomes.
 """
 
@@ -67,10 +68,6 @@ class Poller:
         self._failed_rounds = Counter(
             "mesh_chain_poll_rounds_failed", "Polling rounds that failed, to be tried again.", registry=metrics.registry
         )
-
-    @property
-    def held(self) -> dict[int, int]:
-        return dict(self._held)
 
     async def run(self) -> None:
         renewing = asyncio.create_task(self._keep_leases())
