@@ -23,8 +23,8 @@ import time
 import uuid
 
 import structlog
+from eth_typing import ChecksumAddress, HexAddress, HexStr
 from prometheus_client import Counter
-from web3 import Web3
 
 from chain_svc.rpc import ChainReader
 from chain_svc.settings import ChainSettings
@@ -152,9 +152,18 @@ class Poller:
         head = await self._reader.head()
         block = max(head - self._confirmations, 0)
         block_hash = await self._reader.block_hash(block)
+        size = self._reader.batch
+        # Each batch is written as soon as it is read, while the next ones are read.
+        written = await asyncio.gather(
+            *(self._poll_batch(wallets[i : i + size], block, block_hash) for i in range(0, len(wallets), size))
+        )
+        return sum(written)
+
+    async def _poll_batch(self, wallets: list[tuple[uuid.UUID, str, int]], block: int, block_hash: str) -> int:
         read_time = datetime.datetime.now(datetime.UTC)
+        # Stored checksummed (chain_svc.domain.checksummed): no keccak per address and round.
         accounts = await self._reader.accounts(
-            [Web3.to_checksum_address(address) for _, address, _ in wallets], block, self._tokens
+            [ChecksumAddress(HexAddress(HexStr(address))) for _, address, _ in wallets], block, self._tokens
         )
         fences = self._held  # read after the reads: a shard lost meanwhile is not written
         polled = [
