@@ -15,14 +15,25 @@ from chain_svc.challenges import Challenges
 from chain_svc.rpc import ChainReader
 from chain_svc.settings import ChainSettings
 from chain_svc.store import Wallet, WalletStore
+from mesh.errors import RateLimited
+from mesh.limits import FixedWindowLimit
 
 
 class Linking:
-    def __init__(self, store: WalletStore, challenges: Challenges, reader: ChainReader, own: ChainSettings) -> None:
+    def __init__(
+        self,
+        store: WalletStore,
+        challenges: Challenges,
+        reader: ChainReader,
+        own: ChainSettings,
+        budget: FixedWindowLimit,
+    ) -> None:
         self._store = store
         self._challenges = challenges
         self._reader = reader
         self._own = own
+        self._budget = budget
+        """Challenges per user and hour: each one holds a nonce in Redis until it lapses."""
 
     async def site(self) -> domain.Site:
         chain_id = self._own.chain_id
@@ -36,6 +47,8 @@ class Linking:
     async def challenge(self, user_id: uuid.UUID, address: str) -> tuple[str, datetime.datetime]:
         """The message for `address` to sign, and when it lapses."""
         checksummed = domain.checksummed(address)
+        if wait := await self._budget.wait_after(str(user_id)):
+            raise RateLimited("too many wallet challenges for this account; wait a while", wait)
         site = await self.site()
         nonce = await self._challenges.issue(user_id, checksummed)
         now = datetime.datetime.now(datetime.UTC)

@@ -30,6 +30,7 @@ from mesh.errors import (
     Unavailable,
 )
 from mesh.leases import ShardLeases
+from mesh.limits import FixedWindowLimit
 from mesh.server import ServiceRuntime
 from mesh.timestamps import optional_timestamp
 
@@ -139,9 +140,10 @@ def add_servicers(server: grpc.aio.Server, runtime: ServiceRuntime, own: ChainSe
     runtime.watched["chain_rpc"] = reader.head
     runtime.closing.append(reader.close)
     challenges = Challenges(runtime.redis, runtime.keys, own.challenge_ttl)
+    budget = FixedWindowLimit(runtime.counters, runtime.keys, "challenges", own.challenges_per_hour, 3600)
     if own.pollers:
         leases = ShardLeases(runtime.redis, runtime.keys, "poll", domain.SHARDS, own.lease_ttl, replica_name())
         runtime.workers.append(Poller(store, reader, leases, own, runtime.metrics))
     chain_service_pb2_grpc.add_ChainServiceServicer_to_server(
-        ChainService(Linking(store, challenges, reader, own), store), server
+        ChainService(Linking(store, challenges, reader, own, budget), store), server
     )

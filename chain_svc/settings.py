@@ -19,6 +19,8 @@ class ChainSettings(MeshSettings, env_prefix="MESH_CHAIN_"):
     """the chain a link must be signed for; unset, the node's own (`eth_chainId`)"""
     challenge_ttl: float = Field(default=300.0, gt=0, le=3600)
     """seconds a wallet challenge may be signed and sent back in"""
+    challenges_per_hour: int = Field(default=20, gt=0)
+    """wallet challenges a user may ask for in an hour (each holds a nonce in Redis until it lapses)"""
     tokens: list[ChecksumAddress] = Field(default_factory=list)
     """JSON list of ERC-20 contract addresses whose balances each snapshot reads"""
     confirmations: int = Field(default=2, ge=0, le=1000)

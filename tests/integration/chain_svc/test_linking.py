@@ -23,7 +23,7 @@ from invitemesh.chain.v1 import chain_service_pb2_grpc
 
 from chain_svc.server import add_servicers
 from mesh.channels import open_channel
-from mesh.errors import error_info, field_violations
+from mesh.errors import error_info, field_violations, retry_info
 from mesh.services import CHAIN
 from tests.integration.mesh.trust_fixtures import BearerIsUserId, make_trust
 
@@ -230,3 +230,30 @@ async def test_a_malformed_address_is_bad_input(chain: Chain, address: str) -> N
 
     assert (refused.code(), _reason(refused)) == (grpc.StatusCode.INVALID_ARGUMENT, "WALLET_ADDRESS_INVALID")
     assert [violation.field for violation in field_violations(refused)] == ["address"]
+
+
+async def test_a_user_asking_for_too_many_challenges_is_told_when_to_ask_again(
+    tmp_path: Path, migrated_database_url: str, redis_url: str, chain_rpc_url: str
+) -> None:
+    trust = make_trust(
+        tmp_path, migrated_database_url, redis_url, chain_rpc_url=chain_rpc_url, chain_challenges_per_hour=3,
+        chain_pollers=False,
+    )  # fmt: skip
+    server = trust.server(CHAIN, add_servicers, tokens=BearerIsUserId())
+    await server.start()
+    me, someone_else = str(uuid.uuid4()), str(uuid.uuid4())
+    try:
+        async with open_channel(f"127.0.0.1:{server.port}", trust.settings) as channel:
+            chain = Chain(
+                chain_service_pb2_grpc.ChainServiceStub(channel), chain_service_pb2_grpc.ChainServiceStub(channel), 0
+            )
+            for _ in range(3):
+                await chain.challenge(me, Account.create().address)
+            limited = await _refused(chain.challenge(me, Account.create().address))
+            assert await chain.challenge(someone_else, Account.create().address)
+    finally:
+        await server.stop(0)
+
+    assert (limited.code(), _reason(limited)) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED")
+    retry = retry_info(limited)
+    assert retry is not None and 0 < retry.retry_delay.seconds <= 3600
