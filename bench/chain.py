@@ -3,9 +3,9 @@
 In one run, against one node (the development chain `meshctl up` runs, in a process of its own,
 or the node `MESH_CHAIN_RPC_URL` names, such as anvil) with the dev token deployed:
 
-- the ceiling: this process posts JSON-RPC batches by hand (aiohttp, no web3), one after another
-  as a poller does, each asking for `--batch` addresses' balance, transaction count and token
-  balance at one block; addresses read per second;
+- the ceiling: this process posts JSON-RPC batches by hand (aiohttp, nothing else), `--in-flight`
+  of them under way at once as a poller has, each asking for `--batch` addresses' balance,
+  transaction count and token balance at one block; addresses read per second;
 - chain_svc: `--wallets` wallets linked (written straight into its table), then one
   `python -m chain_svc` polling with no pause between rounds; addresses polled per second (from
   the snapshots it wrote, `poll_count`) and the time of each full round (every wallet once).
@@ -71,16 +71,20 @@ def _batch(addresses: list[str], block: str, token: str) -> list[dict[str, objec
     return [{"jsonrpc": "2.0", "id": n, **request} for n, request in enumerate(asked)]
 
 
-async def ceiling(url: str, addresses: list[str], token: str, batch: int) -> float:
-    """Addresses read per second by hand-made batches posted one after another."""
+async def ceiling(url: str, addresses: list[str], token: str, batch: int, in_flight: int) -> float:
+    """Addresses read per second by hand-made batches, `in_flight` of them under way at once."""
     async with aiohttp.ClientSession() as session:
         async with session.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber"}) as answer:
             block = (await answer.json())["result"]
-        started = time.perf_counter()
-        for start in range(0, len(addresses), batch):
-            async with session.post(url, json=_batch(addresses[start : start + batch], block, token)) as answer:
+        sending = asyncio.Semaphore(in_flight)
+
+        async def read(part: list[str]) -> None:
+            async with sending, session.post(url, json=_batch(part, block, token)) as answer:
                 read = await answer.json()
                 assert all("result" in each for each in read), read[:2]
+
+        started = time.perf_counter()
+        await asyncio.gather(*(read(addresses[i : i + batch]) for i in range(0, len(addresses), batch)))
         return len(addresses) / (time.perf_counter() - started)
 
 
@@ -102,7 +106,7 @@ async def link_wallets(database_url: str, addresses: list[str]) -> None:
 
 
 async def rounds_of_chain_svc(
-    settings: Settings, url: str, token: str, wallets: int, rounds: int, batch: int
+    settings: Settings, url: str, token: str, wallets: int, rounds: int, batch: int, in_flight: int
 ) -> list[float]:
     """Seconds of each full round of one chain_svc polling without pause."""
     variables = {
@@ -112,6 +116,7 @@ async def rounds_of_chain_svc(
         "MESH_CHAIN_POLL_INTERVAL": "0.001",
         "MESH_CHAIN_LEASE_TTL": "5",
         "MESH_CHAIN_RPC_BATCH": str(batch),
+        "MESH_CHAIN_RPC_IN_FLIGHT": str(in_flight),
         "MESH_LOG_LEVEL": "WARNING",
     }
     assert settings.database_url is not None
@@ -150,10 +155,10 @@ async def measure(args: argparse.Namespace, settings: Settings) -> None:
         addresses = [Account.create().address for _ in range(args.wallets)]
         assert settings.database_url is not None
         await link_wallets(settings.database_url, addresses)
-        ceilings = [await ceiling(url, addresses, token, args.batch) for _ in range(args.rounds)]
-        seconds = await rounds_of_chain_svc(settings, url, token, args.wallets, args.rounds, args.batch)
+        ceilings = [await ceiling(url, addresses, token, args.batch, args.in_flight) for _ in range(args.rounds)]
+        seconds = await rounds_of_chain_svc(settings, url, token, args.wallets, args.rounds, args.batch, args.in_flight)
     rates = [args.wallets / each for each in seconds]
-    print(f"node: {url}, {args.wallets} wallets, batches of {args.batch}, 1 token")
+    print(f"node: {url}, {args.wallets} wallets, batches of {args.batch}, {args.in_flight} in flight, 1 token")
     print(f"raw batched JSON-RPC (ceiling): addresses/s {listed(ceilings)}, median {median(ceilings):.0f}")
     print(f"chain_svc, 1 replica:           addresses/s {listed(rates)}, median {median(rates):.0f}")
     print(f"full round of {args.wallets} wallets: seconds {listed(seconds, 2)}, median {median(seconds):.2f}")
@@ -165,6 +170,7 @@ def main() -> None:
     parser.add_argument("--wallets", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch", type=int, default=200)
+    parser.add_argument("--in-flight", type=int, default=2, help="batches under way at once, for both")
     args = parser.parse_args()
     with backends() as settings:
         uvloop.run(measure(args, settings))
