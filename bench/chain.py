@@ -22,8 +22,6 @@ import asyncio
 import itertools
 import json
 import os
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -38,7 +36,7 @@ from bench.harness import backends, listed, median, running_services
 from chain_svc.domain import shard_of
 from mesh.settings import Settings
 from meshctl.chain_tools import deploy_dev_token
-from meshctl.embedded import free_port, wait_for_port
+from meshctl.embedded import EmbeddedChain, free_port
 
 _BALANCE_OF = "0x70a08231" + "0" * 24
 BENCH_CHAIN_ID = 7_770_001
@@ -52,14 +50,12 @@ def node() -> Iterator[str]:
     if url := os.environ.get("MESH_CHAIN_RPC_URL"):
         yield url
         return
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "meshctl.dev_chain", "--port", str(port)])
+    chain = EmbeddedChain(free_port())
+    chain.start()
     try:
-        wait_for_port("127.0.0.1", port, 60)
-        yield f"http://127.0.0.1:{port}"
+        yield chain.url
     finally:
-        process.terminate()
-        process.wait(10)
+        chain.stop()
 
 
 def _batch(addresses: list[str], block: str, token: str) -> list[dict[str, object]]:

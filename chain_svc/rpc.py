@@ -51,9 +51,7 @@ class Account:
 
 def _counts(error: BaseException) -> bool:
     """Failures of the node itself (unreachable, slow, answering errors), not of our request."""
-    return isinstance(error, OSError | TimeoutError | Web3Exception | ConnectionError) or type(
-        error
-    ).__module__.startswith("aiohttp")
+    return isinstance(error, OSError | TimeoutError | Web3Exception | aiohttp.ClientError)
 
 
 class ChainReader:

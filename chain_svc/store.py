@@ -147,10 +147,6 @@ class WalletStore:
             written = await connection.fetch(_KEEP, *columns, poller)
         return len(written)
 
-    async def count(self) -> int:
-        async with self._engine.connect() as connection:
-            return int((await connection.execute(select(func.count()).select_from(wallets))).scalar_one())
-
 
 def _wallet(row: object) -> Wallet:
     mapping = dict(row)  # type: ignore[call-overload]

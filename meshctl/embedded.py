@@ -22,6 +22,7 @@ import secrets
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import IO
@@ -274,4 +275,36 @@ class EmbeddedRedis:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             self.process.wait(timeout=20)
+        self.process = None
+
+
+class EmbeddedChain:
+    """The development chain (meshctl.dev_chain) in a process of its own, which may be stopped
+    hard and started again (a fresh chain each time)."""
+
+    def __init__(self, port: int, host: str = "127.0.0.1") -> None:
+        self.port = port
+        self.host = host
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self, log_file: Path | None = None) -> None:
+        command = [sys.executable, "-m", "meshctl.dev_chain", "--host", self.host, "--port", str(self.port)]
+        with open(log_file or os.devnull, "ab") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=log)
+        wait_for_port(self.host, self.port, timeout=60)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=20)
+        self.process = None
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(timeout=20)
         self.process = None

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -15,7 +13,7 @@ import pytest
 from hypothesis import settings
 
 from meshctl.chain_tools import deploy_dev_token
-from meshctl.embedded import EmbeddedPostgres, EmbeddedRedis, free_port, wait_for_port
+from meshctl.embedded import EmbeddedChain, EmbeddedPostgres, EmbeddedRedis, free_port
 
 # A shared 2-core CI machine stalls now and then; examples are judged on results, not speed.
 settings.register_profile("mesh", deadline=None)
@@ -51,18 +49,10 @@ def chain_rpc_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if url := os.environ.get("MESH_CHAIN_RPC_URL"):
         yield url
         return
-    port = free_port()
-    log = (tmp_path_factory.mktemp("chain") / "chain.log").open("wb")
-    chain = subprocess.Popen(
-        [sys.executable, "-m", "meshctl.dev_chain", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT
-    )
-    try:
-        wait_for_port("127.0.0.1", port, timeout=60)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        chain.terminate()
-        chain.wait(10)
-        log.close()
+    chain = EmbeddedChain(free_port())
+    chain.start(tmp_path_factory.mktemp("chain") / "chain.log")
+    yield chain.url
+    chain.stop()
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,8 @@ import os
 import random
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,15 @@ def loopback_client() -> str:
     """A client address of its own: the edge counts requests per address, and a Redis given by
     MESH_REDIS_URL keeps those counts from one test run to the next."""
     return f"127.{random.randint(1, 254)}.{random.randint(0, 255)}.{random.randint(1, 254)}"
+
+
+def until(found: Callable[[], Any], what: str, within: float = 60) -> Any:
+    """`found()` once it is truthy, polled, or the test fails at the deadline."""
+    deadline = time.monotonic() + within
+    while not (value := found()):
+        assert time.monotonic() < deadline, f"{what} not within {within}s"
+        time.sleep(0.3)
+    return value
 
 
 class Mesh:

@@ -8,16 +8,15 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import asyncpg
 import pyotp
 import pytest
 
-from tests.e2e.conftest import Mesh, loopback_client, running_mesh
+from tests.e2e.conftest import Mesh, loopback_client, running_mesh, until
 from tests.e2e.test_edge import PASSWORD, call, fresh_email, ok, registered_and_verified
 
 pytestmark = pytest.mark.e2e
@@ -29,15 +28,6 @@ CHECK_CODE = "/invitemesh.invite.v1.InviteService/CheckCode"
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     with running_mesh(tmp_path_factory, MESH_RATELIMIT_RULES_CACHE="0.5") as mesh:
         yield mesh
-
-
-def _until(found: Callable[[], Any], what: str, within: float = 60) -> Any:
-    """`found()` once it is truthy, polled, or the test fails at the deadline."""
-    deadline = time.monotonic() + within
-    while not (value := found()):
-        assert time.monotonic() < deadline, f"{what} not within {within}s"
-        time.sleep(0.3)
-    return value
 
 
 def fresh_chain(mesh: Mesh) -> None:
@@ -93,14 +83,14 @@ def test_an_operators_day_over_rest(mesh: Mesh) -> None:
         found = ok(call(edge, "GET", f"/v1/admin/invites/{code}", token=token))
         return found if any(r.get("userId") for r in found.get("redemptions", [])) else None
 
-    looked_up = _until(redeemed, "the code's confirmed redemption")
-    own = _until(
+    looked_up = until(redeemed, "the code's confirmed redemption")
+    own = until(
         lambda: ok(call(edge, "GET", "/v1/users/me/invites", token=person["accessToken"])).get("codes"),
         "the person's own codes",
     )
     friend = registered_and_verified(mesh, fresh_email(), own[0]["code"])
     friend_me = ok(call(edge, "GET", "/v1/users/me", token=friend["accessToken"]))["user"]
-    tree = _until(
+    tree = until(
         lambda: ok(call(edge, "GET", f"/v1/admin/users/{me['id']}/referrals?depth=2", token=token)).get("children"),
         "the referral tree",
     )
@@ -133,7 +123,7 @@ def test_an_operators_day_over_rest(mesh: Mesh) -> None:
             client = loopback_client()
             return [_check_code(mesh, code, client) for _ in range(3)] == [200, 200, 429]
 
-        _until(third_check_refused, "the edge applying the new rule", within=30)
+        until(third_check_refused, "the edge applying the new rule", within=30)
     finally:
         ok(call(edge, "PUT", "/v1/admin/rate-limits", {"rules": rules}, token=token))
 

@@ -6,20 +6,18 @@ the person unlinks it."""
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
-import pyotp
 import pytest
 from eth_account import Account
 from eth_account.messages import encode_defunct
 
-from tests.e2e.conftest import Mesh, running_mesh
+from tests.e2e.conftest import Mesh, running_mesh, until
+from tests.e2e.test_console import ADMIN_PASSWORD, new_admin
 from tests.e2e.test_edge import call, fresh_email, ok, registered_and_verified
 
 pytestmark = pytest.mark.e2e
-ADMIN_PASSWORD = "the operators' own long passphrase"
 CONFIRMATIONS = 1
 
 
@@ -31,21 +29,8 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
         yield mesh
 
 
-def _until(found: Callable[[], Any], what: str, within: float = 60) -> Any:
-    deadline = time.monotonic() + within
-    while not (value := found()):
-        assert time.monotonic() < deadline, f"{what} not within {within}s"
-        time.sleep(0.3)
-    return value
-
-
 def _admin_token(mesh: Mesh) -> str:
-    email = fresh_email()
-    created = json.loads(
-        mesh.ctl("admins", "create", email, "--role", "viewer", "--json", input=ADMIN_PASSWORD + "\n").stdout
-    )
-    totp = pyotp.parse_uri(created["totpUri"])
-    assert isinstance(totp, pyotp.TOTP)
+    email, totp = new_admin(mesh, "viewer")
     mfa = ok(call(mesh.edge, "POST", "/v1/admin/sessions", {"email": email, "password": ADMIN_PASSWORD}))
     session = ok(
         call(mesh.edge, "POST", "/v1/admin/sessions:mfa", {"mfaToken": mfa["mfaToken"], "totpCode": totp.now()})
@@ -81,7 +66,7 @@ def test_a_person_links_a_wallet_sees_its_balance_and_unlinks_it(mesh: Mesh) -> 
         snapshot = shown.get("latestSnapshot", {})
         return snapshot if snapshot.get("balanceWei") == str(25 * 10**17) else None
 
-    snapshot = _until(funded_snapshot, "the funding in the wallet's snapshot")
+    snapshot = until(funded_snapshot, "the funding in the wallet's snapshot")
     (chain,) = [part for part in mesh.stack()["parts"] if part["name"] == "chain"]
     if chain["embedded"]:
         # meshctl deployed its dev token and told chain_svc to poll it.

@@ -3,8 +3,6 @@ the service keeps serving links, and polling resumes by itself once a node answe
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -23,43 +21,24 @@ from mesh.channels import open_channel
 from mesh.errors import error_info
 from mesh.server import MeshServer
 from mesh.services import CHAIN
-from meshctl.embedded import free_port, wait_for_port
+from meshctl.embedded import EmbeddedChain, free_port
 from tests.conftest import eventually
-from tests.integration.mesh.trust_fixtures import BearerIsUserId, make_trust
-
-
-class Node:
-    """A development chain of this test's own, which it may stop and start again."""
-
-    def __init__(self, log: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._log = log
-        self._process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self._log.open("ab") as out:
-            self._process = subprocess.Popen(
-                [sys.executable, "-m", "meshctl.dev_chain", "--port", str(self.port)], stdout=out, stderr=out
-            )
-        wait_for_port("127.0.0.1", self.port, timeout=60)
-
-    def kill(self) -> None:
-        assert self._process is not None
-        self._process.kill()
-        self._process.wait(10)
+from tests.integration.mesh.trust_fixtures import BearerIsUserId, as_user, make_trust
 
 
 @pytest.fixture
-def node(tmp_path: Path) -> Iterator[Node]:
-    node = Node(tmp_path / "node.log")
-    node.start()
+def node(tmp_path: Path) -> Iterator[EmbeddedChain]:
+    """A development chain of this test's own, which it stops hard and starts again."""
+    node = EmbeddedChain(free_port())
+    node.start(tmp_path / "node.log")
     yield node
-    node.kill()
+    node.stop()
 
 
 @pytest.fixture
-async def server(tmp_path: Path, migrated_database_url: str, redis_url: str, node: Node) -> AsyncIterator[MeshServer]:
+async def server(
+    tmp_path: Path, migrated_database_url: str, redis_url: str, node: EmbeddedChain
+) -> AsyncIterator[MeshServer]:
     trust = make_trust(
         tmp_path, migrated_database_url, redis_url, chain_rpc_url=node.url, chain_poll_interval=0.2,
         chain_lease_ttl=1.0, chain_confirmations=0,
@@ -79,7 +58,7 @@ async def _poll_count(database_url: str, user_id: uuid.UUID) -> int:
 
 
 async def test_a_node_down_opens_the_breaker_keeps_links_working_and_polling_resumes(
-    server: MeshServer, node: Node, migrated_database_url: str
+    server: MeshServer, node: EmbeddedChain, migrated_database_url: str, tmp_path: Path
 ) -> None:
     user_id = uuid.uuid4()
     await WalletStore(server.runtime.engine, server.runtime.driver).link(user_id, Account.create().address, 1)
@@ -111,7 +90,7 @@ async def test_a_node_down_opens_the_breaker_keeps_links_working_and_polling_res
         assert (await _challenge(chain_service_pb2_grpc.ChainServiceStub(channel))).message
     stalled_at = await _poll_count(migrated_database_url, user_id)
 
-    node.start()
+    node.start(tmp_path / "node.log")
 
     async def resumed() -> bool:
         return await _poll_count(migrated_database_url, user_id) > stalled_at and not server.health.degraded
@@ -140,5 +119,5 @@ async def test_with_the_chain_id_unknown_and_the_node_down_a_challenge_is_unavai
 async def _challenge(stub: chain_service_pb2_grpc.ChainServiceAsyncStub) -> pb.CreateWalletChallengeResponse:
     return await stub.CreateWalletChallenge(
         pb.CreateWalletChallengeRequest(address=Account.create().address),
-        metadata=(("authorization", f"Bearer {uuid.uuid4()}"),),
+        metadata=as_user(str(uuid.uuid4())),
     )

@@ -25,7 +25,7 @@ from chain_svc.server import add_servicers
 from mesh.channels import open_channel
 from mesh.errors import error_info, field_violations, retry_info
 from mesh.services import CHAIN
-from tests.integration.mesh.trust_fixtures import BearerIsUserId, make_trust
+from tests.integration.mesh.trust_fixtures import BearerIsUserId, as_user, make_trust
 
 SITE = "https://wallets.invitemesh.test"
 
@@ -38,13 +38,13 @@ class Chain:
 
     async def challenge(self, who: str, address: str) -> str:
         answer = await self.user.CreateWalletChallenge(
-            pb.CreateWalletChallengeRequest(address=address), metadata=_as(who)
+            pb.CreateWalletChallengeRequest(address=address), metadata=as_user(who)
         )
         return answer.message
 
     async def link(self, who: str, message: str, signature: str) -> pb.Wallet:
         answer = await self.user.LinkWallet(
-            pb.LinkWalletRequest(message=message, signature=signature), metadata=_as(who)
+            pb.LinkWalletRequest(message=message, signature=signature), metadata=as_user(who)
         )
         return answer.wallet
 
@@ -65,15 +65,11 @@ async def chain(tmp_path: Path, migrated_database_url: str, redis_url: str, chai
         stub = chain_service_pb2_grpc.ChainServiceStub(user)
         someone = str(uuid.uuid4())
         first = await stub.CreateWalletChallenge(
-            pb.CreateWalletChallengeRequest(address=Account.create().address), metadata=_as(someone)
+            pb.CreateWalletChallengeRequest(address=Account.create().address), metadata=as_user(someone)
         )
         chain_id = siwe.SiweMessage.from_message(first.message).chain_id
         yield Chain(stub, chain_service_pb2_grpc.ChainServiceStub(admin), chain_id)
     await server.stop(0)
-
-
-def _as(user_id: str) -> tuple[tuple[str, str], ...]:
-    return (("authorization", f"Bearer {user_id}"),)
 
 
 def _signed(wallet: LocalAccount, message: str) -> str:
@@ -106,7 +102,7 @@ async def test_a_wallet_links_with_its_signature_and_shows_checksummed(chain: Ch
     linked = await chain.link(me, message, _signed(wallet, message))
 
     assert (linked.user_id, linked.address, linked.chain_id) == (me, wallet.address, chain.chain_id)
-    mine = (await chain.user.GetMyWallet(pb.GetMyWalletRequest(), metadata=_as(me))).wallet
+    mine = (await chain.user.GetMyWallet(pb.GetMyWalletRequest(), metadata=as_user(me))).wallet
     assert mine.address == wallet.address
     assert not mine.HasField("latest_snapshot")
     seen_by_admins = (await chain.admin_svc.GetWallet(pb.GetWalletRequest(user_id=me))).wallet
@@ -212,15 +208,15 @@ async def test_relinking_replaces_the_wallet_and_unlinking_removes_it(chain: Cha
         message = await chain.challenge(me, wallet.address)
         await chain.link(me, message, _signed(wallet, message))
 
-    assert (await chain.user.GetMyWallet(pb.GetMyWalletRequest(), metadata=_as(me))).wallet.address == new.address
+    assert (await chain.user.GetMyWallet(pb.GetMyWalletRequest(), metadata=as_user(me))).wallet.address == new.address
     # The old address is free again for anyone.
     someone = str(uuid.uuid4())
     message = await chain.challenge(someone, old.address)
     await chain.link(someone, message, _signed(old, message))
 
-    await chain.user.UnlinkWallet(pb.UnlinkWalletRequest(), metadata=_as(me))
+    await chain.user.UnlinkWallet(pb.UnlinkWalletRequest(), metadata=as_user(me))
 
-    gone = await _refused(chain.user.GetMyWallet(pb.GetMyWalletRequest(), metadata=_as(me)))
+    gone = await _refused(chain.user.GetMyWallet(pb.GetMyWalletRequest(), metadata=as_user(me)))
     assert (gone.code(), _reason(gone)) == (grpc.StatusCode.NOT_FOUND, "WALLET_NOT_FOUND")
 
 

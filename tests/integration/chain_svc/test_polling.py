@@ -31,7 +31,7 @@ from mesh.db import DriverPool, create_engine
 from mesh.services import CHAIN
 from meshctl import chain_tools
 from tests.conftest import eventually
-from tests.integration.mesh.trust_fixtures import BearerIsUserId, Trust, make_trust
+from tests.integration.mesh.trust_fixtures import BearerIsUserId, Trust, as_user, make_trust
 
 CONFIRMATIONS = 2
 P = ParamSpec("P")
@@ -68,12 +68,8 @@ async def my_wallet(
 
 
 async def _snapshot(stub: chain_service_pb2_grpc.ChainServiceAsyncStub, user_id: str) -> pb.WalletSnapshot:
-    answer = await stub.GetMyWallet(pb.GetMyWalletRequest(), metadata=_as(user_id))
+    answer = await stub.GetMyWallet(pb.GetMyWalletRequest(), metadata=as_user(user_id))
     return answer.wallet.latest_snapshot
-
-
-def _as(user_id: str) -> tuple[tuple[str, str], ...]:
-    return (("authorization", f"Bearer {user_id}"),)
 
 
 async def _polled_after(
@@ -83,7 +79,7 @@ async def _polled_after(
     found: list[pb.WalletSnapshot] = []
 
     async def read() -> bool:
-        answer = await stub.GetMyWallet(pb.GetMyWalletRequest(), metadata=_as(user_id))
+        answer = await stub.GetMyWallet(pb.GetMyWalletRequest(), metadata=as_user(user_id))
         found[:] = [answer.wallet.latest_snapshot]
         return answer.wallet.HasField("latest_snapshot") and found[0].block_number + CONFIRMATIONS >= block
 
