@@ -86,8 +86,18 @@ class Sessions:
                     raise
 
     async def _renewed(self, browser_id: str, seen: Session, browser: Browser) -> Session | None:
-        if not await self._store.renewing(browser_id, RENEWAL_WAIT):
-            return await self._after_renewal(browser_id, seen)
+        """`seen` renewed, by this request or by the one of this browser that holds the lock."""
+        deadline = time.monotonic() + RENEWAL_WAIT
+        while not await self._store.renewing(browser_id, RENEWAL_WAIT):
+            await asyncio.sleep(0.05)
+            current = await self._store.session(browser_id)
+            if current is None or current.access_token != seen.access_token:
+                return current
+            if time.monotonic() >= deadline:
+                # No renewal finished in time: the old token still works until it expires.
+                return seen if seen.access_expires > time.time() else None
+            # Else the lock may have gone without a renewal of `seen` (its holder had read the
+            # session before `seen` was kept, and found it renewed already): try to take it again.
         try:
             # Read again under the lock: a renewal may have finished since `seen` was read, and
             # its refresh token is spent.
@@ -109,14 +119,3 @@ class Sessions:
             return renewed
         finally:
             await self._store.renewed(browser_id)
-
-    async def _after_renewal(self, browser_id: str, session: Session) -> Session | None:
-        """The session another request of this browser is renewing, once it has."""
-        deadline = time.monotonic() + RENEWAL_WAIT
-        while time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-            current = await self._store.session(browser_id)
-            if current is None or current.access_token != session.access_token:
-                return current
-        # The renewal did not finish: the old token still works until it expires.
-        return session if session.access_expires > time.time() else None
