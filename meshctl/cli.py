@@ -236,7 +236,7 @@ def _status(settings: StackSettings, as_json: bool) -> int:
 
     async def probe_all() -> tuple[list[str | None], list[list[str]]]:
         failures = await asyncio.gather(*(probe(part, settings) for part in found.parts))
-        notes = await asyncio.gather(*(_degraded(part) for part in found.parts))
+        notes = await asyncio.gather(*(_notes(part) for part in found.parts))
         return list(failures), list(notes)
 
     failures, notes = asyncio.run(probe_all())
@@ -253,9 +253,10 @@ def _status(settings: StackSettings, as_json: bool) -> int:
     return 0 if not any(failures) else 1
 
 
-async def _degraded(part: Part) -> list[str]:
+async def _notes(part: Part) -> list[str]:
+    restarted = [f"started again {part.restarts}x, last exit: {part.last_exit}"] if part.restarts else []
     metrics = part.details.get("metrics")
-    return await degraded(metrics) if part.kind == "service" and metrics else []
+    return restarted + (await degraded(metrics) if part.kind == "service" and metrics else [])
 
 
 def _logs(settings: StackSettings, name: str, follow: bool) -> int:

@@ -40,6 +40,17 @@ class StackSettings(Settings):
     """Envoy's heap budget: near it Envoy stops keeping connections alive, then answers new
     requests 503 until it has shrunk"""
 
+    restart_backoff: float = Field(default=0.5, gt=0)
+    """seconds `meshctl up` waits before it starts a part again that exited; doubled for each
+    further exit within `MESH_RESTART_WINDOW`"""
+    restart_backoff_cap: float = Field(default=30.0, gt=0)
+    """the longest such wait, in seconds"""
+    restart_limit: int = Field(default=5, ge=0)
+    """exits within `MESH_RESTART_WINDOW` after which a part is started again; one more and it is
+    reported down and left so"""
+    restart_window: float = Field(default=120.0, gt=0)
+    """seconds over which a part's exits are counted"""
+
     @field_validator("edge_cors_origins")
     @classmethod
     def _origins(cls, origins: list[str]) -> list[str]:

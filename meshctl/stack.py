@@ -44,6 +44,7 @@ from meshctl.probes import (
     probe_smtp,
 )
 from meshctl.settings import StackSettings
+from meshctl.supervision import RestartPolicy, exit_reason
 
 log = structlog.get_logger("meshctl.stack")
 
@@ -68,6 +69,26 @@ class Part:
     pid: int | None = None
     log: str | None = None
     details: dict[str, str] = field(default_factory=dict)
+    restarts: int = 0
+    """times the supervisor started it again after it exited"""
+    last_exit: str | None = None
+    given_up: bool = False
+    """it exited more often than MESH_RESTART_LIMIT allows, and stays down"""
+
+
+@dataclass
+class _Child:
+    """A process the supervisor started, and what it takes to start it again."""
+
+    name: str
+    command: list[str]
+    env: dict[str, str]
+    process: subprocess.Popen[bytes]
+    policy: RestartPolicy
+    after_start: Callable[[], object] | None = None
+    """Blocking work once it runs again, such as deploying the dev token on a new chain."""
+    due: float | None = None
+    """When (monotonic) it starts again, while it waits out its backoff."""
 
 
 @dataclass
@@ -139,8 +160,10 @@ async def probe(part: Part, settings: Settings) -> str | None:
         "edge": lambda: probe_envoy(part.details["admin"]),
         "web": lambda: probe_http(f"http://{part.address}{WEB.health_path}"),
     }
+    if part.given_up:
+        return f"exited {part.restarts + 1} times ({part.last_exit} last); not started again"
     if part.pid is not None and not process_alive(part.pid):
-        return "process exited"
+        return f"process exited ({part.last_exit}); starting again" if part.last_exit else "process exited"
     return await checks[part.kind]()
 
 
@@ -164,7 +187,7 @@ class Stack:
         self.file = StackFile(self.state_dir / "stack.json", supervisor_pid=os.getpid())
         self._postgres: EmbeddedPostgres | None = None
         self._redis: EmbeddedRedis | None = None
-        self._children: dict[str, subprocess.Popen[bytes]] = {}
+        self._children: dict[str, _Child] = {}
 
     def _port(self, offset: int) -> int:
         return self.settings.port_base + offset
@@ -228,7 +251,7 @@ class Stack:
             return self.settings.smtp_url
         host, port = self.settings.host, self._port(SMTP_PORT_OFFSET)
         mail_dir = self.state_dir / "mail"
-        self._spawn(
+        process = self._spawn(
             "smtp",
             [sys.executable, "-m", "meshctl.smtp_sink", "--dir", str(mail_dir), "--host", host, "--port", str(port)],
         )
@@ -239,7 +262,7 @@ class Stack:
                 "smtp",
                 "smtp",
                 url,
-                pid=self._children["smtp"].pid,
+                pid=process.pid,
                 log=str(self._log_of("smtp")),
                 details={"mail_dir": str(mail_dir)},
             )
@@ -252,10 +275,17 @@ class Stack:
             self._add(Part("chain", "chain", self.settings.chain_rpc_url, embedded=False))
             return {"MESH_CHAIN_RPC_URL": self.settings.chain_rpc_url}
         host, port = self.settings.host, self._port(CHAIN_PORT_OFFSET)
-        process = self._spawn("chain", [sys.executable, "-m", "meshctl.dev_chain", "--host", host, "--port", str(port)])
-        wait_for_port(host, port, timeout=60)
         url = f"http://{host}:{port}"
-        token = deploy_dev_token(url)
+
+        def deployed() -> str:
+            wait_for_port(host, port, timeout=60)
+            # From the chain's first account at nonce 0: a chain started again has it at the same
+            # address, which chain_svc was told.
+            return deploy_dev_token(url)
+
+        command = [sys.executable, "-m", "meshctl.dev_chain", "--host", host, "--port", str(port)]
+        process = self._spawn("chain", command, after_start=deployed)
+        token = deployed()
         self._add(
             Part("chain", "chain", url, pid=process.pid, log=str(self._log_of("chain")), details={"token": token})
         )
@@ -363,19 +393,35 @@ class Stack:
     def _log_of(self, name: str) -> Path:
         return self.logs_dir / f"{name}.log"
 
-    def _spawn(self, name: str, command: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    def _spawn(
+        self,
+        name: str,
+        command: list[str],
+        env: dict[str, str] | None = None,
+        after_start: Callable[[], object] | None = None,
+    ) -> subprocess.Popen[bytes]:
+        env = env or {}
+        policy = RestartPolicy(
+            self.settings.restart_backoff,
+            self.settings.restart_backoff_cap,
+            self.settings.restart_limit,
+            self.settings.restart_window,
+        )
+        child = _Child(name, command, env, self._started(name, command, env), policy, after_start)
+        self._children[name] = child
+        return child.process
+
+    def _started(self, name: str, command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
         with open(self._log_of(name), "ab") as log_file:
             # A session of its own: Ctrl-C reaches the supervisor only, which stops parts in order.
-            process = subprocess.Popen(
+            return subprocess.Popen(
                 command,
                 stdout=log_file,
                 stderr=log_file,
                 stdin=subprocess.DEVNULL,
-                env={**os.environ, **(env or {})},
+                env={**os.environ, **env},
                 start_new_session=True,
             )
-        self._children[name] = process
-        return process
 
     async def _wait_until_ready(self) -> None:
         deadline = time.monotonic() + READY_TIMEOUT
@@ -389,22 +435,51 @@ class Stack:
             await asyncio.sleep(0.25)
 
     async def supervise(self, stopping: asyncio.Event) -> None:
-        """Watches the children until asked to stop; a child that dies is logged, not hidden."""
-        reported: set[str] = set()
+        """Watches the children until asked to stop, and starts again each one that exits (see
+        `meshctl.supervision`); what happened shows in the stack file for `meshctl status`."""
         while not stopping.is_set():
-            for name, process in self._children.items():
-                if process.poll() is not None and name not in reported:
-                    reported.add(name)
-                    log.error("part exited", part=name, returncode=process.returncode)
+            now = time.monotonic()
+            for child in self._children.values():
+                part = self.file.part(child.name)
+                if part is None or part.given_up:
+                    continue
+                if child.due is None and (returncode := child.process.poll()) is not None:
+                    self._exited(child, part, returncode, now)
+                elif child.due is not None and now >= child.due:
+                    await self._start_again(child, part)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), 1.0)
+                await asyncio.wait_for(stopping.wait(), 0.2)
+
+    def _exited(self, child: _Child, part: Part, returncode: int, now: float) -> None:
+        part.last_exit = exit_reason(returncode)
+        delay = child.policy.after_exit(now)
+        if delay is None:
+            part.given_up = True
+            log.error("part keeps exiting; not started again", part=part.name, last_exit=part.last_exit)
+        else:
+            child.due = now + delay
+            log.warning("part exited; starting it again", part=part.name, last_exit=part.last_exit, after=delay)
+        self.file.write()
+
+    async def _start_again(self, child: _Child, part: Part) -> None:
+        child.due = None
+        child.process = self._started(child.name, child.command, child.env)
+        part.pid, part.restarts = child.process.pid, part.restarts + 1
+        self.file.write()
+        if child.after_start is not None:
+            try:
+                await asyncio.to_thread(child.after_start)
+            except Exception as error:
+                # Counted as an exit of its own: the policy decides whether to try once more.
+                log.error("part started again but not ready", part=part.name, error=str(error))
+                stop_process(child.process, timeout=5)
 
     def down(self) -> None:
         """Stops every part this supervisor started, the edge first and the database last."""
         self.file.status = "stopping"
         self.file.write()
-        for name in reversed(list(self._children)):
-            stop_process(self._children[name], timeout=self.settings.grace_period + 5)
+        for child in reversed(list(self._children.values())):
+            stop_process(child.process, timeout=self.settings.grace_period + 5)
         if self._redis is not None:
             self._redis.stop()
         if self._postgres is not None:
