@@ -65,12 +65,19 @@ def public_pem(public_key: ec.EllipticCurvePublicKey) -> str:
 
 
 def load_kek(settings: Settings, create: bool = False) -> bytes:
-    """`MESH_KEK` (base64url of 32 bytes), or the dev KEK kept in the state dir (made, with a
-    warning, only when `create`: services never invent a KEK they could not share)."""
-    if settings.kek is not None:
-        kek = _unb64(settings.kek.get_secret_value())
+    """`MESH_KEK` (base64url of 32 bytes) or the content of `MESH_KEK_FILE`, or else the dev KEK
+    kept in the state dir (made, with a warning, only when `create`: services never invent a KEK
+    they could not share)."""
+    given = settings.kek.get_secret_value() if settings.kek is not None else None
+    if given is None and settings.kek_file is not None:
+        try:
+            given = settings.kek_file.read_text().strip()
+        except OSError as error:
+            raise KeyringError(f"MESH_KEK_FILE {settings.kek_file}: {error.strerror}") from None
+    if given is not None:
+        kek = _unb64(given)
         if len(kek) != 32:
-            raise KeyringError("MESH_KEK must be 32 bytes, base64url-encoded")
+            raise KeyringError("MESH_KEK (or MESH_KEK_FILE's content) must be 32 bytes, base64url-encoded")
         return kek
     path = settings.state_dir.absolute() / "kek"
     if not path.exists() and not create:

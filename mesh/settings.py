@@ -82,6 +82,8 @@ class Settings(MeshSettings, env_prefix="MESH_"):
     kek: SecretStr | None = None
     """base64url of 32 bytes: the key-encryption key of the private signing keys; unset, `meshctl`
     keeps one in `<state>/kek` (0600) and warns"""
+    kek_file: Path | None = None
+    """a file holding `MESH_KEK` instead (a compose secret, a Kubernetes Secret's volume)"""
     keys_dir: Path | None = None
     """`trust.json` (identity → public keys, signing key) and the encrypted private keys; unset,
     `<state>/keys`; mount it in deployment"""

@@ -31,6 +31,16 @@ def test_kek_from_environment_must_be_32_bytes(tmp_path: Path) -> None:
         load_kek(Settings(state_dir=tmp_path, kek=SecretStr("c2hvcnQ")))
 
 
+def test_kek_from_a_secret_file_is_read_without_its_trailing_newline(tmp_path: Path) -> None:
+    secret = tmp_path / "mesh_kek"
+    secret.write_text(base64.urlsafe_b64encode(KEK).decode().rstrip("=") + "\n")
+    assert load_kek(Settings(state_dir=tmp_path / "state", kek_file=secret)) == KEK
+    secret.write_text("c2hvcnQ")
+    with pytest.raises(KeyringError, match="32 bytes"):
+        load_kek(Settings(state_dir=tmp_path / "state", kek_file=secret))
+    assert not (tmp_path / "state" / "kek").exists()
+
+
 def test_private_keys_are_encrypted_and_bound_to_their_service_and_id() -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     kid = key_id(key.public_key())
