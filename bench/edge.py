@@ -104,10 +104,10 @@ async def measure(args: argparse.Namespace, settings: Settings) -> None:
         AsyncExitStack() as stack,
     ):
         await _rule_that_never_refuses(deployed)
-        upstreams = {spec.name: ("127.0.0.1", free_port()) for spec in SERVICES}
+        upstreams = {spec.name: [("127.0.0.1", free_port())] for spec in SERVICES}
         for name, address in deployed.service_addresses.items():
             host, port = address.rsplit(":", 1)
-            upstreams[name] = (host, int(port))
+            upstreams[name] = [(host, int(port))]
         directory = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         token = edge_token(load_kek(settings))
         edge = stack.enter_context(running_edge(directory, upstreams, EdgeLimits(backstop_per_second=NEVER), token))

@@ -20,6 +20,18 @@ from mesh.tls import channel_credentials
 _OPTIONS = [("grpc.initial_reconnect_backoff_ms", 250), ("grpc.max_reconnect_backoff_ms", 3000)]
 
 
+def endpoints(addresses: str) -> list[tuple[str, int]]:
+    """A `MESH_SERVICE_ADDRESSES` value as (host, port) pairs: `host:port`, or several joined by
+    commas (one per replica; a DNS name may itself stand for several)."""
+    found = []
+    for address in addresses.split(","):
+        host, colon, port = address.strip().rpartition(":")
+        if not colon or not host or not port.isdigit():
+            raise ValueError(f"a service address is host:port, not {address.strip()!r}")
+        found.append((host.strip("[]"), int(port)))
+    return found
+
+
 def open_channel(
     target: str, settings: Settings, identity: str = "meshctl", signer: CallSigner | None = None
 ) -> grpc.aio.Channel:

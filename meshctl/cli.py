@@ -27,8 +27,9 @@ from mesh.services import IDENTITIES, SERVICES
 from meshctl import chain_tools, operator
 from meshctl.admins import create_admin, list_admins, verify_audit_log
 from meshctl.certs import make_dev_certs
+from meshctl.edge import deployed_edge_config, envoy_binary
 from meshctl.operator import TIME_UNITS, mint_codes, rate_limits
-from meshctl.probes import degraded
+from meshctl.probes import degraded, probe_grpc_health, probe_http
 from meshctl.settings import StackSettings
 from meshctl.smtp_sink import read_mail
 from meshctl.stack import Part, Stack, StackFile, private_state_dir, probe, process_alive, stop_pid
@@ -96,6 +97,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     audit_commands.add_parser("verify", help="walk the hash chain and check every signature with trust.json")
     certs = commands.add_parser("certs", help="a dev CA and certificates for mutual TLS (MESH_TLS=1)")
     certs.add_argument("names", nargs="*", help="more certificate names beyond every service, envoy and meshctl")
+    edge = commands.add_parser("edge", help="the edge of a deployment: services where MESH_SERVICE_ADDRESSES says")
+    edge_commands = edge.add_subparsers(dest="edge_command", required=True)
+    edge_commands.add_parser("config", help="print Envoy's configuration (it holds tokens the KEK gives: a secret)")
+    edge_commands.add_parser("serve", help="write that configuration into the state dir and run Envoy with it")
+    health = commands.add_parser("health", help="exit status 0 when a part serves (for container health checks)")
+    health.add_argument("target", help="host:port of a service (gRPC health), or an http:// URL")
+    health.add_argument("--service", default="", help="the gRPC service name to ask about (default: the server)")
     mail = commands.add_parser("mail", help="messages caught by the dev SMTP sink")
     mail_commands = mail.add_subparsers(dest="mail_command", required=True)
     mail_list = mail_commands.add_parser("list")
@@ -131,6 +139,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         "audit": lambda: operator.run(verify_audit_log(settings, args)),
         "mail": lambda: _mail_list(settings, args.to, args.json),
         "chain": lambda: _chain(settings, args),
+        "edge": lambda: _edge(settings, args.edge_command),
+        "health": lambda: _health(args.target, args.service),
     }
     sys.exit(handlers[args.command]())
 
@@ -257,6 +267,29 @@ async def _notes(part: Part) -> list[str]:
     restarted = [f"started again {part.restarts}x, last exit: {part.last_exit}"] if part.restarts else []
     metrics = part.details.get("metrics")
     return restarted + (await degraded(metrics) if part.kind == "service" and metrics else [])
+
+
+def _edge(settings: StackSettings, command: str) -> int:
+    try:
+        config = deployed_edge_config(settings)
+    except (ValueError, KeyringError) as error:
+        print(f"meshctl edge: {error}", file=sys.stderr)
+        return 2
+    if command == "config":
+        print(config, end="")
+        return 0
+    config_file = private_state_dir(settings) / "envoy.yaml"
+    config_file.write_text(config)
+    envoy = envoy_binary()
+    # Envoy takes this process's place: in a container it gets the signals, as PID 1.
+    os.execv(envoy, [envoy, "-c", str(config_file), "--disable-hot-restart", "--log-level", "warn"])  # noqa: S606
+
+
+def _health(target: str, service: str) -> int:
+    failure = asyncio.run(probe_http(target) if "://" in target else probe_grpc_health(target, service))
+    if failure:
+        print(f"{target}: {failure}", file=sys.stderr)
+    return 1 if failure else 0
 
 
 def _logs(settings: StackSettings, name: str, follow: bool) -> int:

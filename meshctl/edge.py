@@ -6,6 +6,7 @@ get a route, so an internal method is unreachable through the edge over REST and
 from __future__ import annotations
 
 import importlib
+import ipaddress
 import math
 import subprocess
 import time
@@ -23,10 +24,13 @@ from invitemesh.mesh.v1 import edge_pb2
 
 from mesh import ratelimits
 from mesh.access import edge_methods
-from mesh.clients import EDGE_TOKEN_HEADER, WEB_TOKEN_HEADER
+from mesh.channels import endpoints
+from mesh.clients import EDGE_NAME, EDGE_TOKEN_HEADER, WEB_TOKEN_HEADER, edge_token, web_token
 from mesh.contracts import method_descriptor
+from mesh.keys import load_kek
 from mesh.services import CONTRACT_SERVICES, RATELIMIT, SERVICES, WEB
-from mesh.tls import dns_name
+from mesh.settings import Settings
+from mesh.tls import CA_NAME, cert_path, dns_name, key_path
 from meshctl.embedded import free_port
 from meshctl.local_replies import MALFORMED, grpc_status, local_reply_mappers
 from meshctl.settings import StackSettings
@@ -48,6 +52,8 @@ PAGES_TIMEOUT = 15
 """Seconds the edge waits for a page: a form's handler may wait for a saga (Register) itself."""
 # Whatever MESH_HOST says: the admin interface can stop Envoy and dump its configuration.
 EDGE_ADMIN_HOST = "127.0.0.1"
+Endpoints = Sequence[tuple[str, int]]
+"""The (host, port) addresses of one upstream's replicas."""
 
 DEFAULT_TIMEOUT = 5
 """Seconds the edge gives a method whose contract names no timeout of its own."""
@@ -93,12 +99,15 @@ class Pages:
     """web_svc behind the edge: every path that is not the API's goes to it, and its own calls
     come back in through a listener of their own that believes the browser address it names."""
 
-    upstream: tuple[str, int]
-    """web_svc's HTTP address."""
+    upstream: Endpoints
+    """web_svc's HTTP addresses."""
     calls_port: int
-    """The listener for web_svc's calls, on loopback."""
+    """The listener for web_svc's calls."""
     token: str
     """What web_svc presents to that listener (`x-mesh-web`, mesh.clients.web_token)."""
+    calls_host: str = EDGE_ADMIN_HOST
+    """Where that listener binds: loopback on one host, every address where web_svc runs elsewhere
+    (the token still decides who may use it)."""
 
 
 @dataclass(frozen=True)
@@ -224,14 +233,14 @@ def render_envoy_config(
     host: str,
     port: int,
     admin_port: int,
-    upstreams: Mapping[str, tuple[str, int]],
+    upstreams: Mapping[str, Endpoints],
     limits: EdgeLimits = DEFAULT_LIMITS,
     descriptor_set: Path = DESCRIPTOR_SET,
     tls: UpstreamTls | None = None,
     edge_token: str | None = None,
     pages: Pages | None = None,
 ) -> str:
-    """The bootstrap as YAML; `upstreams` maps service name to its gRPC address. Envoy shows the
+    """The bootstrap as YAML; `upstreams` maps service name to its gRPC addresses. Envoy shows the
     services that a call comes from the edge by `tls` (its certificate) or else by `edge_token`
     (mesh.clients). With `pages`, web_svc serves every path outside the API."""
     environment = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)  # noqa: S701
@@ -242,7 +251,7 @@ def render_envoy_config(
         listeners.append(
             {
                 "name": "pages",
-                "host": EDGE_ADMIN_HOST,
+                "host": pages.calls_host,
                 "port": pages.calls_port,
                 "trusted_hops": 1,
                 "required_header": {"name": WEB_TOKEN_HEADER, "string_match": {"exact": pages.token}},
@@ -284,6 +293,39 @@ def render_envoy_config(
     )
 
 
+def deployed_edge_config(settings: StackSettings) -> str:
+    """The edge of a deployment (compose, Kubernetes), from the settings every part reads: the
+    services and web_svc where `MESH_SERVICE_ADDRESSES` puts them, listeners on `MESH_HOST`, and
+    the tokens the KEK gives (which is why the rendered file is a secret)."""
+    named = settings.service_addresses
+    if missing := [name for name in (*(spec.name for spec in SERVICES), WEB.name) if name not in named]:
+        raise ValueError(f"MESH_SERVICE_ADDRESSES names no address for {', '.join(missing)}")
+    kek = load_kek(settings)
+    return render_envoy_config(
+        host=settings.host,
+        port=settings.edge_port,
+        admin_port=settings.edge_admin_port,
+        upstreams={spec.name: endpoints(named[spec.name]) for spec in SERVICES},
+        limits=edge_limits(settings),
+        tls=upstream_tls(settings),
+        edge_token=edge_token(kek),
+        pages=Pages(
+            upstream=endpoints(named[WEB.name]),
+            calls_port=settings.edge_pages_port,
+            token=web_token(kek),
+            calls_host=settings.host,
+        ),
+    )
+
+
+def upstream_tls(settings: Settings) -> UpstreamTls | None:
+    """The edge's certificate towards the services with `MESH_TLS=1`."""
+    if not settings.tls:
+        return None
+    certs = settings.resolved_certs_dir
+    return UpstreamTls(cert_path(certs, EDGE_NAME), key_path(certs, EDGE_NAME), cert_path(certs, CA_NAME))
+
+
 def envoy_config(**arguments: Any) -> dict[str, Any]:
     """`render_envoy_config` read back, for looking into."""
     return dict(yaml.safe_load(render_envoy_config(**arguments)))
@@ -299,7 +341,7 @@ class RunningEdge:
 @contextmanager
 def running_edge(
     directory: Path,
-    upstreams: Mapping[str, tuple[str, int]],
+    upstreams: Mapping[str, Endpoints],
     limits: EdgeLimits = DEFAULT_LIMITS,
     edge_token: str | None = None,
 ) -> Iterator[RunningEdge]:
@@ -347,20 +389,15 @@ def _wait_until_ready(edge: RunningEdge, process: subprocess.Popen[bytes], withi
     raise RuntimeError(f"envoy exited with {process.returncode}")
 
 
-def _cluster(name: str, address: tuple[str, int], tls: UpstreamTls | None) -> dict[str, Any]:
+def _cluster(name: str, addresses: Endpoints, tls: UpstreamTls | None) -> dict[str, Any]:
     cluster: dict[str, Any] = {
-        "name": name,
-        "type": "STATIC",
+        **_discovery(name, addresses),
         "connect_timeout": "1s",
         "typed_extension_protocol_options": {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
                 "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
                 "explicit_http_config": {"http2_protocol_options": {}},
             }
-        },
-        "load_assignment": {
-            "cluster_name": name,
-            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _socket(*address)}}]}],
         },
         # gRPC health, which every service answers unsigned: the edge's own health route uses it.
         "health_checks": [
@@ -399,16 +436,11 @@ def _cluster(name: str, address: tuple[str, int], tls: UpstreamTls | None) -> di
     return cluster
 
 
-def _pages_cluster(address: tuple[str, int]) -> dict[str, Any]:
+def _pages_cluster(addresses: Endpoints) -> dict[str, Any]:
     """web_svc over HTTP/1.1, health-checked on its own health path."""
     return {
-        "name": WEB_CLUSTER,
-        "type": "STATIC",
+        **_discovery(WEB_CLUSTER, addresses),
         "connect_timeout": "1s",
-        "load_assignment": {
-            "cluster_name": WEB_CLUSTER,
-            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _socket(*address)}}]}],
-        },
         "health_checks": [
             {
                 "timeout": "1s",
@@ -420,6 +452,28 @@ def _pages_cluster(address: tuple[str, int]) -> dict[str, Any]:
             }
         ],
     }
+
+
+def _discovery(name: str, addresses: Endpoints) -> dict[str, Any]:
+    """A cluster's endpoints, balanced round robin: addresses as given, or names Envoy resolves
+    again and again (every replica a DNS name stands for, as compose and Kubernetes answer)."""
+    by_name = not all(_is_ip(host) for host, _ in addresses)
+    endpoints = [{"endpoint": {"address": _socket(host, port)}} for host, port in addresses]
+    return {
+        "name": name,
+        "type": "STRICT_DNS" if by_name else "STATIC",
+        **({"dns_refresh_rate": "5s", "respect_dns_ttl": False} if by_name else {}),
+        "lb_policy": "ROUND_ROBIN",
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": endpoints}]},
+    }
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _socket(host: str, port: int) -> dict[str, Any]:

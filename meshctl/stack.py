@@ -29,10 +29,10 @@ from mesh.keys import Keystore, load_kek
 from mesh.migrate import upgrade_all
 from mesh.services import IDENTITIES, SERVICES, WEB
 from mesh.settings import Settings
-from mesh.tls import CA_NAME, cert_path, channel_credentials, key_path
+from mesh.tls import channel_credentials
 from meshctl.certs import make_dev_certs
 from meshctl.chain_tools import deploy_dev_token
-from meshctl.edge import EDGE_ADMIN_HOST, Pages, UpstreamTls, edge_limits, envoy_binary, render_envoy_config
+from meshctl.edge import EDGE_ADMIN_HOST, Pages, edge_limits, envoy_binary, render_envoy_config, upstream_tls
 from meshctl.embedded import EmbeddedPostgres, EmbeddedRedis, wait_for_port
 from meshctl.probes import (
     probe_chain,
@@ -356,13 +356,13 @@ class Stack:
                 host=host,
                 port=self.settings.edge_port,
                 admin_port=self.settings.edge_admin_port,
-                upstreams={spec.name: (host, self._port(spec.port_offset)) for spec in SERVICES},
+                upstreams={spec.name: [(host, self._port(spec.port_offset))] for spec in SERVICES},
                 limits=edge_limits(self.settings),
-                tls=self._edge_tls(),
+                tls=upstream_tls(self.settings),
                 # web_svc knows the edge by its token under TLS too (it serves plain HTTP).
                 edge_token=edge_token(kek),
                 pages=Pages(
-                    upstream=(host, self._port(WEB.port_offset)),
+                    upstream=[(host, self._port(WEB.port_offset))],
                     calls_port=self.settings.edge_pages_port,
                     token=web_token(kek),
                 ),
@@ -383,12 +383,6 @@ class Stack:
                 details={"admin": admin},
             )
         )
-
-    def _edge_tls(self) -> UpstreamTls | None:
-        if not self.settings.tls:
-            return None
-        certs = self.settings.resolved_certs_dir
-        return UpstreamTls(cert_path(certs, EDGE_NAME), key_path(certs, EDGE_NAME), cert_path(certs, CA_NAME))
 
     def _log_of(self, name: str) -> Path:
         return self.logs_dir / f"{name}.log"

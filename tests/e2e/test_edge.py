@@ -340,8 +340,8 @@ def limiter_without_redis(mesh: Mesh, tmp_path: Path) -> Iterator[str]:
         limiter = subprocess.Popen([sys.executable, "-m", RATELIMIT.name], env=env, stdout=log, stderr=log)
     try:
         wait_for_port("127.0.0.1", port, timeout=30)
-        upstreams = {name: _host_port(parts[name]["address"]) for name in (spec.name for spec in SERVICES)}
-        upstreams[RATELIMIT.name] = ("127.0.0.1", port)
+        upstreams = {name: [_host_port(parts[name]["address"])] for name in (spec.name for spec in SERVICES)}
+        upstreams[RATELIMIT.name] = [("127.0.0.1", port)]
         token = edge_token(load_kek(Settings(state_dir=mesh.state_dir)))
         with running_edge(tmp_path, upstreams, edge_token=token) as edge:
             yield edge.address

@@ -19,32 +19,38 @@ from typing import Any
 
 import grpc
 import pytest
+import yaml
 from google.rpc import error_details_pb2, status_pb2
 from invitemesh.invite.v1 import invite_service_pb2, invite_service_pb2_grpc
+from pydantic import SecretStr
 
-from mesh.services import SERVICES
+from mesh.services import SERVICES, WEB
 from meshctl.edge import (
     HEALTH_PATH,
     OPENAPI_DOCUMENT,
+    WEB_CLUSTER,
     EdgeLimits,
+    Endpoints,
     RunningEdge,
+    deployed_edge_config,
     envoy_binary,
     render_envoy_config,
     running_edge,
 )
 from meshctl.embedded import free_port
+from meshctl.settings import StackSettings
 
 CHECK_CODE = "/v1/invites:check"
 
 
 @pytest.fixture(scope="module")
-def nowhere() -> dict[str, tuple[str, int]]:
+def nowhere() -> dict[str, Endpoints]:
     """Every service at a port nothing listens on."""
-    return {spec.name: ("127.0.0.1", free_port()) for spec in SERVICES}
+    return {spec.name: [("127.0.0.1", free_port())] for spec in SERVICES}
 
 
 @pytest.fixture(scope="module")
-def edge(tmp_path_factory: pytest.TempPathFactory, nowhere: dict[str, tuple[str, int]]) -> Iterator[RunningEdge]:
+def edge(tmp_path_factory: pytest.TempPathFactory, nowhere: dict[str, Endpoints]) -> Iterator[RunningEdge]:
     with running_edge(tmp_path_factory.mktemp("edge"), nowhere) as envoy:
         yield envoy
 
@@ -83,7 +89,7 @@ def access_log_line(edge: RunningEdge, request_id: str, within: float = 15.0) ->
 
 
 def test_the_rendered_configuration_passes_envoys_own_validation(tmp_path: Path) -> None:
-    upstreams = {spec.name: ("127.0.0.1", 1) for spec in SERVICES}
+    upstreams = {spec.name: [("127.0.0.1", 1)] for spec in SERVICES}
     config = tmp_path / "envoy.yaml"
     limits = EdgeLimits(cors_origins=("https://app.example.com",))
     host = "0.0.0.0"
@@ -95,6 +101,48 @@ def test_the_rendered_configuration_passes_envoys_own_validation(tmp_path: Path)
 
     assert checked.returncode == 0, checked.stderr
     assert "OK" in checked.stdout + checked.stderr
+
+
+def test_a_deployments_edge_reaches_every_replica_by_name_and_passes_envoys_validation(tmp_path: Path) -> None:
+    """As compose and Kubernetes name the parts: by DNS names, each standing for its replicas."""
+    named = {spec.name: f"{spec.name.replace('_', '-')}:5005{spec.port_offset}" for spec in SERVICES}
+    settings = StackSettings(
+        state_dir=tmp_path,
+        host="0.0.0.0",
+        kek=SecretStr(base64.urlsafe_b64encode(bytes(32)).decode()),
+        service_addresses={**named, WEB.name: "web-svc:8000", "invite_svc": "10.0.0.7:50052,10.0.0.8:50052"},
+    )
+    rendered = deployed_edge_config(settings)
+    config = tmp_path / "envoy.yaml"
+    config.write_text(rendered)
+
+    checked = subprocess.run(
+        [envoy_binary(), "--mode", "validate", "-c", str(config)], capture_output=True, text=True, timeout=60
+    )
+
+    assert checked.returncode == 0, checked.stderr
+    clusters = {cluster["name"]: cluster for cluster in yaml.safe_load(rendered)["static_resources"]["clusters"]}
+    addresses = {
+        name: [
+            (found["endpoint"]["address"]["socket_address"]["address"], cluster["type"])
+            for found in cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
+        ]
+        for name, cluster in clusters.items()
+    }
+    assert addresses["auth_svc"] == [("auth-svc", "STRICT_DNS")]
+    assert addresses["invite_svc"] == [("10.0.0.7", "STATIC"), ("10.0.0.8", "STATIC")]
+    assert [host for host, _ in addresses[WEB_CLUSTER]] == ["web-svc"]
+    listeners = {listener["name"]: listener for listener in yaml.safe_load(rendered)["static_resources"]["listeners"]}
+    # web_svc reaches the listener for its calls from another host; its token still guards it.
+    assert listeners["pages"]["address"]["socket_address"]["address"] == "0.0.0.0"
+
+
+def test_a_deployments_edge_names_the_addresses_it_misses(tmp_path: Path) -> None:
+    settings = StackSettings(state_dir=tmp_path, service_addresses={"auth_svc": "auth-svc:50051"})
+    with pytest.raises(
+        ValueError, match="no address for invite_svc, mail_svc, admin_svc, chain_svc, ratelimit_svc, web_svc"
+    ):
+        deployed_edge_config(settings)
 
 
 def test_an_unknown_route_is_a_json_404(edge: RunningEdge) -> None:
@@ -157,7 +205,7 @@ def test_the_access_log_is_json_without_query_strings_or_credentials(edge: Runni
 
 
 def test_over_the_backstop_envoy_refuses_by_itself_with_a_retry_delay(
-    tmp_path: Path, nowhere: dict[str, tuple[str, int]]
+    tmp_path: Path, nowhere: dict[str, Endpoints]
 ) -> None:
     with running_edge(tmp_path, nowhere, EdgeLimits(backstop_per_second=2)) as envoy:
         answers = [request(envoy, "GET", "/v1/nothing-here") for _ in range(10)]
@@ -262,7 +310,7 @@ def _slow_client(edge: RunningEdge, sent: bytes) -> tuple[bytes, float]:
     ids=["body", "headers"],
 )
 def test_a_client_that_stops_half_way_is_let_go_at_the_edges_timeout(
-    tmp_path: Path, nowhere: dict[str, tuple[str, int]], sent: bytes
+    tmp_path: Path, nowhere: dict[str, Endpoints], sent: bytes
 ) -> None:
     limits = EdgeLimits(headers_timeout=1.0, request_timeout=1.0)
     with running_edge(tmp_path, nowhere, limits) as envoy:
@@ -275,7 +323,7 @@ def test_a_client_that_stops_half_way_is_let_go_at_the_edges_timeout(
 
 
 def test_past_its_connection_limit_the_edge_closes_new_connections(
-    tmp_path: Path, nowhere: dict[str, tuple[str, int]]
+    tmp_path: Path, nowhere: dict[str, Endpoints]
 ) -> None:
     with running_edge(tmp_path, nowhere, EdgeLimits(max_connections=5)) as envoy:
         host, port = envoy.address.rsplit(":", 1)
@@ -325,7 +373,7 @@ class _Echo(invite_service_pb2_grpc.InviteServiceServicer):
 
 
 async def test_a_header_grpc_cannot_carry_is_dropped_not_passed_on(
-    tmp_path: Path, nowhere: dict[str, tuple[str, int]]
+    tmp_path: Path, nowhere: dict[str, Endpoints]
 ) -> None:
     """Found by the fuzzer: `RI~b: 7` reached a service, whose gRPC library failed the call (500)."""
     echo = _Echo()  # type: ignore[abstract]
@@ -334,7 +382,7 @@ async def test_a_header_grpc_cannot_carry_is_dropped_not_passed_on(
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:
-        with running_edge(tmp_path, {**nowhere, "invite_svc": ("127.0.0.1", port)}) as envoy:
+        with running_edge(tmp_path, {**nowhere, "invite_svc": [("127.0.0.1", port)]}) as envoy:
             headers = {"RI~b": "7", "x-fine": "1"}
             status, _, _ = await asyncio.to_thread(
                 request, envoy, "POST", CHECK_CODE, b'{"code": "ABCD-EFGH-J"}', headers

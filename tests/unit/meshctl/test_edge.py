@@ -22,7 +22,7 @@ from meshctl.edge import (
 )
 from meshctl.settings import StackSettings
 
-UPSTREAMS = {spec.name: ("127.0.0.1", 1) for spec in SERVICES}
+UPSTREAMS = {spec.name: [("127.0.0.1", 1)] for spec in SERVICES}
 
 
 def _method_routes() -> list[dict[str, Any]]:
@@ -169,7 +169,7 @@ def test_an_origin_must_be_a_scheme_and_a_host(origin: str) -> None:
         StackSettings(edge_cors_origins=[origin])
 
 
-PAGES = Pages(upstream=("127.0.0.1", 2), calls_port=8081, token="the-web-token")
+PAGES = Pages(upstream=[("127.0.0.1", 2)], calls_port=8081, token="the-web-token")
 
 
 def _listeners(**arguments: Any) -> dict[str, dict[str, Any]]:
