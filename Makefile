@@ -37,6 +37,7 @@ lint: $(VENV)/.installed-dev
 	$(VENV)/bin/mypy mesh meshctl auth_svc invite_svc mail_svc admin_svc chain_svc ratelimit_svc web_svc tests bench scripts
 	$(VENV)/bin/buf lint
 	$(VENV)/bin/openapi-spec-validator envoy/openapi.json
+	$(VENV)/bin/hadolint Dockerfile
 
 bench: $(VENV)/.installed-dev
 	$(PY) -m bench.signing

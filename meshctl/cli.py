@@ -26,12 +26,12 @@ from mesh.migrate import upgrade_all
 from mesh.services import IDENTITIES, SERVICES
 from meshctl import chain_tools, operator
 from meshctl.admins import create_admin, list_admins, verify_audit_log
+from meshctl.caught_mail import read_mail
 from meshctl.certs import make_dev_certs
 from meshctl.edge import deployed_edge_config, envoy_binary
 from meshctl.operator import TIME_UNITS, mint_codes, rate_limits
 from meshctl.probes import degraded, probe_grpc_health, probe_http
 from meshctl.settings import StackSettings
-from meshctl.smtp_sink import read_mail
 from meshctl.stack import Part, Stack, StackFile, private_state_dir, probe, process_alive, stop_pid
 
 _DETACH_TIMEOUT = 180.0

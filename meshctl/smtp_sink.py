@@ -1,33 +1,21 @@
 """The dev SMTP sink: an aiosmtpd server that accepts every message and keeps it as a JSON
-file under the state dir, where `meshctl mail list` reads it."""
+file under the state dir (meshctl.caught_mail), where `meshctl mail list` reads it."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import signal
 import time
 import uuid
-from dataclasses import asdict, dataclass
 from email import message_from_bytes
 from email.policy import default as default_policy
 from pathlib import Path
-from typing import Any
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-
-@dataclass(frozen=True)
-class StoredMail:
-    id: str
-    received_at: float
-    mail_from: str
-    rcpt_tos: list[str]
-    subject: str
-    text: str
-    raw: str
+from meshctl.caught_mail import StoredMail, keep_mail
 
 
 class MailDirHandler:
@@ -48,22 +36,8 @@ class MailDirHandler:
             text=body.get_content() if body is not None else "",
             raw=raw.decode("utf-8", "replace"),
         )
-        # Written then renamed, so a reader never sees half a message.
-        partial = self.mail_dir / f".{mail.id}.tmp"
-        partial.write_text(json.dumps(asdict(mail)))
-        partial.rename(self.mail_dir / f"{int(mail.received_at * 1e6)}-{mail.id}.json")
+        keep_mail(self.mail_dir, mail)
         return "250 Message accepted for delivery"
-
-
-def read_mail(mail_dir: Path, to: str | None = None) -> list[StoredMail]:
-    """Stored messages, oldest first, optionally only those to one recipient."""
-    found: list[StoredMail] = []
-    for path in sorted(mail_dir.glob("*.json")):
-        data: dict[str, Any] = json.loads(path.read_text())
-        mail = StoredMail(**data)
-        if to is None or to.lower() in (r.lower() for r in mail.rcpt_tos):
-            found.append(mail)
-    return found
 
 
 def start_sink(mail_dir: Path, host: str, port: int) -> Controller:
