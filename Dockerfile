@@ -30,7 +30,9 @@ RUN /opt/invitemesh/bin/pip install --editable ".[edge]" \
 
 FROM ${PYTHON_IMAGE}
 RUN useradd --system --uid 10001 --user-group --no-create-home --home-dir /nonexistent invitemesh \
-    && install --directory --owner invitemesh --group invitemesh --mode 0700 /var/lib/invitemesh
+    && install --directory --owner invitemesh --group invitemesh --mode 0700 /var/lib/invitemesh \
+        /var/lib/invitemesh/keys
+# keys/ exists here so that a named volume mounted on it starts out owned by invitemesh.
 COPY --from=build /opt/invitemesh /opt/invitemesh
 COPY --from=build /app /app
 ENV PATH=/opt/invitemesh/bin:$PATH \

@@ -38,6 +38,7 @@ lint: $(VENV)/.installed-dev
 	$(VENV)/bin/buf lint
 	$(VENV)/bin/openapi-spec-validator envoy/openapi.json
 	$(VENV)/bin/hadolint Dockerfile
+	$(VENV)/bin/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
 
 bench: $(VENV)/.installed-dev
 	$(PY) -m bench.signing

@@ -4,6 +4,7 @@ that peer goes through (inline calls, outbox deliveries, key set fetches alike).
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 import grpc
@@ -17,7 +18,11 @@ from mesh.tls import channel_credentials
 
 # A peer that restarts is called again within seconds, not after gRPC's default backoff of up
 # to two minutes.
-_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 250), ("grpc.max_reconnect_backoff_ms", 3000)]
+_OPTIONS = [
+    ("grpc.initial_reconnect_backoff_ms", 250),
+    ("grpc.max_reconnect_backoff_ms", 3000),
+    ("grpc.lb_policy_name", "round_robin"),
+]
 
 
 def endpoints(addresses: str) -> list[tuple[str, int]]:
@@ -32,10 +37,23 @@ def endpoints(addresses: str) -> list[tuple[str, int]]:
     return found
 
 
+def channel_target(addresses: str) -> str:
+    """The gRPC target of a `MESH_SERVICE_ADDRESSES` value: one address as it is (a DNS name
+    resolves to every replica it stands for), several as one target of IP literals."""
+    found = endpoints(addresses)
+    if len(found) == 1:
+        return addresses.strip()
+    if all(isinstance(ipaddress.ip_address(host), ipaddress.IPv4Address) for host, _ in found):
+        return "ipv4:" + ",".join(f"{host}:{port}" for host, port in found)
+    return "ipv6:" + ",".join(f"[{ipaddress.IPv6Address(host)}]:{port}" for host, port in found)
+
+
 def open_channel(
     target: str, settings: Settings, identity: str = "meshctl", signer: CallSigner | None = None
 ) -> grpc.aio.Channel:
-    """A channel to `target`; `identity` names the TLS certificate presented, `signer` signs."""
+    """A channel to `target` (one or several addresses, see `channel_target`), balanced round
+    robin over what it resolves to; `identity` names the TLS certificate presented, `signer` signs."""
+    target = channel_target(target)
     exporting = settings.otlp_endpoint is not None
     interceptors: list[Any] = client_tracing() if exporting else []
     if settings.tls:

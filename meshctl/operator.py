@@ -40,11 +40,16 @@ class NotRunning(Exception):
 
 @asynccontextmanager
 async def operator_channel(settings: Settings, service: ServiceSpec) -> AsyncIterator[grpc.aio.Channel]:
-    found = StackFile.read(settings.state_dir.absolute())
-    part = found.part(service.name) if found is not None and process_alive(found.supervisor_pid) else None
-    if part is None:
-        raise NotRunning(f"{service.name} is not running: `meshctl up` first")
-    async with open_channel(part.address, settings, OPERATOR, signer_for(OPERATOR, settings)) as channel:
+    """A signed channel to `service`: where `MESH_SERVICE_ADDRESSES` puts it (a deployment), else
+    in the stack `meshctl up` runs."""
+    address = settings.service_addresses.get(service.name)
+    if address is None:
+        found = StackFile.read(settings.state_dir.absolute())
+        part = found.part(service.name) if found is not None and process_alive(found.supervisor_pid) else None
+        if part is None:
+            raise NotRunning(f"{service.name} is not running: `meshctl up` first, or set MESH_SERVICE_ADDRESSES")
+        address = part.address
+    async with open_channel(address, settings, OPERATOR, signer_for(OPERATOR, settings)) as channel:
         yield channel
 
 
