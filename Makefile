@@ -28,8 +28,8 @@ gen: $(VENV)/.installed-dev
 	PYTHON=$(PY) scripts/gen.sh
 
 check-gen: gen
-	@git add --intent-to-add gen envoy/invitemesh.pb envoy/openapi.json
-	@git diff --exit-code --stat -- gen envoy/invitemesh.pb envoy/openapi.json || { echo "gen/ is stale: run make gen and commit"; exit 1; }
+	@git add --intent-to-add gen envoy/invitemesh.pb envoy/openapi.json deploy/k8s/base
+	@git diff --exit-code --stat -- gen envoy/invitemesh.pb envoy/openapi.json deploy/k8s/base || { echo "generated files are stale: run make gen and commit"; exit 1; }
 
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .
@@ -37,8 +37,7 @@ lint: $(VENV)/.installed-dev
 	$(VENV)/bin/mypy mesh meshctl auth_svc invite_svc mail_svc admin_svc chain_svc ratelimit_svc web_svc tests bench scripts
 	$(VENV)/bin/buf lint
 	$(VENV)/bin/openapi-spec-validator envoy/openapi.json
-	$(VENV)/bin/hadolint Dockerfile
-	$(VENV)/bin/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
+	VENV=$(VENV) scripts/check_deploy.sh
 
 bench: $(VENV)/.installed-dev
 	$(PY) -m bench.signing

@@ -278,8 +278,13 @@ def _edge(settings: StackSettings, command: str) -> int:
     if command == "config":
         print(config, end="")
         return 0
-    config_file = private_state_dir(settings) / "envoy.yaml"
-    config_file.write_text(config)
+    # The file holds the edge's tokens: the caller's alone, in a state dir it may not own (a
+    # Kubernetes emptyDir).
+    settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    config_file = settings.state_dir.absolute() / "envoy.yaml"
+    config_file.unlink(missing_ok=True)
+    with os.fdopen(os.open(config_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
+        out.write(config)
     envoy = envoy_binary()
     # Envoy takes this process's place: in a container it gets the signals, as PID 1.
     os.execv(envoy, [envoy, "-c", str(config_file), "--disable-hot-restart", "--log-level", "warn"])  # noqa: S606

@@ -32,3 +32,6 @@ trap 'rm -f "$with_comments"' EXIT
 
 # The README's settings tables, from the settings classes.
 "$py" scripts/settings_table.py
+
+# deploy/k8s/base: every part's workload and network policy, from the services and contracts.
+"$py" scripts/k8s_base.py
