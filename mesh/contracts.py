@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from google.protobuf import descriptor_pool
+from google.protobuf import descriptor_pb2, descriptor_pool
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 from invitemesh.admin.v1 import admin_service_pb2
 from invitemesh.auth.v1 import auth_service_pb2
@@ -37,3 +37,9 @@ def method_descriptor(full_method: str) -> MethodDescriptor | None:
 
 def full_method_name(method: MethodDescriptor) -> str:
     return f"/{method.containing_service.full_name}/{method.name}"
+
+
+def idempotent(method: MethodDescriptor) -> bool:
+    """Whether a call of `method` may be sent again: its contract says it changes nothing
+    (`NO_SIDE_EFFECTS`) or answers a repeated `request_id` once (`IDEMPOTENT`)."""
+    return method.GetOptions().idempotency_level != descriptor_pb2.MethodOptions.IDEMPOTENCY_UNKNOWN

@@ -26,7 +26,7 @@ from mesh import ratelimits
 from mesh.access import edge_methods
 from mesh.channels import endpoints
 from mesh.clients import EDGE_NAME, EDGE_TOKEN_HEADER, WEB_TOKEN_HEADER, edge_token, web_token
-from mesh.contracts import method_descriptor
+from mesh.contracts import idempotent, method_descriptor
 from mesh.keys import load_kek
 from mesh.services import CONTRACT_SERVICES, RATELIMIT, SERVICES, WEB
 from mesh.settings import Settings
@@ -134,6 +134,29 @@ def upstream_timeout(method: str) -> int:
     return math.ceil(declared.timeout.ToTimedelta().total_seconds())
 
 
+RETRY_POLICY = {
+    # A replica gone (killed, restarted, scaled in) before Envoy's health checks noticed: the
+    # call goes to another. Only UNAVAILABLE, and only for methods whose contract allows it.
+    "retry_on": "unavailable,connect-failure,refused-stream",
+    "num_retries": 2,
+    "retry_back_off": {"base_interval": "0.05s", "max_interval": "0.5s"},
+    "retry_host_predicate": [
+        {
+            "name": "envoy.retry_host_predicates.previous_hosts",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
+            },
+        }
+    ],
+    "host_selection_retry_max_attempts": 3,
+}
+
+
+def _idempotent(path: str) -> bool:
+    method = method_descriptor(path)
+    return method is not None and idempotent(method)
+
+
 def edge_routes(pages: bool = False) -> list[dict[str, Any]]:
     """One exact-path route per method callable from outside, to its service's cluster; with
     `pages`, every path outside the API to web_svc."""
@@ -155,6 +178,7 @@ def edge_routes(pages: bool = False) -> list[dict[str, Any]]:
                 "route": {
                     "cluster": cluster_of[path.split("/")[1]],
                     "timeout": f"{timeout}s",
+                    **({"retry_policy": RETRY_POLICY} if _idempotent(path) else {}),
                     # What ratelimit_svc counts: this method, per client address.
                     "rate_limits": [
                         {

@@ -7,7 +7,7 @@ from google.rpc import error_details_pb2, status_pb2
 from invitemesh.mesh.v1 import edge_pb2
 
 from mesh.access import Audience, access_rule
-from mesh.contracts import SERVICE_DESCRIPTORS, full_method_name, method_descriptor
+from mesh.contracts import SERVICE_DESCRIPTORS, full_method_name, idempotent, method_descriptor
 from mesh.services import CONTRACT_SERVICES, RATELIMIT, SERVICES, WEB
 from meshctl.edge import (
     DEFAULT_TIMEOUT,
@@ -47,6 +47,19 @@ def test_routes_every_outside_method_and_no_internal_one() -> None:
     assert routed == methods - internal
     assert "/invitemesh.invite.v1.InviteService/HoldCode" not in routed
     assert "/invitemesh.invite.v1.InviteService/CheckCode" in routed
+
+
+def test_the_edge_retries_only_methods_the_contracts_call_idempotent_and_only_when_unavailable() -> None:
+    retried = {route["match"]["path"]: route["route"].get("retry_policy") for route in _method_routes()}
+
+    assert retried["/invitemesh.auth.v1.AuthService/Register"] is None
+    assert retried["/invitemesh.auth.v1.AuthService/Login"] is None
+    for path in ("/invitemesh.invite.v1.InviteService/CheckCode", "/invitemesh.auth.v1.AuthService/GetMe"):
+        assert retried[path]["retry_on"] == "unavailable,connect-failure,refused-stream"
+    # A path is retried exactly when its method is declared idempotent.
+    assert {path for path, policy in retried.items() if policy} == {
+        path for path in retried if idempotent(method_descriptor(path))  # type: ignore[arg-type]
+    }
 
 
 def test_each_route_goes_to_its_services_cluster_and_anything_else_nowhere() -> None:
