@@ -5,12 +5,16 @@ that peer goes through (inline calls, outbox deliveries, key set fetches alike).
 from __future__ import annotations
 
 import ipaddress
+import json
 from typing import Any
 
 import grpc
 from prometheus_client import Gauge
 
 from mesh.breakers import AsyncBreaker
+from mesh.contracts import SERVICE_DESCRIPTORS, full_method_name, idempotent
+from mesh.health import ACCEPTING
+from mesh.services import SERVICES, ServiceSpec
 from mesh.settings import Settings
 from mesh.signing import CallSigner, SignedChannel
 from mesh.telemetry import client_tracing
@@ -49,19 +53,49 @@ def channel_target(addresses: str) -> str:
 
 
 def open_channel(
-    target: str, settings: Settings, identity: str = "meshctl", signer: CallSigner | None = None
+    target: str,
+    settings: Settings,
+    identity: str = "meshctl",
+    signer: CallSigner | None = None,
+    peer: ServiceSpec | None = None,
 ) -> grpc.aio.Channel:
     """A channel to `target` (one or several addresses, see `channel_target`), balanced round
-    robin over what it resolves to; `identity` names the TLS certificate presented, `signer` signs."""
+    robin over what it resolves to; `identity` names the TLS certificate presented, `signer` signs.
+    To a `peer` service, only its replicas that accept calls (not draining) get them, and calls of its
+    idempotent methods that fail UNAVAILABLE are signed and sent again (mesh.signing)."""
     target = channel_target(target)
     exporting = settings.otlp_endpoint is not None
     interceptors: list[Any] = client_tracing() if exporting else []
+    options = [*_OPTIONS, *([("grpc.service_config", _service_config(peer))] if peer else [])]
     if settings.tls:
         credentials = channel_credentials(settings.resolved_certs_dir, identity)
-        channel = grpc.aio.secure_channel(target, credentials, _OPTIONS, interceptors=interceptors)
+        channel = grpc.aio.secure_channel(target, credentials, options, interceptors=interceptors)
     else:
-        channel = grpc.aio.insecure_channel(target, _OPTIONS, interceptors=interceptors)
-    return SignedChannel(channel, signer, passes_trace=not exporting) if signer else channel
+        channel = grpc.aio.insecure_channel(target, options, interceptors=interceptors)
+    if signer is None:
+        return channel
+    return SignedChannel(channel, signer, passes_trace=not exporting, retried=_idempotent_methods(peer))
+
+
+def _service_config(peer: ServiceSpec) -> str:
+    return json.dumps(
+        {
+            "loadBalancingConfig": [{"round_robin": {}}],
+            "healthCheckConfig": {"serviceName": ACCEPTING},
+        }
+    )
+
+
+def _idempotent_methods(peer: ServiceSpec | None) -> frozenset[str]:
+    if peer is None:
+        return frozenset()
+    return frozenset(
+        full_method_name(method)
+        for service in SERVICE_DESCRIPTORS
+        if service.full_name in peer.grpc_services
+        for method in service.methods
+        if idempotent(method)
+    )
 
 
 PEER_BREAKER_FAILURES = 5
@@ -104,7 +138,8 @@ class Peers:
             address = self._settings.service_addresses.get(service)
             if address is None:
                 raise LookupError(f"no address for {service}: set MESH_SERVICE_ADDRESSES")
-            self._channels[service] = open_channel(address, self._settings, self._identity, self._signer)
+            peer = next((spec for spec in SERVICES if spec.name == service), None)
+            self._channels[service] = open_channel(address, self._settings, self._identity, self._signer, peer)
         return self._channels[service]
 
     async def close(self) -> None:

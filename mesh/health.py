@@ -17,6 +17,11 @@ from grpc_health.v1 import health, health_pb2
 from mesh.metrics import Metrics
 
 log = structlog.get_logger("mesh.health")
+ACCEPTING = "invitemesh.mesh.v1.Accepting"
+"""SERVING from the start until the server drains, whatever its dependencies say: what the
+services' channels check before they send a replica calls (mesh.channels). Were they to check the
+service's own health, a dependency down for every replica would turn each answer into a bare
+UNAVAILABLE, and calls that need no such dependency would fail too."""
 Probe = Callable[[], Awaitable[object]]
 _PROBE_TIMEOUT = 2.0
 
@@ -59,6 +64,7 @@ class DependencyHealth:
         status = health_pb2.HealthCheckResponse.NOT_SERVING if failures else health_pb2.HealthCheckResponse.SERVING
         for name in ("", *self._services):
             await self.servicer.set(name, status)
+        await self.servicer.set(ACCEPTING, health_pb2.HealthCheckResponse.SERVING)
         return not failures
 
     async def run(self, interval: float, stopping: asyncio.Event) -> None:

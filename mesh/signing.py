@@ -13,6 +13,7 @@ for about 150 µs of its own, with signed calls per second within the noise.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import contextvars
@@ -150,12 +151,21 @@ class SignedChannel(grpc.aio.Channel):
     streaming calls pass through unsigned (and an internal streaming method would refuse them).
     """
 
-    def __init__(self, inner: grpc.aio.Channel, signer: CallSigner, passes_trace: bool = False) -> None:
+    def __init__(
+        self,
+        inner: grpc.aio.Channel,
+        signer: CallSigner,
+        passes_trace: bool = False,
+        retried: frozenset[str] = frozenset(),
+    ) -> None:
         """`passes_trace`: add the current trace to each call (mesh.telemetry), where no
-        OpenTelemetry interceptor on `inner` does."""
+        OpenTelemetry interceptor on `inner` does. `retried`: the methods (full paths) whose calls
+        are sent again when UNAVAILABLE, each attempt signed anew: gRPC's own retries would send
+        the same nonce, which a callee that saw the first attempt refuses as a replay."""
         self._inner = inner
         self._signer = signer
         self._passes_trace = passes_trace
+        self._retried = retried
 
     def unary_unary(
         self,
@@ -165,7 +175,8 @@ class SignedChannel(grpc.aio.Channel):
         _registered_method: bool | None = False,
     ) -> grpc.aio.UnaryUnaryMultiCallable:  # type: ignore[type-arg]
         raw = self._inner.unary_unary(method, None, response_deserializer, _registered_method)  # type: ignore[call-arg]
-        return _SignedUnaryUnary(raw, method, request_serializer or bytes, self._signer, self._passes_trace)
+        signed = _SignedUnaryUnary(raw, method, request_serializer or bytes, self._signer, self._passes_trace)
+        return _Retried(signed) if method in self._retried else signed
 
     def unary_stream(self, *args: Any, **kwargs: Any) -> Any:
         return self._inner.unary_stream(*args, **kwargs)
@@ -229,6 +240,37 @@ class _SignedUnaryUnary(grpc.aio.UnaryUnaryMultiCallable):  # type: ignore[type-
             wait_for_ready=wait_for_ready,
             compression=compression,
         )
+
+
+RETRY_ATTEMPTS = 3
+RETRY_BACKOFF = 0.05
+"""Seconds before the second attempt, doubled before each further one."""
+
+
+class _Retried(grpc.aio.UnaryUnaryMultiCallable):  # type: ignore[type-arg]
+    """An idempotent method's calls, sent again (newly signed, to whichever replica the channel
+    picks next) while they fail UNAVAILABLE, within the first attempt's deadline."""
+
+    def __init__(self, signed: _SignedUnaryUnary) -> None:
+        self._signed = signed
+
+    def __call__(self, request: Any, *, timeout: float | None = None, **kwargs: Any) -> Any:  # type: ignore[override]
+        deadline = None if timeout is None else time.monotonic() + timeout
+        return self._attempts(request, deadline, kwargs)
+
+    async def _attempts(self, request: Any, deadline: float | None, kwargs: dict[str, Any]) -> Any:
+        attempt = 0
+        while True:
+            left = None if deadline is None else deadline - time.monotonic()
+            try:
+                return await self._signed(request, timeout=left, **kwargs)
+            except grpc.aio.AioRpcError as error:
+                attempt += 1
+                pause = RETRY_BACKOFF * 2 ** (attempt - 1)
+                out_of_time = deadline is not None and time.monotonic() + pause >= deadline
+                if error.code() is not grpc.StatusCode.UNAVAILABLE or attempt == RETRY_ATTEMPTS or out_of_time:
+                    raise
+                await asyncio.sleep(pause)
 
 
 class SignatureVerifier:

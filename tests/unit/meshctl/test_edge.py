@@ -58,7 +58,9 @@ def test_the_edge_retries_only_methods_the_contracts_call_idempotent_and_only_wh
         assert retried[path]["retry_on"] == "unavailable,connect-failure,refused-stream"
     # A path is retried exactly when its method is declared idempotent.
     assert {path for path, policy in retried.items() if policy} == {
-        path for path in retried if idempotent(method_descriptor(path))  # type: ignore[arg-type]
+        path
+        for path in retried
+        if idempotent(method_descriptor(path))  # type: ignore[arg-type]
     }
 
 
