@@ -26,6 +26,7 @@ def sweep_job(store: AuthStore, outbox: Outbox, keys: StoredKeyRing, interval: f
             log.info("lapsed registrations removed", count=expired)
             if expired < PURGE_BATCH:
                 break
+        await store.verification.purge_expired()
         await store.sessions.purge_spent(KEEP_SPENT)
         await store.recovery.purge_spent(KEEP_SPENT)
         await outbox.purge_delivered(KEEP_DELIVERED)

@@ -176,7 +176,17 @@ def add_servicers(server: grpc.aio.Server, runtime: ServiceRuntime, own: AuthSet
             code_key,
             outcomes,
         ),
-        Verification(store.verification, store.registrations, codes, passwords, sessions, budgets, emails, follow_ups),
+        Verification(
+            store.verification,
+            store.users,
+            store.registrations,
+            codes,
+            passwords,
+            sessions,
+            budgets,
+            emails,
+            follow_ups,
+        ),
         sessions,
         Recovery(
             store.recovery,

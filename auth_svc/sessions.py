@@ -77,10 +77,14 @@ class Sessions:
             raise PermissionDenied("USER_SUSPENDED", "this account is suspended")
         if verdict.needs_rehash:
             await self._users.set_password_hash(user.id, await self._passwords.hash(request.password))
+        return pb.LoginResponse(session=await self.started(user.id))
+
+    async def started(self, user_id: uuid.UUID) -> pb.Session:
+        """A new session of the user: a refresh token of a new family and an access token."""
         refresh, token = self.new_refresh_token()
         session_id = uuid.uuid4()
-        await self._store.start_session(user.id, session_id, token)
-        return pb.LoginResponse(session=await self.session(user.id, session_id, refresh, token))
+        await self._store.start_session(user_id, session_id, token)
+        return await self.session(user_id, session_id, refresh, token)
 
     async def refresh(self, request: pb.RefreshRequest) -> pb.RefreshResponse:
         presented = opaque_token("refresh_token", request.refresh_token)

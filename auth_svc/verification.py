@@ -22,6 +22,7 @@ from auth_svc.requests import MAX_PASSWORD, MAX_TOKEN, Emails, now
 from auth_svc.sessions import Sessions
 from auth_svc.store.records import CONFIRM_HOLD, MINT_CODES, RELEASE_HOLD, Mail, NewCode, UserRecord, Work
 from auth_svc.store.registrations import RegistrationStore
+from auth_svc.store.users import UserStore
 from auth_svc.store.verification import VerificationStore
 from auth_svc.throttle import RequestBudgets
 from auth_svc.tokens import token_digest
@@ -59,6 +60,7 @@ class Verification:
     def __init__(
         self,
         store: VerificationStore,
+        users: UserStore,
         registrations: RegistrationStore,
         codes: VerificationCodes,
         passwords: Passwords,
@@ -68,6 +70,7 @@ class Verification:
         follow_ups: FollowUps,
     ) -> None:
         self._store = store
+        self._users = users
         self._registrations = registrations
         self._codes = codes
         self._passwords = passwords
@@ -96,8 +99,11 @@ class Verification:
         assert canonical is not None
         mailed = self._codes.digest(canonical, code)
         if proof == "registration":
-            attempt = await self._store.take_verification_attempt(canonical, token_digest(request.registration))
+            registration = token_digest(request.registration)
+            attempt = await self._store.take_verification_attempt(canonical, registration)
             proven = attempt if attempt is not None and same_digest(attempt.code_digest, mailed) else None
+            if attempt is None:
+                return await self._verified_again(canonical, registration, mailed)
         else:
             attempts = await self._store.take_verification_attempts(canonical)
             matched = next((a for a in attempts if same_digest(a.code_digest, mailed)), None)
@@ -114,6 +120,18 @@ class Verification:
         log.info("account active", user_id=str(user.id))
         session = await self._sessions.session(user.id, session_id, refresh, token)
         return pb.VerifyEmailResponse(user=user_message(user), session=session)
+
+    async def _verified_again(self, canonical: str, registration: bytes, mailed: bytes) -> pb.VerifyEmailResponse:
+        """The account the same registration and code made, with a session of its own: a client
+        told to try again after its first answer was lost gets what it would have had."""
+        attempt = await self._store.take_repeated_attempt(canonical, registration)
+        if attempt is None or not same_digest(attempt.code_digest, mailed):
+            raise _wrong_code()
+        user = await self._users.user(attempt.user_id)
+        if user is None:
+            raise _wrong_code()
+        log.info("verification presented again; a new session", user_id=str(user.id))
+        return pb.VerifyEmailResponse(user=user_message(user), session=await self._sessions.started(user.id))
 
     async def resend_verification(self, request: pb.ResendVerificationRequest) -> pb.ResendVerificationResponse:
         violations: list[FieldViolation] = []

@@ -59,6 +59,21 @@ class VerificationStore:
             rows = await _TAKE_ATTEMPTS.fetch(connection, canonical_email=canonical_email)
         return [Attempt(**row) for row in rows]
 
+    async def take_repeated_attempt(self, canonical_email: str, digest: bytes) -> Attempt | None:
+        """Spends one attempt at the code that made the registration `digest` names an account,
+        while that code is live: a verification presented again by a client that lost the first
+        answer (a replica killed between its commit and its reply)."""
+        async with self._driver.connection() as connection:
+            row = await _TAKE_REPEATED_ATTEMPT.fetchrow(connection, canonical_email=canonical_email, digest=digest)
+        return Attempt(**row) if row else None
+
+    async def purge_expired(self) -> int:
+        async with self._engine.begin() as connection:
+            deleted = await connection.execute(
+                delete(verification_codes).where(verification_codes.c.expire_time < func.now())
+            )
+        return int(deleted.rowcount)
+
     async def activate(
         self,
         pending_id: uuid.UUID,
@@ -92,7 +107,8 @@ class VerificationStore:
                     .returning(users.c.hold_id)
                 )
                 others = sorted({hold for hold in lapsed.scalars() if hold and hold != account.hold_id})
-                await connection.execute(delete(verification_codes).where(verification_codes.c.user_id == pending_id))
+                # The code stays until it expires (`purge_expired`): a client that lost this
+                # answer presents it again (`take_repeated_attempt`).
                 for item in follow_up(account, others):
                     await self._outbox.add(connection, account.canonical_email, item.kind, item.payload)
                 await insert_session(connection, pending_id, session_id, session)
@@ -117,14 +133,12 @@ async def _replace_code(connection: AsyncConnection, user_id: uuid.UUID, code: N
 
 
 def _attempt_statement(*conditions: Any) -> Any:
-    """Spends one attempt at the live codes of the pending registrations `conditions` select."""
+    """Spends one attempt at the live codes of the email's registrations `conditions` select."""
     return (
         update(verification_codes)
         .where(
             verification_codes.c.user_id == users.c.id,
             users.c.canonical_email == bindparam("canonical_email"),
-            users.c.state == int(UserState.PENDING_VERIFICATION),
-            users.c.hold_expire_time > func.now(),
             verification_codes.c.attempts_left > 0,
             verification_codes.c.expire_time > func.now(),
             *conditions,
@@ -138,5 +152,8 @@ def _constraint(error: IntegrityError) -> str:
     return str(getattr(getattr(error.orig, "__cause__", None), "constraint_name", "") or "")
 
 
-_TAKE_NAMED_ATTEMPT = DriverStatement(_attempt_statement(users.c.registration_digest == bindparam("digest")))
-_TAKE_ATTEMPTS = DriverStatement(_attempt_statement())
+_PENDING = (users.c.state == int(UserState.PENDING_VERIFICATION), users.c.hold_expire_time > func.now())
+_NAMED = users.c.registration_digest == bindparam("digest")
+_TAKE_NAMED_ATTEMPT = DriverStatement(_attempt_statement(*_PENDING, _NAMED))
+_TAKE_ATTEMPTS = DriverStatement(_attempt_statement(*_PENDING))
+_TAKE_REPEATED_ATTEMPT = DriverStatement(_attempt_statement(users.c.state == int(UserState.ACTIVE), _NAMED))

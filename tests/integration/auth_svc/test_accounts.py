@@ -79,6 +79,44 @@ async def test_wrong_codes_sent_at_once_spend_no_more_than_the_attempts(stack: S
     assert left == 0
 
 
+async def test_a_verification_presented_again_answers_the_account_it_made_with_a_session_of_its_own(
+    stack: Stack,
+) -> None:
+    """What a client does when told to try again after a replica died between commit and reply."""
+    (code,) = await stack.mint()
+    email = someone()
+    registered = await stack.register(email, code)
+    right = await stack.verification_code(email)
+    again = pb.VerifyEmailRequest(email=email, code=right, registration=registered.registration)
+
+    first = await stack.auth.VerifyEmail(again)
+    second = await stack.auth.VerifyEmail(again)
+    other_code = pb.VerifyEmailRequest(email=email, code=_other(right), registration=registered.registration)
+    wrong = await _refusal(stack.auth.VerifyEmail(other_code))
+    by_password = await _refusal(
+        stack.auth.VerifyEmail(pb.VerifyEmailRequest(email=email, code=right, password=PASSWORD))
+    )
+
+    assert second.user.id == first.user.id and second.user.state == pb.USER_STATE_ACTIVE
+    assert second.session.refresh_token != first.session.refresh_token
+    assert wrong[:2] == by_password[:2] == (grpc.StatusCode.UNAUTHENTICATED, "VERIFICATION_CODE_INVALID")
+    # The account's follow-ups ran once: one confirmed use of the code, one set of own codes.
+    connection = await asyncpg.connect(stack.database_url)
+    try:
+        holds = await connection.fetchval(
+            "SELECT count(*) FROM invite.holds WHERE canonical_email = $1", canonical_email(email)
+        )
+        await connection.execute(
+            "UPDATE auth.verification_codes SET expire_time = now() - interval '1 second' WHERE user_id = $1::uuid",
+            first.user.id,
+        )
+    finally:
+        await connection.close()
+    expired = await _refusal(stack.auth.VerifyEmail(again))
+    assert holds == 1
+    assert expired[:2] == (grpc.StatusCode.UNAUTHENTICATED, "VERIFICATION_CODE_INVALID")
+
+
 async def test_an_expired_code_fails_and_a_resent_one_works(stack: Stack) -> None:
     (code,) = await stack.mint()
     email = someone()
