@@ -3,10 +3,12 @@ first is in flight, or just after it was answered, gets the first one's answer a
 of its own: one hold, one email.
 
 A short Redis `SET NX` on the canonical email marks the registration in flight with a
-fingerprint of what was submitted; the first answer (a response or a refusal) replaces the mark
-for a few seconds. A different submission for the same email waits for the one in flight and then
-runs on its own, so registrations of one email run one at a time. Without Redis every submission
-runs: what must never happen twice is enforced by the database, this only spares work and mail.
+fingerprint of what was submitted, renewed while the registration runs, so that the mark of a
+process killed mid-way lapses within seconds and a client's retry then runs on its own; the
+first answer (a response or a refusal) replaces the mark for a few seconds. A different
+submission for the same email waits for the one in flight and then runs on its own, so
+registrations of one email run one at a time. Without Redis every submission runs: what must
+never happen twice is enforced by the database, this only spares work and mail.
 """
 
 from __future__ import annotations
@@ -36,13 +38,28 @@ return false
 """
 
 
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+
 class FirstSubmission:
-    def __init__(self, pipe: RedisPipe, keys: KeySpace, in_flight_ttl: float = 30.0, answer_ttl: float = 5.0) -> None:
+    def __init__(
+        self,
+        pipe: RedisPipe,
+        keys: KeySpace,
+        in_flight_ttl: float = 3.0,
+        answer_ttl: float = 5.0,
+        patience: float = 30.0,
+    ) -> None:
         self._pipe = pipe
         self._keys = keys
         self._in_flight_ms = int(in_flight_ttl * 1000)
         self._answer_ms = int(answer_ttl * 1000)
-        self._patience = in_flight_ttl
+        self._patience = patience
 
     async def answer(self, email: str, fingerprint: bytes, work: Callable[[], Awaitable[bytes]]) -> bytes:
         """Runs `work` (which answers a serialized response) unless the same submission is in
@@ -69,16 +86,28 @@ class FirstSubmission:
         except RedisError:
             log.warning("double-submit guard unavailable; running the registration")
             return await work()
+        renewing = asyncio.create_task(self._renew(key, mark + _IN_FLIGHT))
         try:
             answer = await work()
         except MeshError as refusal:
+            renewing.cancel()
             await self._record(key, mark + b"E" + refusal.to_status().SerializeToString())
             raise
         except BaseException:
+            renewing.cancel()
             await self._forget(key)
             raise
+        renewing.cancel()
         await self._record(key, mark + b"R" + answer)
         return answer
+
+    async def _renew(self, key: str, in_flight: bytes) -> None:
+        while True:
+            await asyncio.sleep(self._in_flight_ms / 3000)
+            try:
+                await self._pipe.execute("EVAL", _RENEW, 1, key, in_flight, self._in_flight_ms)
+            except RedisError:
+                log.warning("could not renew a registration mark; it may lapse while the registration runs")
 
     async def _record(self, key: str, value: bytes) -> None:
         try:
