@@ -22,11 +22,7 @@ from mesh.tls import channel_credentials
 
 # A peer that restarts is called again within seconds, not after gRPC's default backoff of up
 # to two minutes.
-_OPTIONS = [
-    ("grpc.initial_reconnect_backoff_ms", 250),
-    ("grpc.max_reconnect_backoff_ms", 3000),
-    ("grpc.lb_policy_name", "round_robin"),
-]
+_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 250), ("grpc.max_reconnect_backoff_ms", 3000)]
 
 
 def endpoints(addresses: str) -> list[tuple[str, int]]:
@@ -63,10 +59,14 @@ def open_channel(
     robin over what it resolves to; `identity` names the TLS certificate presented, `signer` signs.
     To a `peer` service, only its replicas that accept calls (not draining) get them, and calls of its
     idempotent methods that fail UNAVAILABLE are signed and sent again (mesh.signing)."""
+    found = endpoints(target)
+    # One address stays with gRPC's default (pick_first), whose call after the peer restarted
+    # waits for the connection rather than failing while round robin's would back off.
+    balanced = len(found) > 1 or not is_ip_address(found[0][0])
+    options = [*_OPTIONS, *([("grpc.service_config", _balanced(peer))] if balanced else [])]
     target = channel_target(target)
     exporting = settings.otlp_endpoint is not None
     interceptors: list[Any] = client_tracing() if exporting else []
-    options = [*_OPTIONS, *([("grpc.service_config", _service_config(peer))] if peer else [])]
     if settings.tls:
         credentials = channel_credentials(settings.resolved_certs_dir, identity)
         channel = grpc.aio.secure_channel(target, credentials, options, interceptors=interceptors)
@@ -77,13 +77,18 @@ def open_channel(
     return SignedChannel(channel, signer, passes_trace=not exporting, retried=_idempotent_methods(peer))
 
 
-def _service_config(peer: ServiceSpec) -> str:
-    return json.dumps(
-        {
-            "loadBalancingConfig": [{"round_robin": {}}],
-            "healthCheckConfig": {"serviceName": ACCEPTING},
-        }
-    )
+def _balanced(peer: ServiceSpec | None) -> str:
+    # Health is checked by round robin alone, and only a peer's servers report ACCEPTING.
+    checked = {"healthCheckConfig": {"serviceName": ACCEPTING}} if peer else {}
+    return json.dumps({"loadBalancingConfig": [{"round_robin": {}}], **checked})
+
+
+def is_ip_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _idempotent_methods(peer: ServiceSpec | None) -> frozenset[str]:

@@ -42,6 +42,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     up = commands.add_parser("up", help="start everything; Ctrl-C stops it")
     up.add_argument("--detach", action="store_true", help="start in the background and return when ready")
+    up.add_argument("--replicas", type=int, help="processes of every service and web_svc (MESH_REPLICAS)")
     commands.add_parser("down", help="stop a detached stack")
     status = commands.add_parser("status", help="health of every part")
     status.add_argument("--json", action="store_true")
@@ -121,6 +122,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     # Whatever meshctl and the parts it starts write (keys, logs, caught mails with their codes
     # and reset links, data) is for the user who runs it alone.
     os.umask(0o077)
+    if args.command == "up" and args.replicas is not None:
+        # As a setting, so the detached supervisor sees it and it is checked like one.
+        os.environ["MESH_REPLICAS"] = str(args.replicas)
     settings = StackSettings()
     configure_logging("meshctl", settings.log_level)
     handlers = {

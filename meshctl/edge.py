@@ -6,7 +6,6 @@ get a route, so an internal method is unreachable through the edge over REST and
 from __future__ import annotations
 
 import importlib
-import ipaddress
 import math
 import subprocess
 import time
@@ -24,7 +23,7 @@ from invitemesh.mesh.v1 import edge_pb2
 
 from mesh import ratelimits
 from mesh.access import edge_methods
-from mesh.channels import endpoints
+from mesh.channels import endpoints, is_ip_address
 from mesh.clients import EDGE_NAME, EDGE_TOKEN_HEADER, WEB_TOKEN_HEADER, edge_token, web_token
 from mesh.contracts import idempotent, method_descriptor
 from mesh.keys import load_kek
@@ -149,6 +148,15 @@ RETRY_POLICY = {
         }
     ],
     "host_selection_retry_max_attempts": 3,
+}
+
+
+OUTLIER_DETECTION = {
+    "split_external_local_origin_errors": True,
+    "consecutive_local_origin_failure": 1,
+    "interval": "1s",
+    "base_ejection_time": "3s",
+    "max_ejection_percent": 50,
 }
 
 
@@ -423,6 +431,9 @@ def _cluster(name: str, addresses: Endpoints, tls: UpstreamTls | None) -> dict[s
                 "explicit_http_config": {"http2_protocol_options": {}},
             }
         },
+        # A replica that refuses connections (killed, restarting) gets no request from the
+        # first failure on, long before its health checks fail twice.
+        "outlier_detection": OUTLIER_DETECTION,
         # gRPC health, which every service answers unsigned: the edge's own health route uses it.
         "health_checks": [
             {
@@ -481,7 +492,7 @@ def _pages_cluster(addresses: Endpoints) -> dict[str, Any]:
 def _discovery(name: str, addresses: Endpoints) -> dict[str, Any]:
     """A cluster's endpoints, balanced round robin: addresses as given, or names Envoy resolves
     again and again (every replica a DNS name stands for, as compose and Kubernetes answer)."""
-    by_name = not all(_is_ip(host) for host, _ in addresses)
+    by_name = not all(is_ip_address(host) for host, _ in addresses)
     endpoints = [{"endpoint": {"address": _socket(host, port)}} for host, port in addresses]
     return {
         "name": name,
@@ -490,14 +501,6 @@ def _discovery(name: str, addresses: Endpoints) -> dict[str, Any]:
         "lb_policy": "ROUND_ROBIN",
         "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": endpoints}]},
     }
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 def _socket(host: str, port: int) -> dict[str, Any]:

@@ -9,11 +9,14 @@ from pydantic import Field, field_validator
 
 from mesh.settings import Settings
 
+MAX_REPLICAS = 5
+
 
 class StackSettings(Settings):
     port_base: int = Field(default=50050, ge=1024, le=65000)
     """under `meshctl`: services on base+1…6, web_svc base+7, PostgreSQL base+10, Redis base+11,
-    SMTP base+12, the development chain base+13, metrics base+21…26"""
+    SMTP base+12, the development chain base+13, metrics base+21…26; replica k (from 0) of each
+    service and its metrics 30·k above those"""
     edge_port: int = Field(default=8080, ge=1, le=65535)
     """Envoy's listener (REST and gRPC)"""
     edge_admin_port: int = Field(default=9901, ge=1, le=65535)
@@ -40,6 +43,9 @@ class StackSettings(Settings):
     """Envoy's heap budget: near it Envoy stops keeping connections alive, then answers new
     requests 503 until it has shrunk"""
 
+    replicas: int = Field(default=1, ge=1, le=MAX_REPLICAS)
+    """processes `meshctl up` runs of every service and of web_svc (`--replicas`); the edge and
+    the services' channels balance across them"""
     restart_backoff: float = Field(default=0.5, gt=0)
     """seconds `meshctl up` waits before it starts a part again that exited; doubled for each
     further exit within `MESH_RESTART_WINDOW`"""

@@ -43,7 +43,7 @@ from meshctl.probes import (
     probe_redis,
     probe_smtp,
 )
-from meshctl.settings import StackSettings
+from meshctl.settings import MAX_REPLICAS, StackSettings
 from meshctl.supervision import RestartPolicy, exit_reason
 
 log = structlog.get_logger("meshctl.stack")
@@ -53,6 +53,7 @@ REDIS_PORT_OFFSET = 11
 SMTP_PORT_OFFSET = 12
 CHAIN_PORT_OFFSET = 13
 METRICS_PORT_OFFSET = 20
+REPLICA_PORT_STRIDE = 30
 READY_TIMEOUT = 90.0
 EDGE_PORT_OFFSETS = {"MESH_EDGE_PORT": 100, "MESH_EDGE_ADMIN_PORT": 101, "MESH_EDGE_PAGES_PORT": 102}
 """Where a stack on a port base of its own puts the edge's listeners (tests, benchmarks)."""
@@ -292,33 +293,48 @@ class Stack:
         tokens = {} if "MESH_CHAIN_TOKENS" in os.environ else {"MESH_CHAIN_TOKENS": json.dumps([token])}
         return {"MESH_CHAIN_RPC_URL": url, **tokens}
 
+    def _replicas(self, port_offset: int) -> list[tuple[str, int]]:
+        """Each replica's name suffix and port: the first has none (`invite_svc`), the others
+        their number (`invite_svc.2`)."""
+        return [
+            ("" if replica == 0 else f".{replica + 1}", self._port(port_offset + replica * REPLICA_PORT_STRIDE))
+            for replica in range(self.settings.replicas)
+        ]
+
+    def _addresses(self, port_offset: int) -> list[tuple[str, int]]:
+        return [(self.settings.host, port) for _, port in self._replicas(port_offset)]
+
     def _start_services(self, database_url: str, redis_url: str, smtp_url: str, chain: dict[str, str]) -> None:
-        addresses = {spec.name: f"{self.settings.host}:{self._port(spec.port_offset)}" for spec in SERVICES}
+        addresses = {
+            spec.name: ",".join(f"{host}:{port}" for host, port in self._addresses(spec.port_offset))
+            for spec in SERVICES
+        }
+        shared = {
+            "MESH_DATABASE_URL": database_url,
+            "MESH_REDIS_URL": redis_url,
+            "MESH_SMTP_URL": smtp_url,
+            "MESH_STATE_DIR": str(self.state_dir),
+            "MESH_SERVICE_ADDRESSES": json.dumps(addresses),
+            **chain,
+            **self._page_links(),
+        }
         for spec in SERVICES:
-            port = self._port(spec.port_offset)
-            metrics_port = self._port(METRICS_PORT_OFFSET + spec.port_offset)
-            env = {
-                "MESH_DATABASE_URL": database_url,
-                "MESH_REDIS_URL": redis_url,
-                "MESH_SMTP_URL": smtp_url,
-                "MESH_STATE_DIR": str(self.state_dir),
-                "MESH_GRPC_PORT": str(port),
-                "MESH_METRICS_PORT": str(metrics_port),
-                "MESH_SERVICE_ADDRESSES": json.dumps(addresses),
-                **chain,
-                **self._page_links(),
-            }
-            process = self._spawn(spec.name, [sys.executable, "-m", spec.name], env)
-            self._add(
-                Part(
-                    spec.name,
-                    "service",
-                    f"{self.settings.host}:{port}",
-                    pid=process.pid,
-                    log=str(self._log_of(spec.name)),
-                    details={"grpc_service": spec.grpc_service, "metrics": f"{self.settings.host}:{metrics_port}"},
-                )
+            replicas = zip(
+                self._replicas(spec.port_offset), self._replicas(METRICS_PORT_OFFSET + spec.port_offset), strict=True
             )
+            for (suffix, port), (_, metrics_port) in replicas:
+                env = {**shared, "MESH_GRPC_PORT": str(port), "MESH_METRICS_PORT": str(metrics_port)}
+                process = self._spawn(spec.name + suffix, [sys.executable, "-m", spec.name], env)
+                self._add(
+                    Part(
+                        spec.name + suffix,
+                        "service",
+                        f"{self.settings.host}:{port}",
+                        pid=process.pid,
+                        log=str(self._log_of(spec.name + suffix)),
+                        details={"grpc_service": spec.grpc_service, "metrics": f"{self.settings.host}:{metrics_port}"},
+                    )
+                )
 
     def _page_links(self) -> dict[str, str]:
         """Where mails link to and the console is served: web_svc's pages at the edge, unless set
@@ -336,16 +352,17 @@ class Stack:
         return {name: value for name, value in links.items() if name not in os.environ}
 
     def _start_web(self, redis_url: str) -> None:
-        port = self._port(WEB.port_offset)
-        env = {
-            "MESH_REDIS_URL": redis_url,
-            "MESH_STATE_DIR": str(self.state_dir),
-            "MESH_WEB_PORT": str(port),
-            "MESH_WEB_EDGE_ADDRESS": f"{EDGE_ADMIN_HOST}:{self.settings.edge_pages_port}",
-        }
-        process = self._spawn(WEB.name, [sys.executable, "-m", WEB.name], env)
-        address = f"{self.settings.host}:{port}"
-        self._add(Part(WEB.name, "web", address, pid=process.pid, log=str(self._log_of(WEB.name))))
+        for suffix, port in self._replicas(WEB.port_offset):
+            env = {
+                "MESH_REDIS_URL": redis_url,
+                "MESH_STATE_DIR": str(self.state_dir),
+                "MESH_WEB_PORT": str(port),
+                "MESH_WEB_EDGE_ADDRESS": f"{EDGE_ADMIN_HOST}:{self.settings.edge_pages_port}",
+            }
+            name = WEB.name + suffix
+            process = self._spawn(name, [sys.executable, "-m", WEB.name], env)
+            address = f"{self.settings.host}:{port}"
+            self._add(Part(name, "web", address, pid=process.pid, log=str(self._log_of(name))))
 
     def _start_edge(self) -> None:
         kek = load_kek(self.settings)
@@ -356,13 +373,13 @@ class Stack:
                 host=host,
                 port=self.settings.edge_port,
                 admin_port=self.settings.edge_admin_port,
-                upstreams={spec.name: [(host, self._port(spec.port_offset))] for spec in SERVICES},
+                upstreams={spec.name: self._addresses(spec.port_offset) for spec in SERVICES},
                 limits=edge_limits(self.settings),
                 tls=upstream_tls(self.settings),
                 # web_svc knows the edge by its token under TLS too (it serves plain HTTP).
                 edge_token=edge_token(kek),
                 pages=Pages(
-                    upstream=[(host, self._port(WEB.port_offset))],
+                    upstream=self._addresses(WEB.port_offset),
                     calls_port=self.settings.edge_pages_port,
                     token=web_token(kek),
                 ),
@@ -483,11 +500,15 @@ class Stack:
 
 def free_port_base() -> int:
     """A `MESH_PORT_BASE` under which every port of a stack is free now (the edge's at the
-    offsets of `EDGE_PORT_OFFSETS`), for one more stack beside others on this machine."""
-    offsets = [
+    offsets of `EDGE_PORT_OFFSETS`, and those of as many replicas as a stack may have), for one
+    more stack beside others on this machine."""
+    replicated = [
         *(spec.port_offset for spec in SERVICES),
         *(METRICS_PORT_OFFSET + spec.port_offset for spec in SERVICES),
         WEB.port_offset,
+    ]
+    offsets = [
+        *(offset + replica * REPLICA_PORT_STRIDE for offset in replicated for replica in range(MAX_REPLICAS)),
         POSTGRES_PORT_OFFSET,
         REDIS_PORT_OFFSET,
         SMTP_PORT_OFFSET,
