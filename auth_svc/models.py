@@ -36,6 +36,9 @@ users = Table(
     Column("state", SmallInteger, nullable=False),
     # A pending registration's flow token, as a digest: only the client that registered holds it.
     Column("registration_digest", LargeBinary, unique=True),
+    # What was submitted (keyed: auth_svc.registration), so the same submission sent again, by a
+    # client whose answer was lost, finds this registration instead of making another.
+    Column("submission_digest", LargeBinary),
     Column("referrer_user_id", UUID(as_uuid=True), index=True),
     Column("referrer_admin_id", UUID(as_uuid=True)),
     Column("hold_id", UUID(as_uuid=True)),

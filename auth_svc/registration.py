@@ -13,6 +13,7 @@ naming it, and a verification code activates only the registration it was mailed
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime
 import uuid
 
@@ -27,13 +28,16 @@ from auth_svc.store.records import Mail, Registration, UserRecord
 from auth_svc.store.registrations import RegistrationStore
 from auth_svc.submissions import FirstSubmission
 from auth_svc.throttle import RequestBudgets
-from auth_svc.tokens import new_opaque_token, token_digest
+from auth_svc.tokens import token_digest
 from auth_svc.verification import VerificationCodes
 from mesh.errors import FieldViolation, InvalidArgument, MeshError, RateLimited
 from mesh.followups import FollowUps
 from mesh.passwords import Passwords, password_problem
 from mesh.sealing import keyed_hash
 from mesh.timestamps import timestamp
+
+SUBMITTED_AGAIN_WITHIN = 60.0
+"""Seconds after a registration during which the same submission finds it (a client's retry)."""
 
 
 class Registrations:
@@ -90,35 +94,55 @@ class Registrations:
         fingerprint = keyed_hash(self._fingerprint_key, b"\0".join(submitted))
 
         async def register() -> bytes:
-            return (await self._register(address, canonical, request.password, request.invite_code)).SerializeToString()
+            registered = await self._register(address, canonical, request.password, request.invite_code, fingerprint)
+            return registered.SerializeToString()
 
         answer = await self._submissions.answer(canonical, fingerprint, register)
         return pb.RegisterResponse.FromString(answer)
 
-    async def _register(self, address: str, canonical: str, password: str, invite_code: str) -> pb.RegisterResponse:
+    async def _register(
+        self, address: str, canonical: str, password: str, invite_code: str, submission: bytes
+    ) -> pb.RegisterResponse:
         async def reserve(abandoned: asyncio.Event) -> pb.RegisterResponse:
-            return await self._reserve(address, canonical, password, invite_code, abandoned)
+            return await self._reserve(address, canonical, password, invite_code, submission, abandoned)
 
         # The saga outlives a cancelled call (a client that left, a deadline that passed): a use
         # held is either written into a registration or given back, never left to lapse.
         return await self._follow_ups.outlasting(reserve)
 
     async def _reserve(
-        self, address: str, canonical: str, password: str, invite_code: str, abandoned: asyncio.Event
+        self,
+        address: str,
+        canonical: str,
+        password: str,
+        invite_code: str,
+        submission: bytes,
+        abandoned: asyncio.Event,
     ) -> pb.RegisterResponse:
         """Holds one use of the code, then writes the registration, or mails the owner of the
         email's account a notice; gives the use back if the write fails or the call was
-        abandoned before it."""
+        abandoned before it. The same submission made moments ago, whose answer its client
+        lost (a replica killed between the write and the reply), is answered with that
+        registration under a new token, and nothing is held or mailed again."""
         password_hash = await self._passwords.hash(password)
         if abandoned.is_set():
             raise asyncio.CancelledError
+        again = await self._store.submitted_again(canonical, submission, SUBMITTED_AGAIN_WITHIN)
+        if again is not None:
+            registration_id, code_expires = again
+            self._outcomes.labels("submitted_again").inc()
+            token = self._token(registration_id, submission)
+            return pb.RegisterResponse(verification_expire_time=timestamp(code_expires), registration=token)
         hold = await self._invites.hold(invite_code, address)
-        token = new_opaque_token()
+        registration_id = uuid.uuid4()
+        token = self._token(registration_id, submission)
         try:
             if abandoned.is_set():
                 raise asyncio.CancelledError
             registered = await self._store.register(
-                _registration(address, canonical, password_hash, token_digest(token), hold),
+                _registration(
+                    registration_id, address, canonical, password_hash, token_digest(token), submission, hold
+                ),
                 *self._codes.fresh(canonical, address),
             )
         except BaseException:
@@ -133,20 +157,35 @@ class Registrations:
             self._outcomes.labels("pending").inc()
         return pb.RegisterResponse(verification_expire_time=timestamp(self._codes.expiry()), registration=token)
 
+    def _token(self, registration_id: uuid.UUID, submission: bytes) -> str:
+        """The token naming a registration: derived from it and its submission under a key of
+        auth_svc's, so the same submission sent again is answered the same token (only its
+        digest is kept)."""
+        keyed = keyed_hash(self._fingerprint_key, b"registration\0" + registration_id.bytes + submission)
+        return base64.urlsafe_b64encode(keyed).decode().rstrip("=")
+
     async def _notify_owner(self, owner: UserRecord) -> None:
         notice = Mail(mail_pb.EMAIL_TEMPLATE_DUPLICATE_REGISTRATION_NOTICE, owner.email, dict(self._notice_links))
         await self._store.notify(owner, notice)
 
 
 def _registration(
-    address: str, canonical: str, password_hash: str, digest: bytes, hold: invite_pb.Hold
+    registration_id: uuid.UUID,
+    address: str,
+    canonical: str,
+    password_hash: str,
+    digest: bytes,
+    submission: bytes,
+    hold: invite_pb.Hold,
 ) -> Registration:
     referrer = hold.referrer
     return Registration(
+        id=registration_id,
         email=address,
         canonical_email=canonical,
         password_hash=password_hash,
         registration_digest=digest,
+        submission_digest=submission,
         hold_id=uuid.UUID(hold.id),
         hold_expire_time=hold.expire_time.ToDatetime(datetime.UTC),
         referrer_user_id=uuid.UUID(referrer.user_id) if referrer.WhichOneof("kind") == "user_id" else None,

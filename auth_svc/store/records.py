@@ -44,10 +44,12 @@ class UserRecord:
 
 @dataclass(frozen=True)
 class Registration:
+    id: uuid.UUID
     email: str
     canonical_email: str
     password_hash: str
     registration_digest: bytes
+    submission_digest: bytes
     hold_id: uuid.UUID
     hold_expire_time: datetime.datetime
     referrer_user_id: uuid.UUID | None

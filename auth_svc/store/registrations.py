@@ -4,10 +4,23 @@ is mailed a notice instead; lapsed ones are deleted."""
 
 from __future__ import annotations
 
+import datetime
 import uuid
 from typing import Any
 
-from sqlalchemy import DateTime, LargeBinary, SmallInteger, bindparam, delete, exists, func, insert, literal, select
+from sqlalchemy import (
+    DateTime,
+    Interval,
+    LargeBinary,
+    SmallInteger,
+    bindparam,
+    delete,
+    exists,
+    func,
+    insert,
+    literal,
+    select,
+)
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -44,6 +57,20 @@ class RegistrationStore:
             row = await statement.fetchrow(connection, canonical_email=canonical_email, **named)
         return user_record(row) if row else None
 
+    async def submitted_again(
+        self, canonical_email: str, submission: bytes, within: float
+    ) -> tuple[uuid.UUID, datetime.datetime] | None:
+        """The email's live pending registration made from `submission` in the last `within`
+        seconds, and when its code expires; None when there is none."""
+        async with self._driver.connection() as connection:
+            row = await _SUBMITTED_AGAIN.fetchrow(
+                connection,
+                canonical_email=canonical_email,
+                submission=submission,
+                within=datetime.timedelta(seconds=within),
+            )
+        return (row["id"], row["expire_time"]) if row else None
+
     async def register(self, registration: Registration, code: NewCode, mail: Mail) -> Registered:
         """A pending registration with its verification code and its email, unless the email has
         an account: one statement, so the look and the write are one atomic step, on the driver
@@ -52,7 +79,6 @@ class RegistrationStore:
         async with self._driver.connection() as connection:
             row = await _REGISTER.fetchrow(
                 connection,
-                id=uuid.uuid4(),
                 state=int(UserState.PENDING_VERIFICATION),
                 **vars(registration),
                 code_digest=code.digest,
@@ -93,6 +119,7 @@ def _register_statement() -> Any:
         "password_hash",
         "state",
         "registration_digest",
+        "submission_digest",
         "hold_id",
         "hold_expire_time",
         "referrer_user_id",
@@ -145,3 +172,13 @@ _PENDING = select(users).where(
 _REGISTER = DriverStatement(_register_statement())
 _PENDING_NAMED = DriverStatement(_PENDING.where(users.c.registration_digest == bindparam("digest")))
 _PENDING_NEWEST = DriverStatement(_PENDING.order_by(users.c.create_time.desc()).limit(1))
+_SUBMITTED_AGAIN = DriverStatement(
+    _PENDING.with_only_columns(users.c.id, verification_codes.c.expire_time)
+    .join_from(users, verification_codes, verification_codes.c.user_id == users.c.id)
+    .where(
+        users.c.submission_digest == bindparam("submission"),
+        users.c.create_time > func.now() - bindparam("within", type_=Interval),
+    )
+    .order_by(users.c.create_time.desc())
+    .limit(1)
+)

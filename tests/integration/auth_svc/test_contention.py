@@ -8,10 +8,14 @@ import uuid
 
 import asyncpg
 import grpc
+import redis.asyncio as aioredis
 from invitemesh.auth.v1 import auth_service_pb2 as pb
 
+from auth_svc.store.records import SEND_EMAIL
 from mesh.emails import canonical_email
 from mesh.errors import error_info
+from mesh.redis import KeySpace
+from mesh.services import AUTH
 from tests.conftest import eventually
 from tests.integration.auth_svc.conftest import PASSWORD, Stack, someone
 
@@ -113,6 +117,42 @@ async def test_a_double_submit_gets_the_first_answer_and_sends_one_mail(stack: S
     finally:
         await connection.close()
     assert holds == 1 and mails == 1
+
+
+async def test_the_same_submission_sent_again_after_its_answer_was_lost_gets_that_registration(
+    stack: Stack,
+) -> None:
+    """The replica that wrote the registration died before it answered and before it recorded
+    the answer for double submits: the client's retry finds the registration in the database."""
+    (code,) = await stack.mint(max_uses=5)
+    email = someone()
+    first = await stack.register(email, code)
+    redis = aioredis.Redis.from_url(stack.settings.redis_url or "")
+    try:
+        await redis.delete(KeySpace(AUTH.redis_prefix).tagged(canonical_email(email), "registration"))
+    finally:
+        await redis.aclose()
+
+    again = await stack.register(email, code)
+    another = await stack.register(email, code, password="another passphrase of mine")
+
+    assert again.registration == first.registration
+    assert another.registration != first.registration
+    verified = await stack.verify(email, again)
+    assert verified.user.state == pb.USER_STATE_ACTIVE
+    connection = await asyncpg.connect(stack.database_url)
+    try:
+        holds = await connection.fetchval(
+            "SELECT count(*) FROM invite.holds WHERE canonical_email = $1", canonical_email(email)
+        )
+        verification_mails = await connection.fetchval(
+            "SELECT count(*) FROM auth.outbox WHERE aggregate = $1 AND kind = $2", canonical_email(email), SEND_EMAIL
+        )
+    finally:
+        await connection.close()
+    # The code held once (its registrations share the use), and one mail for the registration
+    # sent twice, one for the other password's.
+    assert holds == 1 and verification_mails == 2
 
 
 async def test_registrations_are_counted_by_outcome(stack: Stack) -> None:
