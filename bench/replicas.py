@@ -140,9 +140,7 @@ class Load:
             time.sleep(float(headers.get("retry-after", "0.2")))
         return None
 
-    def _request(
-        self, client: str, method: str, path: str, body: dict[str, Any]
-    ) -> tuple[int, dict[str, str], bytes]:
+    def _request(self, client: str, method: str, path: str, body: dict[str, Any]) -> tuple[int, dict[str, str], bytes]:
         host, port = self._edge.rsplit(":", 1)
         connection = http.client.HTTPConnection(host, int(port), timeout=30, source_address=(client, 0))
         try:

@@ -72,7 +72,7 @@ def trust(tmp_path: Path, migrated_database_url: str, redis_url: str) -> Trust:
 
 
 async def test_calls_spread_over_the_replicas_and_none_goes_to_one_that_drains(trust: Trust) -> None:
-    first, second = Replica(), Replica()
+    first, second = Replica(), Replica()  # type: ignore[abstract]
     async with replicas(trust, first, second) as (servers, peers):
         for _ in range(20):
             await stub(peers).HoldCode(invite_service_pb2.HoldCodeRequest(), timeout=10)
@@ -92,7 +92,7 @@ async def test_calls_spread_over_the_replicas_and_none_goes_to_one_that_drains(t
 
 async def test_an_idempotent_call_that_fails_unavailable_is_signed_anew_and_sent_again(trust: Trust) -> None:
     # One replica: the second attempt reaches the callee that saw the first, whose nonce it keeps.
-    flaky = Replica(failing=2)
+    flaky = Replica(failing=2)  # type: ignore[abstract]
     async with replicas(trust, flaky) as (_, peers):
         await stub(peers).HoldCode(invite_service_pb2.HoldCodeRequest(), timeout=10)
 
@@ -100,7 +100,7 @@ async def test_an_idempotent_call_that_fails_unavailable_is_signed_anew_and_sent
 
 
 async def test_a_call_of_a_method_that_is_not_idempotent_is_not_sent_again(trust: Trust) -> None:
-    flaky = Replica(failing=1)
+    flaky = Replica(failing=1)  # type: ignore[abstract]
     async with replicas(trust, flaky) as (_, peers):
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await stub(peers).ConfirmHold(invite_service_pb2.ConfirmHoldRequest(), timeout=10)
