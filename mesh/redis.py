@@ -7,9 +7,10 @@ Redis Cluster slot.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
 from mesh.settings import Settings
 
@@ -27,8 +28,15 @@ class Commands(Protocol):
 
 
 def create_redis(settings: Settings) -> aioredis.Redis:
+    """A client of the Redis `MESH_REDIS_URL` names, or of the Redis Cluster it is a node of
+    (`MESH_REDIS_CLUSTER`). The cluster's client is typed as the plain one: the mesh sends only
+    commands, scripts and same-slot transactions that both speak alike (every operation's keys
+    share a hash tag, `KeySpace.tagged`)."""
     if not settings.redis_url:
         raise RuntimeError("MESH_REDIS_URL is not set")
+    if settings.redis_cluster:
+        cluster = RedisCluster.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=2)
+        return cast(aioredis.Redis, cluster)
     return aioredis.Redis.from_url(
         settings.redis_url,
         socket_connect_timeout=2,

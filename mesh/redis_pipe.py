@@ -27,30 +27,40 @@ from typing import Any, cast
 import hiredis
 import redis.asyncio as aioredis
 from redis import exceptions
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import AbstractConnection, SSLConnection, UnixDomainSocketConnection
+from redis.crc import key_slot
 
 from mesh.pipelining import BatchedWrites, SilenceWatch
 from mesh.redis import Argument
 
 
 class RedisPipe:
-    """Sends commands to the Redis `redis` connects to, over a connection of its own."""
+    """Sends commands to the Redis `redis` connects to, over a connection of its own; with a
+    Redis Cluster's client, to the node that holds each command's key, over a pipe per node."""
 
     def __init__(self, redis: aioredis.Redis, timeout: float = 2.0, flush_interval: float = 0.0) -> None:
-        # A connection object of the client's pool describes where and how to connect (host or
-        # socket path, TLS, credentials, database); it is never connected itself.
-        self._endpoint: AbstractConnection = redis.connection_pool.make_connection()  # type: ignore[no-untyped-call]
         self._timeout = timeout
         self._flush_interval = flush_interval
         self._pipeline: _Pipeline | None = None
         self._connecting = asyncio.Lock()
+        self._cluster = redis if isinstance(redis, RedisCluster) else None
+        self._nodes: dict[str, RedisPipe] = {}
+        if self._cluster is None:
+            # A connection object of the client's pool describes where and how to connect (host
+            # or socket path, TLS, credentials, database); it is never connected itself.
+            self._endpoint: AbstractConnection = redis.connection_pool.make_connection()  # type: ignore[no-untyped-call]
 
     async def execute(self, *command: Argument) -> Any:
         """The reply to `command` (bytes, int, None or a list of those)."""
+        if self._cluster is not None:
+            return (await self._routed([command]))[0]
         return await (await self._connected()).send(_packed(*command))
 
     async def execute_all(self, commands: Sequence[Sequence[Argument]]) -> list[Any]:
         """The replies to `commands`, sent together and in this order."""
+        if self._cluster is not None:
+            return await self._routed(commands)
         pipeline = await self._connected()
         return list(await asyncio.gather(*(pipeline.send(_packed(*command)) for command in commands)))
 
@@ -58,6 +68,43 @@ class RedisPipe:
         pipeline, self._pipeline = self._pipeline, None
         if pipeline is not None:
             pipeline.close()
+        for node in self._nodes.values():
+            await node.close()
+        self._nodes.clear()
+
+    async def _routed(self, commands: Sequence[Sequence[Argument]]) -> list[Any]:
+        """Each command on its key's node; once more after the cluster's slots moved (MOVED).
+        A cluster that cannot be reached fails as a single Redis would, with a ConnectionError."""
+        assert self._cluster is not None
+        try:
+            await self._cluster.initialize()
+            try:
+                return await self._sent(commands)
+            except exceptions.ResponseError as error:
+                if not str(error).startswith(("MOVED", "ASK")):
+                    raise
+            await self._cluster.nodes_manager.initialize()
+            return await self._sent(commands)
+        except exceptions.RedisClusterException as error:
+            raise exceptions.ConnectionError(f"cannot reach the Redis Cluster: {error}") from None
+
+    async def _sent(self, commands: Sequence[Sequence[Argument]]) -> list[Any]:
+        return list(await asyncio.gather(*(self._node(command).execute(*command) for command in commands)))
+
+    def _node(self, command: Sequence[Argument]) -> RedisPipe:
+        assert self._cluster is not None
+        node = self._cluster.nodes_manager.get_node_from_slot(key_slot(_encoded(_key_of(command))))
+        if node.name not in self._nodes:
+            settings = self._cluster.connection_kwargs
+            client = aioredis.Redis(
+                host=node.host,
+                port=node.port,
+                username=settings.get("username"),
+                password=settings.get("password"),
+                ssl=settings.get("connection_class") is SSLConnection,
+            )
+            self._nodes[node.name] = RedisPipe(client, self._timeout, self._flush_interval)
+        return self._nodes[node.name]
 
     async def _connected(self) -> _Pipeline:
         pipeline = self._pipeline
@@ -96,6 +143,17 @@ class RedisPipe:
             tls = endpoint.ssl_context.get() if isinstance(endpoint, SSLConnection) else None
             _, opened = await loop.create_connection(pipeline, endpoint.host, endpoint.port, ssl=tls)  # type: ignore[attr-defined]
         return opened
+
+
+def _key_of(command: Sequence[Argument]) -> Argument:
+    """The (first) key of a command the mesh sends: after the script and its key count for a
+    script, else the first argument."""
+    name = _encoded(command[0]).upper()
+    return command[3] if name in (b"EVAL", b"EVALSHA") else command[1]
+
+
+def _encoded(argument: Argument) -> bytes:
+    return argument if isinstance(argument, bytes) else str(argument).encode()
 
 
 def _packed(*command: Argument) -> bytes:

@@ -62,6 +62,9 @@ class Settings(MeshSettings, env_prefix="MESH_"):
     """`postgresql://…`; unset, `meshctl` starts an embedded PostgreSQL"""
     redis_url: str | None = None
     """`redis://…`; unset, `meshctl` starts an embedded Redis"""
+    redis_cluster: bool = False
+    """`1`: `MESH_REDIS_URL` names a node of a Redis Cluster, and every command goes to the node
+    that holds its key's slot"""
     smtp_url: str | None = None
     """`smtp://host:port` mail_svc sends through; unset, `meshctl` starts a local sink"""
     chain_rpc_url: str | None = None

@@ -15,9 +15,11 @@ count and more CPU per count: bench/redis_paths.py measures both on the budget p
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from redis.exceptions import ResponseError
 
@@ -69,13 +71,20 @@ class WindowCounters:
         """Adds each hit to its count, one round trip for all; answers the new counts."""
         if not hits:
             return []
-        try:
-            counts = await self._pipe.execute_all([(b"EVALSHA", _ADD_SHA, *_arguments(hit)) for hit in hits])
-        except ResponseError as error:
-            if not str(error).startswith("NOSCRIPT"):
-                raise
-            # Redis has not seen the script yet (a restart, a flush): EVAL loads it as it runs.
-            counts = await self._pipe.execute_all([(b"EVAL", _ADD, *_arguments(hit)) for hit in hits])
+        # Sent in one turn, so a pipe writes them together; each answered on its own, because on
+        # a Redis Cluster one node may know the script and another not.
+        counts: list[Any] = await asyncio.gather(
+            *(self._pipe.execute(b"EVALSHA", _ADD_SHA, *_arguments(hit)) for hit in hits), return_exceptions=True
+        )
+        unknown = [index for index, count in enumerate(counts) if _script_unknown(count)]
+        # That Redis has not seen the script yet (a restart, a flush): EVAL loads it as it runs.
+        loading = (self._pipe.execute(b"EVAL", _ADD, *_arguments(hits[index])) for index in unknown)
+        loaded = await asyncio.gather(*loading)
+        for index, count in zip(unknown, loaded, strict=True):
+            counts[index] = count
+        for count in counts:
+            if isinstance(count, BaseException):
+                raise count
         return [int(count) for count in counts]
 
     async def peek(self, keys: Sequence[str]) -> list[Count]:
@@ -92,6 +101,10 @@ class WindowCounters:
 
     async def clear(self, key: str) -> None:
         await self._pipe.execute(b"DEL", key)
+
+
+def _script_unknown(reply: object) -> bool:
+    return isinstance(reply, ResponseError) and str(reply).startswith("NOSCRIPT")
 
 
 def _arguments(hit: Hit) -> tuple[int | str, ...]:

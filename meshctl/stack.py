@@ -236,6 +236,8 @@ class Stack:
         return self._postgres.url
 
     def _start_redis(self) -> str:
+        if self.settings.redis_cluster and not self.settings.redis_url:
+            raise RuntimeError("MESH_REDIS_CLUSTER=1 needs MESH_REDIS_URL, a node of the cluster")
         if self.settings.redis_url:
             self._add(Part("redis", "redis", self.settings.redis_url, embedded=False))
             return self.settings.redis_url

@@ -83,26 +83,26 @@ class WebStore:
         await self._redis.delete(KEYS.key("renewing", _slot(browser_id)))
 
     async def pending(self, browser_id: str) -> Pending | None:
-        return _load(Pending, await self._redis.get(KEYS.key("pending", _slot(browser_id))))
+        return _load(Pending, await self._redis.get(KEYS.tagged(_slot(browser_id), "pending")))
 
     async def keep_pending(self, browser_id: str, pending: Pending, resends: int, lifetime: float) -> None:
         slot, seconds = _slot(browser_id), max(1, int(lifetime))
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.set(KEYS.key("pending", slot), json.dumps(asdict(pending)), ex=seconds)
-            pipe.set(KEYS.key("resends", slot), resends, ex=seconds)
+            pipe.set(KEYS.tagged(slot, "pending"), json.dumps(asdict(pending)), ex=seconds)
+            pipe.set(KEYS.tagged(slot, "resends"), resends, ex=seconds)
             await pipe.execute()
 
     async def resends_left(self, browser_id: str) -> int:
-        return max(0, int(await self._redis.get(KEYS.key("resends", _slot(browser_id))) or 0))
+        return max(0, int(await self._redis.get(KEYS.tagged(_slot(browser_id), "resends")) or 0))
 
     async def spend_resend(self, browser_id: str) -> bool:
         """Takes one of the pending registration's resends; False when none was left."""
-        left = await self._redis.eval(_SPEND, 1, KEYS.key("resends", _slot(browser_id)))
+        left = await self._redis.eval(_SPEND, 1, KEYS.tagged(_slot(browser_id), "resends"))
         return int(left) >= 0
 
     async def drop_pending(self, browser_id: str) -> None:
         slot = _slot(browser_id)
-        await self._redis.delete(KEYS.key("pending", slot), KEYS.key("resends", slot))
+        await self._redis.delete(KEYS.tagged(slot, "pending"), KEYS.tagged(slot, "resends"))
 
 
 class AdminStore:
