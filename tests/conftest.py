@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
+from mesh.settings import Settings
 from meshctl.chain_tools import deploy_dev_token
-from meshctl.embedded import EmbeddedChain, EmbeddedPostgres, EmbeddedRedis, free_port
+from meshctl.embedded import EmbeddedChain, EmbeddedPostgres, EmbeddedRedis, EmbeddedRedisCluster, free_port
 
 # A shared 2-core CI machine stalls now and then; examples are judged on results, not speed.
 settings.register_profile("mesh", deadline=None)
@@ -33,8 +34,16 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`MESH_REDIS_URL`, or an embedded Redis; with `MESH_REDIS_CLUSTER=1`, an embedded Redis
+    Cluster of three masters (every client made from settings then speaks cluster)."""
     if url := os.environ.get("MESH_REDIS_URL"):
         yield url
+        return
+    if Settings().redis_cluster:
+        cluster = EmbeddedRedisCluster(tmp_path_factory.mktemp("redis-cluster"), [free_port() for _ in range(3)])
+        cluster.start()
+        yield cluster.url
+        cluster.stop()
         return
     redis = EmbeddedRedis(tmp_path_factory.mktemp("redis"), free_port())
     redis.start()
@@ -62,8 +71,10 @@ def dev_token(chain_rpc_url: str) -> str:
 
 
 @pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
-    """A Redis of this test's own, which the test may stop and start again."""
+def own_redis(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[EmbeddedRedis]:
+    """A Redis of this test's own, which the test may stop and start again: one node, whatever
+    the session's Redis is (the settings made during the test say so)."""
+    monkeypatch.setenv("MESH_REDIS_CLUSTER", "0")
     redis = EmbeddedRedis(tmp_path / "redis", free_port())
     redis.start()
     yield redis

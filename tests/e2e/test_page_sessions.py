@@ -13,8 +13,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
-from redis.asyncio import Redis
 
+from mesh.redis import create_redis
+from mesh.settings import Settings
 from tests.e2e.browsers import chromium, person
 from tests.e2e.conftest import Mesh, running_mesh
 from tests.e2e.test_edge import PASSWORD, call, fresh_email, mailed, ok, registered_and_verified
@@ -79,7 +80,7 @@ def renewal_lock(mesh: Mesh, context: BrowserContext, take: bool) -> None:
     (browser_id,) = [cookie["value"] for cookie in context.cookies() if cookie["name"] == "browser"]
 
     async def lock() -> None:
-        async with Redis.from_url(redis_url) as redis:
+        async with create_redis(Settings(redis_url=redis_url)) as redis:
             store = WebStore(redis)
             await (store.renewing(browser_id, 60) if take else store.renewed(browser_id))
 

@@ -4,11 +4,11 @@ from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
 import pytest
-import redis.asyncio as aioredis
 
 from mesh.clients import EDGE_TOKEN_HEADER, EXTERNAL_ADDRESS, edge_token
 from mesh.keys import load_kek
 from mesh.migrate import upgrade_all
+from mesh.redis import create_redis
 from mesh.redis_pipe import RedisPipe
 from mesh.services import SERVICES
 from mesh.settings import Settings
@@ -23,7 +23,7 @@ async def migrated_database_url(database_url: str) -> str:
 
 @pytest.fixture
 async def pipe(redis_url: str) -> AsyncIterator[RedisPipe]:
-    client = aioredis.Redis.from_url(redis_url)
+    client = create_redis(Settings(redis_url=redis_url))
     pipe = RedisPipe(client)
     try:
         yield pipe

@@ -8,13 +8,12 @@ import uuid
 
 import asyncpg
 import grpc
-import redis.asyncio as aioredis
 from invitemesh.auth.v1 import auth_service_pb2 as pb
 
 from auth_svc.store.records import SEND_EMAIL
 from mesh.emails import canonical_email
 from mesh.errors import error_info
-from mesh.redis import KeySpace
+from mesh.redis import KeySpace, create_redis
 from mesh.services import AUTH
 from tests.conftest import eventually
 from tests.integration.auth_svc.conftest import PASSWORD, Stack, someone
@@ -127,7 +126,7 @@ async def test_the_same_submission_sent_again_after_its_answer_was_lost_gets_tha
     (code,) = await stack.mint(max_uses=5)
     email = someone()
     first = await stack.register(email, code)
-    redis = aioredis.Redis.from_url(stack.settings.redis_url or "")
+    redis = create_redis(stack.settings)
     try:
         await redis.delete(KeySpace(AUTH.redis_prefix).tagged(canonical_email(email), "registration"))
     finally:

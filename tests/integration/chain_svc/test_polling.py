@@ -18,7 +18,6 @@ from typing import ParamSpec, TypeVar
 
 import asyncpg
 import pytest
-import redis.asyncio as aioredis
 from eth_account import Account
 from invitemesh.chain.v1 import chain_service_pb2 as pb
 from invitemesh.chain.v1 import chain_service_pb2_grpc
@@ -28,7 +27,9 @@ from chain_svc.server import add_servicers
 from chain_svc.store import WalletStore
 from mesh.channels import open_channel
 from mesh.db import DriverPool, create_engine
+from mesh.redis import create_redis
 from mesh.services import CHAIN
+from mesh.settings import Settings
 from meshctl import chain_tools
 from tests.conftest import eventually
 from tests.integration.mesh.trust_fixtures import BearerIsUserId, Trust, as_user, make_trust
@@ -169,13 +170,17 @@ async def _states(database_url: str, users: list[uuid.UUID]) -> dict[uuid.UUID, 
 
 
 async def _holders(redis_url: str) -> dict[int, str]:
-    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    client = create_redis(Settings(redis_url=redis_url))
     try:
         keys = [f"chain:{{poll}}:shard:{shard}" for shard in range(SHARDS)]
         held = await client.mget(keys)
     finally:
         await client.aclose()
-    return {shard: str(holder) for shard, holder in enumerate(held) if holder is not None}
+    return {shard: _text(holder) for shard, holder in enumerate(held) if holder is not None}
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 async def test_three_pollers_share_the_wallets_and_survive_the_kill_of_one(

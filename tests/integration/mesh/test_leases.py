@@ -11,7 +11,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from mesh.leases import ShardLeases
-from mesh.redis import KeySpace
+from mesh.redis import KeySpace, create_redis
+from mesh.settings import Settings
 from tests.conftest import eventually
 
 SHARDS = 30
@@ -20,7 +21,7 @@ TTL = 1.0
 
 @pytest.fixture
 async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url)
+    client = create_redis(Settings(redis_url=redis_url))
     yield client
     await client.aclose()
 

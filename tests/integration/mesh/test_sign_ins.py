@@ -9,8 +9,9 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from mesh.redis import KeySpace
+from mesh.redis import KeySpace, create_redis
 from mesh.redis_pipe import RedisPipe
+from mesh.settings import Settings
 from mesh.sign_ins import SignInThrottle
 from mesh.windows import WindowCounters
 
@@ -19,7 +20,7 @@ WINDOW = 900
 
 @pytest.fixture
 async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url)
+    client = create_redis(Settings(redis_url=redis_url))
     try:
         yield client
     finally:

@@ -7,10 +7,9 @@ from __future__ import annotations
 import time
 import uuid
 
-import redis.asyncio as aioredis
-
-from mesh.redis import KeySpace
+from mesh.redis import KeySpace, create_redis
 from mesh.redis_pipe import RedisPipe
+from mesh.settings import Settings
 from mesh.stage_tokens import StageTokens
 from tests.conftest import eventually
 
@@ -59,7 +58,7 @@ async def test_redis_keeps_a_digest_of_the_secret_not_the_secret(pipe: RedisPipe
     keys = KeySpace(f"stage-{uuid.uuid4().hex[:8]}")
     issued = await StageTokens(pipe, keys, 60).issue(uuid.uuid4(), "admin-sign-in", "password-ok")
     secret = issued.token.split(":")[2]
-    client = aioredis.Redis.from_url(redis_url)
+    client = create_redis(Settings(redis_url=redis_url))
     try:
         stored = [key async for key in client.scan_iter(match=f"{keys.prefix}:*")]
     finally:

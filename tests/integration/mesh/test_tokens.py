@@ -260,7 +260,7 @@ async def test_a_revoked_session_is_refused_at_once_everywhere(mesh: Mesh, redis
 async def test_without_redis_no_session_can_be_checked_and_user_calls_fail_closed(
     tmp_path: Path, migrated_database_url: str
 ) -> None:
-    trust = make_trust(tmp_path, migrated_database_url, f"redis://127.0.0.1:{free_port()}/0")
+    trust = make_trust(tmp_path, migrated_database_url, f"redis://127.0.0.1:{free_port()}/0", redis_cluster=False)
     users = Issuer()
     kid = users.new_key()
 
