@@ -6,11 +6,13 @@ Redis Cluster slot.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, Protocol, cast
 
 import redis.asyncio as aioredis
-from redis.asyncio.cluster import RedisCluster
+from redis import exceptions
+from redis.asyncio.cluster import ClusterPipeline, RedisCluster
 
 from mesh.settings import Settings
 
@@ -35,7 +37,7 @@ def create_redis(settings: Settings) -> aioredis.Redis:
     if not settings.redis_url:
         raise RuntimeError("MESH_REDIS_URL is not set")
     if settings.redis_cluster:
-        cluster = RedisCluster.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=2)
+        cluster = _Cluster.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=2)
         return cast(aioredis.Redis, cluster)
     return aioredis.Redis.from_url(
         settings.redis_url,
@@ -43,6 +45,35 @@ def create_redis(settings: Settings) -> aioredis.Redis:
         socket_timeout=2,
         health_check_interval=10,
     )
+
+
+@contextmanager
+def _unreachable_as_connection_error() -> Iterator[None]:
+    try:
+        yield
+    except exceptions.RedisClusterException as error:
+        raise exceptions.ConnectionError(f"cannot reach the Redis Cluster: {error}") from None
+
+
+class _ClusterPipeline(ClusterPipeline):
+    async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> list[Any]:
+        with _unreachable_as_connection_error():
+            return await super().execute(raise_on_error, allow_redirections)
+
+
+class _Cluster(RedisCluster):
+    """redis-py's cluster client, whose failures are all `RedisError`s, as a single Redis's are:
+    its own exceptions (no node reachable, a slot no node serves) are not, and every fail-closed
+    path of the mesh catches `RedisError`."""
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        with _unreachable_as_connection_error():
+            return await super().execute_command(*args, **kwargs)
+
+    def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> ClusterPipeline:
+        if shard_hint:
+            raise exceptions.RedisClusterException("shard_hint is deprecated in cluster mode")
+        return _ClusterPipeline(self, transaction)  # type: ignore[abstract]
 
 
 class KeySpace:
