@@ -283,13 +283,38 @@ class EmbeddedRedis:
         self.process = None
 
 
+_CLUSTER_BUS_OFFSET = 10000
+"""A cluster node also listens on its port + 10 000 (fixed in the embedded extra's Redis 6)."""
+
+
+def _free_node_port(host: str) -> int:
+    """A free port whose cluster bus port is free too, both below the ephemeral range."""
+    for _ in range(200):
+        port = free_port(host)
+        bus = port + _CLUSTER_BUS_OFFSET
+        if bus in _below_ephemeral() and bus not in _handed_out and _bindable(host, bus):
+            _handed_out.add(bus)
+            return port
+    raise RuntimeError(f"no free port pair for a Redis Cluster node on {host}")
+
+
+def _bindable(host: str, port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 class EmbeddedRedisCluster:
     """A Redis Cluster of masters only, each an `EmbeddedRedis` node, the 16 384 slots shared out
     in equal ranges: what the tests run the mesh's Redis paths against."""
 
     SLOTS = 16384
 
-    def __init__(self, directory: Path, ports: list[int], host: str = "127.0.0.1") -> None:
+    def __init__(self, directory: Path, masters: int = 3, host: str = "127.0.0.1") -> None:
+        ports = [_free_node_port(host) for _ in range(masters)]
         self.nodes = [EmbeddedRedis(directory / f"node-{port}", port, host, cluster=True) for port in ports]
 
     @property

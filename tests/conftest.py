@@ -40,7 +40,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
         return
     if Settings().redis_cluster:
-        cluster = EmbeddedRedisCluster(tmp_path_factory.mktemp("redis-cluster"), [free_port() for _ in range(3)])
+        cluster = EmbeddedRedisCluster(tmp_path_factory.mktemp("redis-cluster"))
         cluster.start()
         yield cluster.url
         cluster.stop()

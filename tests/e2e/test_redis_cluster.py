@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from meshctl.embedded import EmbeddedRedisCluster, free_port
+from meshctl.embedded import EmbeddedRedisCluster
 from tests.e2e import test_edge
 from tests.e2e.conftest import Mesh, running_mesh
 
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedisCluster]:
-    started = EmbeddedRedisCluster(tmp_path_factory.mktemp("redis-cluster"), [free_port() for _ in range(3)])
+    started = EmbeddedRedisCluster(tmp_path_factory.mktemp("redis-cluster"))
     started.start()
     yield started
     started.stop()

@@ -17,14 +17,14 @@ from redis.exceptions import RedisError
 from mesh.redis import KeySpace, create_redis
 from mesh.redis_pipe import RedisPipe
 from mesh.settings import Settings
-from meshctl.embedded import EmbeddedRedisCluster, free_port
+from meshctl.embedded import EmbeddedRedisCluster
 
 KEYS = KeySpace("cluster-test")
 
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[EmbeddedRedisCluster]:
-    started = EmbeddedRedisCluster(tmp_path, [free_port() for _ in range(3)])
+    started = EmbeddedRedisCluster(tmp_path)
     started.start()
     yield started
     started.stop()
