@@ -74,16 +74,21 @@ def free_port(host: str = "127.0.0.1") -> int:
     candidates = _below_ephemeral()
     for _ in range(200):
         port = secrets.choice(candidates)
-        if port in _handed_out:
+        if port in _handed_out or not bindable(host, port):
             continue
-        with socket.socket() as probe:
-            try:
-                probe.bind((host, port))
-            except OSError:
-                continue
         _handed_out.add(port)
         return port
     raise RuntimeError(f"no free port found on {host} in {candidates}")
+
+
+def bindable(host: str, port: int) -> bool:
+    """Whether nothing listens on (or holds) `port` now."""
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def wait_for_port(host: str, port: int, timeout: float) -> None:
@@ -292,19 +297,10 @@ def _free_node_port(host: str) -> int:
     for _ in range(200):
         port = free_port(host)
         bus = port + _CLUSTER_BUS_OFFSET
-        if bus in _below_ephemeral() and bus not in _handed_out and _bindable(host, bus):
+        if bus in _below_ephemeral() and bus not in _handed_out and bindable(host, bus):
             _handed_out.add(bus)
             return port
     raise RuntimeError(f"no free port pair for a Redis Cluster node on {host}")
-
-
-def _bindable(host: str, port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind((host, port))
-        except OSError:
-            return False
-    return True
 
 
 class EmbeddedRedisCluster:

@@ -13,7 +13,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -33,7 +32,7 @@ from mesh.tls import channel_credentials
 from meshctl.certs import make_dev_certs
 from meshctl.chain_tools import deploy_dev_token
 from meshctl.edge import EDGE_ADMIN_HOST, Pages, edge_limits, envoy_binary, render_envoy_config, upstream_tls
-from meshctl.embedded import EmbeddedPostgres, EmbeddedRedis, wait_for_port
+from meshctl.embedded import EmbeddedPostgres, EmbeddedRedis, bindable, wait_for_port
 from meshctl.probes import (
     probe_chain,
     probe_envoy,
@@ -519,7 +518,7 @@ def free_port_base() -> int:
     ]
     for _ in range(50):
         base = random.randrange(20000, 30000, 200)  # noqa: S311 - a port range, not a secret
-        if all(_free(base + offset) for offset in offsets):
+        if all(bindable("127.0.0.1", base + offset) for offset in offsets):
             return base
     raise RuntimeError("no free port range")
 
@@ -527,15 +526,6 @@ def free_port_base() -> int:
 def port_settings(base: int) -> dict[str, str]:
     """The variables that put a stack on `base` (see `free_port_base`)."""
     return {"MESH_PORT_BASE": str(base), **{name: str(base + offset) for name, offset in EDGE_PORT_OFFSETS.items()}}
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def prepare_trust(settings: Settings) -> None:

@@ -108,20 +108,28 @@ def _settings() -> dict[str, Any]:
     }
 
 
-def _container(name: str, command: list[str], ports: dict[str, int], probe: dict[str, Any]) -> dict[str, Any]:
+def _container(name: str, command: list[str], ports: dict[str, int], probe: dict[str, Any] | None) -> dict[str, Any]:
+    """A part's container; one that serves (`probe` given) with its ports and probes."""
+    listening: dict[str, Any] = {}
+    probed: dict[str, Any] = {}
+    if probe is not None:
+        listening = {"ports": [{"name": port_name, "containerPort": port} for port_name, port in ports.items()]}
+        probed = {
+            "readinessProbe": {**probe, "periodSeconds": 5, "failureThreshold": 2},
+            "livenessProbe": {**probe, "initialDelaySeconds": 20, "periodSeconds": 10, "failureThreshold": 6},
+        }
     return {
         "name": name,
         "image": IMAGE,
         "command": command,
-        "ports": [{"name": port_name, "containerPort": port} for port_name, port in ports.items()],
+        **listening,
         "envFrom": [{"configMapRef": {"name": "invitemesh-settings"}}],
         # The endpoints' URLs may carry passwords: each is a Secret's `url` (README "Deploying").
         "env": [
             {"name": variable, "valueFrom": {"secretKeyRef": {"name": f"invitemesh-{secret}", "key": "url"}}}
             for variable, secret in ENDPOINTS.items()
         ],
-        "readinessProbe": {**probe, "periodSeconds": 5, "failureThreshold": 2},
-        "livenessProbe": {**probe, "initialDelaySeconds": 20, "periodSeconds": 10, "failureThreshold": 6},
+        **probed,
         "resources": {"requests": {"cpu": "100m", "memory": "160Mi"}, "limits": {"memory": "512Mi"}},
         "securityContext": {
             "runAsNonRoot": True,
@@ -241,9 +249,7 @@ def edge_parts() -> list[dict[str, Any]]:
 
 
 def migrations() -> dict[str, Any]:
-    container = _container("migrate", ["meshctl", "migrate"], {}, {})
-    for probe in ("readinessProbe", "livenessProbe", "ports"):
-        container.pop(probe)
+    container = _container("migrate", ["meshctl", "migrate"], {}, None)
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",

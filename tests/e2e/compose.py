@@ -79,6 +79,7 @@ class LocalCompose:
             self._secrets[f"/run/secrets/{name}"] = path
         for volume in self._volumes.values():
             volume.mkdir(parents=True, mode=0o700)
+        self._paths = self._mounted()
         self.replicas: dict[str, list[Replica]] = {name: self._replicas(name) for name in self.ours}
 
     @property
@@ -115,11 +116,12 @@ class LocalCompose:
         for name in self.ours:
             for port in self.replicas[name][0].ports:
                 value = value.replace(f"{name}:{port}", self.address(name, int(port)))
-        for inside, outside in self._paths().items():
+        for inside, outside in self._paths.items():
             value = value.replace(inside, str(outside))
         return value
 
-    def _paths(self) -> dict[str, Path]:
+    def _mounted(self) -> dict[str, Path]:
+        """Each volume's and secret's path in a container, and the local path it stands for."""
         mounts = {}
         for service in self.spec["services"].values():
             for mount in service.get("volumes", []):

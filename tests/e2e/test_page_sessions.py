@@ -12,13 +12,14 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, expect
+from playwright.sync_api import Browser, BrowserContext, expect
 
 from mesh.redis import create_redis
 from mesh.settings import Settings
 from tests.e2e.browsers import chromium, person
 from tests.e2e.conftest import Mesh, running_mesh
-from tests.e2e.test_edge import PASSWORD, call, fresh_email, mailed, ok, registered_and_verified
+from tests.e2e.test_edge import call, fresh_email, mailed, ok, registered_and_verified
+from tests.e2e.test_page_wallets import signs_in
 from tests.e2e.test_pages import minted
 from web_svc.store import WebStore
 
@@ -47,20 +48,12 @@ FIVE_AT_ONCE = """() => Promise.all([...Array(5)].map(
     (_, n) => fetch(`/me?n=${n}`, {cache: "no-store", redirect: "manual"}).then(answer => answer.status)))"""
 
 
-def signed_in(page: Page, email: str) -> None:
-    page.goto("/sign-in")
-    page.get_by_label("Email").fill(email)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    expect(page).to_have_url(re.compile(r"/me$"))
-
-
 def test_concurrent_pages_renew_the_session_once_and_all_stay_signed_in(mesh: Mesh, browser: Browser) -> None:
     email = fresh_email()
     registered_and_verified(mesh, email, minted(mesh))
     with person(browser, mesh.edge) as context:
         page = context.new_page()
-        signed_in(page, email)
+        signs_in(page, email)
         first_token_expired = time.monotonic() + ACCESS_TTL + 1
         # Every token is due at once: each round of five pages at once renews, once.
         rounds = [page.evaluate(FIVE_AT_ONCE) for _ in range(3)]
@@ -98,7 +91,7 @@ def test_a_page_whose_renewal_lock_goes_without_a_renewal_renews_the_session_its
     registered_and_verified(mesh, email, minted(mesh))
     with person(browser, mesh.edge) as context:
         page = context.new_page()
-        signed_in(page, email)
+        signs_in(page, email)
         token_expired = time.monotonic() + ACCESS_TTL
         renewal_lock(mesh, context, take=True)
         page.evaluate("""() => { window.answer = fetch("/me", {cache: "no-store", redirect: "manual"})
@@ -115,7 +108,7 @@ def test_a_session_ended_elsewhere_sends_the_browser_to_sign_in(mesh: Mesh, brow
     registered_and_verified(mesh, email, minted(mesh))
     with person(browser, mesh.edge) as context:
         page = context.new_page()
-        signed_in(page, email)
+        signs_in(page, email)
         # A password reset ends every session of the account.
         ok(call(mesh.edge, "POST", "/v1/password-resets", {"email": email}))
         token = mailed(mesh, email, r"#token=(\S+)")
