@@ -50,6 +50,8 @@ bench: $(VENV)/.installed-dev
 	$(PY) -m bench.chain
 	$(PY) -m bench.admin
 	$(PY) -m bench.web
+	$(PY) -m bench.waitlist
+	$(PY) -m bench.launch
 	$(PY) -m bench.replicas
 
 # A PNG of every page at 1280 and 375 px into screenshots/ (not committed), from a stack of its own.

@@ -125,6 +125,29 @@ def changes(downstream: Downstream) -> dict[str, Change]:
         disabled = await call(INVITES, lambda: downstream.invites.DisableCode(disable, timeout=DEADLINE))
         return pb.DisableInviteResponse(code=disabled.code)
 
+    async def release_waitlist_places(
+        request: pb.ReleaseWaitlistPlacesRequest, key: str, actor: str
+    ) -> pb.ReleaseWaitlistPlacesResponse:
+        release = invite_pb.ReleaseWaitlistPlacesRequest(
+            count=request.count, campaign_id=request.campaign_id, admin_id=actor.removeprefix("admin:"), request_id=key
+        )
+        released = await call(INVITES, lambda: downstream.invites.ReleaseWaitlistPlaces(release, timeout=DEADLINE))
+        return pb.ReleaseWaitlistPlacesResponse(entries=released.entries)
+
+    async def remove_waitlist_entry(
+        request: pb.RemoveWaitlistEntryRequest, key: str, actor: str
+    ) -> pb.RemoveWaitlistEntryResponse:
+        remove = invite_pb.RemoveWaitlistEntryRequest(id=request.id)
+        removed = await call(INVITES, lambda: downstream.invites.RemoveWaitlistEntry(remove, timeout=DEADLINE))
+        return pb.RemoveWaitlistEntryResponse(entry=removed.entry)
+
+    async def move_waitlist_entry(
+        request: pb.MoveWaitlistEntryRequest, key: str, actor: str
+    ) -> pb.MoveWaitlistEntryResponse:
+        move = invite_pb.MoveWaitlistEntryRequest(id=request.id, places=request.places)
+        moved = await call(INVITES, lambda: downstream.invites.MoveWaitlistEntry(move, timeout=DEADLINE))
+        return pb.MoveWaitlistEntryResponse(entry=moved.entry)
+
     async def suspend_user(request: pb.SuspendUserRequest, key: str, actor: str) -> pb.SuspendUserResponse:
         suspend = auth_pb.SuspendUserRequest(user_id=request.user_id, reason=request.reason)
         suspended = await call(AUTH, lambda: downstream.auth.SuspendUser(suspend, timeout=DEADLINE))
@@ -179,6 +202,9 @@ def changes(downstream: Downstream) -> dict[str, Change]:
         "CreateInviteBatch": create_invite_batch,
         "CreateCampaign": create_campaign,
         "DisableInvite": disable_invite,
+        "ReleaseWaitlistPlaces": release_waitlist_places,
+        "RemoveWaitlistEntry": remove_waitlist_entry,
+        "MoveWaitlistEntry": move_waitlist_entry,
         "SuspendUser": suspend_user,
         "ReactivateUser": reactivate_user,
         "SendEmail": send_email,

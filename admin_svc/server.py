@@ -120,6 +120,27 @@ class AdminService(admin_service_pb2_grpc.AdminServiceServicer):
     async def DisableInvite(self, request: pb.DisableInviteRequest, context: Any) -> pb.DisableInviteResponse:
         return await self._change(pb.DisableInviteResponse, "DisableInvite", request.code, request)
 
+    async def ReleaseWaitlistPlaces(
+        self, request: pb.ReleaseWaitlistPlacesRequest, context: Any
+    ) -> pb.ReleaseWaitlistPlacesResponse:
+        return await self._change(
+            pb.ReleaseWaitlistPlacesResponse,
+            "ReleaseWaitlistPlaces",
+            f"{request.count} waitlist places",
+            request,
+            request.request_id,
+        )
+
+    async def RemoveWaitlistEntry(
+        self, request: pb.RemoveWaitlistEntryRequest, context: Any
+    ) -> pb.RemoveWaitlistEntryResponse:
+        return await self._change(pb.RemoveWaitlistEntryResponse, "RemoveWaitlistEntry", request.id, request)
+
+    async def MoveWaitlistEntry(
+        self, request: pb.MoveWaitlistEntryRequest, context: Any
+    ) -> pb.MoveWaitlistEntryResponse:
+        return await self._change(pb.MoveWaitlistEntryResponse, "MoveWaitlistEntry", request.id, request)
+
     async def SuspendUser(self, request: pb.SuspendUserRequest, context: Any) -> pb.SuspendUserResponse:
         return await self._change(pb.SuspendUserResponse, "SuspendUser", request.user_id, request)
 
@@ -178,6 +199,27 @@ class AdminService(admin_service_pb2_grpc.AdminServiceServicer):
         asked = invite_pb.GetReferralTreeRequest(root=invite_pb.Owner(user_id=request.user_id), depth=request.depth)
         tree = await self._read(INVITES, lambda: self._downstream.invites.GetReferralTree(asked, timeout=DEADLINE))
         return pb.ListReferralsResponse(children=tree.children)
+
+    async def ListWaitlistEntries(
+        self, request: pb.ListWaitlistEntriesRequest, context: Any
+    ) -> pb.ListWaitlistEntriesResponse:
+        asked = invite_pb.ListWaitlistEntriesRequest(
+            page_size=request.page_size,
+            page_token=request.page_token,
+            state=request.state,
+            email_prefix=request.email_prefix,
+        )
+        listed = await self._read(
+            INVITES, lambda: self._downstream.invites.ListWaitlistEntries(asked, timeout=DEADLINE)
+        )
+        return pb.ListWaitlistEntriesResponse(
+            entries=listed.entries, next_page_token=listed.next_page_token, total_size=listed.total_size
+        )
+
+    async def GetWaitlistStats(self, request: pb.GetWaitlistStatsRequest, context: Any) -> pb.GetWaitlistStatsResponse:
+        asked = invite_pb.GetWaitlistStatsRequest(days=request.days, top_referrers=request.top_referrers)
+        counted = await self._read(INVITES, lambda: self._downstream.invites.GetWaitlistStats(asked, timeout=DEADLINE))
+        return pb.GetWaitlistStatsResponse(stats=counted)
 
     async def GetUserWallet(self, request: pb.GetUserWalletRequest, context: Any) -> pb.GetUserWalletResponse:
         asked = chain_pb.GetWalletRequest(user_id=request.user_id)

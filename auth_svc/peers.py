@@ -6,11 +6,8 @@ a peer that is down answers fast instead of piling up calls; the outbox tries th
 
 from __future__ import annotations
 
-import datetime
 import functools
 import uuid
-from collections.abc import Awaitable, Sequence
-from typing import TypeVar
 
 import grpc
 import structlog
@@ -19,24 +16,15 @@ from invitemesh.invite.v1 import invite_service_pb2_grpc
 from invitemesh.mail.v1 import mail_service_pb2 as mail_pb
 from invitemesh.mail.v1 import mail_service_pb2_grpc
 
-from auth_svc.store.records import CONFIRM_HOLD, MINT_CODES, RELEASE_HOLD, SEND_EMAIL
+from auth_svc.store.records import CONFIRM_HOLD, MINT_CODES, RELEASE_HOLD
 from mesh.breakers import AsyncBreaker, BreakerOpen
 from mesh.channels import Peers, unreachable
 from mesh.errors import FieldViolation, InvalidArgument, PassedOn, Unavailable, error_info, field_violations, status_of
-from mesh.outbox import Deliver, DeliverTogether, Message, Undeliverable
+from mesh.mailing import DEADLINE, SEND_EMAIL, delivered, email_receivers
+from mesh.outbox import Deliver, DeliverTogether, Message
 
 log = structlog.get_logger("auth_svc.peers")
-T = TypeVar("T")
-DEADLINE = 5.0
 INVITES, MAIL = "invite_svc", "mail_svc"
-_FOR_GOOD = frozenset(
-    {
-        grpc.StatusCode.INVALID_ARGUMENT,
-        grpc.StatusCode.FAILED_PRECONDITION,
-        grpc.StatusCode.NOT_FOUND,
-        grpc.StatusCode.PERMISSION_DENIED,
-    }
-)
 
 
 class PeerStubs:
@@ -104,17 +92,15 @@ def receivers(stubs: PeerStubs) -> dict[str, Deliver]:
     """The outbox's receivers. Each is idempotent through the message id."""
 
     invites, mail = stubs.breaker(INVITES), stubs.breaker(MAIL)
-
-    async def send_email(message: Message) -> None:
-        await _delivered(mail, stubs.mail.SendEmail(_email_request(message), timeout=DEADLINE))
+    send_email, _ = mailing(stubs)
 
     async def confirm_hold(message: Message) -> None:
         request = invite_pb.ConfirmHoldRequest(hold_id=message.payload["hold_id"], user_id=message.payload["user_id"])
-        await _delivered(invites, stubs.invites.ConfirmHold(request, timeout=DEADLINE))
+        await delivered(invites, stubs.invites.ConfirmHold(request, timeout=DEADLINE))
 
     async def release_hold(message: Message) -> None:
         request = invite_pb.ReleaseHoldRequest(hold_id=message.payload["hold_id"])
-        await _delivered(invites, stubs.invites.ReleaseHold(request, timeout=DEADLINE))
+        await delivered(invites, stubs.invites.ReleaseHold(request, timeout=DEADLINE))
 
     async def mint_codes(message: Message) -> None:
         payload = message.payload
@@ -126,7 +112,7 @@ def receivers(stubs: PeerStubs) -> dict[str, Deliver]:
             campaign_id=payload["campaign_id"],
             request_id=str(message.id),
         )
-        minted = await _delivered(invites, stubs.invites.MintCodes(request, timeout=DEADLINE))
+        minted = await delivered(invites, stubs.invites.MintCodes(request, timeout=DEADLINE))
         codes = "\n".join(code.code for code in minted.codes)
         mail_request = mail_pb.SendEmailRequest(
             template=mail_pb.EMAIL_TEMPLATE_INVITE_CODES,
@@ -134,39 +120,20 @@ def receivers(stubs: PeerStubs) -> dict[str, Deliver]:
             variables={"codes": codes},
             idempotency_key=f"{message.id}:codes",
         )
-        await _delivered(mail, stubs.mail.SendEmail(mail_request, timeout=DEADLINE))
+        await delivered(mail, stubs.mail.SendEmail(mail_request, timeout=DEADLINE))
 
     return {SEND_EMAIL: send_email, CONFIRM_HOLD: confirm_hold, RELEASE_HOLD: release_hold, MINT_CODES: mint_codes}
 
 
 def together(stubs: PeerStubs) -> dict[str, DeliverTogether]:
     """The outbox's batch receivers: emails go to mail_svc several in one call."""
-
-    async def send_emails(messages: Sequence[Message]) -> None:
-        request = mail_pb.BatchSendEmailsRequest(requests=[_email_request(message) for message in messages])
-        await _delivered(stubs.breaker(MAIL), stubs.mail.BatchSendEmails(request, timeout=DEADLINE))
-
+    _, send_emails = mailing(stubs)
     return {SEND_EMAIL: send_emails}
 
 
-def _email_request(message: Message) -> mail_pb.SendEmailRequest:
-    payload = message.payload
-    request = mail_pb.SendEmailRequest(
-        template=payload["template"], to=payload["to"], variables=payload["variables"], idempotency_key=str(message.id)
+def mailing(stubs: PeerStubs) -> tuple[Deliver, DeliverTogether]:
+    return email_receivers(
+        lambda request: stubs.mail.SendEmail(request, timeout=DEADLINE),
+        lambda request: stubs.mail.BatchSendEmails(request, timeout=DEADLINE),
+        stubs.breaker(MAIL),
     )
-    if expire_time := payload.get("expire_time"):
-        request.expire_time.FromDatetime(datetime.datetime.fromisoformat(expire_time))
-    return request
-
-
-async def _delivered(breaker: AsyncBreaker, call: Awaitable[T]) -> T:
-    """The answer of an outbox delivery's call; a refusal for good is `Undeliverable`, anything else
-    (the peer down, its breaker open) is tried again later by the outbox."""
-    try:
-        async with breaker.guard():
-            return await call
-    except grpc.aio.AioRpcError as error:
-        if error.code() in _FOR_GOOD:
-            info = error_info(error)
-            raise Undeliverable(f"{error.code().name} {info.reason if info else ''}".strip()) from None
-        raise

@@ -17,13 +17,14 @@ from invitemesh.mail.v1 import mail_service_pb2 as mail_pb
 from auth_svc.domain import UserState
 from auth_svc.requests import MAX_TOKEN, Emails, now
 from auth_svc.revocations import SessionRevocations
-from auth_svc.store.records import Mail, NewToken
+from auth_svc.store.records import NewToken
 from auth_svc.store.recovery import RecoveryStore
 from auth_svc.store.users import UserStore
 from auth_svc.throttle import RequestBudgets
 from auth_svc.tokens import new_opaque_token, token_digest
 from mesh.errors import FieldViolation, InvalidArgument, Unauthenticated
 from mesh.followups import FollowUps
+from mesh.mailing import Mail
 from mesh.passwords import Passwords, password_problem
 
 log = structlog.get_logger("auth_svc.recovery")

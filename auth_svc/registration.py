@@ -24,7 +24,7 @@ from prometheus_client import Counter
 
 from auth_svc.peers import Invites
 from auth_svc.requests import MAX_CODE, Emails
-from auth_svc.store.records import Mail, Registration, UserRecord
+from auth_svc.store.records import Registration, UserRecord
 from auth_svc.store.registrations import RegistrationStore
 from auth_svc.submissions import FirstSubmission
 from auth_svc.throttle import RequestBudgets
@@ -32,6 +32,7 @@ from auth_svc.tokens import token_digest
 from auth_svc.verification import VerificationCodes
 from mesh.errors import FieldViolation, InvalidArgument, MeshError, RateLimited
 from mesh.followups import FollowUps
+from mesh.mailing import Mail
 from mesh.passwords import Passwords, password_problem
 from mesh.sealing import keyed_hash
 from mesh.timestamps import timestamp

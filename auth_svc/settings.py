@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 from pydantic import Field, field_validator
 
-from mesh.settings import MeshSettings, require_scheme
+from mesh.settings import MeshSettings, require_mailed_link
 
 
 class AuthSettings(MeshSettings, env_prefix="MESH_AUTH_"):
@@ -51,10 +49,4 @@ class AuthSettings(MeshSettings, env_prefix="MESH_AUTH_"):
     """seconds between auth_svc's sweeps (lapsed registrations, spent tokens, delivered outbox
     rows, key rotation)"""
 
-    @field_validator("reset_url", "sign_in_url")
-    @classmethod
-    def _page_url(cls, url: str) -> str:
-        # Mailed as links: a scheme the mail templates refuse would fail every such mail later.
-        if require_scheme(url, ("http", "https")) is None or not urlsplit(url).netloc:
-            raise ValueError("an http or https URL with a host")
-        return url
+    _mailed_links = field_validator("reset_url", "sign_in_url")(require_mailed_link)

@@ -20,7 +20,7 @@ from invitemesh.mail.v1 import mail_service_pb2 as mail_pb
 from auth_svc.domain import code_digest, is_verification_code, new_verification_code, same_digest
 from auth_svc.requests import MAX_PASSWORD, MAX_TOKEN, Emails, now
 from auth_svc.sessions import Sessions
-from auth_svc.store.records import CONFIRM_HOLD, MINT_CODES, RELEASE_HOLD, Mail, NewCode, UserRecord, Work
+from auth_svc.store.records import CONFIRM_HOLD, MINT_CODES, RELEASE_HOLD, NewCode, UserRecord, Work
 from auth_svc.store.registrations import RegistrationStore
 from auth_svc.store.users import UserStore
 from auth_svc.store.verification import VerificationStore
@@ -29,6 +29,7 @@ from auth_svc.tokens import token_digest
 from auth_svc.users import user_message
 from mesh.errors import FieldViolation, InvalidArgument, Unauthenticated
 from mesh.followups import FollowUps
+from mesh.mailing import Mail
 from mesh.passwords import Passwords
 
 log = structlog.get_logger("auth_svc.verification")

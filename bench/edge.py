@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import json
 import tempfile
-import urllib.request
 from contextlib import AsyncExitStack
 from pathlib import Path
 
@@ -38,27 +37,20 @@ from bench.harness import (
     run_rounds,
     running_services,
     signed_channel,
+    turn_rate_limiting,
 )
 from mesh import invite_codes as codes
 from mesh.clients import edge_token
 from mesh.keys import load_kek
 from mesh.services import INVITE, OPERATOR, RATELIMIT, SERVICES
 from mesh.settings import Settings
-from meshctl.edge import EdgeLimits, RunningEdge, running_edge
+from meshctl.edge import EdgeLimits, running_edge
 from meshctl.embedded import free_port
 
 CHECK_CODE = "/invitemesh.invite.v1.InviteService/CheckCode"
 NEVER = 10**9
 TARGET = 0.5
 WAYS = ("direct gRPC", "gRPC via Envoy", "REST via Envoy", "REST via Envoy+RLS")
-
-
-def _turn_rate_limiting(edge: RunningEdge, on: bool) -> None:
-    request = urllib.request.Request(
-        f"http://{edge.admin}/runtime_modify?edge.rate_limit_enabled={100 if on else 0}", method="POST"
-    )
-    with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310
-        assert answer.status == 200
 
 
 async def _rule_that_never_refuses(deployed: Settings) -> None:
@@ -122,7 +114,7 @@ async def measure(args: argparse.Namespace, settings: Settings) -> None:
         }
         for _ in range(args.rounds + 1):  # the first round warms every path up and is not counted
             for way, call in calls.items():
-                await asyncio.to_thread(_turn_rate_limiting, edge, way == WAYS[3])
+                await asyncio.to_thread(turn_rate_limiting, edge.admin, way == WAYS[3])
                 rates[way].append(await calls_per_second(call, args.seconds, args.concurrency))
     _report(args, {way: values[1:] for way, values in rates.items()})
 

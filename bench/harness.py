@@ -7,11 +7,14 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -31,6 +34,7 @@ from mesh.services import IDENTITIES, SERVICES, ServiceSpec
 from mesh.settings import Settings
 from mesh.signing import signer_for
 from meshctl.embedded import EmbeddedPostgres, EmbeddedRedis, free_port, wait_for_port
+from meshctl.stack import free_port_base, port_settings
 
 Call = Callable[[], Awaitable[object]]
 _TICKS = os.sysconf("SC_CLK_TCK")
@@ -98,6 +102,46 @@ class Served:
         return cpu_seconds(self.pid)
 
 
+@contextmanager
+def meshctl_stack(state: Path, **settings: str) -> Iterator[tuple[dict[str, str], Callable[..., str]]]:
+    """`meshctl up` in `state` on free ports with `settings` (and no per-address registration
+    budget: a Redis given by MESH_REDIS_URL keeps budgets from run to run), down at the end;
+    yields its environment and a `ctl(*command)` answering meshctl's output."""
+    env = {
+        **os.environ,
+        "MESH_STATE_DIR": str(state),
+        "MESH_AUTH_REGISTRATIONS_PER_HOUR": "1000000",
+        **port_settings(free_port_base()),
+        **settings,
+    }
+
+    def ctl(*command: str) -> str:
+        return subprocess.run(
+            [sys.executable, "-m", "meshctl.cli", *command], env=env, capture_output=True, text=True, check=True
+        ).stdout
+
+    ctl("up", "--detach")
+    try:
+        yield env, ctl
+    finally:
+        ctl("down")
+
+
+def client_address() -> str:
+    """A loopback address of its own for one client (all of 127.0.0.0/8 is the machine's), so
+    that the edge's per-address limits and the services' budgets see many people."""
+    return f"127.{random.randint(1, 254)}.{random.randint(0, 255)}.{random.randint(1, 254)}"  # noqa: S311
+
+
+def turn_rate_limiting(edge_admin: str, on: bool) -> None:
+    """Envoy's rate-limit filter on or off at run time (its `edge.rate_limit_enabled` runtime key)."""
+    request = urllib.request.Request(
+        f"http://{edge_admin}/runtime_modify?edge.rate_limit_enabled={100 if on else 0}", method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310
+        assert answer.status == 200
+
+
 def cpu_seconds(pid: int) -> float:
     """CPU seconds process `pid` has used, from /proc."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
@@ -143,10 +187,14 @@ def run(
     spec: ServiceSpec,
     add_servicers: AddServicers,
     measure: Measure,
+    more_arguments: Callable[[argparse.ArgumentParser], object] | None = None,
 ) -> None:
-    """A benchmark's command line: `--serve` is the server side, anything else the load."""
+    """A benchmark's command line: `--serve` is the server side, anything else the load (with
+    the arguments `more_arguments` adds)."""
     parser = _closed_loop_arguments(description, defaults)
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    if more_arguments is not None:
+        more_arguments(parser)
     args = parser.parse_args()
     if args.serve:
         serve_here(spec, add_servicers)

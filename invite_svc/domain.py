@@ -43,6 +43,9 @@ CAMPAIGN_CLOSED = "INVITE_CAMPAIGN_CLOSED"
 DOMAIN_NOT_ALLOWED = "INVITE_EMAIL_DOMAIN_NOT_ALLOWED"
 ALREADY_REDEEMED = "INVITE_EMAIL_ALREADY_REDEEMED"
 HOLD_NOT_FOUND = "INVITE_HOLD_NOT_FOUND"
+PLACES_GONE = frozenset({"INVITE_CODE_EXHAUSTED", "INVITE_CAMPAIGN_FULL", "INVITE_CAMPAIGN_CLOSED"})
+"""Refusals of a real code whose places are taken or whose campaign is over: the answer points
+at the waitlist."""
 HOLD_EXPIRED = "INVITE_HOLD_EXPIRED"
 HOLD_RELEASED = "INVITE_HOLD_RELEASED"
 BUSY = "INVITE_CODE_BUSY"
@@ -105,3 +108,67 @@ def masked_email(email: str) -> str:
     """`ada@example.com` → `a•••@example.com`: a friend recognisable, not an address to write to."""
     local, _, domain_name = email.rpartition("@")
     return f"{local[:1]}•••@{domain_name}"
+
+
+def rank_key_shift(places: int) -> int:
+    """What moves an entry `places` up the join order (down when negative; 0: nothing). An entry's
+    first rank key is twice its join sequence number, so this odd shift lands it past `places`
+    people and on nobody's first key."""
+    return 2 * places + (places > 0) - (places < 0)
+
+
+class EntryState(enum.IntEnum):
+    UNCONFIRMED = 1
+    WAITING = 2
+    INVITED = 3
+    REMOVED = 4
+
+
+WAITLIST_LINK_INVALID = "WAITLIST_LINK_INVALID"
+WAITLIST_ENTRY_NOT_FOUND = "WAITLIST_ENTRY_NOT_FOUND"
+WAITLIST_ENTRY_NOT_WAITING = "WAITLIST_ENTRY_NOT_WAITING"
+
+
+@dataclass(frozen=True)
+class Referral:
+    """What the rules need to know of a confirmed sign-up through someone's referral code."""
+
+    referee_email: str
+    """canonical"""
+    referrer_email: str
+    referrer_referrals: int
+    """counted so far"""
+    same_client_as_referrer: bool
+    """the referee joined from the address its referrer joined from"""
+    same_client_counted_lately: bool
+    """a referral of the same referrer from the referee's address counted within the window"""
+
+
+@dataclass(frozen=True)
+class ReferralRules:
+    """When a referral moves its referrer up, and by how much. A referral counts once (when the
+    referee confirms), and not at all when it looks like one person's fake addresses: the same
+    canonical email, a disposable domain, or the referrer's own client address or one that
+    already counted for them lately."""
+
+    places: int
+    cap: int
+    disposable_domains: frozenset[str]
+    same_client_window: datetime.timedelta
+
+    def not_counted_because(self, referral: Referral) -> str | None:
+        """Why the referral does not count, or None when it does."""
+        if referral.referee_email == referral.referrer_email:
+            return "same email"
+        if referral.referrer_referrals >= self.cap:
+            return "cap reached"
+        if self.disposable(referral.referee_email.rpartition("@")[2]):
+            return "disposable domain"
+        if referral.same_client_as_referrer or referral.same_client_counted_lately:
+            return "same client address"
+        return None
+
+    def disposable(self, domain_name: str) -> bool:
+        """Whether the domain, or a domain it is under, is on the disposable list."""
+        labels = domain_name.split(".")
+        return any(".".join(labels[start:]) in self.disposable_domains for start in range(len(labels) - 1))

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     DateTime,
     ForeignKey,
+    Identity,
     Index,
     Integer,
     LargeBinary,
@@ -19,6 +21,8 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
+
+from mesh.outbox import outbox_table
 
 metadata = MetaData(schema="invite")
 
@@ -101,3 +105,50 @@ holds = Table(
     ),
     Index("holds_due_to_expire", "expire_time", postgresql_where=text("state = 1")),
 )
+
+# One row per email on the waitlist. A place is the order of (rank_key, seq) among the entries
+# waiting: seq is the join order, rank_key starts at twice seq and drops as referrals count or an
+# admin moves the entry (invite_svc.store.waitlist tells how places are counted at scale).
+waitlist = Table(
+    "waitlist",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("seq", BigInteger, Identity(), nullable=False, unique=True),
+    Column("email", Text, nullable=False),
+    Column("canonical_email", Text, nullable=False, unique=True),
+    Column("state", SmallInteger, nullable=False),
+    Column("rank_key", BigInteger, nullable=False),
+    Column("referral_code", Text, nullable=False, unique=True),
+    Column("referrer_id", UUID(as_uuid=True), ForeignKey("invite.waitlist.id")),
+    Column("referral_counted", Boolean, nullable=False, server_default="false"),
+    Column("referrals", Integer, nullable=False, server_default="0"),
+    Column("moved_places", Integer, nullable=False, server_default="0"),
+    Column("client", LargeBinary),
+    Column("create_time", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("confirm_time", DateTime(timezone=True)),
+    Column("invite_time", DateTime(timezone=True)),
+    Column("remove_time", DateTime(timezone=True)),
+    Column("release_id", UUID(as_uuid=True)),
+    Column("code_id", UUID(as_uuid=True)),
+    # When the entry's place last changed (it was confirmed, moved, or stopped waiting): what the
+    # places index catches up on. A join leaves it empty: an unconfirmed entry has no place.
+    Column("rank_time", DateTime(timezone=True)),
+    Index("waitlist_places", "rank_key", "seq", postgresql_where=text("state = 2")),
+    Index("waitlist_rank_changes", "rank_time", "seq", postgresql_where=text("rank_time IS NOT NULL")),
+    Index("waitlist_joined", "create_time"),
+    Index("waitlist_counted_referrals", "referrer_id", "confirm_time", postgresql_where=text("referral_counted")),
+    Index("waitlist_top_referrers", "referrals", "seq", postgresql_where=text("referrals > 0")),
+)
+
+waitlist_releases = Table(
+    "waitlist_releases",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("request_id", Text, nullable=False, unique=True),
+    Column("count", Integer, nullable=False),
+    Column("campaign_id", UUID(as_uuid=True)),
+    Column("admin_id", UUID(as_uuid=True)),
+    Column("create_time", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+outbox = outbox_table(metadata)

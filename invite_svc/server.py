@@ -4,22 +4,28 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import uuid
 from collections.abc import Iterator
 from typing import Any, TypeVar
 
 import grpc
+from disposable_email_domains import blocklist
 from invitemesh.invite.v1 import invite_service_pb2 as pb
 from invitemesh.invite.v1 import invite_service_pb2_grpc
+from invitemesh.mail.v1 import mail_service_pb2_grpc
 
-from invite_svc import domain
-from invite_svc.domain import OwnCodes, Refusal
-from invite_svc.jobs import expiry_job
-from invite_svc.sealing import CodeSealer
+from invite_svc import domain, models
+from invite_svc.domain import OwnCodes, ReferralRules, Refusal
+from invite_svc.jobs import expiry_job, places_job
+from invite_svc.sealing import CodeSealer, WaitlistLinks
 from invite_svc.settings import InviteSettings
 from invite_svc.store import InviteStore
+from invite_svc.store.places import Places
 from invite_svc.store.records import Campaign, HoldRecord, MintedCode, OwnedCode, Owner, ReferralNode
 from invite_svc.store.referrals import Joined
+from invite_svc.store.waitlist import WaitlistStore
+from invite_svc.waitlist import Waitlist
 from mesh.access import current_principal
 from mesh.clients import client_address
 from mesh.cursors import Keyset, PageTokens, page_size
@@ -32,15 +38,20 @@ from mesh.errors import (
     MeshError,
     NotFound,
     ResourceExhausted,
+    Unauthenticated,
     Unavailable,
 )
 from mesh.invite_codes import InvalidCode, display, normalize
 from mesh.keys import load_kek
 from mesh.limits import FixedWindowLimit
-from mesh.sealing import derive_key
+from mesh.mailing import DEADLINE, SEND_EMAIL, email_receivers
+from mesh.outbox import Outbox, RelayTimings
+from mesh.sealing import Sealer, derive_key
 from mesh.server import ServiceRuntime
 from mesh.timestamps import optional_timestamp
 
+MAIL = "mail_svc"
+_HOUR = 3600
 MAX_MINT = 10_000
 REFERRALS_PER_CODE = 100
 S = TypeVar("S", bound="InviteService")
@@ -55,6 +66,8 @@ _REFUSAL_KINDS: dict[str, type[MeshError]] = {
     domain.HOLD_NOT_FOUND: NotFound,
     domain.BUSY: Unavailable,
     domain.CAMPAIGN_NAME_TAKEN: AlreadyExists,
+    domain.WAITLIST_LINK_INVALID: Unauthenticated,
+    domain.WAITLIST_ENTRY_NOT_FOUND: NotFound,
 }
 
 
@@ -66,8 +79,10 @@ class InviteService(invite_service_pb2_grpc.InviteServiceServicer):
         strip_email_tags: bool,
         own_codes: OwnCodes,
         pages: PageTokens,
+        waitlist: Waitlist,
     ) -> None:
         self._store = store
+        self._waitlist = waitlist
         self._pages = pages
         self._checks = checks
         self._strip_email_tags = strip_email_tags
@@ -107,7 +122,7 @@ class InviteService(invite_service_pb2_grpc.InviteServiceServicer):
             violations.append(FieldViolation("request_id", "required, so that a retry holds nothing twice"))
         if violations:
             raise InvalidArgument(violations, reason=reason)
-        with _refusals():
+        with _refusals(waitlist_url=self._waitlist.page_url):
             held = await self._store.holds.hold(code, email, request.request_id)
             return pb.HoldCodeResponse(hold=_hold(held, self._own_codes))
 
@@ -254,14 +269,59 @@ class InviteService(invite_service_pb2_grpc.InviteServiceServicer):
         )
         return pb.MintCodesResponse(codes=[_minted(code) for code in minted])
 
+    # The waitlist (invite_svc.waitlist).
+
+    async def JoinWaitlist(self, request: pb.JoinWaitlistRequest, context: Any) -> pb.JoinWaitlistResponse:
+        return await self._waitlist.join(request)
+
+    async def ConfirmWaitlistEntry(
+        self, request: pb.ConfirmWaitlistEntryRequest, context: Any
+    ) -> pb.ConfirmWaitlistEntryResponse:
+        with _refusals():
+            return await self._waitlist.confirm(request)
+
+    async def GetMyWaitlistEntry(
+        self, request: pb.GetMyWaitlistEntryRequest, context: Any
+    ) -> pb.GetMyWaitlistEntryResponse:
+        with _refusals():
+            return await self._waitlist.get_mine(request)
+
+    async def ListWaitlistEntries(
+        self, request: pb.ListWaitlistEntriesRequest, context: Any
+    ) -> pb.ListWaitlistEntriesResponse:
+        return await self._waitlist.list_entries(request)
+
+    async def GetWaitlistStats(self, request: pb.GetWaitlistStatsRequest, context: Any) -> pb.GetWaitlistStatsResponse:
+        return await self._waitlist.stats(request)
+
+    async def ReleaseWaitlistPlaces(
+        self, request: pb.ReleaseWaitlistPlacesRequest, context: Any
+    ) -> pb.ReleaseWaitlistPlacesResponse:
+        return await self._waitlist.release(request)
+
+    async def RemoveWaitlistEntry(
+        self, request: pb.RemoveWaitlistEntryRequest, context: Any
+    ) -> pb.RemoveWaitlistEntryResponse:
+        with _refusals():
+            return await self._waitlist.remove(request)
+
+    async def MoveWaitlistEntry(
+        self, request: pb.MoveWaitlistEntryRequest, context: Any
+    ) -> pb.MoveWaitlistEntryResponse:
+        with _refusals():
+            return await self._waitlist.move(request)
+
 
 @contextlib.contextmanager
-def _refusals() -> Iterator[None]:
-    """Turns a domain Refusal into the gRPC status its reason calls for."""
+def _refusals(waitlist_url: str | None = None) -> Iterator[None]:
+    """Turns a domain Refusal into the gRPC status its reason calls for; a code whose places are
+    gone names the waitlist (`ErrorInfo.metadata["waitlist_url"]`) when `waitlist_url` is given."""
     try:
         yield
     except Refusal as refusal:
-        raise _REFUSAL_KINDS.get(refusal.reason, FailedPrecondition)(refusal.reason, refusal.message) from None
+        kind = _REFUSAL_KINDS.get(refusal.reason, FailedPrecondition)
+        offer = {"waitlist_url": waitlist_url} if waitlist_url and refusal.reason in domain.PLACES_GONE else None
+        raise kind(refusal.reason, refusal.message, offer) from None
 
 
 def _code(typed: str) -> str:
@@ -366,19 +426,60 @@ def invite_service(
     """The servicer of this process (`kind`: a subclass, for benchmarks), its expiry job registered;
     `own` settings, else `MESH_INVITE_*`."""
     own = own or InviteSettings()
-    store = InviteStore.over(
+    settings, kek = runtime.settings, load_kek(runtime.settings)
+    sealer = CodeSealer(kek)
+    store = InviteStore.over(runtime.engine, runtime.driver, sealer, datetime.timedelta(seconds=own.hold_ttl))
+
+    @functools.cache
+    def mail() -> mail_service_pb2_grpc.MailServiceAsyncStub:
+        # Made at the first delivery: mail_svc's address is needed only when it is called.
+        return mail_service_pb2_grpc.MailServiceStub(runtime.peers.channel(MAIL))
+
+    send_email, send_emails = email_receivers(
+        lambda request: mail().SendEmail(request, timeout=DEADLINE),
+        lambda request: mail().BatchSendEmails(request, timeout=DEADLINE),
+        runtime.peers.breaker(MAIL),
+    )
+    outbox = Outbox(
         runtime.engine,
         runtime.driver,
-        CodeSealer(load_kek(runtime.settings)),
-        datetime.timedelta(seconds=own.hold_ttl),
+        models.outbox,
+        Sealer(derive_key(kek, "invite outbox seal v1")),
+        {SEND_EMAIL: send_email},
+        runtime.metrics,
+        RelayTimings.of(settings),
+        together={SEND_EMAIL: send_emails},
     )
-    runtime.jobs.append(expiry_job(store.holds, own.expiry_interval))
+    rules = ReferralRules(
+        own.waitlist_places_per_referral,
+        own.waitlist_referral_cap,
+        frozenset(blocklist) | {name.strip().lower() for name in own.waitlist_disposable_domains},
+        datetime.timedelta(seconds=own.waitlist_same_client_window),
+    )
+    places = Places(runtime.redis, runtime.pipe, runtime.keys)
+    waitlist_store = WaitlistStore(runtime.engine, runtime.driver, outbox, places, rules, sealer)
+    pages = PageTokens(derive_key(kek, "invite page-token v1"))
+    waitlist = Waitlist(
+        waitlist_store,
+        WaitlistLinks(kek),
+        rules,
+        FixedWindowLimit(runtime.counters, runtime.keys, "waitlist-joins", own.waitlist_joins_per_hour, _HOUR),
+        FixedWindowLimit(runtime.counters, runtime.keys, "waitlist-mails", own.waitlist_mails_per_hour, _HOUR),
+        pages,
+        own.waitlist_url,
+        own.reserve_url,
+        settings.email_strip_tags,
+    )
+    runtime.workers.append(outbox)
+    runtime.jobs.append(expiry_job(store.holds, outbox, own.expiry_interval))
+    runtime.jobs.append(places_job(waitlist_store, places, own.waitlist_catch_up_interval))
     return kind(
         store,
         FixedWindowLimit(runtime.counters, runtime.keys, "checks", own.checks_per_minute, 60),
-        runtime.settings.email_strip_tags,
+        settings.email_strip_tags,
         OwnCodes(own.default_quota, own.default_uses),
-        PageTokens(derive_key(load_kek(runtime.settings), "invite page-token v1")),
+        pages,
+        waitlist,
     )
 
 

@@ -10,14 +10,16 @@ What happens to an email, by what the relay did:
   email waits for a later try without spending an attempt. While the breaker is open nobody
   pulls from the stream or tries the relay, and nothing is marked FAILED for it.
 
-Exactly once, as far as it can be: an email is claimed in the log just before its message is
-written to the relay (mail_svc.smtp), so a sender killed before that moment leaves it PENDING
-(another sender reclaims the stream entry with XAUTOCLAIM and sends it) and one killed after it
-leaves it SENDING, which is never sent again (the sweeper settles it as sent, unconfirmed, once its
-lease runs out). What stays at-least-once: a relay that drops the connection or goes silent after
-the message's final dot, before answering. Most such failures come before the relay commits, so
-the email is sent again, with the same Message-ID (derived from the email id), which lets mail
-clients and many relays recognise the duplicate.
+Exactly once, as far as it can be: an email is claimed in the log (with a lease) before its
+message is written to the relay, and marked handed over as the message's final dot leaves
+(mail_svc.smtp). A sender killed before the final dot leaves it not handed over: once the lease
+runs out the sweeper sends it again, and the relay, which never saw the final dot, kept nothing.
+One killed after the mark leaves it handed over, never sent again (the sweeper settles it as sent,
+unconfirmed). What stays at-least-once: a sender killed in the database round trip between the
+final dot and its mark, and a relay that drops the connection or goes silent after the final dot,
+before answering (most such failures come before the relay commits). Such an email is sent again
+with the same Message-ID (derived from the email id), which lets mail clients and many relays
+recognise the duplicate.
 """
 
 from __future__ import annotations

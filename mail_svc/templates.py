@@ -34,6 +34,8 @@ class Template(enum.IntEnum):
     PASSWORD_RESET = 3
     INVITE_CODES = 4
     PLAIN_TEXT = 5
+    WAITLIST_LINK = 6
+    WAITLIST_INVITATION = 7
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,18 @@ CATALOGUE: dict[Template, Spec] = {
         listed=frozenset({"codes"}),
     ),
     Template.PLAIN_TEXT: Spec("plain_text", "{subject}", required=frozenset({"subject", "text"})),
+    Template.WAITLIST_LINK: Spec(
+        "waitlist_link",
+        "Your place on the {product} waitlist",
+        required=frozenset({"status_url"}),
+        secret=frozenset({"status_url"}),
+    ),
+    Template.WAITLIST_INVITATION: Spec(
+        "waitlist_invitation",
+        "Your {product} invite is here",
+        required=frozenset({"code", "reserve_url"}),
+        secret=frozenset({"code"}),
+    ),
 }
 
 

@@ -48,17 +48,18 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             request_id = _request_id(context)
             started = time.perf_counter()
             code = grpc.StatusCode.OK
+            reason: str | None = None
             traced = continued_trace(context.invocation_metadata()) if self._continues_traces else nullcontext()
             client = current_client.set(self._edge.client_of(context))
             with traced, structlog.contextvars.bound_contextvars(request_id=request_id, method=method):
                 try:
                     return await behavior(request, context)
                 except MeshError as error:
-                    code = error.code
+                    code, reason = error.code, error.reason
                     await _abort(context, error)
                 except NotImplementedError:
-                    code = grpc.StatusCode.UNIMPLEMENTED
-                    await _abort(context, Unimplemented("METHOD_NOT_IMPLEMENTED", f"{method} is not implemented yet"))
+                    code, reason = grpc.StatusCode.UNIMPLEMENTED, "METHOD_NOT_IMPLEMENTED"
+                    await _abort(context, Unimplemented(reason, f"{method} is not implemented yet"))
                 except grpc.aio.AbortError:
                     code = context.code() or grpc.StatusCode.UNKNOWN
                     raise
@@ -66,15 +67,17 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                     code = grpc.StatusCode.CANCELLED
                     raise
                 except Exception:
-                    code = grpc.StatusCode.INTERNAL
+                    code, reason = grpc.StatusCode.INTERNAL, "INTERNAL"
                     log.exception("rpc failed")
-                    await _abort(context, Internal("INTERNAL", "internal error"))
+                    await _abort(context, Internal(reason, "internal error"))
                 finally:
                     current_client.reset(client)
                     elapsed = time.perf_counter() - started
                     self._metrics.rpcs.labels(method, code.name).inc()
                     self._metrics.rpc_latency.labels(method).observe(elapsed)
-                    log.info("rpc", status=code.name, duration_ms=round(elapsed * 1000, 2))
+                    # One line per call, a refusal's reason in it.
+                    refused = {"reason": reason} if reason else {}
+                    log.info("rpc", status=code.name, duration_ms=round(elapsed * 1000, 2), **refused)
 
         return with_behavior(handler, observed)
 
@@ -87,6 +90,5 @@ def _request_id(context: Context) -> str:
 
 
 async def _abort(context: Context, error: MeshError) -> None:
-    log.info("rpc refused", reason=error.reason)
     status = rpc_status.to_status(error.to_status())
-    await context.abort(status.code, status.details, status.trailing_metadata)
+    await context.abort(status.code, status.details, (*status.trailing_metadata, *error.headers()))

@@ -7,7 +7,7 @@ never carry a secret: they are returned to callers and logged.
 
 from __future__ import annotations
 
-import datetime
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -51,6 +51,10 @@ class MeshError(Exception):
 
     def to_status(self) -> status_pb2.Status:
         return status_pb2.Status(code=self.code.value[0], message=self.message, details=self.details())
+
+    def headers(self) -> tuple[tuple[str, str], ...]:
+        """Metadata sent beside the status (the edge passes it to REST clients as headers)."""
+        return ()
 
 
 class InvalidArgument(MeshError):
@@ -105,19 +109,45 @@ class ResourceExhausted(MeshError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
-class RateLimited(ResourceExhausted):
-    """Too many requests: `RATE_LIMITED`, with a `RetryInfo` saying when to try again."""
+class TryAgainLater(ResourceExhausted):
+    """A refusal for now, not for good: a `RetryInfo` says in how many seconds to try again, and
+    a `retry-after` header says the same to REST clients (the edge passes it on)."""
 
-    def __init__(self, message: str, retry_after: float) -> None:
-        super().__init__("RATE_LIMITED", message)
-        self.retry_after = max(1.0, retry_after)
+    def __init__(self, reason: str, message: str, retry_after: float) -> None:
+        super().__init__(reason, message)
+        # Whole seconds, at least one: what a Retry-After header can say.
+        self.retry_after = max(1, math.ceil(retry_after))
 
     def details(self) -> list[any_pb2.Any]:
         retry = any_pb2.Any()
-        delay = duration_pb2.Duration()
-        delay.FromTimedelta(datetime.timedelta(seconds=round(self.retry_after)))
+        delay = duration_pb2.Duration(seconds=self.retry_after)
         retry.Pack(error_details_pb2.RetryInfo(retry_delay=delay))
         return [*super().details(), retry]
+
+    def headers(self) -> tuple[tuple[str, str], ...]:
+        return (("retry-after", str(self.retry_after)),)
+
+
+class RateLimited(TryAgainLater):
+    """Too many requests from one caller (an address, an email): `RATE_LIMITED`."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__("RATE_LIMITED", message, retry_after)
+
+
+OVERLOADED_HEADER = "x-mesh-overloaded"
+"""Marks an `OVERLOADED` answer for the edge, which answers REST clients 503 instead of the 429 a
+RESOURCE_EXHAUSTED status is transcoded to, and drops the mark."""
+
+
+class Overloaded(TryAgainLater):
+    """More calls than the service can answer in time: `OVERLOADED`, refused before any work."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__("OVERLOADED", message, retry_after)
+
+    def headers(self) -> tuple[tuple[str, str], ...]:
+        return (*super().headers(), (OVERLOADED_HEADER, "1"))
 
 
 class PassedOn(MeshError):

@@ -26,6 +26,18 @@ class Metrics:
             ["dependency"],
             registry=self.registry,
         )
+        self.shed = Counter(
+            "mesh_shed_calls",
+            "Calls refused at once as OVERLOADED, by cost class.",
+            ["cost"],
+            registry=self.registry,
+        )
+        self.admission_limit = Gauge(
+            "mesh_admission_limit",
+            "Calls of a cost class admitted at once, as the last admission decided.",
+            ["cost"],
+            registry=self.registry,
+        )
         self.breaker_state = Gauge(
             "mesh_breaker_state",
             "Circuit breaker state: 0 closed, 1 half-open, 2 open.",

@@ -17,6 +17,7 @@ from grpc_reflection.v1alpha import reflection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mesh.access import AccessInterceptor, CallVerifier, TokenVerifier
+from mesh.admission import AdmissionInterceptor
 from mesh.calls import CallInterceptor
 from mesh.channels import Peers
 from mesh.clients import EdgeRecognition, edge_token
@@ -26,6 +27,7 @@ from mesh.jobs import PeriodicJob, Worker, run_periodically
 from mesh.keys import KeyringError, TrustStore, load_kek
 from mesh.logs import configure_logging
 from mesh.metrics import Metrics
+from mesh.passwords import HASHING
 from mesh.redis import KeySpace, create_redis
 from mesh.redis_pipe import RedisPipe
 from mesh.services import ServiceSpec
@@ -121,6 +123,8 @@ class MeshServer:
             interceptors=[
                 *([server_tracing()] if exporting else []),
                 CallInterceptor(self.metrics, _edge_recognition(settings), continues_traces=not exporting),
+                # Before access: a call refused for load costs no token or signature check.
+                AdmissionInterceptor(self.metrics, HASHING, settings.hash_wait_target, settings.cheap_calls_limit),
                 AccessInterceptor(
                     calls,
                     tokens

@@ -27,6 +27,14 @@ def require_scheme(url: str | None, schemes: tuple[str, ...]) -> str | None:
     return url
 
 
+def require_mailed_link(url: str) -> str:
+    """`url` if it is an http or https URL with a host: a page mails link to, where a scheme the
+    mail templates refuse would fail every such mail later."""
+    if require_scheme(url, ("http", "https")) is None or not urlsplit(url).netloc:
+        raise ValueError("an http or https URL with a host")
+    return url
+
+
 class MeshSettings(BaseSettings):
     """Settings read from the environment under the prefix a subclass gives (`env_prefix=`)."""
 
@@ -122,6 +130,15 @@ class Settings(MeshSettings, env_prefix="MESH_"):
     outbox_linger: float = Field(default=0.05, ge=0, le=5)
     """seconds a relay woken by a commit waits before delivering, so that emails committed close
     together go to mail_svc in one call (`0`: at once)"""
+
+    hash_wait_target: float = Field(default=0.3, gt=0, le=10)
+    """seconds a call that hashes a password (registering, signing in) may wait for the hashing
+    pool: with the measured time per hash, how many such calls are admitted at once; more are
+    refused at once as `OVERLOADED`"""
+    cheap_calls_limit: int = Field(default=1000, ge=16)
+    """the most calls other than those (checks, refreshes, pages' reads) a process answers at once
+    for clients outside the mesh; the adaptive limit starts here and falls while calls slow down,
+    and past it calls are refused at once as `OVERLOADED`"""
 
     grace_period: float = Field(default=10.0, gt=0)
     """seconds a stopping service lets in-flight calls finish"""

@@ -23,9 +23,11 @@ from invitemesh.mesh.v1 import edge_pb2
 
 from mesh import ratelimits
 from mesh.access import edge_methods
+from mesh.admission import Cost, cost_of
 from mesh.channels import endpoints, is_ip_address
 from mesh.clients import EDGE_NAME, EDGE_TOKEN_HEADER, WEB_TOKEN_HEADER, edge_token, web_token
 from mesh.contracts import idempotent, method_descriptor
+from mesh.errors import OVERLOADED_HEADER
 from mesh.keys import load_kek
 from mesh.services import CONTRACT_SERVICES, RATELIMIT, SERVICES, WEB
 from mesh.settings import Settings
@@ -57,6 +59,7 @@ Endpoints = Sequence[tuple[str, int]]
 DEFAULT_TIMEOUT = 5
 """Seconds the edge gives a method whose contract names no timeout of its own."""
 REQUEST_SHAPE = ENVOY_DIR / "request_shape.lua"
+ANSWER_SHAPE = ENVOY_DIR / "answer_shape.lua"
 
 
 @dataclass(frozen=True)
@@ -303,9 +306,10 @@ def render_envoy_config(
         request_timeout=f"{limits.request_timeout}s",
         max_connections=limits.max_connections,
         max_heap_bytes=limits.max_heap_bytes,
-        request_shape=environment.from_string(REQUEST_SHAPE.read_text()).render(
+        shapes=environment.from_string(REQUEST_SHAPE.read_text()).render(
             max_message_bytes=limits.max_request_bytes, malformed=grpc_status(MALFORMED, MALFORMED.code)
-        ),
+        )
+        + environment.from_string(ANSWER_SHAPE.read_text()).render(overloaded_header=OVERLOADED_HEADER),
         edge_headers=[
             {"header": {"key": EDGE_TOKEN_HEADER, "value": edge_token}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
         ]
@@ -314,6 +318,7 @@ def render_envoy_config(
         backstop_per_second=limits.backstop_per_second,
         cors_origins=[{"exact": origin} for origin in limits.cors_origins],
         routes=edge_routes(pages=pages is not None),
+        hashing_paths=[_path_is(path) for path in edge_methods() if cost_of(path) is Cost.PASSWORD_HASH],
         local_replies=local_reply_mappers(),
         health_path=HEALTH_PATH,
         healthy_percentages={cluster["name"]: {"value": 100} for cluster in clusters},
@@ -323,6 +328,22 @@ def render_envoy_config(
         rate_limit_cluster=RATELIMIT.name,
         clusters=clusters,
     )
+
+
+def _path_is(path: str) -> dict[str, Any]:
+    """A matcher predicate: the request's path (after the transcoder, a gRPC method's) is `path`."""
+    return {
+        "single_predicate": {
+            "input": {
+                "name": "path",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.type.matcher.v3.HttpRequestHeaderMatchInput",
+                    "header_name": ":path",
+                },
+            },
+            "value_match": {"exact": path},
+        }
+    }
 
 
 def deployed_edge_config(settings: StackSettings) -> str:

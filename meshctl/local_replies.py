@@ -5,6 +5,7 @@ REST clients and in `grpc-status-details-bin` for gRPC and grpc-web ones."""
 from __future__ import annotations
 
 import base64
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +21,17 @@ class LocalReply:
     code: grpc.StatusCode
     reason: str
     message: str
+    code_details: str | None = None
+    """Only for a reply Envoy gives these response code details (`%RESPONSE_CODE_DETAILS%`);
+    listed before the reply for every other answer of its status."""
+    retry_after: str | None = None
+    """The seconds of its `RetryInfo` (an Envoy command such as `%RESP(X-RATELIMIT-RESET)%`)."""
 
+
+OVERLOADED_RETRY_AFTER = "1"
+"""Seconds the edge tells a client it refused for load to wait, as the services do: it checks
+its heap four times a second, and refuses calls that hash by what the services answered in the
+last two seconds."""
 
 MALFORMED = LocalReply(
     400, grpc.StatusCode.INVALID_ARGUMENT, "MALFORMED_REQUEST",
@@ -42,9 +53,21 @@ LOCAL_REPLIES = (
     LocalReply(
         429, grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED",
         "too many requests from this address; see x-ratelimit-reset",
+        # Both limiters set x-ratelimit-reset (seconds) on their refusals.
+        retry_after="%RESP(X-RATELIMIT-RESET)%",
     ),
     LocalReply(
         431, grpc.StatusCode.INVALID_ARGUMENT, "REQUEST_HEADERS_TOO_LARGE", "the request headers are too large"
+    ),
+    # The overload manager's refusal, and calls that hash refused before they reach a service
+    # that refuses most of them (envoy/edge.yaml): as the services refuse a call for load.
+    *(
+        LocalReply(
+            503, grpc.StatusCode.RESOURCE_EXHAUSTED, "OVERLOADED", "the edge is at capacity; try again shortly",
+            code_details=details,
+            retry_after=OVERLOADED_RETRY_AFTER,
+        )
+        for details in ("overload", "denied_by_admission_control")
     ),
     LocalReply(503, grpc.StatusCode.UNAVAILABLE, "SERVICE_UNAVAILABLE", "the service is unavailable; try again later"),
     LocalReply(504, grpc.StatusCode.DEADLINE_EXCEEDED, "SERVICE_TIMEOUT", "the service did not answer in time"),
@@ -65,15 +88,36 @@ def local_reply_mappers() -> list[dict[str, Any]]:
 
 
 def _status_filter(comparison: str, reply: LocalReply) -> dict[str, Any]:
+    details = f"_{reply.code_details}" if reply.code_details else ""
     status = {
         "default_value": reply.http_status,
-        "runtime_key": f"edge.local_reply_{comparison.lower()}_{reply.http_status}",
+        "runtime_key": f"edge.local_reply_{comparison.lower()}_{reply.http_status}{details}",
     }
-    return {"status_code_filter": {"comparison": {"op": comparison, "value": status}}}
+    by_status = {"status_code_filter": {"comparison": {"op": comparison, "value": status}}}
+    if reply.code_details is None:
+        return by_status
+    # The overload manager sets no response flag; its refusal is told apart by its details.
+    by_details = {
+        "extension_filter": {
+            "name": "envoy.access_loggers.extension_filters.cel",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
+                "expression": f"response.code_details == {json.dumps(reply.code_details)}",
+            },
+        }
+    }
+    return {"and_filter": {"filters": [by_status, by_details]}}
 
 
 def _local_reply_mapper(comparison: str, reply: LocalReply) -> dict[str, Any]:
-    return {"filter": _status_filter(comparison, reply), "body_format_override": _status_body(reply)}
+    mapper: dict[str, Any] = {"filter": _status_filter(comparison, reply), "body_format_override": _status_body(reply)}
+    if reply.retry_after is not None and reply.retry_after.isdigit():
+        # A fixed delay goes in a Retry-After header too (the rate limiters say theirs in
+        # x-ratelimit-reset).
+        mapper["headers_to_add"] = [
+            {"header": {"key": "retry-after", "value": reply.retry_after}, "append_action": "ADD_IF_ABSENT"}
+        ]
+    return mapper
 
 
 # Envoy gives a gRPC client's local reply the status the official HTTP-to-gRPC mapping makes of
@@ -134,11 +178,8 @@ def _status_body(reply: LocalReply) -> dict[str, Any]:
     details: list[dict[str, Any]] = [
         {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": reply.reason, "domain": DOMAIN}
     ]
-    if reply.http_status == 429:
-        # Both limiters set x-ratelimit-reset (seconds) on their refusals.
-        details.append(
-            {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "%RESP(X-RATELIMIT-RESET)%s"}
-        )
+    if reply.retry_after is not None:
+        details.append({"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{reply.retry_after}s"})
     return {
         "json_format": {"code": reply.code.value[0], "message": reply.message, "details": details},
         "content_type": "application/json",

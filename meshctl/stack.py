@@ -345,6 +345,8 @@ class Stack:
         links = {
             "MESH_AUTH_RESET_URL": f"{origin}/reset-password",
             "MESH_AUTH_SIGN_IN_URL": f"{origin}/sign-in",
+            "MESH_INVITE_WAITLIST_URL": f"{origin}/waitlist",
+            "MESH_INVITE_RESERVE_URL": f"{origin}/",
             # Passkeys need a domain, and localhost is the one a browser allows over plain HTTP.
             "MESH_ADMIN_PASSKEY_ORIGINS": json.dumps([f"http://localhost:{self.settings.edge_port}"]),
             # The site a wallet's Sign-In with Ethereum message names.

@@ -7,6 +7,7 @@ service's per-client budget count the browser, not web_svc."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -39,7 +40,20 @@ class Refused(Exception):
     reason: str
     message: str
     violations: dict[str, str] = field(default_factory=dict)
-    retry_after: float | None = None
+    retry_after: int | None = None
+    """Seconds to wait before trying again, whole and at least one (what a Retry-After header says)."""
+
+    @property
+    def overloaded(self) -> bool:
+        """Refused for load: the same call later may go through."""
+        return self.reason == "OVERLOADED"
+
+    def http_status(self, otherwise: int) -> int:
+        """The page's status for this refusal: 503 when the mesh is too busy, 429 for a spent
+        budget, else `otherwise`."""
+        if self.overloaded:
+            return 503
+        return 429 if self.code is grpc.StatusCode.RESOURCE_EXHAUSTED else otherwise
 
     @classmethod
     def of(cls, error: grpc.aio.AioRpcError) -> Refused:
@@ -49,7 +63,7 @@ class Refused(Exception):
             reason=info.reason if info else "",
             message=error.details() or "",
             violations={violation.field: violation.description for violation in field_violations(error)},
-            retry_after=retry.retry_delay.ToTimedelta().total_seconds() if retry else None,
+            retry_after=max(1, math.ceil(retry.retry_delay.ToTimedelta().total_seconds())) if retry else None,
         )
 
 

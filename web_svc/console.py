@@ -35,6 +35,8 @@ PAGE_SIZE = 50
 MAIL_COUNTS = ("created", "sent", "failed", "bounced", "suppressed", "expired")
 EMAIL_STATUSES = [name.removeprefix("EMAIL_STATUS_").lower() for name in mail.EmailStatus.keys()[1:]]
 CODE_STATES = [name.removeprefix("CODE_STATE_").lower() for name in invite.CodeState.keys()[1:]]
+WAITLIST_STATES = [name.removeprefix("WAITLIST_ENTRY_STATE_").lower() for name in invite.WaitlistEntryState.keys()[1:]]
+GROWTH_DAYS = 14
 UNITS = {"second": ratelimit.TIME_UNIT_SECOND, "minute": ratelimit.TIME_UNIT_MINUTE,
          "hour": ratelimit.TIME_UNIT_HOUR, "day": ratelimit.TIME_UNIT_DAY}  # fmt: skip
 
@@ -306,6 +308,81 @@ class Console:
         return self.page_for(request, me, "admin/mail.html.j2", emails=listed.emails, total=listed.total_size,
                           next_page_token=listed.next_page_token, status_filter=status_name, to=to,
                           statuses=EMAIL_STATUSES, status_names=_email_status_names())  # fmt: skip
+
+    @_for_admins
+    async def waitlist(self, request: Request, me: SignedInAdmin) -> Response:
+        notice = request.query_params.get("released")
+        return await self._waitlist_page(
+            request, me, status=200, problem=None, notice=f"Invited {notice} from the waitlist." if notice else None
+        )
+
+    @_for_admins
+    async def release_waitlist(self, request: Request, me: SignedInAdmin) -> Response:
+        form = await checked_form(request)
+        count = form_text(form, "count").strip()
+        if not count.isdigit() or int(count) < 1:
+            return await self._waitlist_page(
+                request, me, status=400, problem="Release a whole number of places, 1 or more.", notice=None
+            )
+        asked = admin.ReleaseWaitlistPlacesRequest(
+            count=int(count), campaign_id=form_text(form, "campaign").strip(), request_id=form_text(form, "request_id")
+        )
+        try:
+            released = await self._call(me, self._mesh.admin.ReleaseWaitlistPlaces, asked)
+        except Refused as refused:
+            problem = domain.in_one_line(refused.violations, refused.reason)
+            return await self._waitlist_page(request, me, status=400, problem=problem, notice=None)
+        invited = len(released.entries)
+        return see_other(f"/admin/waitlist?released={invited}+{'person' if invited == 1 else 'people'}")
+
+    @_for_admins
+    async def change_waitlist_entry(self, request: Request, me: SignedInAdmin) -> Response:
+        form = await checked_form(request)
+        entry_id, places = form_text(form, "id").strip(), form_text(form, "places").strip()
+        try:
+            if form_text(form, "change") == "remove":
+                await self._call(
+                    me, self._mesh.admin.RemoveWaitlistEntry, admin.RemoveWaitlistEntryRequest(id=entry_id)
+                )
+            elif places.lstrip("-").isdigit():
+                asked = admin.MoveWaitlistEntryRequest(id=entry_id, places=int(places))
+                await self._call(me, self._mesh.admin.MoveWaitlistEntry, asked)
+            else:
+                return await self._waitlist_page(
+                    request, me, status=400, problem="Move by a whole number of places.", notice=None
+                )
+        except Refused as refused:
+            problem = domain.in_one_line(refused.violations, refused.reason)
+            return await self._waitlist_page(request, me, status=400, problem=problem, notice=None)
+        return see_other("/admin/waitlist")
+
+    async def _waitlist_page(
+        self, request: Request, me: SignedInAdmin, *, status: int, problem: str | None, notice: str | None
+    ) -> Response:
+        query = request.query_params
+        state = query.get("state", "") if query.get("state", "") in WAITLIST_STATES else "waiting"
+        email = query.get("email", "").strip()
+        asked = admin.ListWaitlistEntriesRequest(
+            page_size=PAGE_SIZE,
+            page_token=query.get("page_token", ""),
+            state=invite.WaitlistEntryState.Value(f"WAITLIST_ENTRY_STATE_{state.upper()}"),
+            email_prefix=email,
+        )
+        listed, counted, campaigns = await asyncio.gather(
+            self._call(me, self._mesh.admin.ListWaitlistEntries, asked),
+            self._call(me, self._mesh.admin.GetWaitlistStats, admin.GetWaitlistStatsRequest(days=GROWTH_DAYS)),
+            self._call(me, self._mesh.admin.ListCampaigns, admin.ListCampaignsRequest(page_size=PAGE_SIZE)),
+        )
+        stats = counted.stats
+        growth = bar_chart(
+            f"Joined per day, last {GROWTH_DAYS} days (UTC)", [Bar(day.day[5:], day.joined) for day in stats.days]
+        )
+        return self.page_for(request, me, "admin/waitlist.html.j2", status=status, stats=stats, growth=growth,
+                          entries=listed.entries, total=listed.total_size, next_page_token=listed.next_page_token,
+                          state_filter=state, email=email, states=WAITLIST_STATES, campaigns=campaigns.campaigns,
+                          state_names={v: n.removeprefix("WAITLIST_ENTRY_STATE_").lower()
+                                       for n, v in invite.WaitlistEntryState.items()},
+                          request_id=str(uuid.uuid4()), problem=problem, notice=notice)  # fmt: skip
 
     @_for_admins
     async def rate_limits(self, request: Request, me: SignedInAdmin) -> Response:

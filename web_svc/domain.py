@@ -22,6 +22,9 @@ CODE_MESSAGES = {
     "INVITE_EMAIL_DOMAIN_NOT_ALLOWED": "This invitation is for other email addresses than this one.",
 }
 """Refusals of a code, said beside the code field."""
+WAITLIST_INSTEAD = frozenset({"INVITE_CODE_EXHAUSTED", "INVITE_CAMPAIGN_FULL", "INVITE_CAMPAIGN_CLOSED"})
+"""Refusals of a code after which the reserve page offers the waitlist: the code was real, its
+places are gone."""
 
 MESSAGES = {
     **CODE_MESSAGES,
@@ -32,6 +35,7 @@ MESSAGES = {
     "VERIFICATION_CODE_INVALID": "This code is not right, has expired or was used up. Ask for a new one.",
     "RESET_TOKEN_INVALID": "This reset link is not valid any more. Ask for a new one.",
     "RATE_LIMITED": "Too many tries from here. Please wait a moment and try again.",
+    "OVERLOADED": "Many people are here right now. Please try again in a few seconds.",
     "MFA_TOKEN_INVALID": "Your sign-in took too long. Please sign in with your password again.",
     "TOTP_CODE_INVALID": "This code is not right, or was used already. Please sign in again.",
     "PASSKEY_INVALID": "This passkey did not sign you in. Please sign in with your password again.",
@@ -46,6 +50,7 @@ MESSAGES = {
     "WALLET_ADDRESS_TAKEN": "This wallet is linked to another account.",
     "WALLET_CHAIN_MISMATCH": "Your wallet signed for another network. Switch networks and try again.",
     "CHAIN_UNAVAILABLE": "Wallets cannot be linked right now. Please try again in a moment.",
+    "WAITLIST_LINK_INVALID": "This link is not valid. Join again with your email to get a new one.",
 }
 """What a person reads for a refusal; any other reason gets `UNEXPECTED`."""
 UNEXPECTED = "Something went wrong on our side. Please try again in a moment."

@@ -9,6 +9,7 @@ import jinja2
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse
 
+from web_svc.busy import RESEND_FIELD, Busy
 from web_svc.security import CSRF_FIELD, PERSONAL, csrf_token
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -30,20 +31,27 @@ def page(
     status: int = 200,
     personal: bool = False,
     signed_in: bool = False,
+    private: bool = False,
+    busy: Busy | None = None,
     **context: Any,
 ) -> HTMLResponse:
     """`template` rendered for this browser: its CSRF token in every form, and no-store when the
-    page shows personal data."""
+    page shows a signed-in person's data (`personal`) or what a private link shows (`private`).
+    A form the mesh was too `busy` to take carries its sealed resend (web_svc.busy)."""
     html = _environment.get_template(template).render(
         csrf_field=CSRF_FIELD,
         csrf=csrf_token(request),
         path=request.url.path,
         signed_in=signed_in or personal,
+        busy=busy,
+        resend_field=RESEND_FIELD,
         **context,
     )
     response = HTMLResponse(html, status_code=status)
-    if personal:
+    if personal or private or busy:
         response.headers["cache-control"] = PERSONAL
+    if busy:
+        response.headers.update(busy.headers)
     return response
 
 

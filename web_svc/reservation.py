@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import time
 
-import grpc
 from invitemesh.auth.v1 import auth_service_pb2 as auth
 from invitemesh.invite.v1 import invite_service_pb2 as invite
 from starlette.requests import Request
 from starlette.responses import Response
 
 from web_svc import domain
+from web_svc.busy import BusyForms
 from web_svc.calls import Mesh, Refused
 from web_svc.pages import fragment, page, see_other
 from web_svc.security import checked_form, form_text
@@ -20,16 +20,26 @@ from web_svc.store import Pending, WebStore
 
 
 class Reservation:
-    def __init__(self, mesh: Mesh, store: WebStore, sessions: Sessions, resends: int) -> None:
+    def __init__(self, mesh: Mesh, store: WebStore, sessions: Sessions, resends: int, busy_forms: BusyForms) -> None:
         self._mesh = mesh
         self._store = store
         self._sessions = sessions
         self._resends = resends
+        self._busy_forms = busy_forms
 
     async def reserve_page(self, request: Request) -> Response:
         code = domain.displayed_code(request.query_params.get("code", ""))
         signed_in = await self._sessions.signed_in(request)
-        return page(request, "reserve.html.j2", signed_in=signed_in, code=code, email="", errors={}, problem=None)
+        return page(
+            request,
+            "reserve.html.j2",
+            signed_in=signed_in,
+            code=code,
+            email="",
+            errors={},
+            problem=None,
+            waitlist_offer=False,
+        )
 
     async def check_code(self, request: Request) -> Response:
         """The code field's status as it is typed: a typo is caught here, without a lookup."""
@@ -50,7 +60,8 @@ class Reservation:
 
     async def reserve(self, request: Request) -> Response:
         form = await checked_form(request)
-        code, email, password = form_text(form, "code"), form_text(form, "email").strip(), form_text(form, "password")
+        code, email = form_text(form, "code"), form_text(form, "email").strip()
+        password = self._busy_forms.field(request, form, "password")
         shown = domain.displayed_code(code)
         try:
             answer = await self._mesh.call(
@@ -64,9 +75,17 @@ class Reservation:
             # page can tell by itself is said now, with the rest.
             if errors and "code" not in errors and (typo := domain.code_problem(code)):
                 errors["code"] = typo
-            status = 429 if refused.code is grpc.StatusCode.RESOURCE_EXHAUSTED else 400
+            busy = self._busy_forms.busy(request, refused, {"password": password})
             return page(
-                request, "reserve.html.j2", status=status, code=shown, email=email, errors=errors, problem=problem
+                request,
+                "reserve.html.j2",
+                status=refused.http_status(400),
+                code=shown,
+                email=email,
+                errors=errors,
+                problem=None if busy else problem,
+                waitlist_offer=refused.reason in domain.WAITLIST_INSTEAD,
+                busy=busy,
             )
         lifetime = answer.verification_expire_time.ToSeconds() - time.time()
         await self._store.keep_pending(

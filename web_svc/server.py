@@ -26,6 +26,7 @@ from mesh.services import WEB
 from mesh.settings import Settings
 from web_svc import domain
 from web_svc.account import Account
+from web_svc.busy import BusyForms
 from web_svc.calls import Mesh, Refused
 from web_svc.console import Console
 from web_svc.pages import STATIC, page, see_other
@@ -37,6 +38,7 @@ from web_svc.sessions import Sessions
 from web_svc.settings import WebSettings
 from web_svc.sign_in import SignIn
 from web_svc.store import AdminStore, WebStore
+from web_svc.waitlist import WaitlistPages
 from web_svc.wallets import Wallets
 
 log = structlog.get_logger("web_svc")
@@ -58,9 +60,11 @@ def create_app(settings: Settings, own: WebSettings) -> Starlette:
     mesh = Mesh(own.edge_address, web_token(kek), own.call_timeout)
     store = WebStore(redis)
     sessions = Sessions(store, mesh, own.refresh_before)
-    reservation = Reservation(mesh, store, sessions, own.resends)
-    sign_in = SignIn(mesh, sessions)
-    recovery = Recovery(mesh)
+    busy_forms = BusyForms(derive_key(kek, "web busy resend v1"))
+    reservation = Reservation(mesh, store, sessions, own.resends, busy_forms)
+    sign_in = SignIn(mesh, sessions, busy_forms)
+    recovery = Recovery(mesh, busy_forms)
+    waitlist = WaitlistPages(mesh)
     wallets = Wallets(mesh, sessions)
     account = Account(mesh, sessions, wallets, own.public_url)
     admins = AdminStore(redis)
@@ -96,8 +100,11 @@ def create_app(settings: Settings, own: WebSettings) -> Starlette:
         return unavailable(request, error)
 
     def unavailable(request: Request, error: Refused) -> Response:
-        status = 429 if error.code is grpc.StatusCode.RESOURCE_EXHAUSTED else 503
-        return page(request, "error.html.j2", status=status, message=domain.message_for(error.reason))
+        message = domain.message_for(error.reason)
+        response = page(request, "error.html.j2", status=error.http_status(503), message=message)
+        if error.retry_after is not None:
+            response.headers["retry-after"] = str(error.retry_after)
+        return response
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -112,6 +119,10 @@ def create_app(settings: Settings, own: WebSettings) -> Starlette:
         Route("/verify", reservation.verify_page, methods=["GET"]),
         Route("/verify", reservation.verify, methods=["POST"]),
         Route("/verify/resend", reservation.resend, methods=["POST"]),
+        Route("/waitlist", waitlist.join_page, methods=["GET"]),
+        Route("/waitlist", waitlist.join, methods=["POST"]),
+        Route("/waitlist/me", waitlist.place_page, methods=["GET"]),
+        Route("/waitlist/me", waitlist.place, methods=["POST"]),
         Route("/sign-in", sign_in.sign_in_page, methods=["GET"]),
         Route("/sign-in", sign_in.sign_in, methods=["POST"]),
         Route("/sign-out", sign_in.sign_out_page, methods=["GET"]),
@@ -140,6 +151,9 @@ def create_app(settings: Settings, own: WebSettings) -> Starlette:
         Route("/admin/campaigns", console.create_campaign, methods=["POST"]),
         Route("/admin/users", console.users, methods=["GET"]),
         Route("/admin/users", console.change_user, methods=["POST"]),
+        Route("/admin/waitlist", console.waitlist, methods=["GET"]),
+        Route("/admin/waitlist/release", console.release_waitlist, methods=["POST"]),
+        Route("/admin/waitlist/change", console.change_waitlist_entry, methods=["POST"]),
         Route("/admin/mail", console.mail_log, methods=["GET"]),
         Route("/admin/rate-limits", console.rate_limits, methods=["GET"]),
         Route("/admin/rate-limits", console.update_rate_limits, methods=["POST"]),

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import grpc
 from invitemesh.auth.v1 import auth_service_pb2 as auth
 from starlette.requests import Request
 from starlette.responses import Response
 
 from web_svc import domain
+from web_svc.busy import BusyForms
 from web_svc.calls import Mesh, Refused
 from web_svc.pages import page, see_other
 from web_svc.security import checked_form, form_text
@@ -18,9 +18,10 @@ NOTICES = {"reset": "Your password is changed. Sign in with the new one.", "out"
 
 
 class SignIn:
-    def __init__(self, mesh: Mesh, sessions: Sessions) -> None:
+    def __init__(self, mesh: Mesh, sessions: Sessions, busy_forms: BusyForms) -> None:
         self._mesh = mesh
         self._sessions = sessions
+        self._busy_forms = busy_forms
 
     async def sign_in_page(self, request: Request) -> Response:
         if await self._sessions.signed_in(request):
@@ -31,16 +32,23 @@ class SignIn:
     async def sign_in(self, request: Request) -> Response:
         form = await checked_form(request)
         email = form_text(form, "email").strip()
+        password = self._busy_forms.field(request, form, "password")
         try:
             answer = await self._mesh.call(
-                self._mesh.auth.Login,
-                auth.LoginRequest(email=email, password=form_text(form, "password")),
-                anonymous(request),
+                self._mesh.auth.Login, auth.LoginRequest(email=email, password=password), anonymous(request)
             )
         except Refused as refused:
-            status = 429 if refused.code is grpc.StatusCode.RESOURCE_EXHAUSTED else 400
-            problem = domain.message_for(refused.reason)
-            return page(request, "sign_in.html.j2", status=status, email=email, problem=problem, notice=None)
+            busy = self._busy_forms.busy(request, refused, {"password": password})
+            problem = None if busy else domain.message_for(refused.reason)
+            return page(
+                request,
+                "sign_in.html.j2",
+                status=refused.http_status(400),
+                email=email,
+                problem=problem,
+                notice=None,
+                busy=busy,
+            )
         await self._sessions.begin(request, answer.session)
         return see_other("/me")
 

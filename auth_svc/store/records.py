@@ -14,10 +14,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from auth_svc.domain import TokenState, UserState
 from auth_svc.models import refresh_tokens
+from mesh.mailing import SEND_EMAIL, Mail, mail_payload
 from mesh.outbox import Outbox
 
 PURGE_BATCH = 500
-SEND_EMAIL = "send_email"
 CONFIRM_HOLD = "confirm_hold"
 RELEASE_HOLD = "release_hold"
 MINT_CODES = "mint_codes"
@@ -66,17 +66,6 @@ class NewCode:
     digest: bytes
     expire_time: datetime.datetime
     attempts: int
-
-
-@dataclass(frozen=True)
-class Mail:
-    """An email to send through the outbox, after the transaction that asked for it commits."""
-
-    template: int
-    to: str
-    variables: dict[str, str]
-    expire_time: datetime.datetime | None = None
-    """When what the mail carries stops working: mail_svc never sends it later."""
 
 
 @dataclass(frozen=True)
@@ -133,13 +122,6 @@ def user_record(row: Any) -> UserRecord:
 
 
 _USER_FIELDS = [name for name in UserRecord.__dataclass_fields__ if name != "state"]
-
-
-def mail_payload(mail: Mail) -> dict[str, Any]:
-    payload: dict[str, Any] = {"template": mail.template, "to": mail.to, "variables": mail.variables}
-    if mail.expire_time is not None:
-        payload["expire_time"] = mail.expire_time.isoformat()
-    return payload
 
 
 async def add_mail(outbox: Outbox, connection: AsyncConnection, canonical_email: str, mail: Mail) -> None:

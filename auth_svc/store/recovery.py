@@ -10,7 +10,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from auth_svc.domain import UserState
 from auth_svc.models import password_resets, refresh_tokens, users
-from auth_svc.store.records import Mail, NewToken, UserRecord, add_mail, revoke_sessions
+from auth_svc.store.records import NewToken, UserRecord, add_mail, revoke_sessions
+from mesh.mailing import Mail
 from mesh.outbox import Outbox
 
 

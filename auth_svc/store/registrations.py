@@ -26,20 +26,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from auth_svc.domain import UserState
 from auth_svc.models import outbox, users, verification_codes
-from auth_svc.store.records import (
-    PURGE_BATCH,
-    SEND_EMAIL,
-    Mail,
-    NewCode,
-    Registered,
-    Registration,
-    UserRecord,
-    add_mail,
-    mail_payload,
-    user_record,
-)
+from auth_svc.store.records import PURGE_BATCH, NewCode, Registered, Registration, UserRecord, add_mail, user_record
 from auth_svc.store.users import ACCOUNT
 from mesh.db import DriverPool, DriverStatement
+from mesh.mailing import SEND_EMAIL, Mail, mail_payload
 from mesh.outbox import Outbox
 
 

@@ -15,9 +15,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from auth_svc.domain import UserState
 from auth_svc.models import users, verification_codes
-from auth_svc.store.records import Attempt, Mail, NewCode, NewToken, UserRecord, Work, add_mail, user_record
+from auth_svc.store.records import Attempt, NewCode, NewToken, UserRecord, Work, add_mail, user_record
 from auth_svc.store.sessions import insert_session
 from mesh.db import DriverPool, DriverStatement
+from mesh.mailing import Mail
 from mesh.outbox import Outbox
 
 _ONE_ACCOUNT_PER_EMAIL = "users_one_account_per_email"

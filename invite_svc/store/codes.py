@@ -48,36 +48,9 @@ class CodeStore:
                 earlier = await self._minted_by(connection, request_id)
                 if earlier:
                     return earlier
-            minted: list[MintedCode] = []
-            while len(minted) < count:
-                code_id, code = uuid.uuid4(), code_format.generate(length)
-                row = {
-                    "id": code_id,
-                    "lookup": self._sealer.lookup(code),
-                    "sealed": self._sealer.seal(code_id, code),
-                    "state": CodeState.ACTIVE,
-                    "max_uses": max_uses,
-                    "owner_user_id": owner.user_id,
-                    "owner_admin_id": owner.admin_id,
-                    "campaign_id": campaign_id,
-                    "expire_time": expire_time,
-                    "mint_request_id": request_id,
-                }
-                # A collision (40 random bits) is retried with a new code, not raised.
-                statement = upsert(codes).values(row).on_conflict_do_nothing(index_elements=["lookup"])
-                inserted = await connection.execute(statement.returning(codes.c.id))
-                if inserted.scalar() is None:
-                    continue
-                if max_uses:
-                    await connection.execute(
-                        insert(code_slots),
-                        [
-                            {"code_id": code_id, "slot": slot, "capacity": capacity}
-                            for slot, capacity in enumerate(slot_capacities(max_uses))
-                        ],
-                    )
-                minted.append(MintedCode(code_id, code, max_uses, owner, campaign_id, expire_time))
-            return minted
+            return await insert_codes(
+                connection, self._sealer, count, max_uses, owner, campaign_id, expire_time, request_id, length
+            )
 
     async def list_codes(
         self,
@@ -195,3 +168,47 @@ _CODES_OF_USER = DriverStatement(
     .order_by(codes.c.create_time, codes.c.id)
     .limit(bindparam("limit"))
 )
+
+
+async def insert_codes(
+    connection: AsyncConnection,
+    sealer: CodeSealer,
+    count: int,
+    max_uses: int | None,
+    owner: Owner,
+    campaign_id: uuid.UUID | None = None,
+    expire_time: datetime.datetime | None = None,
+    request_id: str | None = None,
+    length: int = code_format.DEFAULT_LENGTH,
+) -> list[MintedCode]:
+    """`count` fresh codes written in the transaction of `connection`."""
+    minted: list[MintedCode] = []
+    while len(minted) < count:
+        code_id, code = uuid.uuid4(), code_format.generate(length)
+        row = {
+            "id": code_id,
+            "lookup": sealer.lookup(code),
+            "sealed": sealer.seal(code_id, code),
+            "state": CodeState.ACTIVE,
+            "max_uses": max_uses,
+            "owner_user_id": owner.user_id,
+            "owner_admin_id": owner.admin_id,
+            "campaign_id": campaign_id,
+            "expire_time": expire_time,
+            "mint_request_id": request_id,
+        }
+        # A collision (40 random bits) is retried with a new code, not raised.
+        statement = upsert(codes).values(row).on_conflict_do_nothing(index_elements=["lookup"])
+        inserted = await connection.execute(statement.returning(codes.c.id))
+        if inserted.scalar() is None:
+            continue
+        if max_uses:
+            await connection.execute(
+                insert(code_slots),
+                [
+                    {"code_id": code_id, "slot": slot, "capacity": capacity}
+                    for slot, capacity in enumerate(slot_capacities(max_uses))
+                ],
+            )
+        minted.append(MintedCode(code_id, code, max_uses, owner, campaign_id, expire_time))
+    return minted

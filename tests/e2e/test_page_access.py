@@ -16,11 +16,12 @@ import pytest
 from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import Browser, Page, expect
 
-from tests.e2e.browsers import chromium, person
+from tests.e2e.browsers import chromium, path_of, person
 from tests.e2e.conftest import Mesh, running_mesh
 from tests.e2e.test_console import ADMIN_PASSWORD, new_admin, sign_in
 from tests.e2e.test_edge import PASSWORD, fresh_email, mailed, registered_and_verified
 from tests.e2e.test_pages import minted
+from tests.e2e.test_waitlist import LINK as WAITLIST_LINK
 
 pytestmark = pytest.mark.e2e
 
@@ -84,6 +85,31 @@ def _signed_in(page: Page, mesh: Mesh, member: str) -> None:
     expect(page).to_have_url(re.compile(r"/me$"))
 
 
+def _joined_the_waitlist(page: Page, mesh: Mesh, member: str) -> None:
+    page.goto("/waitlist")
+    page.get_by_label("Email").fill(email := fresh_email())
+    page.get_by_role("button", name="Join the waitlist").click()
+    expect(page.get_by_text(email)).to_be_visible()
+
+
+def _waiting(page: Page, mesh: Mesh, member: str) -> None:
+    page.goto("/waitlist")
+    page.get_by_label("Email").fill(email := fresh_email())
+    page.get_by_role("button", name="Join the waitlist").click()
+    page.goto(path_of(mailed(mesh, email, WAITLIST_LINK)))
+    expect(page.locator(".place-number")).to_be_visible()
+
+
+def _code_used_up(page: Page, mesh: Mesh, member: str) -> None:
+    code = minted(mesh)
+    registered_and_verified(mesh, fresh_email(), code)
+    page.goto(f"/?code={code}")
+    page.get_by_label("Email").fill(fresh_email())
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Reserve my spot").click()
+    expect(page.get_by_role("heading", name="Take a place on the waitlist instead")).to_be_visible()
+
+
 Setup = Callable[[Page, Mesh, str], None]
 PAGES: list[tuple[str, Setup, str]] = [
     ("reserve", _anonymous, "/"),
@@ -96,6 +122,11 @@ PAGES: list[tuple[str, Setup, str]] = [
     ("sign-out", _signed_in, "/sign-out"),
     ("me", _signed_in, "/me"),
     ("not-found", _anonymous, "/no/such/page"),
+    ("waitlist", _anonymous, "/waitlist?ref=abc123"),
+    ("waitlist-sent", _joined_the_waitlist, ""),
+    ("waitlist-token", _anonymous, "/waitlist/me"),
+    ("waitlist-place", _waiting, ""),
+    ("reserve-waitlist-offer", _code_used_up, ""),
 ]
 
 
@@ -148,6 +179,7 @@ CONSOLE_PAGES = [
     ("console-codes", "/admin/codes"),
     ("console-campaigns", "/admin/campaigns"),
     ("console-users", f"/admin/users?user_id={uuid.uuid4()}"),
+    ("console-waitlist", "/admin/waitlist"),
     ("console-mail", "/admin/mail"),
     ("console-rate-limits", "/admin/rate-limits"),
     ("console-audit", "/admin/audit"),

@@ -14,7 +14,7 @@ from eth_account import Account
 from eth_account.messages import encode_defunct
 
 from tests.e2e.conftest import Mesh, running_mesh, until
-from tests.e2e.test_console import ADMIN_PASSWORD, new_admin
+from tests.e2e.test_console import admin_token
 from tests.e2e.test_edge import call, fresh_email, ok, registered_and_verified
 
 pytestmark = pytest.mark.e2e
@@ -27,15 +27,6 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
         tmp_path_factory, MESH_CHAIN_POLL_INTERVAL="0.5", MESH_CHAIN_CONFIRMATIONS=str(CONFIRMATIONS)
     ) as mesh:
         yield mesh
-
-
-def _admin_token(mesh: Mesh) -> str:
-    email, totp = new_admin(mesh, "viewer")
-    mfa = ok(call(mesh.edge, "POST", "/v1/admin/sessions", {"email": email, "password": ADMIN_PASSWORD}))
-    session = ok(
-        call(mesh.edge, "POST", "/v1/admin/sessions:mfa", {"mfaToken": mfa["mfaToken"], "totpCode": totp.now()})
-    )
-    return str(session["accessToken"])
 
 
 def test_a_person_links_a_wallet_sees_its_balance_and_unlinks_it(mesh: Mesh) -> None:
@@ -72,7 +63,7 @@ def test_a_person_links_a_wallet_sees_its_balance_and_unlinks_it(mesh: Mesh) -> 
         # meshctl deployed its dev token and told chain_svc to poll it.
         assert [token["contractAddress"] for token in snapshot["tokenBalances"]] == [chain["details"]["token"]]
 
-    seen = ok(call(mesh.edge, "GET", f"/v1/admin/users/{me['id']}/wallet", token=_admin_token(mesh)))["wallet"]
+    seen = ok(call(mesh.edge, "GET", f"/v1/admin/users/{me['id']}/wallet", token=admin_token(mesh, "viewer")))["wallet"]
     assert seen["address"] == wallet.address
 
     assert call(mesh.edge, "DELETE", "/v1/users/me/wallet", token=token).status == 200

@@ -13,7 +13,7 @@ from meshctl.local_replies import LOCAL_REPLIES
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("mesh", "auth_svc", "invite_svc", "mail_svc", "ratelimit_svc", "admin_svc", "chain_svc")
-_REASON = re.compile(r"^[A-Z][A-Z0-9]*(_[A-Z0-9]+)+$|^INTERNAL$")
+_REASON = re.compile(r"^[A-Z][A-Z0-9]*(_[A-Z0-9]+)+$|^INTERNAL$|^OVERLOADED$")
 # UPPER_SNAKE strings in the code that are not reasons: names of settings, Envoy's enums, files.
 _NOT_REASONS = re.compile(r"^MESH_|^NOT_FOUND$|^OVERWRITE_IF_EXISTS_OR_ADD$|^PG_VERSION$")
 # What Envoy's transcoder makes of a gRPC code (the same as google.rpc.Code's documented mapping).

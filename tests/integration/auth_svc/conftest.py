@@ -63,6 +63,9 @@ FAST = {
     "auth_registrations_per_hour": 10_000,
     "auth_emails_per_hour": 10_000,
     "invite_checks_per_minute": 10_000,
+    # Tests here send dozens of registrations at once for what they race on, not to be refused
+    # for load: admission has tests of its own (tests/integration/mesh/test_admission.py).
+    "hash_wait_target": 10.0,
 }
 
 
@@ -123,6 +126,11 @@ class Stack:
         """invite_svc as admin_svc calls it."""
         return invite_service_pb2_grpc.InviteServiceStub(self._channel("invite_svc", "admin_svc"))
 
+    @property
+    def invites_in_public(self) -> invite_service_pb2_grpc.InviteServiceAsyncStub:
+        """invite_svc as the edge passes a public call on (with `from_the_edge` metadata)."""
+        return invite_service_pb2_grpc.InviteServiceStub(self._channel("invite_svc"))
+
     async def mint(self, max_uses: int = 1, count: int = 1, campaign_id: str = "") -> list[str]:
         request = invite_pb.MintCodesRequest(
             count=count,
@@ -154,8 +162,8 @@ class Stack:
         """The code of the `nth` verification mail to `address`."""
         return (await self._found_in_mails(address, r"\b(\d{6})\b", nth))[nth - 1]
 
-    async def reset_token(self, address: str) -> str:
-        """The token of the newest password reset link mailed to `address`."""
+    async def link_token(self, address: str) -> str:
+        """The token of the newest link mailed to `address` (a password reset's, a waitlist place's)."""
         return (await self._found_in_mails(address, r"#token=([A-Za-z0-9_-]+)"))[-1]
 
     async def _found_in_mails(self, address: str, pattern: str, count: int = 1) -> list[str]:

@@ -145,7 +145,7 @@ async def test_an_expired_code_fails_and_a_resent_one_works(stack: Stack) -> Non
 async def test_a_reset_link_works_once_and_ends_every_session(stack: Stack) -> None:
     email, verified = await stack.signed_up()
     await stack.auth.RequestPasswordReset(pb.RequestPasswordResetRequest(email=email))
-    token = await stack.reset_token(email)
+    token = await stack.link_token(email)
     new_password = "another passphrase entirely"
 
     await stack.auth.ResetPassword(pb.ResetPasswordRequest(token=token, new_password=new_password))

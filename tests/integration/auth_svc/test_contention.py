@@ -10,9 +10,9 @@ import asyncpg
 import grpc
 from invitemesh.auth.v1 import auth_service_pb2 as pb
 
-from auth_svc.store.records import SEND_EMAIL
 from mesh.emails import canonical_email
 from mesh.errors import error_info
+from mesh.mailing import SEND_EMAIL
 from mesh.redis import KeySpace, create_redis
 from mesh.services import AUTH
 from tests.conftest import eventually

@@ -12,6 +12,8 @@ from invitemesh.invite.v1 import invite_service_pb2_grpc
 from invitemesh.mail.v1 import mail_service_pb2 as mail_pb
 
 from auth_svc.settings import AuthSettings
+from mesh.errors import error_info
+from mesh.invite_codes import display, generate
 from tests.conftest import eventually
 from tests.integration.auth_svc.conftest import PASSWORD, Stack, StackFactory, refusal, someone
 from tests.integration.conftest import fetchval
@@ -120,7 +122,7 @@ async def test_a_default_quota_of_none_gives_no_codes(stack_with: StackFactory) 
 async def test_verification_and_reset_mails_expire_with_what_they_carry(stack: Stack) -> None:
     email, _ = await stack.signed_up()
     await stack.auth.RequestPasswordReset(pb.RequestPasswordResetRequest(email=email))
-    await stack.reset_token(email)
+    await stack.link_token(email)
     logged = "SELECT template, expire_time - create_time FROM mail.emails WHERE recipient = $1"
 
     connection = await asyncpg.connect(stack.database_url)
@@ -179,3 +181,17 @@ async def test_a_user_sees_who_joined_through_their_codes_newest_first_and_maske
     assert list(with_referrals.referrals) == joined
     assert [list(code.referrals) for code in basic.codes] == [[]]
     assert no_such_view.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_a_code_whose_places_are_gone_points_the_registration_at_the_waitlist(stack: Stack) -> None:
+    (code,) = await stack.mint(max_uses=1)
+    await stack.register(someone(), code)
+    with pytest.raises(grpc.aio.AioRpcError) as used_up:
+        await stack.register(someone(), code)
+    with pytest.raises(grpc.aio.AioRpcError) as unknown:
+        await stack.register(someone(), display(generate()))
+
+    gone, other = error_info(used_up.value), error_info(unknown.value)
+    assert gone is not None and gone.reason == "INVITE_CODE_EXHAUSTED"
+    assert gone.metadata["waitlist_url"] == "http://localhost:8080/waitlist"
+    assert other is not None and other.reason == "INVITE_CODE_NOT_FOUND" and "waitlist_url" not in other.metadata

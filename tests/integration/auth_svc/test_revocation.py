@@ -41,7 +41,7 @@ async def _signed_out_everywhere(stack: Stack, token: str) -> None:
 
 async def _reset(stack: Stack, email: str) -> None:
     await stack.auth.RequestPasswordReset(pb.RequestPasswordResetRequest(email=email))
-    token = await stack.reset_token(email)
+    token = await stack.link_token(email)
     await stack.auth.ResetPassword(pb.ResetPasswordRequest(token=token, new_password="an entirely new passphrase"))
 
 

@@ -28,7 +28,7 @@ async def test_the_flow_logs_no_secret(stack: Stack, capfd: pytest.CaptureFixtur
     signed_in = await stack.auth.Login(pb.LoginRequest(email=email, password=PASSWORD))
     renewed = await stack.auth.Refresh(pb.RefreshRequest(refresh_token=signed_in.session.refresh_token))
     await stack.auth.RequestPasswordReset(pb.RequestPasswordResetRequest(email=email))
-    reset_token = await stack.reset_token(email)
+    reset_token = await stack.link_token(email)
     await stack.auth.ResetPassword(pb.ResetPasswordRequest(token=reset_token, new_password="brand new passphrase"))
 
     logged = capfd.readouterr()

@@ -67,7 +67,7 @@ async def test_spent_and_long_expired_tokens_are_deleted(stack_with: StackFactor
     async with stack_with(auth_jobs_interval=0.2) as stack:
         email, verified = await stack.signed_up()
         await stack.auth.RequestPasswordReset(pb.RequestPasswordResetRequest(email=email))
-        token = await stack.reset_token(email)
+        token = await stack.link_token(email)
         await stack.auth.ResetPassword(pb.ResetPasswordRequest(token=token, new_password="a brand new passphrase"))
         user_id = uuid.UUID(verified.user.id)
         connection = await asyncpg.connect(stack.database_url)

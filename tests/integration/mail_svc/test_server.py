@@ -193,9 +193,30 @@ async def test_a_page_token_is_tamper_proof_and_bound_to_its_filter(mail: Mail) 
         assert code == grpc.StatusCode.INVALID_ARGUMENT and "page_token" in violations
 
 
+async def _a_day_without_emails(database_url: str) -> datetime.date:
+    """A past day with no email created, sent, failed or bounced within two days of it: runs
+    against the same database left theirs on other days, and any next to this one would count."""
+    connection = await asyncpg.connect(database_url)
+    try:
+        while True:
+            day = datetime.date(1990 + random.randrange(30), 3, 1 + random.randrange(27))
+            start = datetime.datetime.combine(day - datetime.timedelta(days=2), datetime.time(), datetime.UTC)
+            end = start + datetime.timedelta(days=5)
+            near = await connection.fetchval(
+                """SELECT count(*) FROM mail.emails WHERE create_time BETWEEN $1 AND $2 OR send_time BETWEEN $1 AND $2
+                   OR fail_time BETWEEN $1 AND $2 OR bounce_time BETWEEN $1 AND $2""",
+                start,
+                end,
+            )
+            if near == 0:
+                return day
+    finally:
+        await connection.close()
+
+
 async def test_a_days_stats_count_that_local_day_only(mail: Mail) -> None:
     zone = zoneinfo.ZoneInfo("America/New_York")
-    day = datetime.date(1990 + random.randrange(30), 3, 1 + random.randrange(27))  # a day no other run used
+    day = await _a_day_without_emails(mail.database_url)
     midnight = datetime.datetime.combine(day, datetime.time(), zone)
     inside = [midnight + datetime.timedelta(minutes=1), midnight + datetime.timedelta(hours=23, minutes=59)]
     outside = [midnight - datetime.timedelta(minutes=1), midnight + datetime.timedelta(hours=24)]

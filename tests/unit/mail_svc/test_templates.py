@@ -51,6 +51,8 @@ def test_every_template_renders_with_its_required_variables(template: Template) 
         "codes": "ABCD-EFGH-J",
         "subject": "A word from us",
         "text": "Hello.",
+        "status_url": "https://app.example/waitlist/me#token=abc",
+        "reserve_url": "https://app.example/",
     }
     rendered = RENDERER.render(template, {name: values[name] for name in CATALOGUE[template].required})
 
@@ -113,3 +115,15 @@ def test_the_message_has_both_parts_and_a_message_id_that_names_the_email() -> N
     assert email_id_of(message["Message-ID"]) == email_id
     assert email_id_of("<not-ours@elsewhere>") is None
     assert [part.get_content_type() for part in message.iter_parts()] == ["text/plain", "text/html"]
+
+
+def test_a_waitlist_link_and_an_invitation_keep_their_secrets_out_of_the_log() -> None:
+    link = RENDERER.render(Template.WAITLIST_LINK, {"status_url": "https://app.example/waitlist/me#token=s3cr3t"})
+    invitation = RENDERER.render(
+        Template.WAITLIST_INVITATION, {"code": "ABCD-EFGH-J", "reserve_url": "https://app.example/"}
+    )
+
+    assert "#token=s3cr3t" in link.text and 'href="https://app.example/waitlist/me#token=s3cr3t"' in link.html
+    assert "s3cr3t" not in link.masked_text
+    assert "ABCD-EFGH-J" in invitation.text and "ABCD-EFGH-J" not in invitation.masked_text
+    assert "https://app.example/" in invitation.masked_text

@@ -12,6 +12,9 @@ PUBLIC, USER, ADMIN = Audience.PUBLIC, Audience.USER, Audience.ADMIN
 # DESIGN §8, row by row: method → (verb, path, who).
 DESIGN_REST_SURFACE = {
     "invitemesh.invite.v1.InviteService/CheckCode": ("post", "/v1/invites:check", PUBLIC),
+    "invitemesh.invite.v1.InviteService/JoinWaitlist": ("post", "/v1/waitlist", PUBLIC),
+    "invitemesh.invite.v1.InviteService/ConfirmWaitlistEntry": ("post", "/v1/waitlist:confirm", PUBLIC),
+    "invitemesh.invite.v1.InviteService/GetMyWaitlistEntry": ("get", "/v1/waitlist/me", PUBLIC),
     "invitemesh.auth.v1.AuthService/Register": ("post", "/v1/registrations", PUBLIC),
     "invitemesh.auth.v1.AuthService/VerifyEmail": ("post", "/v1/registrations:verify", PUBLIC),
     "invitemesh.auth.v1.AuthService/ResendVerification": ("post", "/v1/registrations:resend", PUBLIC),
@@ -35,6 +38,11 @@ DESIGN_REST_SURFACE = {
     "invitemesh.admin.v1.AdminService/DisableInvite": ("post", "/v1/admin/invites/{code}:disable", ADMIN),
     "invitemesh.admin.v1.AdminService/ListReferrals": ("get", "/v1/admin/users/{user_id}/referrals", ADMIN),
     "invitemesh.admin.v1.AdminService/SuspendUser": ("post", "/v1/admin/users/{user_id}:suspend", ADMIN),
+    "invitemesh.admin.v1.AdminService/ListWaitlistEntries": ("get", "/v1/admin/waitlist", ADMIN),
+    "invitemesh.admin.v1.AdminService/GetWaitlistStats": ("get", "/v1/admin/waitlist:stats", ADMIN),
+    "invitemesh.admin.v1.AdminService/ReleaseWaitlistPlaces": ("post", "/v1/admin/waitlist:release", ADMIN),
+    "invitemesh.admin.v1.AdminService/RemoveWaitlistEntry": ("post", "/v1/admin/waitlist/{id}:remove", ADMIN),
+    "invitemesh.admin.v1.AdminService/MoveWaitlistEntry": ("post", "/v1/admin/waitlist/{id}:move", ADMIN),
     "invitemesh.admin.v1.AdminService/ListEmails": ("get", "/v1/admin/emails", ADMIN),
     "invitemesh.admin.v1.AdminService/GetEmailStats": ("get", "/v1/admin/emails:stats", ADMIN),
     "invitemesh.admin.v1.AdminService/SendEmail": ("post", "/v1/admin/emails", ADMIN),

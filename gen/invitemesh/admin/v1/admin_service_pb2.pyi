@@ -1786,3 +1786,271 @@ class ListAuditLogEntriesResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListAuditLogEntriesResponse: _TypeAlias = ListAuditLogEntriesResponse  # noqa: Y015
+
+@_typing.final
+class ListWaitlistEntriesRequest(_message.Message):
+    """Request for ListWaitlistEntries."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    EMAIL_PREFIX_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """Most entries to return; the server caps it."""
+    page_token: _builtins.str
+    """From a previous response's `next_page_token`."""
+    state: _invite_service_pb2.WaitlistEntryState.ValueType
+    """Only entries in this state; unset: the people waiting."""
+    email_prefix: _builtins.str
+    """Only entries whose email starts with this, when set."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        state: _invite_service_pb2.WaitlistEntryState.ValueType = ...,
+        email_prefix: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["email_prefix", b"email_prefix", "page_size", b"page_size", "page_token", b"page_token", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListWaitlistEntriesRequest: _TypeAlias = ListWaitlistEntriesRequest  # noqa: Y015
+
+@_typing.final
+class ListWaitlistEntriesResponse(_message.Message):
+    """Response for ListWaitlistEntries."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    TOTAL_SIZE_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Empty when there are no more."""
+    total_size: _builtins.int
+    """Entries that match the filters, on every page."""
+    @_builtins.property
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[_invite_service_pb2.WaitlistEntry]:
+        """The entries."""
+
+    def __init__(
+        self,
+        *,
+        entries: _abc.Iterable[_invite_service_pb2.WaitlistEntry] | None = ...,
+        next_page_token: _builtins.str = ...,
+        total_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries", "next_page_token", b"next_page_token", "total_size", b"total_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListWaitlistEntriesResponse: _TypeAlias = ListWaitlistEntriesResponse  # noqa: Y015
+
+@_typing.final
+class GetWaitlistStatsRequest(_message.Message):
+    """Request for GetWaitlistStats."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DAYS_FIELD_NUMBER: _builtins.int
+    TOP_REFERRERS_FIELD_NUMBER: _builtins.int
+    days: _builtins.int
+    """Days of growth to count, today included, 1 to 90; 0: 30."""
+    top_referrers: _builtins.int
+    """Most top referrers to name, 1 to 100; 0: 10."""
+    def __init__(
+        self,
+        *,
+        days: _builtins.int = ...,
+        top_referrers: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["days", b"days", "top_referrers", b"top_referrers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetWaitlistStatsRequest: _TypeAlias = GetWaitlistStatsRequest  # noqa: Y015
+
+@_typing.final
+class GetWaitlistStatsResponse(_message.Message):
+    """Response for GetWaitlistStats."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def stats(self) -> _invite_service_pb2.GetWaitlistStatsResponse:
+        """The waitlist's numbers."""
+
+    def __init__(
+        self,
+        *,
+        stats: _invite_service_pb2.GetWaitlistStatsResponse | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["stats", b"stats"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["stats", b"stats"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetWaitlistStatsResponse: _TypeAlias = GetWaitlistStatsResponse  # noqa: Y015
+
+@_typing.final
+class ReleaseWaitlistPlacesRequest(_message.Message):
+    """Request for ReleaseWaitlistPlaces."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COUNT_FIELD_NUMBER: _builtins.int
+    CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    count: _builtins.int
+    """How many people to invite, 1 to 10000 (fewer when fewer are waiting)."""
+    campaign_id: _builtins.str
+    """The campaign of the codes mailed; empty for none."""
+    request_id: _builtins.str
+    """Idempotency key."""
+    def __init__(
+        self,
+        *,
+        count: _builtins.int = ...,
+        campaign_id: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id", "count", b"count", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReleaseWaitlistPlacesRequest: _TypeAlias = ReleaseWaitlistPlacesRequest  # noqa: Y015
+
+@_typing.final
+class ReleaseWaitlistPlacesResponse(_message.Message):
+    """Response for ReleaseWaitlistPlaces."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[_invite_service_pb2.WaitlistEntry]:
+        """The people invited, in the order of their places."""
+
+    def __init__(
+        self,
+        *,
+        entries: _abc.Iterable[_invite_service_pb2.WaitlistEntry] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReleaseWaitlistPlacesResponse: _TypeAlias = ReleaseWaitlistPlacesResponse  # noqa: Y015
+
+@_typing.final
+class RemoveWaitlistEntryRequest(_message.Message):
+    """Request for RemoveWaitlistEntry."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The entry's id."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RemoveWaitlistEntryRequest: _TypeAlias = RemoveWaitlistEntryRequest  # noqa: Y015
+
+@_typing.final
+class RemoveWaitlistEntryResponse(_message.Message):
+    """Response for RemoveWaitlistEntry."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def entry(self) -> _invite_service_pb2.WaitlistEntry:
+        """The entry, removed."""
+
+    def __init__(
+        self,
+        *,
+        entry: _invite_service_pb2.WaitlistEntry | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RemoveWaitlistEntryResponse: _TypeAlias = RemoveWaitlistEntryResponse  # noqa: Y015
+
+@_typing.final
+class MoveWaitlistEntryRequest(_message.Message):
+    """Request for MoveWaitlistEntry."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    PLACES_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The entry's id."""
+    places: _builtins.int
+    """Places up from where join order and referrals put them (negative: down),
+    -1000000 to 1000000; 0 puts them back.
+    """
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        places: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "places", b"places"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MoveWaitlistEntryRequest: _TypeAlias = MoveWaitlistEntryRequest  # noqa: Y015
+
+@_typing.final
+class MoveWaitlistEntryResponse(_message.Message):
+    """Response for MoveWaitlistEntry."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def entry(self) -> _invite_service_pb2.WaitlistEntry:
+        """The entry at its new place."""
+
+    def __init__(
+        self,
+        *,
+        entry: _invite_service_pb2.WaitlistEntry | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MoveWaitlistEntryResponse: _TypeAlias = MoveWaitlistEntryResponse  # noqa: Y015

@@ -102,6 +102,31 @@ class AdminServiceStub:
                 request_serializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.DisableInviteRequest.SerializeToString,
                 response_deserializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.DisableInviteResponse.FromString,
                 _registered_method=True)
+        self.ListWaitlistEntries = channel.unary_unary(
+                '/invitemesh.admin.v1.AdminService/ListWaitlistEntries',
+                request_serializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.ListWaitlistEntriesRequest.SerializeToString,
+                response_deserializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.ListWaitlistEntriesResponse.FromString,
+                _registered_method=True)
+        self.GetWaitlistStats = channel.unary_unary(
+                '/invitemesh.admin.v1.AdminService/GetWaitlistStats',
+                request_serializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.GetWaitlistStatsRequest.SerializeToString,
+                response_deserializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.GetWaitlistStatsResponse.FromString,
+                _registered_method=True)
+        self.ReleaseWaitlistPlaces = channel.unary_unary(
+                '/invitemesh.admin.v1.AdminService/ReleaseWaitlistPlaces',
+                request_serializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.ReleaseWaitlistPlacesRequest.SerializeToString,
+                response_deserializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.ReleaseWaitlistPlacesResponse.FromString,
+                _registered_method=True)
+        self.RemoveWaitlistEntry = channel.unary_unary(
+                '/invitemesh.admin.v1.AdminService/RemoveWaitlistEntry',
+                request_serializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.RemoveWaitlistEntryRequest.SerializeToString,
+                response_deserializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.RemoveWaitlistEntryResponse.FromString,
+                _registered_method=True)
+        self.MoveWaitlistEntry = channel.unary_unary(
+                '/invitemesh.admin.v1.AdminService/MoveWaitlistEntry',
+                request_serializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.MoveWaitlistEntryRequest.SerializeToString,
+                response_deserializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.MoveWaitlistEntryResponse.FromString,
+                _registered_method=True)
         self.ListReferrals = channel.unary_unary(
                 '/invitemesh.admin.v1.AdminService/ListReferrals',
                 request_serializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.ListReferralsRequest.SerializeToString,
@@ -281,6 +306,45 @@ class AdminServiceServicer:
 
     def DisableInvite(self, request, context):
         """Disables a code.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListWaitlistEntries(self, request, context):
+        """Lists the waitlist: the people waiting in the order of their places (or
+        the entries in another state, newest first), with how many match.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetWaitlistStats(self, request, context):
+        """The waitlist's size, its growth per day and its top referrers.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReleaseWaitlistPlaces(self, request, context):
+        """Invites the first `count` people waiting: each is mailed a single-use
+        invite code the admin owns. Idempotent by `request_id`: a release asked
+        again mails nobody twice.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveWaitlistEntry(self, request, context):
+        """Takes a person off the waitlist.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MoveWaitlistEntry(self, request, context):
+        """Sets how many places a waiting person is moved up (down when negative)
+        from where join order and referrals put them; 0 puts them back.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -474,6 +538,31 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.DisableInvite,
                     request_deserializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.DisableInviteRequest.FromString,
                     response_serializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.DisableInviteResponse.SerializeToString,
+            ),
+            'ListWaitlistEntries': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWaitlistEntries,
+                    request_deserializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.ListWaitlistEntriesRequest.FromString,
+                    response_serializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.ListWaitlistEntriesResponse.SerializeToString,
+            ),
+            'GetWaitlistStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetWaitlistStats,
+                    request_deserializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.GetWaitlistStatsRequest.FromString,
+                    response_serializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.GetWaitlistStatsResponse.SerializeToString,
+            ),
+            'ReleaseWaitlistPlaces': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReleaseWaitlistPlaces,
+                    request_deserializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.ReleaseWaitlistPlacesRequest.FromString,
+                    response_serializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.ReleaseWaitlistPlacesResponse.SerializeToString,
+            ),
+            'RemoveWaitlistEntry': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveWaitlistEntry,
+                    request_deserializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.RemoveWaitlistEntryRequest.FromString,
+                    response_serializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.RemoveWaitlistEntryResponse.SerializeToString,
+            ),
+            'MoveWaitlistEntry': grpc.unary_unary_rpc_method_handler(
+                    servicer.MoveWaitlistEntry,
+                    request_deserializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.MoveWaitlistEntryRequest.FromString,
+                    response_serializer=invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.MoveWaitlistEntryResponse.SerializeToString,
             ),
             'ListReferrals': grpc.unary_unary_rpc_method_handler(
                     servicer.ListReferrals,
@@ -910,6 +999,141 @@ class AdminService:
             '/invitemesh.admin.v1.AdminService/DisableInvite',
             invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.DisableInviteRequest.SerializeToString,
             invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.DisableInviteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWaitlistEntries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/invitemesh.admin.v1.AdminService/ListWaitlistEntries',
+            invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.ListWaitlistEntriesRequest.SerializeToString,
+            invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.ListWaitlistEntriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetWaitlistStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/invitemesh.admin.v1.AdminService/GetWaitlistStats',
+            invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.GetWaitlistStatsRequest.SerializeToString,
+            invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.GetWaitlistStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReleaseWaitlistPlaces(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/invitemesh.admin.v1.AdminService/ReleaseWaitlistPlaces',
+            invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.ReleaseWaitlistPlacesRequest.SerializeToString,
+            invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.ReleaseWaitlistPlacesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveWaitlistEntry(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/invitemesh.admin.v1.AdminService/RemoveWaitlistEntry',
+            invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.RemoveWaitlistEntryRequest.SerializeToString,
+            invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.RemoveWaitlistEntryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MoveWaitlistEntry(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/invitemesh.admin.v1.AdminService/MoveWaitlistEntry',
+            invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.MoveWaitlistEntryRequest.SerializeToString,
+            invitemesh_dot_admin_dot_v1_dot_admin__service__pb2.MoveWaitlistEntryResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -72,6 +72,23 @@ class AdminServiceStub:
     """Looks a code up with its owner and redemptions."""
     DisableInvite: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.DisableInviteRequest, _admin_service_pb2.DisableInviteResponse]
     """Disables a code."""
+    ListWaitlistEntries: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ListWaitlistEntriesRequest, _admin_service_pb2.ListWaitlistEntriesResponse]
+    """Lists the waitlist: the people waiting in the order of their places (or
+    the entries in another state, newest first), with how many match.
+    """
+    GetWaitlistStats: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.GetWaitlistStatsRequest, _admin_service_pb2.GetWaitlistStatsResponse]
+    """The waitlist's size, its growth per day and its top referrers."""
+    ReleaseWaitlistPlaces: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ReleaseWaitlistPlacesRequest, _admin_service_pb2.ReleaseWaitlistPlacesResponse]
+    """Invites the first `count` people waiting: each is mailed a single-use
+    invite code the admin owns. Idempotent by `request_id`: a release asked
+    again mails nobody twice.
+    """
+    RemoveWaitlistEntry: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.RemoveWaitlistEntryRequest, _admin_service_pb2.RemoveWaitlistEntryResponse]
+    """Takes a person off the waitlist."""
+    MoveWaitlistEntry: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.MoveWaitlistEntryRequest, _admin_service_pb2.MoveWaitlistEntryResponse]
+    """Sets how many places a waiting person is moved up (down when negative)
+    from where join order and referrals put them; 0 puts them back.
+    """
     ListReferrals: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ListReferralsRequest, _admin_service_pb2.ListReferralsResponse]
     """Whom a user invited, and whom those invited, to a depth."""
     GetUserWallet: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.GetUserWalletRequest, _admin_service_pb2.GetUserWalletResponse]
@@ -165,6 +182,23 @@ class AdminServiceAsyncStub(AdminServiceStub):
     """Looks a code up with its owner and redemptions."""
     DisableInvite: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.DisableInviteRequest, _admin_service_pb2.DisableInviteResponse]  # type: ignore[assignment]
     """Disables a code."""
+    ListWaitlistEntries: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ListWaitlistEntriesRequest, _admin_service_pb2.ListWaitlistEntriesResponse]  # type: ignore[assignment]
+    """Lists the waitlist: the people waiting in the order of their places (or
+    the entries in another state, newest first), with how many match.
+    """
+    GetWaitlistStats: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.GetWaitlistStatsRequest, _admin_service_pb2.GetWaitlistStatsResponse]  # type: ignore[assignment]
+    """The waitlist's size, its growth per day and its top referrers."""
+    ReleaseWaitlistPlaces: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ReleaseWaitlistPlacesRequest, _admin_service_pb2.ReleaseWaitlistPlacesResponse]  # type: ignore[assignment]
+    """Invites the first `count` people waiting: each is mailed a single-use
+    invite code the admin owns. Idempotent by `request_id`: a release asked
+    again mails nobody twice.
+    """
+    RemoveWaitlistEntry: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.RemoveWaitlistEntryRequest, _admin_service_pb2.RemoveWaitlistEntryResponse]  # type: ignore[assignment]
+    """Takes a person off the waitlist."""
+    MoveWaitlistEntry: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.MoveWaitlistEntryRequest, _admin_service_pb2.MoveWaitlistEntryResponse]  # type: ignore[assignment]
+    """Sets how many places a waiting person is moved up (down when negative)
+    from where join order and referrals put them; 0 puts them back.
+    """
     ListReferrals: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ListReferralsRequest, _admin_service_pb2.ListReferralsResponse]  # type: ignore[assignment]
     """Whom a user invited, and whom those invited, to a depth."""
     GetUserWallet: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.GetUserWalletRequest, _admin_service_pb2.GetUserWalletResponse]  # type: ignore[assignment]
@@ -333,6 +367,53 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_admin_service_pb2.DisableInviteResponse, _abc.Awaitable[_admin_service_pb2.DisableInviteResponse]]:
         """Disables a code."""
+
+    @_abc_1.abstractmethod
+    def ListWaitlistEntries(
+        self,
+        request: _admin_service_pb2.ListWaitlistEntriesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.ListWaitlistEntriesResponse, _abc.Awaitable[_admin_service_pb2.ListWaitlistEntriesResponse]]:
+        """Lists the waitlist: the people waiting in the order of their places (or
+        the entries in another state, newest first), with how many match.
+        """
+
+    @_abc_1.abstractmethod
+    def GetWaitlistStats(
+        self,
+        request: _admin_service_pb2.GetWaitlistStatsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.GetWaitlistStatsResponse, _abc.Awaitable[_admin_service_pb2.GetWaitlistStatsResponse]]:
+        """The waitlist's size, its growth per day and its top referrers."""
+
+    @_abc_1.abstractmethod
+    def ReleaseWaitlistPlaces(
+        self,
+        request: _admin_service_pb2.ReleaseWaitlistPlacesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.ReleaseWaitlistPlacesResponse, _abc.Awaitable[_admin_service_pb2.ReleaseWaitlistPlacesResponse]]:
+        """Invites the first `count` people waiting: each is mailed a single-use
+        invite code the admin owns. Idempotent by `request_id`: a release asked
+        again mails nobody twice.
+        """
+
+    @_abc_1.abstractmethod
+    def RemoveWaitlistEntry(
+        self,
+        request: _admin_service_pb2.RemoveWaitlistEntryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.RemoveWaitlistEntryResponse, _abc.Awaitable[_admin_service_pb2.RemoveWaitlistEntryResponse]]:
+        """Takes a person off the waitlist."""
+
+    @_abc_1.abstractmethod
+    def MoveWaitlistEntry(
+        self,
+        request: _admin_service_pb2.MoveWaitlistEntryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.MoveWaitlistEntryResponse, _abc.Awaitable[_admin_service_pb2.MoveWaitlistEntryResponse]]:
+        """Sets how many places a waiting person is moved up (down when negative)
+        from where join order and referrals put them; 0 puts them back.
+        """
 
     @_abc_1.abstractmethod
     def ListReferrals(

@@ -104,6 +104,38 @@ HOLD_STATE_EXPIRED: HoldState.ValueType  # 4
 """Lapsed at its time to live."""
 Global___HoldState: _TypeAlias = HoldState  # noqa: Y015
 
+class _WaitlistEntryState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _WaitlistEntryStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_WaitlistEntryState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    WAITLIST_ENTRY_STATE_UNSPECIFIED: _WaitlistEntryState.ValueType  # 0
+    """Not set."""
+    WAITLIST_ENTRY_STATE_UNCONFIRMED: _WaitlistEntryState.ValueType  # 1
+    """Joined; the email has not been confirmed, so the entry has no place yet."""
+    WAITLIST_ENTRY_STATE_WAITING: _WaitlistEntryState.ValueType  # 2
+    """Confirmed, waiting for its turn."""
+    WAITLIST_ENTRY_STATE_INVITED: _WaitlistEntryState.ValueType  # 3
+    """Released: an invite code was mailed."""
+    WAITLIST_ENTRY_STATE_REMOVED: _WaitlistEntryState.ValueType  # 4
+    """Taken off the list by an admin."""
+
+class WaitlistEntryState(_WaitlistEntryState, metaclass=_WaitlistEntryStateEnumTypeWrapper):
+    """Where a waitlist entry is."""
+
+WAITLIST_ENTRY_STATE_UNSPECIFIED: WaitlistEntryState.ValueType  # 0
+"""Not set."""
+WAITLIST_ENTRY_STATE_UNCONFIRMED: WaitlistEntryState.ValueType  # 1
+"""Joined; the email has not been confirmed, so the entry has no place yet."""
+WAITLIST_ENTRY_STATE_WAITING: WaitlistEntryState.ValueType  # 2
+"""Confirmed, waiting for its turn."""
+WAITLIST_ENTRY_STATE_INVITED: WaitlistEntryState.ValueType  # 3
+"""Released: an invite code was mailed."""
+WAITLIST_ENTRY_STATE_REMOVED: WaitlistEntryState.ValueType  # 4
+"""Taken off the list by an admin."""
+Global___WaitlistEntryState: _TypeAlias = WaitlistEntryState  # noqa: Y015
+
 @_typing.final
 class Owner(_message.Message):
     """Who owns a code (and so is the referrer of whoever redeems it)."""
@@ -1139,3 +1171,596 @@ class GetReferralTreeResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetReferralTreeResponse: _TypeAlias = GetReferralTreeResponse  # noqa: Y015
+
+@_typing.final
+class MyWaitlistEntry(_message.Message):
+    """A waitlist entry as its holder sees it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATE_FIELD_NUMBER: _builtins.int
+    POSITION_FIELD_NUMBER: _builtins.int
+    PEOPLE_AHEAD_FIELD_NUMBER: _builtins.int
+    WAITING_FIELD_NUMBER: _builtins.int
+    REFERRAL_CODE_FIELD_NUMBER: _builtins.int
+    REFERRALS_FIELD_NUMBER: _builtins.int
+    REFERRAL_CAP_FIELD_NUMBER: _builtins.int
+    PLACES_PER_REFERRAL_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    REFERRAL_URL_FIELD_NUMBER: _builtins.int
+    state: Global___WaitlistEntryState.ValueType
+    """Where the entry is."""
+    position: _builtins.int
+    """Its place, 1 for the next person to be invited; 0 unless waiting."""
+    people_ahead: _builtins.int
+    """People ahead of it (`position` - 1)."""
+    waiting: _builtins.int
+    """Everyone waiting."""
+    referral_code: _builtins.str
+    """The code of the entry's share link: people who join through it and
+    confirm move the entry up.
+    """
+    referrals: _builtins.int
+    """Referrals counted for the entry so far."""
+    referral_cap: _builtins.int
+    """Most referrals that count for one entry."""
+    places_per_referral: _builtins.int
+    """Places each counted referral moves the entry up."""
+    referral_url: _builtins.str
+    """The entry's share link, the waitlist's page with its referral code."""
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When the entry joined."""
+
+    def __init__(
+        self,
+        *,
+        state: Global___WaitlistEntryState.ValueType = ...,
+        position: _builtins.int = ...,
+        people_ahead: _builtins.int = ...,
+        waiting: _builtins.int = ...,
+        referral_code: _builtins.str = ...,
+        referrals: _builtins.int = ...,
+        referral_cap: _builtins.int = ...,
+        places_per_referral: _builtins.int = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        referral_url: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "people_ahead", b"people_ahead", "places_per_referral", b"places_per_referral", "position", b"position", "referral_cap", b"referral_cap", "referral_code", b"referral_code", "referral_url", b"referral_url", "referrals", b"referrals", "state", b"state", "waiting", b"waiting"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MyWaitlistEntry: _TypeAlias = MyWaitlistEntry  # noqa: Y015
+
+@_typing.final
+class WaitlistEntry(_message.Message):
+    """A waitlist entry as admins see it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    EMAIL_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    POSITION_FIELD_NUMBER: _builtins.int
+    REFERRALS_FIELD_NUMBER: _builtins.int
+    REFERRER_ID_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    CONFIRM_TIME_FIELD_NUMBER: _builtins.int
+    INVITE_TIME_FIELD_NUMBER: _builtins.int
+    CODE_ID_FIELD_NUMBER: _builtins.int
+    MOVED_PLACES_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Stable id (UUID)."""
+    email: _builtins.str
+    """The email it joined with."""
+    state: Global___WaitlistEntryState.ValueType
+    """Where the entry is."""
+    position: _builtins.int
+    """Its place among the people waiting; 0 unless waiting."""
+    referrals: _builtins.int
+    """Referrals counted for it."""
+    referrer_id: _builtins.str
+    """The entry whose referral code it joined through; empty for none."""
+    code_id: _builtins.str
+    """The invite code it was mailed (its id); empty until invited."""
+    moved_places: _builtins.int
+    """Places an admin moved it up (down when negative)."""
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When it joined."""
+
+    @_builtins.property
+    def confirm_time(self) -> _timestamp_pb2.Timestamp:
+        """When its email was confirmed."""
+
+    @_builtins.property
+    def invite_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was invited."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        email: _builtins.str = ...,
+        state: Global___WaitlistEntryState.ValueType = ...,
+        position: _builtins.int = ...,
+        referrals: _builtins.int = ...,
+        referrer_id: _builtins.str = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        confirm_time: _timestamp_pb2.Timestamp | None = ...,
+        invite_time: _timestamp_pb2.Timestamp | None = ...,
+        code_id: _builtins.str = ...,
+        moved_places: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["confirm_time", b"confirm_time", "create_time", b"create_time", "invite_time", b"invite_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code_id", b"code_id", "confirm_time", b"confirm_time", "create_time", b"create_time", "email", b"email", "id", b"id", "invite_time", b"invite_time", "moved_places", b"moved_places", "position", b"position", "referrals", b"referrals", "referrer_id", b"referrer_id", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WaitlistEntry: _TypeAlias = WaitlistEntry  # noqa: Y015
+
+@_typing.final
+class JoinWaitlistRequest(_message.Message):
+    """Request for JoinWaitlist."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EMAIL_FIELD_NUMBER: _builtins.int
+    REFERRAL_CODE_FIELD_NUMBER: _builtins.int
+    email: _builtins.str
+    """The email to put on the list."""
+    referral_code: _builtins.str
+    """The referral code of the link the person came through; optional. An
+    unknown code joins without a referrer.
+    """
+    def __init__(
+        self,
+        *,
+        email: _builtins.str = ...,
+        referral_code: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["email", b"email", "referral_code", b"referral_code"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JoinWaitlistRequest: _TypeAlias = JoinWaitlistRequest  # noqa: Y015
+
+@_typing.final
+class JoinWaitlistResponse(_message.Message):
+    """Response for JoinWaitlist: the same for every email."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JoinWaitlistResponse: _TypeAlias = JoinWaitlistResponse  # noqa: Y015
+
+@_typing.final
+class ConfirmWaitlistEntryRequest(_message.Message):
+    """Request for ConfirmWaitlistEntry."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKEN_FIELD_NUMBER: _builtins.int
+    token: _builtins.str
+    """The token of the entry's private link."""
+    def __init__(
+        self,
+        *,
+        token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["token", b"token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConfirmWaitlistEntryRequest: _TypeAlias = ConfirmWaitlistEntryRequest  # noqa: Y015
+
+@_typing.final
+class ConfirmWaitlistEntryResponse(_message.Message):
+    """Response for ConfirmWaitlistEntry."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def entry(self) -> Global___MyWaitlistEntry:
+        """The entry, confirmed."""
+
+    def __init__(
+        self,
+        *,
+        entry: Global___MyWaitlistEntry | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConfirmWaitlistEntryResponse: _TypeAlias = ConfirmWaitlistEntryResponse  # noqa: Y015
+
+@_typing.final
+class GetMyWaitlistEntryRequest(_message.Message):
+    """Request for GetMyWaitlistEntry."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKEN_FIELD_NUMBER: _builtins.int
+    token: _builtins.str
+    """The token of the entry's private link."""
+    def __init__(
+        self,
+        *,
+        token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["token", b"token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetMyWaitlistEntryRequest: _TypeAlias = GetMyWaitlistEntryRequest  # noqa: Y015
+
+@_typing.final
+class GetMyWaitlistEntryResponse(_message.Message):
+    """Response for GetMyWaitlistEntry."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def entry(self) -> Global___MyWaitlistEntry:
+        """The entry."""
+
+    def __init__(
+        self,
+        *,
+        entry: Global___MyWaitlistEntry | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetMyWaitlistEntryResponse: _TypeAlias = GetMyWaitlistEntryResponse  # noqa: Y015
+
+@_typing.final
+class ListWaitlistEntriesRequest(_message.Message):
+    """Request for ListWaitlistEntries."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    EMAIL_PREFIX_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """Most entries to return; the server caps it."""
+    page_token: _builtins.str
+    """From a previous response's `next_page_token`."""
+    state: Global___WaitlistEntryState.ValueType
+    """Only entries in this state; unset: the people waiting."""
+    email_prefix: _builtins.str
+    """Only entries whose email starts with this, when set."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        state: Global___WaitlistEntryState.ValueType = ...,
+        email_prefix: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["email_prefix", b"email_prefix", "page_size", b"page_size", "page_token", b"page_token", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListWaitlistEntriesRequest: _TypeAlias = ListWaitlistEntriesRequest  # noqa: Y015
+
+@_typing.final
+class ListWaitlistEntriesResponse(_message.Message):
+    """Response for ListWaitlistEntries."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    TOTAL_SIZE_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Empty when there are no more."""
+    total_size: _builtins.int
+    """Entries that match the filters, on every page."""
+    @_builtins.property
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___WaitlistEntry]:
+        """The entries."""
+
+    def __init__(
+        self,
+        *,
+        entries: _abc.Iterable[Global___WaitlistEntry] | None = ...,
+        next_page_token: _builtins.str = ...,
+        total_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries", "next_page_token", b"next_page_token", "total_size", b"total_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListWaitlistEntriesResponse: _TypeAlias = ListWaitlistEntriesResponse  # noqa: Y015
+
+@_typing.final
+class GetWaitlistStatsRequest(_message.Message):
+    """Request for GetWaitlistStats."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DAYS_FIELD_NUMBER: _builtins.int
+    TOP_REFERRERS_FIELD_NUMBER: _builtins.int
+    days: _builtins.int
+    """Days of growth to count, today included, 1 to 90; 0: 30."""
+    top_referrers: _builtins.int
+    """Most top referrers to name, 0 to 100; 0: 10."""
+    def __init__(
+        self,
+        *,
+        days: _builtins.int = ...,
+        top_referrers: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["days", b"days", "top_referrers", b"top_referrers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetWaitlistStatsRequest: _TypeAlias = GetWaitlistStatsRequest  # noqa: Y015
+
+@_typing.final
+class WaitlistDay(_message.Message):
+    """Entries that joined and were confirmed on one day (UTC)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DAY_FIELD_NUMBER: _builtins.int
+    JOINED_FIELD_NUMBER: _builtins.int
+    CONFIRMED_FIELD_NUMBER: _builtins.int
+    day: _builtins.str
+    """The day, `YYYY-MM-DD`."""
+    joined: _builtins.int
+    """Entries that joined that day."""
+    confirmed: _builtins.int
+    """Entries confirmed that day."""
+    def __init__(
+        self,
+        *,
+        day: _builtins.str = ...,
+        joined: _builtins.int = ...,
+        confirmed: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["confirmed", b"confirmed", "day", b"day", "joined", b"joined"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WaitlistDay: _TypeAlias = WaitlistDay  # noqa: Y015
+
+@_typing.final
+class GetWaitlistStatsResponse(_message.Message):
+    """Response for GetWaitlistStats."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    UNCONFIRMED_FIELD_NUMBER: _builtins.int
+    WAITING_FIELD_NUMBER: _builtins.int
+    INVITED_FIELD_NUMBER: _builtins.int
+    REMOVED_FIELD_NUMBER: _builtins.int
+    DAYS_FIELD_NUMBER: _builtins.int
+    TOP_REFERRERS_FIELD_NUMBER: _builtins.int
+    unconfirmed: _builtins.int
+    """Entries not yet confirmed."""
+    waiting: _builtins.int
+    """People waiting."""
+    invited: _builtins.int
+    """People invited."""
+    removed: _builtins.int
+    """Entries removed."""
+    @_builtins.property
+    def days(self) -> _containers.RepeatedCompositeFieldContainer[Global___WaitlistDay]:
+        """Growth per day, oldest first, every day of the period."""
+
+    @_builtins.property
+    def top_referrers(self) -> _containers.RepeatedCompositeFieldContainer[Global___WaitlistEntry]:
+        """Entries with the most counted referrals, most first."""
+
+    def __init__(
+        self,
+        *,
+        unconfirmed: _builtins.int = ...,
+        waiting: _builtins.int = ...,
+        invited: _builtins.int = ...,
+        removed: _builtins.int = ...,
+        days: _abc.Iterable[Global___WaitlistDay] | None = ...,
+        top_referrers: _abc.Iterable[Global___WaitlistEntry] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["days", b"days", "invited", b"invited", "removed", b"removed", "top_referrers", b"top_referrers", "unconfirmed", b"unconfirmed", "waiting", b"waiting"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetWaitlistStatsResponse: _TypeAlias = GetWaitlistStatsResponse  # noqa: Y015
+
+@_typing.final
+class ReleaseWaitlistPlacesRequest(_message.Message):
+    """Request for ReleaseWaitlistPlaces."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COUNT_FIELD_NUMBER: _builtins.int
+    CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
+    ADMIN_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    count: _builtins.int
+    """How many people to invite, 1 to 10000 (fewer when fewer are waiting)."""
+    campaign_id: _builtins.str
+    """The campaign of the codes mailed; empty for none."""
+    admin_id: _builtins.str
+    """The admin releasing, the owner of the codes (and so their people's
+    referrer).
+    """
+    request_id: _builtins.str
+    """Idempotency key: required."""
+    def __init__(
+        self,
+        *,
+        count: _builtins.int = ...,
+        campaign_id: _builtins.str = ...,
+        admin_id: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["admin_id", b"admin_id", "campaign_id", b"campaign_id", "count", b"count", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReleaseWaitlistPlacesRequest: _TypeAlias = ReleaseWaitlistPlacesRequest  # noqa: Y015
+
+@_typing.final
+class ReleaseWaitlistPlacesResponse(_message.Message):
+    """Response for ReleaseWaitlistPlaces."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___WaitlistEntry]:
+        """People invited by this release, in the order of their places."""
+
+    def __init__(
+        self,
+        *,
+        entries: _abc.Iterable[Global___WaitlistEntry] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReleaseWaitlistPlacesResponse: _TypeAlias = ReleaseWaitlistPlacesResponse  # noqa: Y015
+
+@_typing.final
+class RemoveWaitlistEntryRequest(_message.Message):
+    """Request for RemoveWaitlistEntry."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The entry's id."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RemoveWaitlistEntryRequest: _TypeAlias = RemoveWaitlistEntryRequest  # noqa: Y015
+
+@_typing.final
+class RemoveWaitlistEntryResponse(_message.Message):
+    """Response for RemoveWaitlistEntry."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def entry(self) -> Global___WaitlistEntry:
+        """The entry, removed."""
+
+    def __init__(
+        self,
+        *,
+        entry: Global___WaitlistEntry | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RemoveWaitlistEntryResponse: _TypeAlias = RemoveWaitlistEntryResponse  # noqa: Y015
+
+@_typing.final
+class MoveWaitlistEntryRequest(_message.Message):
+    """Request for MoveWaitlistEntry."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    PLACES_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The entry's id."""
+    places: _builtins.int
+    """Places up from where join order and referrals put it (negative: down),
+    -1000000 to 1000000; 0 puts it back.
+    """
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        places: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "places", b"places"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MoveWaitlistEntryRequest: _TypeAlias = MoveWaitlistEntryRequest  # noqa: Y015
+
+@_typing.final
+class MoveWaitlistEntryResponse(_message.Message):
+    """Response for MoveWaitlistEntry."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def entry(self) -> Global___WaitlistEntry:
+        """The entry at its new place."""
+
+    def __init__(
+        self,
+        *,
+        entry: Global___WaitlistEntry | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MoveWaitlistEntryResponse: _TypeAlias = MoveWaitlistEntryResponse  # noqa: Y015

@@ -103,6 +103,46 @@ class InviteServiceStub:
                 request_serializer=invitemesh_dot_invite_dot_v1_dot_invite__service__pb2.GetReferralTreeRequest.SerializeToString,
                 response_deserializer=invitemesh_dot_invite_dot_v1_dot_invite__service__pb2.GetReferralTreeResponse.FromString,
                 _registered_method=True)
+        self.JoinWaitlist = channel.unary_unary(
+                '/invitemesh.invite.v1.InviteService/JoinWaitlist',
+                request_serializer=invitemesh_dot_invite_dot_v1_dot_invite__service__pb2.JoinWaitlistRequest.SerializeToString,
+                response_deserializer=invitemesh_dot_invite_dot_v1_dot_invite__service__pb2.JoinWaitlistResponse.FromString,
+                _registered_method=True)
+        self.ConfirmWaitlistEntry = channel.unary_unary(
+                '/invitemesh.invite.v1.InviteService/ConfirmWaitlistEntry',
+                request_serializer=invitemesh_dot_invite_dot_v1_dot_invite__service__pb2.ConfirmWaitlistEntryRequest.SerializeToString,
+                response_deserializer=invitemesh_dot_invite_dot_v1_dot_invite__service__pb2.ConfirmWaitlistEntryResponse.FromString,
+                _registered_method=True)
+        self.GetMyWaitlistEntry = channel.unary_unary(
+                '/invitemesh.invite.v1.InviteService/GetMyWaitlistEntry',
+                request_serializer=invitemesh_dot_invite_dot_v1_dot_invite__service__pb2.GetMyWaitlistEntryRequest.SerializeToString,
+                response_deserializer=invitemesh_dot_invite_dot_v1_dot_invite__service__pb2.GetMyWaitlistEntryResponse.FromString,
+                _registered_method=True)
+        self.ListWaitlistEntries = channel.unary_unary(
+                '/invitemesh.invite.v1.InviteService/ListWaitlistEntries',
+                request_serializer=invitemesh_dot_invite_dot_v1_dot_invite__service__pb2.ListWaitlistEntriesRequest.SerializeToString,
+                response_deserializer=invitemesh_dot_invite_dot_v1_dot_invite__service__pb2.ListWaitlistEntriesResponse.FromString,
+                _registered_method=True)
+        self.GetWaitlistStats = channel.unary_unary(
+                '/invitemesh.invite.v1.InviteService/GetWaitlistStats',
+                request_serializer=invitemesh_dot_invite_dot_v1_dot_invite__service__pb2.GetWaitlistStatsRequest.SerializeToString,
+                response_deserializer=invitemesh_dot_invite_dot_v1_dot_invite__service__pb2.GetWaitlistStatsResponse.FromString,
+                _registered_method=True)
+        self.ReleaseWaitlistPlaces = channel.unary_unary(
+                '/invitemesh.invite.v1.InviteService/ReleaseWaitlistPlaces',
+                request_serializer=invitemesh_dot_invite_dot_v1_dot_invite__service__pb2.ReleaseWaitlistPlacesRequest.SerializeToString,
+                response_deserializer=invitemesh_dot_invite_dot_v1_dot_invite__service__pb2.ReleaseWaitlistPlacesResponse.FromString,
+                _registered_method=True)
+        self.RemoveWaitlistEntry = channel.unary_unary(
+                '/invitemesh.invite.v1.InviteService/RemoveWaitlistEntry',
+                request_serializer=invitemesh_dot_invite_dot_v1_dot_invite__service__pb2.RemoveWaitlistEntryRequest.SerializeToString,
+                response_deserializer=invitemesh_dot_invite_dot_v1_dot_invite__service__pb2.RemoveWaitlistEntryResponse.FromString,
+                _registered_method=True)
+        self.MoveWaitlistEntry = channel.unary_unary(
+                '/invitemesh.invite.v1.InviteService/MoveWaitlistEntry',
+                request_serializer=invitemesh_dot_invite_dot_v1_dot_invite__service__pb2.MoveWaitlistEntryRequest.SerializeToString,
+                response_deserializer=invitemesh_dot_invite_dot_v1_dot_invite__service__pb2.MoveWaitlistEntryResponse.FromString,
+                _registered_method=True)
 
 
 class InviteServiceServicer:
@@ -212,6 +252,73 @@ class InviteServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def JoinWaitlist(self, request, context):
+        """Puts an email on the waitlist, optionally through a person's referral
+        code, and mails it a private link to confirm the place and follow it. The
+        answer is the same whether the email was on the list already (it is mailed
+        its link again) or not, and tells nothing of anyone else.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ConfirmWaitlistEntry(self, request, context):
+        """Confirms the place of the waitlist entry whose private link carries
+        `token`: from now on it counts, and so does the referral it came through.
+        Confirming again answers the entry as it is.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetMyWaitlistEntry(self, request, context):
+        """The place of the waitlist entry whose private link carries `token`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListWaitlistEntries(self, request, context):
+        """Lists waitlist entries: confirmed ones in the order of their places,
+        the others newest first; with the count of entries that match.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetWaitlistStats(self, request, context):
+        """The waitlist's size, its growth per day and its top referrers.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReleaseWaitlistPlaces(self, request, context):
+        """Invites the first `count` confirmed people of the waitlist: each gets a
+        single-use invite code by mail. Releases run one at a time, so two at once
+        invite different people. Idempotent by `request_id`: a release asked again
+        answers the first one and mails nobody again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveWaitlistEntry(self, request, context):
+        """Takes an entry off the waitlist: it keeps no place and is never invited.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MoveWaitlistEntry(self, request, context):
+        """Sets how many places an admin moves a waiting entry up (down when
+        negative) from where its join order and referrals put it; 0 puts it back.
+        Setting the same again changes nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InviteServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -279,6 +386,46 @@ def add_InviteServiceServicer_to_server(servicer, server):
                     servicer.GetReferralTree,
                     request_deserializer=invitemesh_dot_invite_dot_v1_dot_invite__service__pb2.GetReferralTreeRequest.FromString,
                     response_serializer=invitemesh_dot_invite_dot_v1_dot_invite__service__pb2.GetReferralTreeResponse.SerializeToString,
+            ),
+            'JoinWaitlist': grpc.unary_unary_rpc_method_handler(
+                    servicer.JoinWaitlist,
+                    request_deserializer=invitemesh_dot_invite_dot_v1_dot_invite__service__pb2.JoinWaitlistRequest.FromString,
+                    response_serializer=invitemesh_dot_invite_dot_v1_dot_invite__service__pb2.JoinWaitlistResponse.SerializeToString,
+            ),
+            'ConfirmWaitlistEntry': grpc.unary_unary_rpc_method_handler(
+                    servicer.ConfirmWaitlistEntry,
+                    request_deserializer=invitemesh_dot_invite_dot_v1_dot_invite__service__pb2.ConfirmWaitlistEntryRequest.FromString,
+                    response_serializer=invitemesh_dot_invite_dot_v1_dot_invite__service__pb2.ConfirmWaitlistEntryResponse.SerializeToString,
+            ),
+            'GetMyWaitlistEntry': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetMyWaitlistEntry,
+                    request_deserializer=invitemesh_dot_invite_dot_v1_dot_invite__service__pb2.GetMyWaitlistEntryRequest.FromString,
+                    response_serializer=invitemesh_dot_invite_dot_v1_dot_invite__service__pb2.GetMyWaitlistEntryResponse.SerializeToString,
+            ),
+            'ListWaitlistEntries': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWaitlistEntries,
+                    request_deserializer=invitemesh_dot_invite_dot_v1_dot_invite__service__pb2.ListWaitlistEntriesRequest.FromString,
+                    response_serializer=invitemesh_dot_invite_dot_v1_dot_invite__service__pb2.ListWaitlistEntriesResponse.SerializeToString,
+            ),
+            'GetWaitlistStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetWaitlistStats,
+                    request_deserializer=invitemesh_dot_invite_dot_v1_dot_invite__service__pb2.GetWaitlistStatsRequest.FromString,
+                    response_serializer=invitemesh_dot_invite_dot_v1_dot_invite__service__pb2.GetWaitlistStatsResponse.SerializeToString,
+            ),
+            'ReleaseWaitlistPlaces': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReleaseWaitlistPlaces,
+                    request_deserializer=invitemesh_dot_invite_dot_v1_dot_invite__service__pb2.ReleaseWaitlistPlacesRequest.FromString,
+                    response_serializer=invitemesh_dot_invite_dot_v1_dot_invite__service__pb2.ReleaseWaitlistPlacesResponse.SerializeToString,
+            ),
+            'RemoveWaitlistEntry': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveWaitlistEntry,
+                    request_deserializer=invitemesh_dot_invite_dot_v1_dot_invite__service__pb2.RemoveWaitlistEntryRequest.FromString,
+                    response_serializer=invitemesh_dot_invite_dot_v1_dot_invite__service__pb2.RemoveWaitlistEntryResponse.SerializeToString,
+            ),
+            'MoveWaitlistEntry': grpc.unary_unary_rpc_method_handler(
+                    servicer.MoveWaitlistEntry,
+                    request_deserializer=invitemesh_dot_invite_dot_v1_dot_invite__service__pb2.MoveWaitlistEntryRequest.FromString,
+                    response_serializer=invitemesh_dot_invite_dot_v1_dot_invite__service__pb2.MoveWaitlistEntryResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -636,6 +783,222 @@ class InviteService:
             '/invitemesh.invite.v1.InviteService/GetReferralTree',
             invitemesh_dot_invite_dot_v1_dot_invite__service__pb2.GetReferralTreeRequest.SerializeToString,
             invitemesh_dot_invite_dot_v1_dot_invite__service__pb2.GetReferralTreeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def JoinWaitlist(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/invitemesh.invite.v1.InviteService/JoinWaitlist',
+            invitemesh_dot_invite_dot_v1_dot_invite__service__pb2.JoinWaitlistRequest.SerializeToString,
+            invitemesh_dot_invite_dot_v1_dot_invite__service__pb2.JoinWaitlistResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ConfirmWaitlistEntry(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/invitemesh.invite.v1.InviteService/ConfirmWaitlistEntry',
+            invitemesh_dot_invite_dot_v1_dot_invite__service__pb2.ConfirmWaitlistEntryRequest.SerializeToString,
+            invitemesh_dot_invite_dot_v1_dot_invite__service__pb2.ConfirmWaitlistEntryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetMyWaitlistEntry(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/invitemesh.invite.v1.InviteService/GetMyWaitlistEntry',
+            invitemesh_dot_invite_dot_v1_dot_invite__service__pb2.GetMyWaitlistEntryRequest.SerializeToString,
+            invitemesh_dot_invite_dot_v1_dot_invite__service__pb2.GetMyWaitlistEntryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWaitlistEntries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/invitemesh.invite.v1.InviteService/ListWaitlistEntries',
+            invitemesh_dot_invite_dot_v1_dot_invite__service__pb2.ListWaitlistEntriesRequest.SerializeToString,
+            invitemesh_dot_invite_dot_v1_dot_invite__service__pb2.ListWaitlistEntriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetWaitlistStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/invitemesh.invite.v1.InviteService/GetWaitlistStats',
+            invitemesh_dot_invite_dot_v1_dot_invite__service__pb2.GetWaitlistStatsRequest.SerializeToString,
+            invitemesh_dot_invite_dot_v1_dot_invite__service__pb2.GetWaitlistStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReleaseWaitlistPlaces(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/invitemesh.invite.v1.InviteService/ReleaseWaitlistPlaces',
+            invitemesh_dot_invite_dot_v1_dot_invite__service__pb2.ReleaseWaitlistPlacesRequest.SerializeToString,
+            invitemesh_dot_invite_dot_v1_dot_invite__service__pb2.ReleaseWaitlistPlacesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveWaitlistEntry(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/invitemesh.invite.v1.InviteService/RemoveWaitlistEntry',
+            invitemesh_dot_invite_dot_v1_dot_invite__service__pb2.RemoveWaitlistEntryRequest.SerializeToString,
+            invitemesh_dot_invite_dot_v1_dot_invite__service__pb2.RemoveWaitlistEntryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MoveWaitlistEntry(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/invitemesh.invite.v1.InviteService/MoveWaitlistEntry',
+            invitemesh_dot_invite_dot_v1_dot_invite__service__pb2.MoveWaitlistEntryRequest.SerializeToString,
+            invitemesh_dot_invite_dot_v1_dot_invite__service__pb2.MoveWaitlistEntryResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -77,6 +77,38 @@ class InviteServiceStub:
     """Lists campaigns."""
     GetReferralTree: _grpc.UnaryUnaryMultiCallable[_invite_service_pb2.GetReferralTreeRequest, _invite_service_pb2.GetReferralTreeResponse]
     """Who a user (or admin) invited, and whom those invited, to a depth."""
+    JoinWaitlist: _grpc.UnaryUnaryMultiCallable[_invite_service_pb2.JoinWaitlistRequest, _invite_service_pb2.JoinWaitlistResponse]
+    """Puts an email on the waitlist, optionally through a person's referral
+    code, and mails it a private link to confirm the place and follow it. The
+    answer is the same whether the email was on the list already (it is mailed
+    its link again) or not, and tells nothing of anyone else.
+    """
+    ConfirmWaitlistEntry: _grpc.UnaryUnaryMultiCallable[_invite_service_pb2.ConfirmWaitlistEntryRequest, _invite_service_pb2.ConfirmWaitlistEntryResponse]
+    """Confirms the place of the waitlist entry whose private link carries
+    `token`: from now on it counts, and so does the referral it came through.
+    Confirming again answers the entry as it is.
+    """
+    GetMyWaitlistEntry: _grpc.UnaryUnaryMultiCallable[_invite_service_pb2.GetMyWaitlistEntryRequest, _invite_service_pb2.GetMyWaitlistEntryResponse]
+    """The place of the waitlist entry whose private link carries `token`."""
+    ListWaitlistEntries: _grpc.UnaryUnaryMultiCallable[_invite_service_pb2.ListWaitlistEntriesRequest, _invite_service_pb2.ListWaitlistEntriesResponse]
+    """Lists waitlist entries: confirmed ones in the order of their places,
+    the others newest first; with the count of entries that match.
+    """
+    GetWaitlistStats: _grpc.UnaryUnaryMultiCallable[_invite_service_pb2.GetWaitlistStatsRequest, _invite_service_pb2.GetWaitlistStatsResponse]
+    """The waitlist's size, its growth per day and its top referrers."""
+    ReleaseWaitlistPlaces: _grpc.UnaryUnaryMultiCallable[_invite_service_pb2.ReleaseWaitlistPlacesRequest, _invite_service_pb2.ReleaseWaitlistPlacesResponse]
+    """Invites the first `count` confirmed people of the waitlist: each gets a
+    single-use invite code by mail. Releases run one at a time, so two at once
+    invite different people. Idempotent by `request_id`: a release asked again
+    answers the first one and mails nobody again.
+    """
+    RemoveWaitlistEntry: _grpc.UnaryUnaryMultiCallable[_invite_service_pb2.RemoveWaitlistEntryRequest, _invite_service_pb2.RemoveWaitlistEntryResponse]
+    """Takes an entry off the waitlist: it keeps no place and is never invited."""
+    MoveWaitlistEntry: _grpc.UnaryUnaryMultiCallable[_invite_service_pb2.MoveWaitlistEntryRequest, _invite_service_pb2.MoveWaitlistEntryResponse]
+    """Sets how many places an admin moves a waiting entry up (down when
+    negative) from where its join order and referrals put it; 0 puts it back.
+    Setting the same again changes nothing.
+    """
 
 @_typing.type_check_only
 class InviteServiceAsyncStub(InviteServiceStub):
@@ -127,6 +159,38 @@ class InviteServiceAsyncStub(InviteServiceStub):
     """Lists campaigns."""
     GetReferralTree: _aio.UnaryUnaryMultiCallable[_invite_service_pb2.GetReferralTreeRequest, _invite_service_pb2.GetReferralTreeResponse]  # type: ignore[assignment]
     """Who a user (or admin) invited, and whom those invited, to a depth."""
+    JoinWaitlist: _aio.UnaryUnaryMultiCallable[_invite_service_pb2.JoinWaitlistRequest, _invite_service_pb2.JoinWaitlistResponse]  # type: ignore[assignment]
+    """Puts an email on the waitlist, optionally through a person's referral
+    code, and mails it a private link to confirm the place and follow it. The
+    answer is the same whether the email was on the list already (it is mailed
+    its link again) or not, and tells nothing of anyone else.
+    """
+    ConfirmWaitlistEntry: _aio.UnaryUnaryMultiCallable[_invite_service_pb2.ConfirmWaitlistEntryRequest, _invite_service_pb2.ConfirmWaitlistEntryResponse]  # type: ignore[assignment]
+    """Confirms the place of the waitlist entry whose private link carries
+    `token`: from now on it counts, and so does the referral it came through.
+    Confirming again answers the entry as it is.
+    """
+    GetMyWaitlistEntry: _aio.UnaryUnaryMultiCallable[_invite_service_pb2.GetMyWaitlistEntryRequest, _invite_service_pb2.GetMyWaitlistEntryResponse]  # type: ignore[assignment]
+    """The place of the waitlist entry whose private link carries `token`."""
+    ListWaitlistEntries: _aio.UnaryUnaryMultiCallable[_invite_service_pb2.ListWaitlistEntriesRequest, _invite_service_pb2.ListWaitlistEntriesResponse]  # type: ignore[assignment]
+    """Lists waitlist entries: confirmed ones in the order of their places,
+    the others newest first; with the count of entries that match.
+    """
+    GetWaitlistStats: _aio.UnaryUnaryMultiCallable[_invite_service_pb2.GetWaitlistStatsRequest, _invite_service_pb2.GetWaitlistStatsResponse]  # type: ignore[assignment]
+    """The waitlist's size, its growth per day and its top referrers."""
+    ReleaseWaitlistPlaces: _aio.UnaryUnaryMultiCallable[_invite_service_pb2.ReleaseWaitlistPlacesRequest, _invite_service_pb2.ReleaseWaitlistPlacesResponse]  # type: ignore[assignment]
+    """Invites the first `count` confirmed people of the waitlist: each gets a
+    single-use invite code by mail. Releases run one at a time, so two at once
+    invite different people. Idempotent by `request_id`: a release asked again
+    answers the first one and mails nobody again.
+    """
+    RemoveWaitlistEntry: _aio.UnaryUnaryMultiCallable[_invite_service_pb2.RemoveWaitlistEntryRequest, _invite_service_pb2.RemoveWaitlistEntryResponse]  # type: ignore[assignment]
+    """Takes an entry off the waitlist: it keeps no place and is never invited."""
+    MoveWaitlistEntry: _aio.UnaryUnaryMultiCallable[_invite_service_pb2.MoveWaitlistEntryRequest, _invite_service_pb2.MoveWaitlistEntryResponse]  # type: ignore[assignment]
+    """Sets how many places an admin moves a waiting entry up (down when
+    negative) from where its join order and referrals put it; 0 puts it back.
+    Setting the same again changes nothing.
+    """
 
 class InviteServiceServicer(metaclass=_abc_1.ABCMeta):
     """Invite codes: generation, holds taken at registration, confirmed uses, campaigns
@@ -252,5 +316,85 @@ class InviteServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_invite_service_pb2.GetReferralTreeResponse, _abc.Awaitable[_invite_service_pb2.GetReferralTreeResponse]]:
         """Who a user (or admin) invited, and whom those invited, to a depth."""
+
+    @_abc_1.abstractmethod
+    def JoinWaitlist(
+        self,
+        request: _invite_service_pb2.JoinWaitlistRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_invite_service_pb2.JoinWaitlistResponse, _abc.Awaitable[_invite_service_pb2.JoinWaitlistResponse]]:
+        """Puts an email on the waitlist, optionally through a person's referral
+        code, and mails it a private link to confirm the place and follow it. The
+        answer is the same whether the email was on the list already (it is mailed
+        its link again) or not, and tells nothing of anyone else.
+        """
+
+    @_abc_1.abstractmethod
+    def ConfirmWaitlistEntry(
+        self,
+        request: _invite_service_pb2.ConfirmWaitlistEntryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_invite_service_pb2.ConfirmWaitlistEntryResponse, _abc.Awaitable[_invite_service_pb2.ConfirmWaitlistEntryResponse]]:
+        """Confirms the place of the waitlist entry whose private link carries
+        `token`: from now on it counts, and so does the referral it came through.
+        Confirming again answers the entry as it is.
+        """
+
+    @_abc_1.abstractmethod
+    def GetMyWaitlistEntry(
+        self,
+        request: _invite_service_pb2.GetMyWaitlistEntryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_invite_service_pb2.GetMyWaitlistEntryResponse, _abc.Awaitable[_invite_service_pb2.GetMyWaitlistEntryResponse]]:
+        """The place of the waitlist entry whose private link carries `token`."""
+
+    @_abc_1.abstractmethod
+    def ListWaitlistEntries(
+        self,
+        request: _invite_service_pb2.ListWaitlistEntriesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_invite_service_pb2.ListWaitlistEntriesResponse, _abc.Awaitable[_invite_service_pb2.ListWaitlistEntriesResponse]]:
+        """Lists waitlist entries: confirmed ones in the order of their places,
+        the others newest first; with the count of entries that match.
+        """
+
+    @_abc_1.abstractmethod
+    def GetWaitlistStats(
+        self,
+        request: _invite_service_pb2.GetWaitlistStatsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_invite_service_pb2.GetWaitlistStatsResponse, _abc.Awaitable[_invite_service_pb2.GetWaitlistStatsResponse]]:
+        """The waitlist's size, its growth per day and its top referrers."""
+
+    @_abc_1.abstractmethod
+    def ReleaseWaitlistPlaces(
+        self,
+        request: _invite_service_pb2.ReleaseWaitlistPlacesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_invite_service_pb2.ReleaseWaitlistPlacesResponse, _abc.Awaitable[_invite_service_pb2.ReleaseWaitlistPlacesResponse]]:
+        """Invites the first `count` confirmed people of the waitlist: each gets a
+        single-use invite code by mail. Releases run one at a time, so two at once
+        invite different people. Idempotent by `request_id`: a release asked again
+        answers the first one and mails nobody again.
+        """
+
+    @_abc_1.abstractmethod
+    def RemoveWaitlistEntry(
+        self,
+        request: _invite_service_pb2.RemoveWaitlistEntryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_invite_service_pb2.RemoveWaitlistEntryResponse, _abc.Awaitable[_invite_service_pb2.RemoveWaitlistEntryResponse]]:
+        """Takes an entry off the waitlist: it keeps no place and is never invited."""
+
+    @_abc_1.abstractmethod
+    def MoveWaitlistEntry(
+        self,
+        request: _invite_service_pb2.MoveWaitlistEntryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_invite_service_pb2.MoveWaitlistEntryResponse, _abc.Awaitable[_invite_service_pb2.MoveWaitlistEntryResponse]]:
+        """Sets how many places an admin moves a waiting entry up (down when
+        negative) from where its join order and referrals put it; 0 puts it back.
+        Setting the same again changes nothing.
+        """
 
 def add_InviteServiceServicer_to_server(servicer: InviteServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -41,6 +41,14 @@ class _EmailTemplateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EmailTe
     """A free-form plain-text email an admin wrote: variables `subject` (one
     line) and `text`.
     """
+    EMAIL_TEMPLATE_WAITLIST_LINK: _EmailTemplate.ValueType  # 6
+    """The private link of a waitlist entry, to confirm its place and follow it:
+    variable `status_url`.
+    """
+    EMAIL_TEMPLATE_WAITLIST_INVITATION: _EmailTemplate.ValueType  # 7
+    """A waitlist entry's turn came: variables `code` (a single-use invite code)
+    and `reserve_url`.
+    """
 
 class EmailTemplate(_EmailTemplate, metaclass=_EmailTemplateEnumTypeWrapper):
     """Which template renders an email."""
@@ -58,6 +66,14 @@ EMAIL_TEMPLATE_INVITE_CODES: EmailTemplate.ValueType  # 4
 EMAIL_TEMPLATE_PLAIN_TEXT: EmailTemplate.ValueType  # 5
 """A free-form plain-text email an admin wrote: variables `subject` (one
 line) and `text`.
+"""
+EMAIL_TEMPLATE_WAITLIST_LINK: EmailTemplate.ValueType  # 6
+"""The private link of a waitlist entry, to confirm its place and follow it:
+variable `status_url`.
+"""
+EMAIL_TEMPLATE_WAITLIST_INVITATION: EmailTemplate.ValueType  # 7
+"""A waitlist entry's turn came: variables `code` (a single-use invite code)
+and `reserve_url`.
 """
 Global___EmailTemplate: _TypeAlias = EmailTemplate  # noqa: Y015
 

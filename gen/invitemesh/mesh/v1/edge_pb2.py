@@ -26,13 +26,15 @@ from google.protobuf import descriptor_pb2 as google_dot_protobuf_dot_descriptor
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dinvitemesh/mesh/v1/edge.proto\x12\x12invitemesh.mesh.v1\x1a google/protobuf/descriptor.proto\x1a\x1egoogle/protobuf/duration.proto\"2\n\x04\x45\x64ge\x12*\n\x07timeout\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration:H\n\x04\x65\x64ge\x12\x1e.google.protobuf.MethodOptions\x18\xd2\x86\x03 \x01(\x0b\x32\x18.invitemesh.mesh.v1.Edgeb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dinvitemesh/mesh/v1/edge.proto\x12\x12invitemesh.mesh.v1\x1a google/protobuf/descriptor.proto\x1a\x1egoogle/protobuf/duration.proto\"Z\n\x04\x45\x64ge\x12*\n\x07timeout\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12&\n\x04\x63ost\x18\x02 \x01(\x0e\x32\x18.invitemesh.mesh.v1.Cost*D\n\x04\x43ost\x12\x14\n\x10\x43OST_UNSPECIFIED\x10\x00\x12\x0e\n\nCOST_CHEAP\x10\x01\x12\x16\n\x12\x43OST_PASSWORD_HASH\x10\x02:H\n\x04\x65\x64ge\x12\x1e.google.protobuf.MethodOptions\x18\xd2\x86\x03 \x01(\x0b\x32\x18.invitemesh.mesh.v1.Edgeb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'invitemesh.mesh.v1.edge_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_COST']._serialized_start=211
+  _globals['_COST']._serialized_end=279
   _globals['_EDGE']._serialized_start=119
-  _globals['_EDGE']._serialized_end=169
+  _globals['_EDGE']._serialized_end=209
 # @@protoc_insertion_point(module_scope)

@@ -7,6 +7,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import descriptor_pb2 as _descriptor_pb2
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf.internal import extension_dict as _extension_dict
 import builtins as _builtins
 import sys
@@ -19,6 +20,38 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _Cost:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CostEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Cost.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    COST_UNSPECIFIED: _Cost.ValueType  # 0
+    """Not declared: the same as COST_CHEAP."""
+    COST_CHEAP: _Cost.ValueType  # 1
+    """Milliseconds of the service's event loop and a few statements: admitted
+    under an adaptive concurrency limit.
+    """
+    COST_PASSWORD_HASH: _Cost.ValueType  # 2
+    """Hashes a password (argon2id): admitted while the hashing pool can still
+    start it within the service's latency target.
+    """
+
+class Cost(_Cost, metaclass=_CostEnumTypeWrapper):
+    """How much of a service one call takes."""
+
+COST_UNSPECIFIED: Cost.ValueType  # 0
+"""Not declared: the same as COST_CHEAP."""
+COST_CHEAP: Cost.ValueType  # 1
+"""Milliseconds of the service's event loop and a few statements: admitted
+under an adaptive concurrency limit.
+"""
+COST_PASSWORD_HASH: Cost.ValueType  # 2
+"""Hashes a password (argon2id): admitted while the hashing pool can still
+start it within the service's latency target.
+"""
+Global___Cost: _TypeAlias = Cost  # noqa: Y015
+
 @_typing.final
 class Edge(_message.Message):
     """How the edge treats a method it routes. The edge's configuration is rendered
@@ -28,6 +61,13 @@ class Edge(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     TIMEOUT_FIELD_NUMBER: _builtins.int
+    COST_FIELD_NUMBER: _builtins.int
+    cost: Global___Cost.ValueType
+    """What one call costs the service that answers it. Each cost is admitted
+    against a limit of its own, so a burst of costly calls never starves the
+    cheap ones; past its limit a call is refused at once with
+    RESOURCE_EXHAUSTED, reason OVERLOADED, and a RetryInfo.
+    """
     @_builtins.property
     def timeout(self) -> _duration_pb2.Duration:
         """How long the edge waits for the service's answer, and the deadline the
@@ -40,10 +80,11 @@ class Edge(_message.Message):
         self,
         *,
         timeout: _duration_pb2.Duration | None = ...,
+        cost: Global___Cost.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["timeout", b"timeout"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost", "timeout", b"timeout"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
