@@ -45,16 +45,18 @@ class WaitlistLinks:
         return base64.urlsafe_b64encode(entry_id.bytes + mac).decode().rstrip("=")
 
     def entry_of(self, token: str) -> uuid.UUID | None:
-        """The entry a token was made for; None for anything else."""
+        """The entry a token was made for; None for anything else. Only the exact token passes:
+        base64 decoding forgives stray characters and the spare bits of the last one, so the
+        token is compared whole, not its decoded bytes."""
+        token = token.strip()
         try:
-            raw = base64.urlsafe_b64decode(token.strip() + "=" * (-len(token.strip()) % 4))
+            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         except (ValueError, binascii.Error):
             return None
         if len(raw) != 16 + _MAC_BYTES:
             return None
         entry_id = uuid.UUID(bytes=raw[:16])
-        expected = keyed_hash(self._token_key, entry_id.bytes)[:_MAC_BYTES]
-        return entry_id if hmac.compare_digest(expected, raw[16:]) else None
+        return entry_id if hmac.compare_digest(self.token(entry_id), token) else None
 
     def client(self, address: str) -> bytes:
         return keyed_hash(self._client_key, address.encode())[:16]
