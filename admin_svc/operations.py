@@ -120,6 +120,11 @@ def changes(downstream: Downstream) -> dict[str, Change]:
         created = await call(INVITES, lambda: downstream.invites.CreateCampaign(made, timeout=DEADLINE))
         return pb.CreateCampaignResponse(campaign=created.campaign)
 
+    async def update_campaign(request: pb.UpdateCampaignRequest, key: str, actor: str) -> pb.UpdateCampaignResponse:
+        update = invite_pb.UpdateCampaignRequest(campaign=request.campaign, update_mask=request.update_mask)
+        updated = await call(INVITES, lambda: downstream.invites.UpdateCampaign(update, timeout=DEADLINE))
+        return pb.UpdateCampaignResponse(campaign=updated.campaign)
+
     async def disable_invite(request: pb.DisableInviteRequest, key: str, actor: str) -> pb.DisableInviteResponse:
         disable = invite_pb.DisableCodeRequest(code=request.code)
         disabled = await call(INVITES, lambda: downstream.invites.DisableCode(disable, timeout=DEADLINE))
@@ -201,6 +206,7 @@ def changes(downstream: Downstream) -> dict[str, Change]:
     return {
         "CreateInviteBatch": create_invite_batch,
         "CreateCampaign": create_campaign,
+        "UpdateCampaign": update_campaign,
         "DisableInvite": disable_invite,
         "ReleaseWaitlistPlaces": release_waitlist_places,
         "RemoveWaitlistEntry": remove_waitlist_entry,

@@ -117,6 +117,9 @@ class AdminService(admin_service_pb2_grpc.AdminServiceServicer):
             pb.CreateCampaignResponse, "CreateCampaign", request.campaign.display_name, request, request.request_id
         )
 
+    async def UpdateCampaign(self, request: pb.UpdateCampaignRequest, context: Any) -> pb.UpdateCampaignResponse:
+        return await self._change(pb.UpdateCampaignResponse, "UpdateCampaign", request.campaign.id, request)
+
     async def DisableInvite(self, request: pb.DisableInviteRequest, context: Any) -> pb.DisableInviteResponse:
         return await self._change(pb.DisableInviteResponse, "DisableInvite", request.code, request)
 

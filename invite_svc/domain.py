@@ -50,6 +50,7 @@ HOLD_EXPIRED = "INVITE_HOLD_EXPIRED"
 HOLD_RELEASED = "INVITE_HOLD_RELEASED"
 BUSY = "INVITE_CODE_BUSY"
 CAMPAIGN_NAME_TAKEN = "INVITE_CAMPAIGN_NAME_TAKEN"
+CAMPAIGN_NOT_FOUND = "INVITE_CAMPAIGN_NOT_FOUND"
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,17 @@ def rank_key_shift(places: int) -> int:
     first rank key is twice its join sequence number, so this odd shift lands it past `places`
     people and on nobody's first key."""
     return 2 * places + (places > 0) - (places < 0)
+
+
+def waitlist_top_up(target: int, out: int, room: int | None) -> int:
+    """How many people a campaign that keeps `target` waitlist invitations out invites next:
+    enough to bring its `out` (mailed, not yet redeemed) up to the target, and no more than its
+    `room` (capacity less the spots taken; None: unlimited) leaves for invitations not yet out,
+    so that every code mailed can still be redeemed."""
+    wanted = target - out
+    if room is not None:
+        wanted = min(wanted, room - out)
+    return max(0, wanted)
 
 
 class EntryState(enum.IntEnum):

@@ -1,5 +1,6 @@
 """invite_svc's periodic work: expire lapsed holds (returning their uses) and past-due codes, drop
-delivered outbox rows, and keep the waitlist's places index caught up."""
+delivered outbox rows, keep the waitlist's places index caught up, and top up the campaigns that
+keep waitlist invitations out."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import structlog
 from invite_svc.store.holds import EXPIRY_BATCH, HoldStore
 from invite_svc.store.places import Places
 from invite_svc.store.waitlist import WaitlistStore
+from invite_svc.waitlist import Waitlist
 from mesh.jobs import PeriodicJob
 from mesh.outbox import Outbox
 
@@ -48,3 +50,15 @@ def places_job(waitlist: WaitlistStore, places: Places, interval: float) -> Peri
         await places.mark_synced(moment)
 
     return PeriodicJob("waitlist-places", interval, catch_up)
+
+
+def top_up_job(waitlist: Waitlist, interval: float) -> PeriodicJob:
+    """Invites the next people waiting for each open campaign with a waitlist top-up, as many as
+    bring its invitations out up to it. Safe in every replica: each top-up counts and invites
+    under the lock every release takes."""
+
+    async def top_up() -> None:
+        for campaign_id, invited in await waitlist.top_up():
+            log.info("waitlist topped up", campaign_id=str(campaign_id), invited=invited)
+
+    return PeriodicJob("waitlist-top-up", interval, top_up)

@@ -38,6 +38,8 @@ campaigns = Table(
     Column("end_time", DateTime(timezone=True)),
     Column("create_time", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("request_id", Text, unique=True),
+    Column("waitlist_top_up", Integer, nullable=False, server_default="0"),
+    CheckConstraint("waitlist_top_up >= 0", name="campaigns_waitlist_top_up_not_negative"),
 )
 
 codes = Table(
@@ -138,6 +140,8 @@ waitlist = Table(
     Index("waitlist_joined", "create_time"),
     Index("waitlist_counted_referrals", "referrer_id", "confirm_time", postgresql_where=text("referral_counted")),
     Index("waitlist_top_referrers", "referrals", "seq", postgresql_where=text("referrals > 0")),
+    # Who a release invited: what a release asked again answers, and a campaign's invitations out.
+    Index("waitlist_invited", "release_id", postgresql_where=text("state = 3")),
 )
 
 waitlist_releases = Table(
@@ -149,6 +153,7 @@ waitlist_releases = Table(
     Column("campaign_id", UUID(as_uuid=True)),
     Column("admin_id", UUID(as_uuid=True)),
     Column("create_time", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("waitlist_releases_campaign", "campaign_id"),
 )
 
 outbox = outbox_table(metadata)

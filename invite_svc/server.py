@@ -17,7 +17,7 @@ from invitemesh.mail.v1 import mail_service_pb2_grpc
 
 from invite_svc import domain, models
 from invite_svc.domain import OwnCodes, ReferralRules, Refusal
-from invite_svc.jobs import expiry_job, places_job
+from invite_svc.jobs import expiry_job, places_job, top_up_job
 from invite_svc.sealing import CodeSealer, WaitlistLinks
 from invite_svc.settings import InviteSettings
 from invite_svc.store import InviteStore
@@ -25,7 +25,7 @@ from invite_svc.store.places import Places
 from invite_svc.store.records import Campaign, HoldRecord, MintedCode, OwnedCode, Owner, ReferralNode
 from invite_svc.store.referrals import Joined
 from invite_svc.store.waitlist import WaitlistStore
-from invite_svc.waitlist import Waitlist
+from invite_svc.waitlist import MAX_RELEASE, Waitlist
 from mesh.access import current_principal
 from mesh.clients import client_address
 from mesh.cursors import Keyset, PageTokens, page_size
@@ -55,6 +55,9 @@ _HOUR = 3600
 MAX_MINT = 10_000
 REFERRALS_PER_CODE = 100
 S = TypeVar("S", bound="InviteService")
+_CAMPAIGNS_LISTED = "campaigns newest first"
+"""The query campaign page tokens are bound to (named for the order, so a token of the oldest-first
+listing it replaced is refused, not read backwards)."""
 MAX_DEPTH = 10
 MAX_NAME = 100
 MAX_QUOTA = 100
@@ -66,6 +69,7 @@ _REFUSAL_KINDS: dict[str, type[MeshError]] = {
     domain.HOLD_NOT_FOUND: NotFound,
     domain.BUSY: Unavailable,
     domain.CAMPAIGN_NAME_TAKEN: AlreadyExists,
+    domain.CAMPAIGN_NOT_FOUND: NotFound,
     domain.WAITLIST_LINK_INVALID: Unauthenticated,
     domain.WAITLIST_ENTRY_NOT_FOUND: NotFound,
 }
@@ -226,6 +230,7 @@ class InviteService(invite_service_pb2_grpc.InviteServiceServicer):
         )
         if window.start and window.end and window.end <= window.start:
             violations.append(FieldViolation("campaign.end_time", "after start_time"))
+        _check_top_up(wanted, violations)
         if violations:
             raise InvalidArgument(violations)
         with _refusals():
@@ -236,15 +241,31 @@ class InviteService(invite_service_pb2_grpc.InviteServiceServicer):
                 wanted.invite_quota,
                 window,
                 request.request_id or None,
+                wanted.waitlist_top_up,
             )
         return pb.CreateCampaignResponse(campaign=_campaign(created))
 
+    async def UpdateCampaign(self, request: pb.UpdateCampaignRequest, context: Any) -> pb.UpdateCampaignResponse:
+        violations: list[FieldViolation] = []
+        if not request.campaign.id:
+            violations.append(FieldViolation("campaign.id", "required"))
+        # The one field that changes is what an empty mask means (AIP-134: the fields given).
+        if set(request.update_mask.paths or ["waitlist_top_up"]) != {"waitlist_top_up"}:
+            violations.append(FieldViolation("update_mask", "waitlist_top_up (the one field that can change)"))
+        _check_top_up(request.campaign, violations)
+        if violations:
+            raise InvalidArgument(violations)
+        campaign_id = _uuid("campaign.id", request.campaign.id)
+        with _refusals():
+            updated = await self._store.campaigns.update_waitlist_top_up(campaign_id, request.campaign.waitlist_top_up)
+        return pb.UpdateCampaignResponse(campaign=_campaign(updated))
+
     async def ListCampaigns(self, request: pb.ListCampaignsRequest, context: Any) -> pb.ListCampaignsResponse:
-        size, after = self._page(request.page_size, request.page_token, "campaigns")
+        size, after = self._page(request.page_size, request.page_token, _CAMPAIGNS_LISTED)
         found = await self._store.campaigns.campaigns(size, after)
         return pb.ListCampaignsResponse(
             campaigns=[_campaign(campaign) for campaign in found],
-            next_page_token=self._pages.keyset_next([(c.create_time, c.id) for c in found], size, "campaigns"),
+            next_page_token=self._pages.keyset_next([(c.create_time, c.id) for c in found], size, _CAMPAIGNS_LISTED),
         )
 
     async def MintCodes(self, request: pb.MintCodesRequest, context: Any) -> pb.MintCodesResponse:
@@ -340,6 +361,11 @@ def _owner_of(field: str, given: pb.Owner) -> Owner | None:
     return Owner(user_id=owner_id) if kind == "user_id" else Owner(admin_id=owner_id)
 
 
+def _check_top_up(campaign: pb.Campaign, violations: list[FieldViolation]) -> None:
+    if not 0 <= campaign.waitlist_top_up <= MAX_RELEASE:
+        violations.append(FieldViolation("campaign.waitlist_top_up", f"between 0 (off) and {MAX_RELEASE}"))
+
+
 def _uuid(field: str, value: str) -> uuid.UUID:
     try:
         return uuid.UUID(value)
@@ -377,6 +403,7 @@ def _campaign(campaign: Campaign) -> pb.Campaign:
         start_time=optional_timestamp(campaign.window.start),
         end_time=optional_timestamp(campaign.window.end),
         create_time=optional_timestamp(campaign.create_time),
+        waitlist_top_up=campaign.waitlist_top_up,
     )
 
 
@@ -473,6 +500,7 @@ def invite_service(
     runtime.workers.append(outbox)
     runtime.jobs.append(expiry_job(store.holds, outbox, own.expiry_interval))
     runtime.jobs.append(places_job(waitlist_store, places, own.waitlist_catch_up_interval))
+    runtime.jobs.append(top_up_job(waitlist, own.waitlist_top_up_interval))
     return kind(
         store,
         FixedWindowLimit(runtime.counters, runtime.keys, "checks", own.checks_per_minute, 60),

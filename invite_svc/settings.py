@@ -39,5 +39,7 @@ class InviteSettings(MeshSettings, env_prefix="MESH_INVITE_"):
     """waitlist mails per email per hour; over it, the same answer and no mail"""
     waitlist_catch_up_interval: float = Field(default=5.0, gt=0)
     """seconds between catch-ups of the places index in Redis with PostgreSQL"""
+    waitlist_top_up_interval: float = Field(default=30.0, gt=0)
+    """seconds between top-ups of the campaigns that keep waitlist invitations out"""
 
     _mailed_links = field_validator("waitlist_url", "reserve_url")(require_mailed_link)

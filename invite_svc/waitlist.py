@@ -1,5 +1,6 @@
 """The waitlist flow: people join with an email (and a friend's referral code), confirm it through
-a private link, follow their place; admins list it, release places, remove or move people.
+a private link, follow their place; admins list it, release places, remove or move people, and
+campaigns with a waitlist top-up release places by themselves.
 
 A join answers the same whatever the email's history (new, waiting, invited, removed): what
 differs is only what is mailed, and the mail goes to the email's owner. Nothing here answers
@@ -187,6 +188,16 @@ class Waitlist:
             request.count, request.request_id, campaign_id, admin_id, self._invitation_mail
         )
         return pb.ReleaseWaitlistPlacesResponse(entries=[_entry(invitation.entry, None) for invitation in invited])
+
+    async def top_up(self) -> list[tuple[uuid.UUID, int]]:
+        """Tops up every open campaign that keeps waitlist invitations out: each campaign's id
+        and how many people it invited now, for those that invited any."""
+        topped_up = []
+        for campaign_id in await self._store.campaigns_topped_up():
+            invited = await self._store.top_up(campaign_id, self._invitation_mail)
+            if invited:
+                topped_up.append((campaign_id, len(invited)))
+        return topped_up
 
     async def remove(self, request: pb.RemoveWaitlistEntryRequest) -> pb.RemoveWaitlistEntryResponse:
         removed = await self._store.remove(_required_uuid("id", request.id))

@@ -211,15 +211,16 @@ class Console:
 
     @_for_admins
     async def campaigns(self, request: Request, me: SignedInAdmin) -> Response:
-        return await self._campaigns_page(request, me, errors={}, given={}, status=200, notice=None)
+        notice = "The waitlist top-up is set." if request.query_params.get("done") == "top-up" else None
+        return await self._campaigns_page(request, me, errors={}, given={}, status=200, notice=notice)
 
     @_for_admins
     async def create_campaign(self, request: Request, me: SignedInAdmin) -> Response:
         form = await checked_form(request)
-        given = {name: form_text(form, name).strip() for name in ("name", "capacity", "quota", "domains")}
+        given = {name: form_text(form, name).strip() for name in ("name", "capacity", "quota", "domains", "top_up")}
         errors = {
             name: "A whole number, 0 or more."
-            for name in ("capacity", "quota")
+            for name in ("capacity", "quota", "top_up")
             if given[name] and not given[name].isdigit()
         }
         if not errors:
@@ -228,20 +229,39 @@ class Console:
                 capacity=int(given["capacity"] or 0),
                 invite_quota=int(given["quota"] or 0),
                 allowed_email_domains=[d.strip() for d in given["domains"].split(",") if d.strip()],
+                waitlist_top_up=int(given["top_up"] or 0),
             )
             asked = admin.CreateCampaignRequest(campaign=campaign, request_id=form_text(form, "request_id"))
             try:
                 made = (await self._call(me, self._mesh.admin.CreateCampaign, asked)).campaign
-                # Said here: among many campaigns the new one need not be on the list's first page.
                 notice = f"Created {made.display_name}: {made.taken} / {made.capacity or '∞'} spots, id {made.id}."
                 return await self._campaigns_page(request, me, errors={}, given={}, status=200, notice=notice)
             except Refused as refused:
                 fields = {"campaign.display_name": "name", "campaign.capacity": "capacity",
-                          "campaign.invite_quota": "quota", "campaign.allowed_email_domains": "domains"}  # fmt: skip
+                          "campaign.invite_quota": "quota", "campaign.allowed_email_domains": "domains",
+                          "campaign.waitlist_top_up": "top_up"}  # fmt: skip
                 errors = {fields.get(f, f): d for f, d in domain.form_errors(refused.violations).items()}
                 if not errors:
                     errors = {"name": domain.message_for(refused.reason)}
         return await self._campaigns_page(request, me, errors=errors, given=given, status=400, notice=None)
+
+    @_for_admins
+    async def set_campaign_top_up(self, request: Request, me: SignedInAdmin) -> Response:
+        form = await checked_form(request)
+        top_up = form_text(form, "top_up").strip()
+        problem = None if top_up.isdigit() else "Keep a whole number of invitations out, 0 or more."
+        if problem is None:
+            campaign = invite.Campaign(id=form_text(form, "id").strip(), waitlist_top_up=int(top_up))
+            try:
+                asked = admin.UpdateCampaignRequest(campaign=campaign)
+                await self._call(me, self._mesh.admin.UpdateCampaign, asked)
+            except Refused as refused:
+                problem = domain.in_one_line(refused.violations, refused.reason)
+        if problem is not None:
+            return await self._campaigns_page(
+                request, me, errors={}, given={}, status=400, notice=None, problem=problem
+            )
+        return see_other("/admin/campaigns?done=top-up")
 
     async def _campaigns_page(
         self,
@@ -252,10 +272,13 @@ class Console:
         given: dict[str, str],
         status: int,
         notice: str | None,
+        problem: str | None = None,
     ) -> Response:
-        listed = await self._call(me, self._mesh.admin.ListCampaigns, admin.ListCampaignsRequest(page_size=PAGE_SIZE))
+        asked = admin.ListCampaignsRequest(page_size=PAGE_SIZE, page_token=request.query_params.get("page_token", ""))
+        listed = await self._call(me, self._mesh.admin.ListCampaigns, asked)
         return self.page_for(request, me, "admin/campaigns.html.j2", status=status, campaigns=listed.campaigns,
-                          errors=errors, given=given, request_id=str(uuid.uuid4()), notice=notice)  # fmt: skip
+                          next_page_token=listed.next_page_token, errors=errors, given=given,
+                          request_id=str(uuid.uuid4()), notice=notice, problem=problem)  # fmt: skip
 
     @_for_admins
     async def users(self, request: Request, me: SignedInAdmin) -> Response:

@@ -149,6 +149,7 @@ def create_app(settings: Settings, own: WebSettings) -> Starlette:
         Route("/admin/codes/disable", console.disable_code, methods=["POST"]),
         Route("/admin/campaigns", console.campaigns, methods=["GET"]),
         Route("/admin/campaigns", console.create_campaign, methods=["POST"]),
+        Route("/admin/campaigns/top-up", console.set_campaign_top_up, methods=["POST"]),
         Route("/admin/users", console.users, methods=["GET"]),
         Route("/admin/users", console.change_user, methods=["POST"]),
         Route("/admin/waitlist", console.waitlist, methods=["GET"]),

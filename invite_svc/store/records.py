@@ -60,6 +60,7 @@ class Campaign:
     invite_quota: int
     window: Window
     create_time: datetime.datetime
+    waitlist_top_up: int
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,9 @@ Exactness under contention:
 - releases take a transaction-scoped advisory lock, so two at once run one after the other and
   the second takes the next N people; the first N are locked, invited, given a single-use code
   each, and their mails promised to the outbox, all in one transaction, which is recorded under
-  the release's request id: a release asked again answers what the first one did.
+  the release's request id: a release asked again answers what the first one did;
+- a campaign's top-up counts its invitations out and invites under the same lock, so top-ups
+  in every replica and releases at once never invite past what it keeps out.
 """
 
 from __future__ import annotations
@@ -33,21 +35,24 @@ from typing import Any
 
 import asyncpg
 from redis.exceptions import RedisError
-from sqlalchemy import Boolean, Interval, bindparam, exists, func, insert, or_, select, text, tuple_, update
+from sqlalchemy import Boolean, Interval, and_, bindparam, exists, func, insert, or_, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as upsert
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from invite_svc.domain import (
     WAITLIST_ENTRY_NOT_FOUND,
     WAITLIST_ENTRY_NOT_WAITING,
+    CodeState,
     EntryState,
     Referral,
     ReferralRules,
     Refusal,
     rank_key_shift,
+    waitlist_top_up,
 )
-from invite_svc.models import outbox, waitlist, waitlist_releases
+from invite_svc.models import campaigns, code_slots, codes, outbox, waitlist, waitlist_releases
 from invite_svc.sealing import CodeSealer
+from invite_svc.store.campaigns import SPOTS_TAKEN
 from invite_svc.store.codes import insert_codes
 from invite_svc.store.places import Place, Places
 from invite_svc.store.records import Owner
@@ -284,7 +289,7 @@ class WaitlistStore:
         the outbox (`invitation` makes the mail); the same `request_id` again answers the people
         the first release invited and does nothing more."""
         async with self._engine.begin() as connection:
-            await connection.execute(text("SELECT pg_advisory_xact_lock(hashtext('invite.waitlist release'))"))
+            await connection.execute(_LOCK_RELEASES)
             earlier = await connection.scalar(
                 select(waitlist_releases.c.id).where(waitlist_releases.c.request_id == request_id)
             )
@@ -292,40 +297,78 @@ class WaitlistStore:
                 rows = await connection.execute(
                     # Invitations keep the rank keys they had: the order they were invited in.
                     select(waitlist)
-                    .where(waitlist.c.release_id == earlier)
+                    .where(waitlist.c.release_id == earlier, waitlist.c.state == int(EntryState.INVITED))
                     .order_by(waitlist.c.rank_key, waitlist.c.seq)
                 )
                 return [Invitation(_entry(row), "") for row in rows.mappings()]
-            release_id = uuid.uuid4()
-            await connection.execute(
-                insert(waitlist_releases).values(
-                    id=release_id, request_id=request_id, count=count, campaign_id=campaign_id, admin_id=admin_id
-                )
+            invitations = await self._invite(connection, count, request_id, campaign_id, admin_id, invitation)
+        await self._invited(invitations)
+        return invitations
+
+    async def campaigns_topped_up(self) -> list[uuid.UUID]:
+        """The campaigns that keep waitlist invitations out and are open now."""
+        async with self._autocommit.connect() as connection:
+            return list((await connection.execute(_TOPPED_UP)).scalars())
+
+    async def top_up(self, campaign_id: uuid.UUID, invitation: Callable[[Invitation], Mail]) -> list[Invitation]:
+        """Invites as many people as the campaign's waitlist top-up asks for now
+        (invite_svc.domain.waitlist_top_up), as a release for the campaign by no admin. Counted
+        and invited under the lock every release takes, so top-ups in every replica and admins'
+        releases at once see each other's invitations and never overshoot; a top-up cut short
+        rolls back whole, and the next one counts again."""
+        async with self._engine.begin() as connection:
+            await connection.execute(_LOCK_RELEASES)
+            terms = (await connection.execute(_TOP_UP_TERMS, {"campaign": campaign_id})).mappings().first()
+            if terms is None:
+                return []
+            count = waitlist_top_up(terms["target"], terms["out"], terms["room"])
+            if not count:
+                return []
+            invitations = await self._invite(connection, count, f"top-up:{uuid.uuid4()}", campaign_id, None, invitation)
+        await self._invited(invitations)
+        return invitations
+
+    async def _invite(
+        self,
+        connection: AsyncConnection,
+        count: int,
+        request_id: str,
+        campaign_id: uuid.UUID | None,
+        admin_id: uuid.UUID | None,
+        invitation: Callable[[Invitation], Mail],
+    ) -> list[Invitation]:
+        release_id = uuid.uuid4()
+        await connection.execute(
+            insert(waitlist_releases).values(
+                id=release_id, request_id=request_id, count=count, campaign_id=campaign_id, admin_id=admin_id
             )
-            first = (
-                select(waitlist.c.id)
-                .where(waitlist.c.state == int(EntryState.WAITING))
-                .order_by(waitlist.c.rank_key, waitlist.c.seq)
-                .limit(count)
-                .with_for_update()
+        )
+        first = (
+            select(waitlist.c.id)
+            .where(waitlist.c.state == int(EntryState.WAITING))
+            .order_by(waitlist.c.rank_key, waitlist.c.seq)
+            .limit(count)
+            .with_for_update()
+        )
+        picked = (await connection.execute(first)).scalars().all()
+        codes = await insert_codes(
+            connection, self._sealer, len(picked), 1, Owner(admin_id=admin_id), campaign_id, None, request_id
+        )
+        invitations: list[Invitation] = []
+        for entry_id, code in zip(picked, codes, strict=True):
+            invited = await connection.execute(
+                _INVITE.values(release_id=release_id, code_id=code.id), {"entry": entry_id}
             )
-            picked = (await connection.execute(first)).scalars().all()
-            codes = await insert_codes(
-                connection, self._sealer, len(picked), 1, Owner(admin_id=admin_id), campaign_id, None, request_id
-            )
-            invitations: list[Invitation] = []
-            for entry_id, code in zip(picked, codes, strict=True):
-                invited = await connection.execute(
-                    _INVITE.values(release_id=release_id, code_id=code.id), {"entry": entry_id}
-                )
-                invitations.append(Invitation(_entry(invited.mappings().one()), code.code))
-            for invited_entry in invitations:
-                mail = mail_payload(invitation(invited_entry))
-                await self._outbox.add(connection, f"waitlist:{invited_entry.entry.id}", SEND_EMAIL, mail)
+            invitations.append(Invitation(_entry(invited.mappings().one()), code.code))
+        for invited_entry in invitations:
+            mail = mail_payload(invitation(invited_entry))
+            await self._outbox.add(connection, f"waitlist:{invited_entry.entry.id}", SEND_EMAIL, mail)
+        return invitations
+
+    async def _invited(self, invitations: list[Invitation]) -> None:
         if invitations:
             self._outbox.notify()
-            await self._places.left([invited_entry.entry.seq for invited_entry in invitations])
-        return invitations
+            await self._places.left([invited.entry.seq for invited in invitations])
 
     async def page(
         self, state: EntryState, size: int, after: tuple[int, int] | None, email_prefix: str
@@ -527,6 +570,38 @@ _WAITING_AFTER = DriverStatement(
     .order_by(waitlist.c.seq)
     .limit(bindparam("limit"))
 )
+_LOCK_RELEASES = text("SELECT pg_advisory_xact_lock(hashtext('invite.waitlist release'))")
+_NOW_OPEN = and_(
+    or_(campaigns.c.start_time.is_(None), campaigns.c.start_time <= func.now()),
+    or_(campaigns.c.end_time.is_(None), campaigns.c.end_time > func.now()),
+)
+_TOPPED_UP = (
+    select(campaigns.c.id)
+    .where(campaigns.c.waitlist_top_up > 0, _NOW_OPEN)
+    .order_by(campaigns.c.create_time, campaigns.c.id)
+)
+# A campaign's waitlist invitations out: codes its releases mailed that are active, not past
+# their time, and hold no use (a hold that lapses puts its code out again).
+_invitations_out = (
+    select(func.count())
+    .select_from(
+        waitlist_releases.join(
+            waitlist, and_(waitlist.c.release_id == waitlist_releases.c.id, waitlist.c.state == int(EntryState.INVITED))
+        ).join(codes, codes.c.id == waitlist.c.code_id)
+    )
+    .where(
+        waitlist_releases.c.campaign_id == campaigns.c.id,
+        codes.c.state == int(CodeState.ACTIVE),
+        or_(codes.c.expire_time.is_(None), codes.c.expire_time > func.now()),
+        ~exists().where(code_slots.c.code_id == codes.c.id, code_slots.c.taken > 0),
+    )
+    .scalar_subquery()
+)
+_TOP_UP_TERMS = select(
+    campaigns.c.waitlist_top_up.label("target"),
+    (campaigns.c.capacity - SPOTS_TAKEN).label("room"),
+    _invitations_out.label("out"),
+).where(campaigns.c.id == bindparam("campaign"), campaigns.c.waitlist_top_up > 0, _NOW_OPEN)
 _GROWTH = text("""
 WITH period AS (SELECT (now() AT TIME ZONE 'UTC')::date - (CAST(:days AS integer) - 1) AS first_day),
 days AS (

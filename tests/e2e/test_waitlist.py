@@ -1,11 +1,13 @@
 """The waitlist end to end, as `meshctl up` runs it: in Chromium, a person joins, confirms from the
 mailed link and moves up when a friend joins through the share link; the reserve page offers the
-waitlist when a code's places are gone; and over REST, an admin's release whose invite_svc is
+waitlist when a code's places are gone; an operator sets a campaign's top-up in the console and
+the next people are invited by themselves; and over REST, an admin's release whose invite_svc is
 killed mid-delivery mails every person invited exactly once."""
 
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
 import os
 import re
@@ -29,13 +31,19 @@ from tests.e2e.test_pages import minted
 pytestmark = pytest.mark.e2e
 LINK = r"(http\S+/waitlist/me#token=[A-Za-z0-9_-]+)"
 INVITATION = "Your invitemesh invite is here"
+CODE = r"\b([2-9A-HJ-NP-Z]{4}-[2-9A-HJ-NP-Z]{4}-[2-9A-HJ-NP-Z])\b"
 SCREENSHOTS = os.environ.get("MESH_SCREENSHOTS")
 
 
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     # Every join here comes from a handful of addresses; a release's mails leave within a lease.
-    with running_mesh(tmp_path_factory, MESH_INVITE_WAITLIST_JOINS_PER_HOUR="100000", MESH_OUTBOX_LEASE="3") as mesh:
+    with running_mesh(
+        tmp_path_factory,
+        MESH_INVITE_WAITLIST_JOINS_PER_HOUR="100000",
+        MESH_OUTBOX_LEASE="3",
+        MESH_INVITE_WAITLIST_TOP_UP_INTERVAL="1",
+    ) as mesh:
         yield mesh
 
 
@@ -142,6 +150,46 @@ def test_the_reserve_page_offers_the_waitlist_when_a_codes_places_are_gone(mesh:
         page.get_by_role("button", name=f"Join the waitlist as {email}").click()
         expect(page.get_by_role("heading", name="Check your mail")).to_be_visible()
     assert mailed(mesh, email, LINK)
+
+
+def test_an_operator_sets_a_campaigns_top_up_in_the_console_and_the_next_people_are_invited_as_far_as_it_has_room(
+    mesh: Mesh, browser: Browser
+) -> None:
+    token = admin_token(mesh, "operator")
+    # A database given by MESH_DATABASE_URL holds other runs' people: released first, so the
+    # top-up takes these.
+    if waiting := int(ok(call(mesh.edge, "GET", "/v1/admin/waitlist:stats", token=token))["stats"]["waiting"]):
+        release = {"count": waiting, "requestId": uuid.uuid4().hex}
+        ok(call(mesh.edge, "POST", "/v1/admin/waitlist:release", release, token=token))
+    people = [fresh_email() for _ in range(3)]
+    tokens = [joined_and_confirmed(mesh, email) for email in people]
+    name = f"top-up-{uuid.uuid4().hex[:8]}"
+    # Room for two, and closing by itself: a run cut short leaves nothing that invites for long.
+    closes = (datetime.datetime.now(datetime.UTC) + datetime.timedelta(minutes=10)).isoformat()
+    made = {"campaign": {"displayName": name, "capacity": 2, "endTime": closes}}
+    campaign = ok(call(mesh.edge, "POST", "/v1/admin/campaigns", made, token=token))["campaign"]
+    try:
+        with person(browser, mesh.edge) as context:
+            page = context.new_page()
+            sign_in(page, mesh, "operator")
+            page.get_by_role("link", name="Campaigns", exact=True).click()
+            row = page.get_by_role("row", name=re.compile(re.escape(name)))
+            row.get_by_label(f"Waitlist invitations {name} keeps out").fill("2")
+            row.get_by_role("button", name="Set").click()
+            expect(page.get_by_role("status")).to_have_text("The waitlist top-up is set.")
+            expect(page.get_by_label(f"Waitlist invitations {name} keeps out")).to_have_value("2")
+            _shot(page, "campaign-top-up")
+        codes = [mailed(mesh, email, CODE) for email in people[:2]]
+        third = ok(call(mesh.edge, "GET", f"/v1/waitlist/me?token={tokens[2]}"))["entry"]
+    finally:
+        off = ok(call(mesh.edge, "PATCH", f"/v1/admin/campaigns/{campaign['id']}", {"waitlistTopUp": 0}, token=token))
+    listed = ok(call(mesh.edge, "GET", f"/v1/admin/invites?campaignId={campaign['id']}", token=token))["codes"]
+
+    assert len(set(codes)) == 2 and {code["code"] for code in listed} == set(codes)
+    # Two invitations out of two places: the third waits, though the top-up asks for two out.
+    assert (third["state"], int(third["position"])) == ("WAITLIST_ENTRY_STATE_WAITING", 1)
+    assert not _invitations(mesh, people[2])
+    assert off["campaign"].get("waitlistTopUp", 0) == 0
 
 
 def _pid(mesh: Mesh, name: str) -> int:
@@ -256,6 +304,6 @@ def test_an_operator_releases_moves_and_removes_in_the_console_and_a_viewer_only
         expect(page.get_by_role("heading", name="People", exact=True)).to_be_visible()
         expect(page.get_by_role("button", name="Release")).to_have_count(0)
 
-    assert mailed(mesh, first, r"\b([2-9A-HJ-NP-Z]{4}-[2-9A-HJ-NP-Z]{4}-[2-9A-HJ-NP-Z])\b")
-    assert mailed(mesh, third, r"\b([2-9A-HJ-NP-Z]{4}-[2-9A-HJ-NP-Z]{4}-[2-9A-HJ-NP-Z])\b")
+    assert mailed(mesh, first, CODE)
+    assert mailed(mesh, third, CODE)
     assert not _invitations(mesh, second)

@@ -63,6 +63,7 @@ FAST = {
     "auth_registrations_per_hour": 10_000,
     "auth_emails_per_hour": 10_000,
     "invite_checks_per_minute": 10_000,
+    "invite_waitlist_top_up_interval": 0.3,
     # Tests here send dozens of registrations at once for what they race on, not to be refused
     # for load: admission has tests of its own (tests/integration/mesh/test_admission.py).
     "hash_wait_target": 10.0,

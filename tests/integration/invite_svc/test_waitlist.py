@@ -1,31 +1,39 @@
 """The waitlist over real gRPC, on a database and a Redis of each test's own (a release takes the
 first people of the whole list): joins that tell nothing, confirmations through the private link,
 places that referrals move, the rules that keep fake referrals from counting, releases exact
-under two admins at once, and places that stay right under hundreds of concurrent joins."""
+under two admins at once, places that stay right under hundreds of concurrent joins, and
+campaigns that keep invitations out by themselves."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
 import grpc
 import pytest
+from google.protobuf.field_mask_pb2 import FieldMask
 from invitemesh.invite.v1 import invite_service_pb2 as pb
 from invitemesh.invite.v1 import invite_service_pb2_grpc
 
 from invite_svc.sealing import WaitlistLinks
 from invite_svc.server import add_servicers
+from invite_svc.settings import InviteSettings
 from invite_svc.store.places import Places
 from mesh.channels import open_channel
 from mesh.errors import error_info, field_violations
+from mesh.jobs import PeriodicJob
 from mesh.keys import load_kek
+from mesh.mailing import SEND_EMAIL
 from mesh.migrate import upgrade
 from mesh.redis import KeySpace, create_redis
 from mesh.redis_pipe import RedisPipe
+from mesh.sealing import Sealer, derive_key
+from mesh.server import ServiceRuntime
 from mesh.services import INVITE
 from meshctl.embedded import EmbeddedRedis
 from tests.conftest import eventually
@@ -61,8 +69,11 @@ class Waitlist:
     database: asyncpg.Pool
     admin: invite_service_pb2_grpc.InviteServiceAsyncStub
     anyone: invite_service_pb2_grpc.InviteServiceAsyncStub
+    auth: invite_service_pb2_grpc.InviteServiceAsyncStub
     links: WaitlistLinks
     places: Places
+    top_up: Callable[[], Awaitable[object]]
+    """One run of the server's top-up job, whose own runs are an hour apart here."""
 
     async def join(self, email: str, referral_code: str = "", client: str = "198.51.100.1") -> None:
         request = pb.JoinWaitlistRequest(email=email, referral_code=referral_code)
@@ -102,8 +113,15 @@ async def waitlist(tmp_path: Path, own_database_url: str, own_redis: EmbeddedRed
         # The relay finds no mail_svc here; the mails it promised are counted in its table.
         outbox_backoff_base=60.0,
         invite_waitlist_catch_up_interval=0.2,
+        invite_waitlist_top_up_interval=3600.0,
     )
-    server = trust.server(INVITE, add_servicers)
+    jobs: dict[str, PeriodicJob] = {}
+
+    def add_keeping_jobs(server: grpc.aio.Server, runtime: ServiceRuntime, own: InviteSettings) -> None:
+        add_servicers(server, runtime, own)
+        jobs.update((job.name, job) for job in runtime.jobs)
+
+    server = trust.server(INVITE, add_keeping_jobs)
     await server.start()
     target = f"127.0.0.1:{server.port}"
     redis = create_redis(trust.settings)
@@ -112,14 +130,17 @@ async def waitlist(tmp_path: Path, own_database_url: str, own_redis: EmbeddedRed
         asyncpg.create_pool(own_database_url, min_size=1, max_size=4) as database,
         open_channel(target, trust.settings, "admin_svc", trust.signer("admin_svc")) as admin,
         open_channel(target, trust.settings) as anyone,
+        open_channel(target, trust.settings, "auth_svc", trust.signer("auth_svc")) as auth,
     ):
         yield Waitlist(
             trust,
             database,
             invite_service_pb2_grpc.InviteServiceStub(admin),
             invite_service_pb2_grpc.InviteServiceStub(anyone),
+            invite_service_pb2_grpc.InviteServiceStub(auth),
             WaitlistLinks(load_kek(trust.settings)),
             Places(redis, pipe, KeySpace(INVITE.redis_prefix)),
+            jobs["waitlist-top-up"].work,
         )
     await server.stop(0)
     await pipe.close()
@@ -324,3 +345,118 @@ async def _seqs(waitlist: Waitlist, emails: list[str]) -> list[int]:
     )
     seq_of = {row["canonical_email"]: row["seq"] for row in rows}
     return [seq_of[email] for email in emails]
+
+
+async def test_a_campaigns_top_up_keeps_that_many_invitations_out_within_its_room_and_top_ups_at_once_never_overshoot(
+    waitlist: Waitlist,
+) -> None:
+    people = [_someone(f"t{index}") for index in range(8)]
+    for email in people:
+        await waitlist.joined_and_confirmed(email)
+    await waitlist.join(_someone("unconfirmed"))
+    made = pb.Campaign(display_name=f"topped {uuid.uuid4().hex[:6]}", capacity=4, waitlist_top_up=2)
+    campaign = (await waitlist.admin.CreateCampaign(pb.CreateCampaignRequest(campaign=made))).campaign
+
+    await asyncio.gather(*(waitlist.top_up() for _ in range(8)))  # as replicas' jobs at once
+    first = await _invited(waitlist)
+    await waitlist.top_up()
+    unchanged = await _invited(waitlist)
+    await _redeem(waitlist, people[0])  # one invitation no longer out: the next person is invited
+    await waitlist.top_up()
+    after_one = await _invited(waitlist)
+    await _redeem(waitlist, people[1])
+    await waitlist.top_up()
+    after_two = await _invited(waitlist)
+    # Three spots taken and one invitation out of four: no room for another.
+    await _redeem(waitlist, people[2])
+    await waitlist.top_up()
+    at_capacity = await _invited(waitlist)
+
+    assert campaign.waitlist_top_up == 2
+    assert first == unchanged == people[:2]
+    assert after_one == people[:3]
+    assert after_two == people[:4]
+    assert at_capacity == people[:4]
+    for email in people[:4]:
+        assert await _mails_to(waitlist, email) == 2  # the link at joining, the invitation once
+    codes = await waitlist.fetch(
+        "SELECT c.campaign_id, c.max_uses FROM invite.waitlist w JOIN invite.codes c ON c.id = w.code_id"
+    )
+    assert {(str(row["campaign_id"]), row["max_uses"]) for row in codes} == {(campaign.id, 1)}
+
+
+async def test_a_campaigns_top_up_is_changed_by_its_own_field_only_and_a_top_up_of_zero_invites_nobody(
+    waitlist: Waitlist,
+) -> None:
+    people = [_someone(f"u{index}") for index in range(3)]
+    for email in people:
+        await waitlist.joined_and_confirmed(email)
+    made = pb.Campaign(display_name=f"later {uuid.uuid4().hex[:6]}")
+    campaign = (await waitlist.admin.CreateCampaign(pb.CreateCampaignRequest(campaign=made))).campaign
+    refusals = []
+    for bad in (
+        pb.UpdateCampaignRequest(campaign=pb.Campaign(id=campaign.id, waitlist_top_up=-1)),
+        pb.UpdateCampaignRequest(
+            campaign=pb.Campaign(id=campaign.id, capacity=1), update_mask=FieldMask(paths=["capacity"])
+        ),
+        pb.UpdateCampaignRequest(campaign=pb.Campaign(waitlist_top_up=1)),
+        pb.UpdateCampaignRequest(campaign=pb.Campaign(id=str(uuid.uuid4()), waitlist_top_up=1)),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await waitlist.admin.UpdateCampaign(bad)
+        refusals.append(refused.value)
+    await waitlist.top_up()
+    before = await _invited(waitlist)
+
+    set_to_one = pb.UpdateCampaignRequest(
+        campaign=pb.Campaign(id=campaign.id, waitlist_top_up=1), update_mask=FieldMask(paths=["waitlist_top_up"])
+    )
+    updated = (await waitlist.admin.UpdateCampaign(set_to_one)).campaign
+    await waitlist.top_up()
+    after = await _invited(waitlist)
+    # No mask: the one field that changes.
+    off = pb.UpdateCampaignRequest(campaign=pb.Campaign(id=campaign.id, waitlist_top_up=0))
+    turned_off = (await waitlist.admin.UpdateCampaign(off)).campaign
+    await waitlist.admin.DisableCode(pb.DisableCodeRequest(code=await _invitation_code(waitlist, people[0])))
+    await waitlist.top_up()
+    listed = (await waitlist.admin.ListCampaigns(pb.ListCampaignsRequest())).campaigns
+
+    assert [(error.code(), {v.field for v in field_violations(error)}) for error in refusals[:3]] == [
+        (grpc.StatusCode.INVALID_ARGUMENT, {"campaign.waitlist_top_up"}),
+        (grpc.StatusCode.INVALID_ARGUMENT, {"update_mask"}),
+        (grpc.StatusCode.INVALID_ARGUMENT, {"campaign.id"}),
+    ]
+    assert refusals[3].code() == grpc.StatusCode.NOT_FOUND
+    assert (info := error_info(refusals[3])) is not None and info.reason == "INVITE_CAMPAIGN_NOT_FOUND"
+    assert before == []
+    assert (updated.id, updated.display_name, updated.waitlist_top_up) == (campaign.id, made.display_name, 1)
+    assert after == people[:1]
+    # Off: a disabled invitation is no longer out, and still nobody more is invited.
+    assert turned_off.waitlist_top_up == 0 and await _invited(waitlist) == people[:1]
+    assert [c.waitlist_top_up for c in listed if c.id == campaign.id] == [0]
+
+
+async def _invited(waitlist: Waitlist) -> list[str]:
+    rows = await waitlist.fetch("SELECT canonical_email FROM invite.waitlist WHERE state = 3 ORDER BY rank_key, seq")
+    return [row["canonical_email"] for row in rows]
+
+
+async def _invitation_code(waitlist: Waitlist, email: str) -> str:
+    """The code the invitation mail to `email` carries, read from the outbox as its relay would."""
+    rows = await waitlist.fetch(
+        "SELECT o.id, o.payload FROM invite.outbox o JOIN invite.waitlist w ON o.aggregate = 'waitlist:' || w.id"
+        " WHERE w.canonical_email = $1 AND o.kind = $2",
+        email,
+        SEND_EMAIL,
+    )
+    sealer = Sealer(derive_key(load_kek(waitlist.trust.settings), "invite outbox seal v1"))
+    payloads = [json.loads(sealer.unseal(row["id"].bytes, row["payload"])) for row in rows]
+    (code,) = [payload["variables"]["code"] for payload in payloads if "code" in payload["variables"]]
+    return str(code)
+
+
+async def _redeem(waitlist: Waitlist, email: str) -> None:
+    held = await waitlist.auth.HoldCode(
+        pb.HoldCodeRequest(code=await _invitation_code(waitlist, email), email=email, request_id=uuid.uuid4().hex)
+    )
+    await waitlist.auth.ConfirmHold(pb.ConfirmHoldRequest(hold_id=held.hold.id, user_id=str(uuid.uuid4())))

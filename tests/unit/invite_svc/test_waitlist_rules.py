@@ -10,7 +10,7 @@ import uuid
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from invite_svc.domain import Referral, ReferralRules, rank_key_shift
+from invite_svc.domain import Referral, ReferralRules, rank_key_shift, waitlist_top_up
 from invite_svc.sealing import WaitlistLinks
 
 RULES = ReferralRules(
@@ -62,3 +62,23 @@ def test_a_private_link_names_its_entry_and_nothing_else_passes() -> None:
             assert links.entry_of(token[:at] + other + token[at + 1 :]) is None
     assert links.entry_of(f" {token}\n") == entry
     assert links.entry_of("") is None and links.entry_of("!!!") is None and links.entry_of(token + "AAAA") is None
+
+
+def test_a_top_up_fills_the_invitations_out_up_to_the_target_and_never_past_the_room() -> None:
+    assert waitlist_top_up(target=3, out=0, room=None) == 3
+    assert waitlist_top_up(target=3, out=1, room=None) == 2
+    assert waitlist_top_up(target=3, out=3, room=None) == 0
+    assert waitlist_top_up(target=3, out=5, room=None) == 0  # more out than asked (a lapsed hold)
+    assert waitlist_top_up(target=3, out=0, room=2) == 2
+    assert waitlist_top_up(target=3, out=1, room=2) == 1
+    assert waitlist_top_up(target=3, out=1, room=1) == 0
+    assert waitlist_top_up(target=3, out=0, room=-1) == 0  # over capacity already
+    assert waitlist_top_up(target=0, out=0, room=None) == 0
+
+
+@given(st.integers(0, 100), st.integers(0, 100), st.none() | st.integers(-10, 100))
+def test_a_top_up_never_invites_past_its_target_or_its_room(target: int, out: int, room: int | None) -> None:
+    invited = waitlist_top_up(target, out, room)
+    assert invited >= 0
+    assert invited == 0 or out + invited <= target
+    assert room is None or invited == 0 or out + invited <= room

@@ -56,6 +56,7 @@ BEYOND_DESIGN_TABLE = {
     "invitemesh.admin.v1.AdminService/ListAdmins": ("get", "/v1/admin/admins", ADMIN),
     "invitemesh.admin.v1.AdminService/CreateCampaign": ("post", "/v1/admin/campaigns", ADMIN),
     "invitemesh.admin.v1.AdminService/ListCampaigns": ("get", "/v1/admin/campaigns", ADMIN),
+    "invitemesh.admin.v1.AdminService/UpdateCampaign": ("patch", "/v1/admin/campaigns/{campaign.id}", ADMIN),
     "invitemesh.admin.v1.AdminService/ReactivateUser": ("post", "/v1/admin/users/{user_id}:reactivate", ADMIN),
     "invitemesh.admin.v1.AdminService/UpdateAdmin": ("patch", "/v1/admin/admins/{admin.id}", ADMIN),
     "invitemesh.admin.v1.AdminService/RevokeSession": ("post", "/v1/admin/sessions:revoke", ADMIN),

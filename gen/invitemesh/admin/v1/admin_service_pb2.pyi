@@ -609,6 +609,60 @@ class CreateCampaignResponse(_message.Message):
 Global___CreateCampaignResponse: _TypeAlias = CreateCampaignResponse  # noqa: Y015
 
 @_typing.final
+class UpdateCampaignRequest(_message.Message):
+    """Request for UpdateCampaign."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CAMPAIGN_FIELD_NUMBER: _builtins.int
+    UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def campaign(self) -> _invite_service_pb2.Campaign:
+        """The campaign: `id` says which, the fields of `update_mask` what changes."""
+
+    @_builtins.property
+    def update_mask(self) -> _field_mask_pb2.FieldMask:
+        """`waitlist_top_up`, the one field that changes (also when left empty)."""
+
+    def __init__(
+        self,
+        *,
+        campaign: _invite_service_pb2.Campaign | None = ...,
+        update_mask: _field_mask_pb2.FieldMask | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["campaign", b"campaign", "update_mask", b"update_mask"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign", b"campaign", "update_mask", b"update_mask"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateCampaignRequest: _TypeAlias = UpdateCampaignRequest  # noqa: Y015
+
+@_typing.final
+class UpdateCampaignResponse(_message.Message):
+    """Response for UpdateCampaign."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CAMPAIGN_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def campaign(self) -> _invite_service_pb2.Campaign:
+        """The campaign as it now is."""
+
+    def __init__(
+        self,
+        *,
+        campaign: _invite_service_pb2.Campaign | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["campaign", b"campaign"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign", b"campaign"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateCampaignResponse: _TypeAlias = UpdateCampaignResponse  # noqa: Y015
+
+@_typing.final
 class ListCampaignsRequest(_message.Message):
     """Request for ListCampaigns."""
 

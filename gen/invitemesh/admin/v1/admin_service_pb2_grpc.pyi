@@ -64,8 +64,10 @@ class AdminServiceStub:
     """
     CreateCampaign: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.CreateCampaignRequest, _admin_service_pb2.CreateCampaignResponse]
     """Creates a campaign. Idempotent by `request_id`."""
+    UpdateCampaign: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.UpdateCampaignRequest, _admin_service_pb2.UpdateCampaignResponse]
+    """Changes a campaign (`update_mask`: `waitlist_top_up`)."""
     ListCampaigns: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ListCampaignsRequest, _admin_service_pb2.ListCampaignsResponse]
-    """Lists campaigns."""
+    """Lists campaigns, newest first."""
     ListInvites: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ListInvitesRequest, _admin_service_pb2.ListInvitesResponse]
     """Lists codes, oldest first (the order they were minted in)."""
     GetInvite: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.GetInviteRequest, _admin_service_pb2.GetInviteResponse]
@@ -174,8 +176,10 @@ class AdminServiceAsyncStub(AdminServiceStub):
     """
     CreateCampaign: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.CreateCampaignRequest, _admin_service_pb2.CreateCampaignResponse]  # type: ignore[assignment]
     """Creates a campaign. Idempotent by `request_id`."""
+    UpdateCampaign: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.UpdateCampaignRequest, _admin_service_pb2.UpdateCampaignResponse]  # type: ignore[assignment]
+    """Changes a campaign (`update_mask`: `waitlist_top_up`)."""
     ListCampaigns: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ListCampaignsRequest, _admin_service_pb2.ListCampaignsResponse]  # type: ignore[assignment]
-    """Lists campaigns."""
+    """Lists campaigns, newest first."""
     ListInvites: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ListInvitesRequest, _admin_service_pb2.ListInvitesResponse]  # type: ignore[assignment]
     """Lists codes, oldest first (the order they were minted in)."""
     GetInvite: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.GetInviteRequest, _admin_service_pb2.GetInviteResponse]  # type: ignore[assignment]
@@ -337,12 +341,20 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         """Creates a campaign. Idempotent by `request_id`."""
 
     @_abc_1.abstractmethod
+    def UpdateCampaign(
+        self,
+        request: _admin_service_pb2.UpdateCampaignRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.UpdateCampaignResponse, _abc.Awaitable[_admin_service_pb2.UpdateCampaignResponse]]:
+        """Changes a campaign (`update_mask`: `waitlist_top_up`)."""
+
+    @_abc_1.abstractmethod
     def ListCampaigns(
         self,
         request: _admin_service_pb2.ListCampaignsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_admin_service_pb2.ListCampaignsResponse, _abc.Awaitable[_admin_service_pb2.ListCampaignsResponse]]:
-        """Lists campaigns."""
+        """Lists campaigns, newest first."""
 
     @_abc_1.abstractmethod
     def ListInvites(

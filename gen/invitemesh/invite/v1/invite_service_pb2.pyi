@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -257,6 +258,7 @@ class Campaign(_message.Message):
     START_TIME_FIELD_NUMBER: _builtins.int
     END_TIME_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    WAITLIST_TOP_UP_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Stable id (UUID)."""
     display_name: _builtins.str
@@ -267,6 +269,11 @@ class Campaign(_message.Message):
     """Spots taken (confirmed uses plus live holds)."""
     invite_quota: _builtins.int
     """Codes each newly active user invited through this campaign receives."""
+    waitlist_top_up: _builtins.int
+    """Invitations from the waitlist the campaign keeps out: while fewer of the
+    codes its waitlist releases mailed are unredeemed, and it has room for
+    more, invite_svc invites the next people waiting. 0: off.
+    """
     @_builtins.property
     def allowed_email_domains(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Email domains allowed to redeem; empty means any."""
@@ -295,10 +302,11 @@ class Campaign(_message.Message):
         start_time: _timestamp_pb2.Timestamp | None = ...,
         end_time: _timestamp_pb2.Timestamp | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        waitlist_top_up: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed_email_domains", b"allowed_email_domains", "capacity", b"capacity", "create_time", b"create_time", "display_name", b"display_name", "end_time", b"end_time", "id", b"id", "invite_quota", b"invite_quota", "start_time", b"start_time", "taken", b"taken"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed_email_domains", b"allowed_email_domains", "capacity", b"capacity", "create_time", b"create_time", "display_name", b"display_name", "end_time", b"end_time", "id", b"id", "invite_quota", b"invite_quota", "start_time", b"start_time", "taken", b"taken", "waitlist_top_up", b"waitlist_top_up"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1027,6 +1035,60 @@ class CreateCampaignResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CreateCampaignResponse: _TypeAlias = CreateCampaignResponse  # noqa: Y015
+
+@_typing.final
+class UpdateCampaignRequest(_message.Message):
+    """Request for UpdateCampaign."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CAMPAIGN_FIELD_NUMBER: _builtins.int
+    UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def campaign(self) -> Global___Campaign:
+        """The campaign: `id` says which, the fields of `update_mask` what changes."""
+
+    @_builtins.property
+    def update_mask(self) -> _field_mask_pb2.FieldMask:
+        """`waitlist_top_up`, the one field that changes (also when left empty)."""
+
+    def __init__(
+        self,
+        *,
+        campaign: Global___Campaign | None = ...,
+        update_mask: _field_mask_pb2.FieldMask | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["campaign", b"campaign", "update_mask", b"update_mask"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign", b"campaign", "update_mask", b"update_mask"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateCampaignRequest: _TypeAlias = UpdateCampaignRequest  # noqa: Y015
+
+@_typing.final
+class UpdateCampaignResponse(_message.Message):
+    """Response for UpdateCampaign."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CAMPAIGN_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def campaign(self) -> Global___Campaign:
+        """The campaign as it now is."""
+
+    def __init__(
+        self,
+        *,
+        campaign: Global___Campaign | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["campaign", b"campaign"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign", b"campaign"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateCampaignResponse: _TypeAlias = UpdateCampaignResponse  # noqa: Y015
 
 @_typing.final
 class ListCampaignsRequest(_message.Message):

@@ -93,6 +93,11 @@ class InviteServiceStub:
                 request_serializer=invitemesh_dot_invite_dot_v1_dot_invite__service__pb2.CreateCampaignRequest.SerializeToString,
                 response_deserializer=invitemesh_dot_invite_dot_v1_dot_invite__service__pb2.CreateCampaignResponse.FromString,
                 _registered_method=True)
+        self.UpdateCampaign = channel.unary_unary(
+                '/invitemesh.invite.v1.InviteService/UpdateCampaign',
+                request_serializer=invitemesh_dot_invite_dot_v1_dot_invite__service__pb2.UpdateCampaignRequest.SerializeToString,
+                response_deserializer=invitemesh_dot_invite_dot_v1_dot_invite__service__pb2.UpdateCampaignResponse.FromString,
+                _registered_method=True)
         self.ListCampaigns = channel.unary_unary(
                 '/invitemesh.invite.v1.InviteService/ListCampaigns',
                 request_serializer=invitemesh_dot_invite_dot_v1_dot_invite__service__pb2.ListCampaignsRequest.SerializeToString,
@@ -238,8 +243,15 @@ class InviteServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateCampaign(self, request, context):
+        """Changes a campaign (`update_mask`: `waitlist_top_up`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListCampaigns(self, request, context):
-        """Lists campaigns.
+        """Lists campaigns, newest first.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -376,6 +388,11 @@ def add_InviteServiceServicer_to_server(servicer, server):
                     servicer.CreateCampaign,
                     request_deserializer=invitemesh_dot_invite_dot_v1_dot_invite__service__pb2.CreateCampaignRequest.FromString,
                     response_serializer=invitemesh_dot_invite_dot_v1_dot_invite__service__pb2.CreateCampaignResponse.SerializeToString,
+            ),
+            'UpdateCampaign': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateCampaign,
+                    request_deserializer=invitemesh_dot_invite_dot_v1_dot_invite__service__pb2.UpdateCampaignRequest.FromString,
+                    response_serializer=invitemesh_dot_invite_dot_v1_dot_invite__service__pb2.UpdateCampaignResponse.SerializeToString,
             ),
             'ListCampaigns': grpc.unary_unary_rpc_method_handler(
                     servicer.ListCampaigns,
@@ -729,6 +746,33 @@ class InviteService:
             '/invitemesh.invite.v1.InviteService/CreateCampaign',
             invitemesh_dot_invite_dot_v1_dot_invite__service__pb2.CreateCampaignRequest.SerializeToString,
             invitemesh_dot_invite_dot_v1_dot_invite__service__pb2.CreateCampaignResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateCampaign(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/invitemesh.invite.v1.InviteService/UpdateCampaign',
+            invitemesh_dot_invite_dot_v1_dot_invite__service__pb2.UpdateCampaignRequest.SerializeToString,
+            invitemesh_dot_invite_dot_v1_dot_invite__service__pb2.UpdateCampaignResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -73,8 +73,10 @@ class InviteServiceStub:
     """Disables a code: no new holds; existing confirmed uses stay."""
     CreateCampaign: _grpc.UnaryUnaryMultiCallable[_invite_service_pb2.CreateCampaignRequest, _invite_service_pb2.CreateCampaignResponse]
     """Creates a campaign. Idempotent by `request_id`."""
+    UpdateCampaign: _grpc.UnaryUnaryMultiCallable[_invite_service_pb2.UpdateCampaignRequest, _invite_service_pb2.UpdateCampaignResponse]
+    """Changes a campaign (`update_mask`: `waitlist_top_up`)."""
     ListCampaigns: _grpc.UnaryUnaryMultiCallable[_invite_service_pb2.ListCampaignsRequest, _invite_service_pb2.ListCampaignsResponse]
-    """Lists campaigns."""
+    """Lists campaigns, newest first."""
     GetReferralTree: _grpc.UnaryUnaryMultiCallable[_invite_service_pb2.GetReferralTreeRequest, _invite_service_pb2.GetReferralTreeResponse]
     """Who a user (or admin) invited, and whom those invited, to a depth."""
     JoinWaitlist: _grpc.UnaryUnaryMultiCallable[_invite_service_pb2.JoinWaitlistRequest, _invite_service_pb2.JoinWaitlistResponse]
@@ -155,8 +157,10 @@ class InviteServiceAsyncStub(InviteServiceStub):
     """Disables a code: no new holds; existing confirmed uses stay."""
     CreateCampaign: _aio.UnaryUnaryMultiCallable[_invite_service_pb2.CreateCampaignRequest, _invite_service_pb2.CreateCampaignResponse]  # type: ignore[assignment]
     """Creates a campaign. Idempotent by `request_id`."""
+    UpdateCampaign: _aio.UnaryUnaryMultiCallable[_invite_service_pb2.UpdateCampaignRequest, _invite_service_pb2.UpdateCampaignResponse]  # type: ignore[assignment]
+    """Changes a campaign (`update_mask`: `waitlist_top_up`)."""
     ListCampaigns: _aio.UnaryUnaryMultiCallable[_invite_service_pb2.ListCampaignsRequest, _invite_service_pb2.ListCampaignsResponse]  # type: ignore[assignment]
-    """Lists campaigns."""
+    """Lists campaigns, newest first."""
     GetReferralTree: _aio.UnaryUnaryMultiCallable[_invite_service_pb2.GetReferralTreeRequest, _invite_service_pb2.GetReferralTreeResponse]  # type: ignore[assignment]
     """Who a user (or admin) invited, and whom those invited, to a depth."""
     JoinWaitlist: _aio.UnaryUnaryMultiCallable[_invite_service_pb2.JoinWaitlistRequest, _invite_service_pb2.JoinWaitlistResponse]  # type: ignore[assignment]
@@ -302,12 +306,20 @@ class InviteServiceServicer(metaclass=_abc_1.ABCMeta):
         """Creates a campaign. Idempotent by `request_id`."""
 
     @_abc_1.abstractmethod
+    def UpdateCampaign(
+        self,
+        request: _invite_service_pb2.UpdateCampaignRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_invite_service_pb2.UpdateCampaignResponse, _abc.Awaitable[_invite_service_pb2.UpdateCampaignResponse]]:
+        """Changes a campaign (`update_mask`: `waitlist_top_up`)."""
+
+    @_abc_1.abstractmethod
     def ListCampaigns(
         self,
         request: _invite_service_pb2.ListCampaignsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_invite_service_pb2.ListCampaignsResponse, _abc.Awaitable[_invite_service_pb2.ListCampaignsResponse]]:
-        """Lists campaigns."""
+        """Lists campaigns, newest first."""
 
     @_abc_1.abstractmethod
     def GetReferralTree(
