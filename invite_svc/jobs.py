@@ -42,7 +42,7 @@ def places_job(waitlist: WaitlistStore, places: Places, interval: float) -> Peri
         moment = await waitlist.now()
         since = await places.synced_until()
         if since is None:
-            if await places.rebuild(waitlist.everyone_waiting(), moment):
+            if await places.rebuild(waitlist.everyone_waiting(), waitlist.changed_since, moment):
                 log.info("waitlist places index rebuilt", waiting=await places.size())
             return
         async for waiting, gone in waitlist.changed_since(since):

@@ -204,9 +204,10 @@ class WaitlistStore:
 
     async def waiting(self) -> int:
         try:
-            return await self._places.size()
+            size = await self._places.size()
         except RedisError:  # the index unreachable: count the truth instead
-            return (await self.counts())[EntryState.WAITING]
+            size = None
+        return size if size is not None else (await self.counts())[EntryState.WAITING]
 
     async def confirm(self, entry_id: uuid.UUID) -> Entry | None:
         """Confirms the entry (and counts the referral it came through, if the rules let it);

@@ -7,6 +7,7 @@ campaigns that keep invitations out by themselves."""
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -23,7 +24,7 @@ from invitemesh.invite.v1 import invite_service_pb2_grpc
 from invite_svc.sealing import WaitlistLinks
 from invite_svc.server import add_servicers
 from invite_svc.settings import InviteSettings
-from invite_svc.store.places import Places
+from invite_svc.store.places import Place, Places
 from mesh.channels import open_channel
 from mesh.errors import error_info, field_violations
 from mesh.jobs import PeriodicJob
@@ -332,6 +333,41 @@ async def test_places_are_answered_from_the_database_while_the_index_is_lost_and
     assert moved.entry.position == 2
     assert from_the_table == [1, 3, 4, 5, 2]
     assert [found[0] + 1 for found in from_the_index if found] == from_the_table
+
+
+async def test_a_rebuild_keeps_the_places_confirmed_while_it_read_and_until_it_is_done_places_are_counted_elsewhere(
+    waitlist: Waitlist,
+) -> None:
+    """The index's own rules, on keys of this test's own (the server's catch-up job leaves them
+    alone): a rebuild swaps in what it read, which drops the writes of confirmations that came
+    meanwhile, so it writes those again before the index answers any place."""
+    redis = create_redis(waitlist.trust.settings)
+    pipe = RedisPipe(redis)
+    places = Places(redis, pipe, KeySpace(f"rebuild-{uuid.uuid4().hex[:8]}"))
+    moment = datetime.datetime.now(datetime.UTC)
+    while_rebuilding: list[tuple[int, int] | None] = []
+
+    async def everyone_as_read() -> AsyncIterator[list[Place]]:
+        yield [(1, 2), (2, 4)]
+        # The third person confirms after the read: their write lands in the set the swap replaces.
+        await places.joined((3, 6))
+        while_rebuilding.append(await places.place(3))
+
+    async def changed_since(since: datetime.datetime) -> AsyncIterator[tuple[list[Place], list[int]]]:
+        assert since == moment
+        yield [(3, 6)], []
+
+    try:
+        rebuilt = await places.rebuild(everyone_as_read(), changed_since, moment)
+        after = [await places.place(seq) for seq in (1, 2, 3)]
+        again = await places.rebuild(everyone_as_read(), changed_since, moment)
+    finally:
+        await pipe.close()
+        await redis.aclose()
+
+    assert while_rebuilding == [None]  # not caught up: the place is counted in PostgreSQL
+    assert rebuilt and after == [(0, 3), (1, 3), (2, 3)]
+    assert not again  # caught up already: a second replica's rebuild leaves it
 
 
 async def _id(waitlist: Waitlist, email: str) -> str:
