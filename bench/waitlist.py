@@ -73,11 +73,14 @@ async def seed(database_url: str, people: int) -> list[uuid.UUID]:
 
 
 async def index_built(settings: Settings, people: int) -> float:
-    """Seconds until the places index holds `people` (the server's catch-up builds it)."""
+    """Seconds until the places index holds `people` and is marked caught up, so that it answers
+    places (the server's catch-up builds it)."""
     client = aioredis.from_url(str(settings.redis_url))
     started = time.perf_counter()
     try:
-        while await client.zcard("invite:{waitlist}:places") < people:  # noqa: ASYNC110 - another process's work
+        caught_up = "invite:{waitlist}:places-synced"
+        # A loop, not an event: it is another process's work.
+        while not await client.exists(caught_up) or await client.zcard("invite:{waitlist}:places") < people:  # noqa: ASYNC110
             await asyncio.sleep(0.2)
     finally:
         await client.aclose()
